@@ -1,0 +1,169 @@
+"""The ``hkd`` command line: every workflow step is a subcommand, usable without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hkd.data.cases import DataError
+
+log = logging.getLogger("hkd")
+
+
+def _json_arg(value: str):
+    """A JSON value given inline, or the path of a JSON/YAML file holding it."""
+    text = value.strip()
+    if text[:1] in "{[":
+        return json.loads(text)
+    path = Path(value)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        return yaml.safe_load(path.read_text())
+    return json.loads(path.read_text())
+
+
+def cmd_phantom(args) -> None:
+    from hkd.data.phantom import write_phantom_dataset
+    from hkd.io import atomic_dir
+
+    with atomic_dir(args.out) as tmp:
+        ids = write_phantom_dataset(tmp, n_cases=args.cases, seed=args.seed, size=args.size,
+                                    slices=tuple(args.slices), spacing_xy=tuple(args.spacing_xy),
+                                    slice_thickness=tuple(args.slice_thickness))
+    log.info("wrote %d phantom cases to %s", len(ids), args.out)
+
+
+def cmd_download(args) -> None:
+    from hkd.data.synapse import download
+
+    path = download(args.entity, args.out, args.md5)
+    log.info("downloaded %s to %s", args.entity, path)
+
+
+def cmd_extract(args) -> None:
+    from hkd.data.synapse import extract_zip
+
+    extract_zip(args.zip, args.out, args.md5)
+    log.info("extracted %s to %s", args.zip, args.out)
+
+
+def cmd_split(args) -> None:
+    from hkd.data.sources import list_cases
+    from hkd.data.split import make_split
+    from hkd.io import write_json
+
+    counts = list_cases(args.source, args.format)
+    split = make_split(list(counts), args.preset, tuple(args.ratios), args.seed, args.file)
+    result = {
+        "preset": args.preset,
+        "seed": args.seed,
+        **split,
+        "slices": {part: sum(counts[c] for c in ids) for part, ids in split.items()},
+        "cases": {part: len(ids) for part, ids in split.items()},
+    }
+    write_json(args.out, result)
+    log.info("split %s: cases %s, slices %s", args.out, result["cases"], result["slices"])
+
+
+def cmd_prepare(args) -> None:
+    from hkd.data.preprocess import prepare_dataset
+    from hkd.data.sources import iter_cases
+
+    p = _json_arg(args.params)
+    split_file = json.loads(Path(args.split).read_text())
+    split = {part: split_file[part] for part in ("train", "val", "test")}
+    label_map = {int(k): int(v) for k, v in p["label_map"].items()}
+    classes = list(p["classes"])
+    liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []
+    cases = iter_cases(args.source, args.format, [c for ids in split.values() for c in ids],
+                       liver_id=liver_ids[0] if len(liver_ids) == 1 else None)
+    meta = prepare_dataset(cases, split, args.out, image_size=int(p["image_size"]),
+                           hu_window=tuple(p["hu_window"]), label_map=label_map, classes=classes,
+                           progress=not args.quiet)
+    log.info("prepared %s: slices %s", args.out, meta["slices"])
+
+
+def cmd_train(args) -> None:
+    from hkd.train.trainer import train
+
+    metrics = train(_json_arg(args.params), args.data, args.out, resume_dir=args.work,
+                    teacher_ckpt=args.teacher, progress=not args.quiet)
+    log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hkd", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="generate the synthetic abdominal CT phantom (Synapse RawData layout)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--cases", type=int, default=12)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--slices", type=int, nargs=2, default=(40, 56), metavar=("MIN", "MAX"))
+    p.add_argument("--spacing-xy", type=float, nargs=2, default=(0.7, 0.9), metavar=("MIN", "MAX"))
+    p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"))
+    p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("download", help="download a Synapse file (needs SYNAPSE_AUTH_TOKEN or ~/.synapseConfig)")
+    p.add_argument("--entity", default="syn3379050")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--md5", default=None)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("extract", help="extract a RawData zip safely")
+    p.add_argument("--zip", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--md5", default=None)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("split", help="patient-level train/val/test split")
+    p.add_argument("--source", required=True, type=Path)
+    p.add_argument("--format", default="rawdata", choices=["rawdata", "transunet"])
+    p.add_argument("--preset", default="random", choices=["random", "transunet", "file"])
+    p.add_argument("--ratios", type=float, nargs=3, default=(0.6, 0.2, 0.2))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--file", default=None, help="split file for --preset file")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("prepare", help="preprocess cases into the prepared HDF5 dataset")
+    p.add_argument("--source", required=True, type=Path)
+    p.add_argument("--format", default="rawdata", choices=["rawdata", "transunet"])
+    p.add_argument("--split", required=True, type=Path)
+    p.add_argument("--params", required=True, help="JSON (inline or file): image_size, hu_window, label_map, classes")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a teacher or a (scratch or distilled) student")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--params", required=True, help="training config as JSON (inline or file)")
+    p.add_argument("--out", required=True, type=Path, help="folder for best.pt, last.pt, log.csv, metrics.json")
+    p.add_argument("--work", type=Path, default=None, help="folder for the resume state (kept across kills)")
+    p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for distillation")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        args.func(args)
+    except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"hkd {args.command}: error: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: sources (phantom, Synapse, imports), validation, preprocessing, split, datasets."""

@@ -1,0 +1,149 @@
+"""Reading and validating raw cases: the one place that turns source files into checked volumes.
+
+A :class:`Case` holds an image and its label in the *display* orientation used everywhere in the
+project: axes (z, row, column), axial slices with the patient's anterior at the top and the
+patient's right on the left of the image (the radiological convention), superior at high z.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+class DataError(ValueError):
+    """A source file or value that cannot be used; the message names the file or key."""
+
+
+@dataclass
+class Case:
+    case_id: str
+    image: np.ndarray  # (D, H, W); HU (float32) or already scaled to [0, 1]
+    label: np.ndarray  # (D, H, W) uint8, source label ids
+    spacing: tuple[float, float, float]  # mm along (z, row, column)
+    scaled: bool = False  # True when the image is already windowed to [0, 1]
+    source: str = ""  # the file the label came from, for error messages
+
+
+@dataclass(frozen=True)
+class RawCase:
+    case_id: str
+    image_path: Path
+    label_path: Path
+
+
+_IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
+
+
+def find_raw_cases(root: str | Path) -> list[RawCase]:
+    """List the labelled cases of a Synapse RawData folder (``Training/img``, ``Training/label``).
+
+    ``root`` may be the RawData folder itself or a folder containing it.
+    """
+    root = Path(root)
+    for base in (root, root / "RawData"):
+        if (base / "Training" / "img").is_dir():
+            break
+    else:
+        raise DataError(f"{root}: no Training/img folder (expected the Synapse RawData layout)")
+    cases = []
+    for img in sorted((base / "Training" / "img").iterdir()):
+        m = _IMG_RE.match(img.name)
+        if not m:
+            continue
+        number = m.group(1)
+        suffix = img.name[len("img") + len(number):]
+        label = base / "Training" / "label" / f"label{number}{suffix}"
+        if not label.exists():
+            raise DataError(f"{img}: no matching label file {label}")
+        cases.append(RawCase(number.zfill(4), img, label))
+    if not cases:
+        raise DataError(f"{base / 'Training' / 'img'}: no img*.nii.gz files")
+    return cases
+
+
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises several types for corrupt headers
+        raise DataError(f"{path}: not a readable NIfTI file ({exc})") from exc
+    if len(img.shape) != 3:
+        raise DataError(f"{path}: expected a 3D volume, got shape {img.shape}")
+    return img
+
+
+def _read_array(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
+    """Read voxel data without a float64 copy; a truncated or corrupt file raises DataError."""
+    try:
+        if dtype is None:
+            return np.asanyarray(img.dataobj)
+        return np.asarray(img.dataobj.get_unscaled() if _unscaled_ok(img) else img.dataobj, dtype=dtype)
+    except (EOFError, OSError, zlib.error, ValueError) as exc:
+        raise DataError(f"{path}: truncated or corrupt voxel data ({exc})") from exc
+
+
+def _unscaled_ok(img: nib.Nifti1Image) -> bool:
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    return (slope in (1.0, None) or np.isnan(slope)) and (inter in (0.0, None) or np.isnan(inter))
+
+
+def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """Reorient a voxel array with ``affine`` to display axes (z, row, column); returns a view."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras = nib.orientations.apply_orientation(volume, ornt)  # axes point to R, A, S
+    # rows run anterior -> posterior, columns patient right -> left, hence both flips.
+    return np.transpose(ras[::-1, ::-1, :], (2, 1, 0))
+
+
+def display_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing (mm) along the display axes (z, row, column)."""
+    ornt = nib.orientations.io_orientation(affine)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    ras_zooms = [0.0, 0.0, 0.0]
+    for axis, (world_axis, _) in enumerate(ornt):
+        ras_zooms[int(world_axis)] = float(zooms[axis])
+    return (ras_zooms[2], ras_zooms[1], ras_zooms[0])
+
+
+def load_raw_case(raw: RawCase) -> Case:
+    """Load, validate and reorient one image/label pair.
+
+    Raises :class:`DataError` naming the file for: unreadable or truncated files, shape or affine
+    mismatch, NaN voxels, an empty or constant image, and non-integer label values.
+    """
+    img_nii, lab_nii = _load_nifti(raw.image_path), _load_nifti(raw.label_path)
+    if img_nii.shape != lab_nii.shape:
+        raise DataError(f"{raw.label_path}: shape {lab_nii.shape} does not match image {raw.image_path} "
+                        f"shape {img_nii.shape}")
+    if not np.allclose(img_nii.affine, lab_nii.affine, atol=1e-3):
+        raise DataError(f"{raw.label_path}: affine does not match image {raw.image_path}")
+    if min(img_nii.shape) < 1 or np.prod(img_nii.shape) == 0:
+        raise DataError(f"{raw.image_path}: empty volume")
+    image = _read_array(img_nii, raw.image_path, np.float32)
+    if np.isnan(image).any():
+        raise DataError(f"{raw.image_path}: contains NaN voxels")
+    if image.min() == image.max():
+        raise DataError(f"{raw.image_path}: constant volume (every voxel is {image.min():g})")
+    label = _read_array(lab_nii, raw.label_path, None)
+    if not np.issubdtype(label.dtype, np.integer):
+        if np.isnan(label).any() or (label != np.round(label)).any():
+            raise DataError(f"{raw.label_path}: label values must be integers")
+    values = np.unique(label)
+    if values.min() < 0 or values.max() > 255:
+        raise DataError(f"{raw.label_path}: label values {values.tolist()} outside 0..255")
+    label = label.astype(np.uint8, copy=False)
+    return Case(raw.case_id, to_display(image, img_nii.affine), to_display(label, img_nii.affine),
+                display_spacing(img_nii.affine), source=str(raw.label_path))
+
+
+def raw_depth(raw: RawCase) -> int:
+    """Number of axial slices of a raw case, read from the header only."""
+    img = _load_nifti(raw.image_path)
+    ornt = nib.orientations.io_orientation(img.affine)
+    (axis,) = np.flatnonzero(ornt[:, 0] == 2)  # the voxel axis that runs inferior-superior
+    return int(img.shape[axis])

@@ -1,0 +1,170 @@
+"""Preprocessing: window and scale HU, map labels, cut and resize axial slices, write the dataset.
+
+The prepared dataset (the one format everything downstream reads) is a folder:
+
+* ``train.h5`` / ``val.h5``: datasets ``image`` (N, S, S) float32 in [0, 1], ``label`` (N, S, S)
+  uint8 class ids, ``case`` (N,) case ids and ``slice`` (N,) slice index within the case;
+  chunked one slice per chunk and gzip-compressed.
+* ``volumes/<case>.h5`` for validation and test cases: ``image`` (D, H, W) float32 in [0, 1] and
+  ``label`` (D, H, W) uint8 at native resolution, attribute ``spacing`` (z, row, column) in mm.
+* ``dataset.json``: classes, image size, window, label map, split and slice counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hkd.data.cases import Case, DataError
+from hkd.io import atomic_dir
+
+H5_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+
+
+def window(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Clip HU to [lo, hi] and scale linearly to [0, 1] (float32, in place when possible)."""
+    if not hi > lo:
+        raise DataError(f"data.hu_window: upper bound {hi} must exceed lower bound {lo}")
+    out = np.asarray(image, dtype=np.float32)
+    np.clip(out, lo, hi, out=out)
+    out -= lo
+    out *= 1.0 / (hi - lo)
+    return out
+
+
+def label_lookup(label_map: dict[int, int]) -> np.ndarray:
+    """A 256-entry lookup table from source label ids to class ids; unmapped ids give 255."""
+    table = np.full(256, 255, dtype=np.uint8)
+    for src, dst in label_map.items():
+        table[int(src)] = int(dst)
+    return table
+
+
+def map_labels(label: np.ndarray, table: np.ndarray, source: str) -> np.ndarray:
+    """Map source ids through ``table``; ids missing from the map raise DataError naming ``source``."""
+    mapped = table[label]
+    if (mapped == 255).any():
+        bad = sorted(set(np.unique(label[mapped == 255]).tolist()))
+        raise DataError(f"{source}: label values {bad} are not in the configured label map (data.label_map)")
+    return mapped
+
+
+def pad_to_square(stack: np.ndarray, fill: float) -> np.ndarray:
+    """Pad (D, H, W) slices symmetrically to square so resizing keeps the aspect ratio."""
+    d, h, w = stack.shape
+    size = max(h, w)
+    if h == w:
+        return stack
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.full((d, size, size), fill, dtype=stack.dtype)
+    out[:, top:top + h, left:left + w] = stack
+    return out
+
+
+def resize_slices(stack: np.ndarray, size: int, kind: str) -> np.ndarray:
+    """Resize (D, H, W) slices to (D, size, size): ``kind`` 'image' (bicubic, antialiased) or 'label' (nearest)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(stack))[:, None]
+    if tensor.shape[-1] == size and tensor.shape[-2] == size:
+        return np.ascontiguousarray(stack)
+    if kind == "image":
+        out = F.interpolate(tensor, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        return out[:, 0].clamp_(0.0, 1.0).numpy()
+    out = F.interpolate(tensor.to(torch.uint8), size=(size, size), mode="nearest-exact")
+    return out[:, 0].numpy()
+
+
+class SliceWriter:
+    """Appends slices of successive cases to an HDF5 file, one chunk per slice."""
+
+    def __init__(self, path: Path, size: int):
+        self.file = h5py.File(path, "w")
+        self.n = 0
+        opts = dict(chunks=(1, size, size), **H5_COMPRESSION)
+        self.image = self.file.create_dataset("image", (0, size, size), maxshape=(None, size, size),
+                                              dtype="f4", **opts)
+        self.label = self.file.create_dataset("label", (0, size, size), maxshape=(None, size, size),
+                                              dtype="u1", **opts)
+        self.case = self.file.create_dataset("case", (0,), maxshape=(None,), dtype=h5py.string_dtype())
+        self.index = self.file.create_dataset("slice", (0,), maxshape=(None,), dtype="i4")
+
+    def append(self, case_id: str, image: np.ndarray, label: np.ndarray) -> None:
+        d = image.shape[0]
+        for ds in (self.image, self.label, self.case, self.index):
+            ds.resize(self.n + d, axis=0)
+        self.image[self.n:self.n + d] = image
+        self.label[self.n:self.n + d] = label
+        self.case[self.n:self.n + d] = [case_id] * d
+        self.index[self.n:self.n + d] = np.arange(d, dtype=np.int32)
+        self.n += d
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def write_volume(path: Path, image: np.ndarray, label: np.ndarray, spacing, case_id: str) -> None:
+    """Store one native-resolution volume for volume-level evaluation."""
+    with h5py.File(path, "w") as f:
+        chunks = (1,) + image.shape[1:]
+        f.create_dataset("image", data=image.astype(np.float32, copy=False), chunks=chunks, **H5_COMPRESSION)
+        f.create_dataset("label", data=label, chunks=chunks, **H5_COMPRESSION)
+        f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
+        f.attrs["case"] = case_id
+
+
+def prepare_dataset(cases: Iterable[Case], split: dict, out_dir: str | Path, *, image_size: int,
+                    hu_window: tuple[float, float], label_map: dict[int, int], classes: list[str],
+                    progress: bool = True) -> dict:
+    """Write the prepared dataset for ``cases`` (streamed one at a time) into ``out_dir`` atomically.
+
+    ``split`` maps 'train'/'val'/'test' to case-id lists. Returns the dataset description.
+    """
+    if image_size <= 0 or image_size % 16:
+        raise DataError(f"data.image_size: {image_size} must be a positive multiple of 16")
+    n_classes = len(classes)
+    if max(label_map.values()) >= n_classes:
+        raise DataError(f"data.label_map: class id {max(label_map.values())} has no name in data.classes")
+    table = label_lookup(label_map)
+    split_of = {cid: part for part, ids in split.items() for cid in ids}
+    counts = {"train": 0, "val": 0, "test": 0}
+    seen: set[str] = set()
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "volumes").mkdir()
+        writers = {part: SliceWriter(tmp / f"{part}.h5", image_size) for part in ("train", "val")}
+        try:
+            for case in tqdm(cases, desc="prepare", unit="case", disable=not progress):
+                part = split_of.get(case.case_id)
+                if part is None:
+                    continue
+                seen.add(case.case_id)
+                image = case.image if case.scaled else window(case.image, *hu_window)
+                label = map_labels(case.label, table, case.source or f"case {case.case_id}")
+                if part in writers:
+                    writers[part].append(case.case_id,
+                                         resize_slices(pad_to_square(image, 0.0), image_size, "image"),
+                                         resize_slices(pad_to_square(label, 0), image_size, "label"))
+                if part in ("val", "test"):
+                    write_volume(tmp / "volumes" / f"{case.case_id}.h5", image, label, case.spacing, case.case_id)
+                counts[part] += image.shape[0]
+        finally:
+            for w in writers.values():
+                w.close()
+        missing = sorted(set(split_of) - seen)
+        if missing:
+            raise DataError(f"split lists cases with no source data: {missing}")
+        meta = {
+            "classes": list(classes),
+            "image_size": image_size,
+            "hu_window": list(hu_window),
+            "label_map": {str(k): int(v) for k, v in label_map.items()},
+            "split": {k: list(v) for k, v in split.items()},
+            "slices": counts,
+        }
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

@@ -1,0 +1,1 @@
+"""Training: segmentation loss, augmentation and the reproducible, resumable trainer."""

@@ -1,0 +1,338 @@
+"""The trainer: one run trains one model (teacher or student, scratch or distilled).
+
+Reproducible: model initialisation, data order and augmentation are seeded from ``seed`` and the
+epoch number, so a run resumed from its last epoch checkpoint ends exactly as an uninterrupted run.
+Outputs (all written atomically) in ``out_dir``: ``best.pt`` and ``last.pt`` (state dicts),
+``log.csv`` (one row per epoch) and ``metrics.json`` (``status``: completed or diverged).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from hkd import distill
+from hkd.data.dataset import SliceSet, load_slices, read_meta
+from hkd.devices import resolve_device
+from hkd.io import atomic_path, write_json, write_text
+from hkd.models import build_model, count_parameters
+from hkd.train import augment
+from hkd.train.losses import segmentation_loss
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; unknown keys are rejected by :meth:`from_dict`."""
+
+    model: dict
+    method: str = "scratch"
+    method_options: dict = field(default_factory=dict)
+    teacher: dict | None = None
+    epochs: int = 40
+    batch_size: int = 24
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    augment: str = "transunet"  # transunet | none
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: leave torch's default
+    max_loss: float = 1e4  # a loss above this (or NaN/inf) counts as divergence
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"training config: unknown key(s) {sorted(unknown)}")
+        cfg = cls(**d)
+        checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
+                  "optimizer": cfg.optimizer in ("sgd", "adamw"), "augment": cfg.augment in ("transunet", "none"),
+                  "weight_decay": cfg.weight_decay >= 0, "poly_power": cfg.poly_power >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"training config: invalid value for {', '.join(bad)}: "
+                             + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in bad))
+        if cfg.method != "scratch" and cfg.teacher is None:
+            raise ValueError(f"training config: method '{cfg.method}' needs a 'teacher' model spec")
+        return cfg
+
+
+def _save_state(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path) -> dict:
+    """Load a checkpoint written by the trainer (plain state dicts, ``weights_only=True``)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable hkd checkpoint ({exc})") from exc
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a trained model from a checkpoint; returns (model in eval mode, its spec)."""
+    state = load_state(path)
+    spec = json.loads(state["spec"])
+    model = build_model(spec)
+    model.load_state_dict(state["model"])
+    return model.eval(), spec
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, batch_size: int = 32) -> dict:
+    """Per-class Dice and IoU pooled over all validation slices (intersection and sums accumulated)."""
+    model.eval()
+    inter = torch.zeros(num_classes, dtype=torch.float64)
+    psum = torch.zeros(num_classes, dtype=torch.float64)
+    gsum = torch.zeros(num_classes, dtype=torch.float64)
+    for i in range(0, len(data), batch_size):
+        x = data.image[i:i + batch_size].to(device)
+        y = data.label[i:i + batch_size]
+        with _autocast(device):
+            pred = model(x).argmax(1).cpu()
+        for c in range(num_classes):
+            p, g = pred == c, y == c
+            inter[c] += (p & g).sum()
+            psum[c] += p.sum()
+            gsum[c] += g.sum()
+    dice = torch.where(psum + gsum > 0, 2 * inter / (psum + gsum).clamp(min=1), torch.nan)
+    iou = torch.where(psum + gsum > 0, inter / (psum + gsum - inter).clamp(min=1), torch.nan)
+    fg = slice(1, num_classes)
+    return {"dice": dice.tolist(), "iou": iou.tolist(),
+            "mean_dice": float(torch.nanmean(dice[fg])), "mean_iou": float(torch.nanmean(iou[fg]))}
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _feature_shapes(model, names, size: int, device) -> dict[str, tuple[int, int, int]]:
+    with torch.no_grad():
+        feats = model.forward_features(torch.zeros(1, 1, size, size, device=device), names=list(names))
+    return {k: tuple(v.shape[1:]) for k, v in feats.items()}
+
+
+class Run:
+    """State of one training run; :meth:`fit` does the work."""
+
+    def __init__(self, cfg: TrainConfig, prepared: Path, out_dir: Path, resume_dir: Path | None,
+                 teacher_ckpt: Path | None, progress: bool = True):
+        self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        # The work folder holds the resume state and the best checkpoint so far; it is not a declared
+        # output, so a workflow manager does not delete it when a killed run is restarted.
+        self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
+        self.resume_path = self.work_dir / "state.pt" if resume_dir else None
+        meta = read_meta(prepared)
+        self.classes = meta["classes"]
+        self.size = int(meta["image_size"])
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.train_set = load_slices(prepared, "train")
+        self.val_set = load_slices(prepared, "val")
+        self.spec = {**cfg.model, "num_classes": len(self.classes)}
+        if self.spec.get("arch") == "transunet":
+            self.spec["img_size"] = self.size
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.spec).to(self.device)
+        self.teacher = None
+        method_cls = distill.get(cfg.method)
+        teacher_shapes = {}
+        if method_cls.teacher_features:
+            if teacher_ckpt is None:
+                raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint")
+            self.teacher, tspec = load_model(teacher_ckpt)
+            self.teacher.to(self.device).requires_grad_(False)
+            teacher_shapes = _feature_shapes(self.teacher, method_cls.teacher_features, self.size, self.device)
+        student_shapes = _feature_shapes(self.model, method_cls.student_features or ("logits",), self.size, self.device)
+        self.method = distill.build(cfg.method, teacher_shapes, student_shapes, len(self.classes),
+                                    **cfg.method_options).to(self.device)
+        params = list(self.model.parameters()) + list(self.method.parameters())
+        if cfg.optimizer == "sgd":
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.history: list[dict] = []
+        self.best = -1.0
+        self.start_epoch = 1
+        self.fingerprint = json.dumps({"cfg": cfg.__dict__, "spec": self.spec, "n_train": len(self.train_set)},
+                                      sort_keys=True, default=str)
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict:
+        return {"model": self.model.state_dict(), "method": self.method.state_dict(),
+                "optimizer": self.opt.state_dict(), "epoch": epoch, "best": self.best,
+                "history": json.dumps(self.history), "spec": json.dumps(self.spec),
+                "fingerprint": self.fingerprint}
+
+    def _model_state(self, epoch: int) -> dict:
+        return {"model": self.model.state_dict(), "method": self.method.state_dict(), "epoch": epoch,
+                "spec": json.dumps(self.spec), "method_name": self.cfg.method}
+
+    def try_resume(self) -> None:
+        """Continue from the work folder's state when it was written by this same configuration."""
+        if self.resume_path and self.resume_path.exists():
+            state = load_state(self.resume_path)
+            if state.get("fingerprint") == self.fingerprint:
+                self._restore(state)
+                return
+            log.info("ignoring %s: written by a run with another configuration", self.resume_path)
+        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.best = float(state["best"])
+        self.history = json.loads(state["history"])
+        self.start_epoch = int(state["epoch"]) + 1
+        log.info("resumed from %s after epoch %d", self.resume_path, self.start_epoch - 1)
+
+    # --- training --------------------------------------------------------------------------------
+    def _lr(self, step: int) -> float:
+        return self.cfg.lr * (1.0 - step / self.total_steps) ** self.cfg.poly_power
+
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+
+    def _step_losses(self, x: torch.Tensor, y: torch.Tensor, aug: dict | None) -> dict[str, torch.Tensor]:
+        if aug is not None:
+            x, y = augment.apply(aug, x, label=y)
+        tfeats = {}
+        if self.teacher is not None:
+            with torch.no_grad(), _autocast(self.device):
+                tfeats = self.teacher.forward_features(x, names=list(self.method.teacher_features))
+            tfeats = {k: v.float() for k, v in tfeats.items()}
+        names = list(dict.fromkeys([*self.method.student_features, "logits"]))
+        with _autocast(self.device):
+            sfeats = self.model.forward_features(x, names=names)
+        sfeats = {k: v.float() for k, v in sfeats.items()}
+        terms = segmentation_loss(sfeats["logits"], y)
+        terms.update(self.method(tfeats, sfeats, y))
+        return terms
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        self.try_resume()
+        started = time.time() - sum(r["seconds"] for r in self.history)
+        status, diverged_at = "completed", None
+        for epoch in range(self.start_epoch, cfg.epochs + 1):
+            t0 = time.time()
+            self.model.train()
+            self.method.train()
+            gen = self._epoch_generator(epoch)
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
+            order = torch.randperm(len(self.train_set), generator=gen)
+            sums: dict[str, float] = {}
+            n_batches = 0
+            bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                       disable=not self.progress, leave=False, mininterval=5)
+            for b in bar:
+                step = (epoch - 1) * self.steps_per_epoch + b
+                lr = self._lr(step)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x = self.train_set.image[idx].to(self.device)
+                y = self.train_set.label[idx].to(self.device)
+                aug = augment.sample_params(len(idx), gen) if cfg.augment == "transunet" else None
+                terms = self._step_losses(x, y, aug)
+                loss = sum(terms.values())
+                if not torch.isfinite(loss) or loss.item() > cfg.max_loss:
+                    status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": float(loss.item())}
+                    log.warning("loss %s at epoch %d step %d: run diverged", loss.item(), epoch, step)
+                    break
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                n_batches += 1
+            if status == "diverged":
+                break
+            val = validate(self.model, self.val_set, len(self.classes), self.device)
+            row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()},
+                   "val_dice": val["mean_dice"], "val_iou": val["mean_iou"],
+                   **{f"val_dice_{c}": d for c, d in zip(self.classes[1:], val["dice"][1:])},
+                   "seconds": time.time() - t0}
+            self.history.append(row)
+            log.info("epoch %d: loss %.4f val dice %.4f (%.1fs)", epoch, row["loss"], row["val_dice"],
+                     row["seconds"])
+            if val["mean_dice"] > self.best:
+                self.best = val["mean_dice"]
+                self.best_val = val
+                _save_state(self.work_dir / "best.pt", {**self._model_state(epoch), "val": json.dumps(val)})
+            if self.resume_path:
+                _save_state(self.resume_path, self._state(epoch))
+        return self._finish(status, diverged_at, time.time() - started)
+
+    def _finish(self, status: str, diverged_at: dict | None, seconds: float) -> dict:
+        epoch = self.history[-1]["epoch"] if self.history else 0
+        _save_state(self.out_dir / "last.pt", self._model_state(epoch))
+        best = self.work_dir / "best.pt"
+        if not best.exists():  # diverged before the first validation: the last finite state
+            shutil.copyfile(self.out_dir / "last.pt", best)
+        if best != self.out_dir / "best.pt":
+            with atomic_path(self.out_dir / "best.pt") as tmp:
+                shutil.copyfile(best, tmp)
+        best_row = max(self.history, key=lambda r: r["val_dice"]) if self.history else None
+        best_state = load_state(self.out_dir / "best.pt")
+        val = json.loads(best_state["val"]) if "val" in best_state else None
+        metrics = {
+            "status": status,
+            "diverged": diverged_at,
+            "method": self.cfg.method,
+            "model": self.spec,
+            "params": count_parameters(self.model),
+            "epochs_completed": epoch,
+            "best_epoch": best_row["epoch"] if best_row else None,
+            "val_dice": best_row["val_dice"] if best_row else None,
+            "val_iou": best_row["val_iou"] if best_row else None,
+            "val_per_class": ({c: {"dice": d, "iou": i} for c, d, i in
+                               zip(self.classes, val["dice"], val["iou"])} if val else None),
+            "seconds": seconds,
+            "device": str(self.device),
+        }
+        write_text(self.out_dir / "log.csv", _csv(self.history))
+        write_json(self.out_dir / "metrics.json", metrics)
+        if self.resume_path:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        return metrics
+
+
+def _csv(rows: list[dict]) -> str:
+    keys = list(dict.fromkeys(k for r in rows for k in r)) or ["epoch"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def train(cfg: dict, prepared: str | Path, out_dir: str | Path, resume_dir: str | Path | None = None,
+          teacher_ckpt: str | Path | None = None, progress: bool = True) -> dict:
+    """Train one model as configured by ``cfg`` (see :class:`TrainConfig`); returns the metrics."""
+    run = Run(TrainConfig.from_dict(cfg), Path(prepared), Path(out_dir),
+              Path(resume_dir) if resume_dir else None, Path(teacher_ckpt) if teacher_ckpt else None, progress)
+    return run.fit()

@@ -1,0 +1,155 @@
+"""Ingest: reading, validating and reorienting raw cases; bad input gets clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hkd.data.cases import DataError, find_raw_cases, load_raw_case, raw_depth
+from hkd.data.synapse import TOKEN_HELP, download, extract_zip, has_credentials
+
+from conftest import LPS_AFFINE, RAS_AFFINE, REAL_CT, make_case, write_nifti, write_rawdata
+
+
+def test_lps_and_ras_cases_reorient_to_the_same_display_arrays(rawdata):
+    cases = {c.case_id: load_raw_case(c) for c in find_raw_cases(rawdata)}
+    # case 1 is LPS, case 2 RAS; both hold a liver block on the patient's right
+    for cid in ("0001", "0002"):
+        case = cases[cid]
+        assert case.image.shape == (8, 32, 32)  # (z, row, column)
+        cols = np.nonzero(case.label == 6)[2]
+        assert cols.mean() < 16, "patient's right must be on the left of the image"
+        assert case.spacing == pytest.approx((3.0, 0.8, 0.8))
+    np.testing.assert_array_equal(cases["0002"].image, load_raw_case(find_raw_cases(rawdata)[1]).image)
+    assert cases["0002"].image.dtype == np.float32
+    assert set(np.unique(cases["0002"].label)) == {0, 6}
+    assert raw_depth(find_raw_cases(rawdata)[0]) == 8
+
+
+def test_missing_label_names_the_image(rawdata):
+    (rawdata / "Training" / "label" / "label0003.nii.gz").unlink()
+    with pytest.raises(DataError, match="img0003.nii.gz: no matching label"):
+        find_raw_cases(rawdata)
+
+
+def test_folder_without_rawdata_layout(tmp_path):
+    with pytest.raises(DataError, match="no Training/img folder"):
+        find_raw_cases(tmp_path)
+
+
+def test_truncated_nifti_is_reported(rawdata):
+    path = rawdata / "Training" / "img" / "img0001.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="img0001.nii.gz"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+def test_corrupt_nifti_is_reported(rawdata):
+    path = rawdata / "Training" / "label" / "label0002.nii.gz"
+    path.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
+    with pytest.raises(DataError, match="label0002.nii.gz: not a readable NIfTI"):
+        load_raw_case(find_raw_cases(rawdata)[1])
+
+
+def test_shape_mismatch(rawdata):
+    write_nifti(rawdata / "Training" / "label" / "label0001.nii.gz", np.zeros((32, 32, 7), np.uint8))
+    with pytest.raises(DataError, match=r"label0001.nii.gz: shape \(32, 32, 7\) does not match"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+def test_affine_mismatch(rawdata):
+    _, label = make_case(seed=1)
+    write_nifti(rawdata / "Training" / "label" / "label0001.nii.gz", label, RAS_AFFINE)
+    with pytest.raises(DataError, match="label0001.nii.gz: affine does not match"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+def test_nan_voxels(rawdata):
+    image, _ = make_case(seed=1)
+    image = image.astype(np.float32)
+    image[3, 3, 3] = np.nan
+    write_nifti(rawdata / "Training" / "img" / "img0001.nii.gz", image)
+    with pytest.raises(DataError, match="img0001.nii.gz: contains NaN"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 8), (32, 32, 0)])
+def test_constant_or_empty_volume(rawdata, shape):
+    write_nifti(rawdata / "Training" / "img" / "img0001.nii.gz", np.full(shape, -1000, np.int16))
+    write_nifti(rawdata / "Training" / "label" / "label0001.nii.gz", np.zeros(shape, np.uint8))
+    with pytest.raises(DataError, match="img0001.nii.gz: (constant|empty)"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+def test_non_integer_labels(rawdata):
+    _, label = make_case(seed=1)
+    write_nifti(rawdata / "Training" / "label" / "label0001.nii.gz", label.astype(np.float32) + 0.5)
+    with pytest.raises(DataError, match="label0001.nii.gz: label values must be integers"):
+        load_raw_case(find_raw_cases(rawdata)[0])
+
+
+def _zip(path, entries):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in entries.items():
+            z.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("evil", ["../escape.txt", "RawData/../../escape.txt", "/etc/evil.txt"])
+def test_zip_entries_escaping_the_target_are_refused(tmp_path, evil):
+    archive = _zip(tmp_path / "RawData.zip", {"RawData/Training/img/a.txt": "ok", evil: "bad"})
+    out = tmp_path / "out" / "RawData"
+    with pytest.raises(DataError, match="outside the target folder"):
+        extract_zip(archive, out)
+    assert not out.exists() and not (tmp_path / "escape.txt").exists()
+    assert list((tmp_path / "out").iterdir()) == []  # nothing half-written
+
+
+def test_zip_extracts_and_checks_md5(tmp_path):
+    archive = _zip(tmp_path / "RawData.zip", {"RawData/Training/img/a.txt": "ok"})
+    with pytest.raises(DataError, match="MD5 .* does not match the configured data.md5"):
+        extract_zip(archive, tmp_path / "out", expected_md5="0" * 32)
+    extract_zip(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "RawData" / "Training" / "img" / "a.txt").read_text() == "ok"
+
+
+def test_corrupt_zip(tmp_path):
+    (tmp_path / "bad.zip").write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(DataError, match="bad.zip: not a readable zip"):
+        extract_zip(tmp_path / "bad.zip", tmp_path / "out")
+
+
+def test_missing_synapse_credentials_say_how_to_get_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("SYNAPSE_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not has_credentials()
+    with pytest.raises(DataError) as err:
+        download("syn3379050", tmp_path / "RawData.zip")
+    assert "SYNAPSE_AUTH_TOKEN" in str(err.value) and "Personal Access Token" in str(err.value)
+    assert str(err.value) == TOKEN_HELP
+    assert not (tmp_path / "RawData.zip").exists()
+
+
+def test_credentials_from_config_file(tmp_path):
+    (tmp_path / ".synapseConfig").write_text("[authentication]\nauthtoken = abc\n")
+    assert has_credentials(env={}, home=tmp_path)
+    assert has_credentials(env={"SYNAPSE_AUTH_TOKEN": "x"}, home=tmp_path / "none")
+
+
+@pytest.mark.skipif(not REAL_CT.exists(), reason=f"real CT folder {REAL_CT} is absent")
+def test_real_ct_ingest_keeps_image_and_label_aligned():
+    (raw,) = find_raw_cases(REAL_CT)
+    case = load_raw_case(raw)
+    assert case.image.shape == (20, 512, 512)
+    assert case.spacing == pytest.approx((2.0, 0.9765625, 0.9765625))
+    hu = np.asanyarray(nib.load(raw.image_path).dataobj)
+    lab = np.asanyarray(nib.load(raw.label_path).dataobj)
+    assert case.image[case.label == 6].mean() == pytest.approx(hu[lab == 6].mean(), rel=1e-6)
+    liver_cols = np.nonzero(case.label == 6)[2].mean()
+    spleen_cols = np.nonzero(case.label == 1)[2].mean()
+    assert liver_cols < 256 < spleen_cols  # radiological view: liver on the image's left

@@ -1,0 +1,184 @@
+"""Preprocessing, the prepared dataset format, patient-level splits and the TransUNet import."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+
+from hkd.data.cases import DataError, find_raw_cases, load_raw_case
+from hkd.data.dataset import load_slices, load_volume, read_meta
+from hkd.data.preprocess import label_lookup, map_labels, pad_to_square, prepare_dataset, resize_slices, window
+from hkd.data.sources import iter_cases, list_cases
+from hkd.data.split import TRANSUNET_TEST, TRANSUNET_TRAIN, make_split
+
+from conftest import CLASSES, LABEL_MAP, REAL_CT, write_nifti
+
+
+def test_window_clips_and_scales():
+    out = window(np.array([-1000, -125, 75, 275, 2000], np.float32), -125, 275)
+    np.testing.assert_allclose(out, [0, 0, 0.5, 1, 1])
+    with pytest.raises(DataError, match="data.hu_window"):
+        window(np.zeros(3), 10, 10)
+
+
+def test_label_map_rejects_unmapped_values():
+    table = label_lookup({0: 0, 6: 5})
+    np.testing.assert_array_equal(map_labels(np.array([0, 6, 6], np.uint8), table, "x"), [0, 5, 5])
+    with pytest.raises(DataError, match=r"label7.nii.gz: label values \[3\] are not in the configured label map"):
+        map_labels(np.array([0, 3], np.uint8), table, "label7.nii.gz")
+
+
+def test_non_square_slices_keep_their_aspect_ratio():
+    stack = np.zeros((1, 20, 40), np.uint8)
+    stack[0, 5:15, 15:25] = 1  # a 10x10 square
+    out = resize_slices(pad_to_square(stack, 0), 32, "label")
+    rows, cols = np.nonzero(out[0])
+    assert out.shape == (1, 32, 32)
+    assert abs((rows.max() - rows.min()) - (cols.max() - cols.min())) <= 1  # still a square
+
+
+def test_resize_image_is_smooth_and_label_is_nearest():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 9, (2, 64, 64)).astype(np.uint8)
+    out = resize_slices(labels, 32, "label")
+    assert out.dtype == np.uint8 and set(np.unique(out)) <= set(range(9))
+    img = resize_slices(rng.random((2, 64, 64), dtype=np.float32), 32, "image")
+    assert img.shape == (2, 32, 32) and 0 <= img.min() and img.max() <= 1
+
+
+def test_random_split_is_patient_level_seeded_and_complete():
+    ids = [f"{i:04d}" for i in range(1, 31)]
+    split = make_split(ids, "random", (0.6, 0.2, 0.2), seed=3)
+    assert [len(split[p]) for p in ("train", "val", "test")] == [18, 6, 6]
+    assert sorted(sum(split.values(), [])) == ids  # every case once
+    assert split == make_split(ids, "random", (0.6, 0.2, 0.2), seed=3)
+    assert split != make_split(ids, "random", (0.6, 0.2, 0.2), seed=4)
+    with pytest.raises(DataError, match="data.split.ratios"):
+        make_split(ids, "random", (0.6, 0.3, 0.2))
+
+
+def test_transunet_split_uses_the_official_training_cases():
+    ids = sorted(TRANSUNET_TRAIN + TRANSUNET_TEST)
+    split = make_split(ids, "transunet", seed=0)
+    assert split["train"] == TRANSUNET_TRAIN
+    assert sorted(split["val"] + split["test"]) == sorted(TRANSUNET_TEST)
+    assert len(split["val"]) == len(split["test"]) == 6
+    with pytest.raises(DataError, match="needs Synapse cases"):
+        make_split(ids[:-1], "transunet")
+
+
+def test_split_file_checks_overlap_and_unknown_cases(tmp_path):
+    ids = ["0001", "0002", "0003"]
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps({"train": ["0001", "0002"], "val": ["0002"], "test": ["0003"]}))
+    with pytest.raises(DataError, match="case 0002 is in both 'train' and 'val'"):
+        make_split(ids, "file", file=str(f))
+    f.write_text(json.dumps({"train": ["0001"], "val": ["0009"], "test": []}))
+    with pytest.raises(DataError, match=r"cases \['0009'\] are not in the source data"):
+        make_split(ids, "file", file=str(f))
+
+
+def _prepare(rawdata, out, split=None, size=32):
+    split = split or {"train": ["0001", "0002", "0003"], "val": ["0004"], "test": ["0005"]}
+    cases = iter_cases(rawdata, "rawdata", sum(split.values(), []))
+    return prepare_dataset(cases, split, out, image_size=size, hu_window=(-125, 275), label_map=LABEL_MAP,
+                           classes=CLASSES, progress=False)
+
+
+def test_prepared_dataset_format(rawdata, tmp_path):
+    meta = _prepare(rawdata, tmp_path / "prep")
+    assert meta["slices"] == {"train": 24, "val": 8, "test": 8}
+    assert read_meta(tmp_path / "prep") == meta
+    with h5py.File(tmp_path / "prep" / "train.h5") as f:
+        assert f["image"].chunks == (1, 32, 32) and f["image"].compression == "gzip"
+        assert f["image"].shape == (24, 32, 32) and f["label"].dtype == np.uint8
+        assert [c.decode() for c in f["case"][:9]] == ["0001"] * 8 + ["0002"]
+        assert list(f["slice"][:8]) == list(range(8))
+    train = load_slices(tmp_path / "prep", "train")
+    assert train.image.shape == (24, 1, 32, 32) and set(train.label.unique().tolist()) == {0, 5}
+    # the liver (BTCV 6 -> class 5) is bright: scaled (100 + 125) / 400 inside it
+    assert train.image[:, 0][train.label == 5].mean() == pytest.approx(225 / 400, abs=0.02)
+    image, label, spacing = load_volume(tmp_path / "prep", "0005")
+    assert image.shape == (8, 32, 32) and spacing == pytest.approx((3.0, 0.8, 0.8))
+    assert not (tmp_path / "prep" / "volumes" / "0001.h5").exists()  # training cases: slices only
+
+
+def test_failed_prepare_leaves_nothing_behind(rawdata, tmp_path):
+    bad = np.zeros((32, 32, 8), np.uint8)
+    bad[0, 0, 0] = 42
+    write_nifti(rawdata / "Training" / "label" / "label0003.nii.gz", bad)
+    with pytest.raises(DataError, match=r"label0003.nii.gz: label values \[42\]"):
+        _prepare(rawdata, tmp_path / "prep")
+    assert list(tmp_path.glob("prep*")) == [] and list(tmp_path.glob(".prep*")) == []
+
+
+def test_split_naming_missing_cases_fails(rawdata, tmp_path):
+    with pytest.raises(DataError, match="no source data"):
+        _prepare(rawdata, tmp_path / "prep", {"train": ["0001", "0099"], "val": ["0002"], "test": []})
+
+
+def _write_transunet(root, liver_id=5, n_train=2, n_test=1):
+    rng = np.random.default_rng(0)
+    (root / "train_npz").mkdir(parents=True)
+    (root / "test_vol_h5").mkdir()
+    for c in range(1, n_train + 1):
+        for s in range(3):
+            label = np.zeros((16, 16), np.uint8)
+            label[2:12, 2:12] = liver_id  # largest organ
+            label[13:15, 13:15] = 1
+            np.savez(root / "train_npz" / f"case{c:04d}_slice{s:03d}.npz",
+                     image=rng.random((16, 16), dtype=np.float32), label=label)
+    for c in range(10, 10 + n_test):
+        label = np.zeros((4, 16, 16), np.uint8)
+        label[:, 2:12, 2:12] = liver_id
+        with h5py.File(root / "test_vol_h5" / f"case{c:04d}.npy.h5", "w") as f:
+            f["image"] = rng.random((4, 16, 16), dtype=np.float32)
+            f["label"] = label
+    return root
+
+
+TRANSUNET_MAP = {i: i for i in range(9)}
+
+
+def test_transunet_import_goes_through_the_same_prepare(tmp_path):
+    root = _write_transunet(tmp_path / "tu")
+    assert list_cases(root, "transunet") == {"0001": 3, "0002": 3, "0010": 4}
+    split = {"train": ["0001"], "val": ["0002"], "test": ["0010"]}
+    meta = prepare_dataset(iter_cases(root, "transunet", sum(split.values(), []), liver_id=5), split,
+                           tmp_path / "prep", image_size=16, hu_window=(-125, 275), label_map=TRANSUNET_MAP,
+                           classes=CLASSES, progress=False)
+    assert meta["slices"] == {"train": 3, "val": 3, "test": 4}
+    image, _, _ = load_volume(tmp_path / "prep", "0010")
+    with h5py.File(root / "test_vol_h5" / "case0010.npy.h5") as f:
+        np.testing.assert_allclose(image, f["image"][()])  # already scaled: not windowed again
+
+
+def test_transunet_import_checks_the_label_order(tmp_path):
+    root = _write_transunet(tmp_path / "tu", liver_id=6)
+    split = {"train": ["0001"], "val": ["0002"], "test": []}
+    with pytest.raises(DataError, match="label order check failed: the largest organ is id 6"):
+        prepare_dataset(iter_cases(root, "transunet", ["0001", "0002"], liver_id=5), split, tmp_path / "prep",
+                        image_size=16, hu_window=(-125, 275), label_map=TRANSUNET_MAP, classes=CLASSES,
+                        progress=False)
+    assert not (tmp_path / "prep").exists()
+
+
+@pytest.mark.skipif(not REAL_CT.exists(), reason=f"real CT folder {REAL_CT} is absent")
+def test_real_ct_prepared_liver_intensity_matches_windowed_hu(tmp_path):
+    split = {"train": [], "val": ["0001"], "test": []}
+    meta = prepare_dataset(iter_cases(REAL_CT, "rawdata", ["0001"]), split, tmp_path / "prep", image_size=224,
+                           hu_window=(-125, 275), label_map=LABEL_MAP, classes=CLASSES, progress=False)
+    assert meta["slices"]["val"] == 20
+    (raw,) = find_raw_cases(REAL_CT)
+    hu = np.asanyarray(nib.load(raw.image_path).dataobj).astype(np.float64)
+    lab = np.asanyarray(nib.load(raw.label_path).dataobj)
+    expected = np.clip(hu[lab == 6], -125, 275).mean()
+    val = load_slices(tmp_path / "prep", "val")
+    liver = val.image[:, 0][val.label == 5].double().mean().item()
+    assert liver * 400 - 125 == pytest.approx(expected, abs=3.0)  # resized slices: within 3 HU
+    image, label, _ = load_volume(tmp_path / "prep", "0001")
+    assert image[label == 5].mean() * 400 - 125 == pytest.approx(expected, abs=0.01)  # native grid: exact
