@@ -46,6 +46,14 @@ class DistillMethod(nn.Module):
         """Default values of the method's options (weights, temperatures, ...)."""
         return {}
 
+    def feature_shape(self, side: str, name: str) -> tuple[int, int, int]:
+        """Shape ``(C, H, W)`` of the ``side`` (``"teacher"``/``"student"``) feature ``name``."""
+        shapes = self.teacher_shapes if side == "teacher" else self.student_shapes
+        if name not in shapes:
+            raise ValueError(f"distillation method '{self.name}' needs {side} feature '{name}'; "
+                             f"shapes were given for {sorted(shapes)}")
+        return tuple(int(v) for v in shapes[name])
+
     @property
     def needs_teacher(self) -> bool:
         return bool(self.teacher_features)

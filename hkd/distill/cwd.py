@@ -1,0 +1,39 @@
+"""``cwd``: channel-wise distillation on the logits (Shu et al., ICCV 2021).
+
+Each class channel becomes a distribution over the pixels, ``phi(y_c) = softmax over H*W of y_c/tau``;
+the term is ``weight * tau^2 / (N*C) * sum_{n,c} KL(phi(y_t,nc) || phi(y_s,nc))``. Teacher logits of
+another spatial size are resized bilinearly to the student's.
+
+Options: ``temperature`` (tau, default 4.0), ``weight`` (default 1.0).
+"""
+
+from __future__ import annotations
+
+from hkd.distill import register
+from hkd.distill.base import DistillMethod
+from hkd.distill.functional import kd_kl, resize
+
+
+@register
+class ChannelWise(DistillMethod):
+    name = "cwd"
+    teacher_features = ("logits",)
+    student_features = ("logits",)
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"temperature": 4.0, "weight": 1.0}
+
+    def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
+        super().__init__(teacher_shapes, student_shapes, num_classes, **options)
+        ct = self.feature_shape("teacher", "logits")[0]
+        cs = self.feature_shape("student", "logits")[0]
+        if ct != cs:
+            raise ValueError(f"distillation method 'cwd': teacher has {ct} classes, student {cs}")
+
+    def forward(self, teacher, student, target):
+        s = student["logits"]
+        t = resize(teacher["logits"], s.shape[-2:])
+        # (N, C, H*W): softmax over the pixels of each channel; kd_kl averages over the N*C channels.
+        loss = kd_kl(s.flatten(2), t.flatten(2), self.options["temperature"], dim=-1)
+        return {"cwd": float(self.options["weight"]) * loss}

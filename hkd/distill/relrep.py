@@ -1,0 +1,75 @@
+"""``relrep``: matching relative representations (Moschella et al., ICLR 2023).
+
+A relative representation describes an embedding by its cosine similarities to a set of anchor
+embeddings, so it does not depend on the embedding's width and teacher and student can be compared
+without a projector.
+
+Embeddings are taken per pixel on the coarse grid of the ``latent`` maps (S/16 for both models; the
+student map is resized bilinearly to the teacher's grid if they differ): each of the ``B*h*w``
+positions of the batch is one embedding (teacher: 512-d, student: 512*width-d). This keeps the
+spatial layout and works with any batch size, including 1. Anchors are ``num_anchors`` positions of
+the batch drawn at random without replacement at every call (all positions when the batch has no
+more); the same positions serve as anchors for teacher and student, so both relative
+representations use the same reference inputs. The term is
+``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
+
+Options: ``weight`` (default 1.0), ``num_anchors`` (default 256), ``distance`` (``mse`` | ``l1``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hkd.distill import register
+from hkd.distill.base import DistillMethod
+from hkd.distill.functional import resize
+
+
+def relative_representation(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Cosine similarities of the rows of ``x`` (N, D) to the rows of ``anchors`` (K, D) -> (N, K)."""
+    return F.normalize(x, dim=1) @ F.normalize(anchors, dim=1).t()
+
+
+def pixel_embeddings(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B*h*w, C): one embedding per position."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+@register
+class RelativeRepresentations(DistillMethod):
+    name = "relrep"
+    teacher_features = ("latent",)
+    student_features = ("latent",)
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"weight": 1.0, "num_anchors": 256, "distance": "mse"}
+
+    def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
+        super().__init__(teacher_shapes, student_shapes, num_classes, **options)
+        self.feature_shape("teacher", "latent")
+        self.feature_shape("student", "latent")
+        if int(self.options["num_anchors"]) < 1:
+            raise ValueError("distillation method 'relrep': num_anchors must be at least 1")
+        if self.options["distance"] not in ("mse", "l1"):
+            raise ValueError(f"distillation method 'relrep': distance must be mse|l1, "
+                             f"got {self.options['distance']!r}")
+
+    def anchor_indices(self, n: int, device) -> torch.Tensor:
+        """Indices of the anchor positions among ``n`` (random subset, or all of them)."""
+        k = int(self.options["num_anchors"])
+        if k >= n:
+            return torch.arange(n, device=device)
+        return torch.randperm(n, device=device)[:k]
+
+    def forward(self, teacher, student, target):
+        t = teacher["latent"]
+        e_t = pixel_embeddings(t)
+        e_s = pixel_embeddings(resize(student["latent"], t.shape[-2:]))
+        idx = self.anchor_indices(e_t.shape[0], e_t.device)
+        r_t = relative_representation(e_t, e_t[idx])
+        r_s = relative_representation(e_s, e_s[idx])
+        diff = r_s - r_t
+        loss = diff.pow(2).mean() if self.options["distance"] == "mse" else diff.abs().mean()
+        return {"relrep": float(self.options["weight"]) * loss}

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, statistics, volume-level evaluation, study tables and hypothesis verdicts."""
