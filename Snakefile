@@ -7,9 +7,11 @@ configfile: "config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
     input:
-        f"{OUT}/data/prepared",
+        rules.train_teacher.output.metrics_json,
+        STUDENT_RUNS,
     default_target: True

@@ -88,8 +88,12 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
+    import torch
+
     from hkd.train.trainer import train
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     metrics = train(_json_arg(args.params), args.data, args.out, resume_dir=args.work,
                     teacher_ckpt=args.teacher, progress=not args.quiet)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for best.pt, last.pt, log.csv, metrics.json")
     p.add_argument("--work", type=Path, default=None, help="folder for the resume state (kept across kills)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for distillation")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
     return parser

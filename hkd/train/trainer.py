@@ -50,7 +50,6 @@ class TrainConfig:
     augment: str = "transunet"  # transunet | none
     seed: int = 0
     device: str = "auto"
-    threads: int = 0  # 0: leave torch's default
     max_loss: float = 1e4  # a loss above this (or NaN/inf) counts as divergence
 
     @classmethod
@@ -142,8 +141,6 @@ class Run:
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
         self.train_set = load_slices(prepared, "train")
         self.val_set = load_slices(prepared, "val")
@@ -153,15 +150,14 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         self.teacher = None
-        method_cls = distill.get(cfg.method)
         teacher_shapes = {}
-        if method_cls.teacher_features:
+        if cfg.method != "scratch":
             if teacher_ckpt is None:
                 raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint")
-            self.teacher, tspec = load_model(teacher_ckpt)
+            self.teacher, _ = load_model(teacher_ckpt)
             self.teacher.to(self.device).requires_grad_(False)
-            teacher_shapes = _feature_shapes(self.teacher, method_cls.teacher_features, self.size, self.device)
-        student_shapes = _feature_shapes(self.model, method_cls.student_features or ("logits",), self.size, self.device)
+            teacher_shapes = _feature_shapes(self.teacher, self.teacher.feature_names(), self.size, self.device)
+        student_shapes = _feature_shapes(self.model, self.model.feature_names(), self.size, self.device)
         self.method = distill.build(cfg.method, teacher_shapes, student_shapes, len(self.classes),
                                     **cfg.method_options).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())

@@ -1,0 +1,190 @@
+"""The Snakemake profiles under workflow/profiles.
+
+Static checks run everywhere. The test marked ``slurm`` submits a two-rule workflow
+through the SLURM profile to a real cluster; it runs only with ``HKD_SLURM_TEST=1``
+(see .ci/slurm-cluster.sh for a single-node cluster that works for this).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = ROOT / "workflow" / "profiles"
+SLURM = PROFILES / "slurm" / "config.v8+.yaml"
+LOCAL = PROFILES / "local" / "config.v8+.yaml"
+
+
+def _load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path} is not a YAML mapping"
+    return data
+
+
+def _code_lines(path: Path) -> str:
+    """The file without its comments."""
+    return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
+
+
+def _comments(path: Path) -> str:
+    return "\n".join(line.split("#", 1)[1] for line in path.read_text().splitlines() if "#" in line)
+
+
+def _as_mapping(value) -> dict:
+    """default-resources / resources may be written as a mapping or as KEY=VALUE items."""
+    if isinstance(value, dict):
+        return value
+    out = {}
+    for item in value:
+        key, _, val = str(item).partition("=")
+        out[key.strip()] = val.strip()
+    return out
+
+
+@pytest.fixture(scope="module")
+def snakemake_options() -> set[str]:
+    from snakemake.cli import get_argument_parser
+
+    return {s for action in get_argument_parser()._actions for s in action.option_strings}
+
+
+# ----------------------------------------------------------------------------- SLURM profile
+
+
+def test_slurm_profile_core_settings():
+    cfg = _load(SLURM)
+    assert cfg["executor"] == "slurm"
+    assert isinstance(cfg["jobs"], int) and cfg["jobs"] > 0
+    assert cfg["retries"] == 0
+    assert cfg["rerun-incomplete"] is True
+    assert cfg["printshellcmds"] is True
+    assert isinstance(cfg["latency-wait"], int) and cfg["latency-wait"] >= 5
+
+
+def test_slurm_profile_polls_with_squeue():
+    # sacct needs slurmdbd; on clusters without it a run never finishes.
+    assert _load(SLURM)["slurm-status-command"] == "squeue"
+
+
+def test_slurm_profile_sets_no_account():
+    assert "slurm_account" not in _code_lines(SLURM)
+    assert "slurm-account" not in _code_lines(SLURM)
+
+
+def test_slurm_default_resources():
+    res = _as_mapping(_load(SLURM)["default-resources"])
+    assert str(res["slurm_partition"]).strip("'\"") == "main"
+    assert int(res["runtime"]) > 0
+    assert int(res["mem_mb"]) > 0
+    # A global cpus_per_task would override cpus_per_gpu on every GPU rule; the
+    # plugin already requests --cpus-per-task=<threads> without it.
+    assert "cpus_per_task" not in res
+    # GPUs are requested per rule (resources: gpu=1), never for every job.
+    assert not {"gpu", "gpus", "gres", "gpu_model"} & set(res)
+
+
+def test_slurm_profile_documents_partition_and_gpus():
+    comments = _comments(SLURM)
+    assert re.search(r"CHANGE THIS.*partition", comments)
+    for word in ("gpu=1", "--gpus=1", "gpu_model", "cpus_per_gpu", "set-resources"):
+        assert word in comments, word
+
+
+def test_slurm_profile_keys_are_snakemake_options(snakemake_options):
+    for key in _load(SLURM):
+        assert f"--{key}" in snakemake_options, key
+
+
+# ----------------------------------------------------------------------------- local profile
+
+
+def test_local_profile(snakemake_options):
+    cfg = _load(LOCAL)
+    assert cfg["cores"] == "all"
+    assert int(_as_mapping(cfg["resources"])["gpu"]) >= 1
+    assert cfg["rerun-incomplete"] is True
+    assert cfg["printshellcmds"] is True
+    assert "executor" not in cfg or cfg["executor"] == "local"
+    assert "number of GPUs" in _comments(LOCAL)
+    for key in cfg:
+        assert f"--{key}" in snakemake_options, key
+
+
+# ----------------------------------------------------------------------------- with Snakemake
+
+SNAKEFILE = textwrap.dedent(
+    """
+    rule all:
+        input: "gpu.txt", "cpu.txt"
+
+    rule gpu_step:
+        output: "gpu.txt"
+        resources: gpu=1
+        shell: "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} SLURM_JOB_ID=${{SLURM_JOB_ID:-none}} > {output}"
+
+    rule cpu_step:
+        output: "cpu.txt"
+        shell: "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} SLURM_JOB_ID=${{SLURM_JOB_ID:-none}} > {output}"
+    """
+)
+
+
+def _snakemake(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    (workdir / "Snakefile").write_text(SNAKEFILE)
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "--directory", str(workdir), "--snakefile",
+         str(workdir / "Snakefile"), *args],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize("profile", [SLURM.parent, LOCAL.parent], ids=["slurm", "local"])
+def test_profiles_accepted_by_snakemake(tmp_path, profile):
+    proc = _snakemake(tmp_path, "--profile", str(profile), "--dry-run")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    gpu_block = out[out.index("rule gpu_step:"):]
+    gpu_resources = re.search(r"resources: (.*)", gpu_block).group(1)
+    assert "gpu=1" in gpu_resources
+    cpu_block = out[out.index("rule cpu_step:"):]
+    assert "gpu=" not in re.search(r"resources: (.*)", cpu_block).group(1)
+    if profile == SLURM.parent:
+        assert "slurm_partition=main" in gpu_resources
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
+def test_workflow_runs_on_slurm(tmp_path):
+    assert shutil.which("sbatch") and shutil.which("squeue"), "SLURM client commands not found"
+    proc = _snakemake(
+        tmp_path, "--profile", str(SLURM.parent), "--verbose",
+        "--slurm-init-seconds-before-status-checks", "5",
+        timeout=900,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+
+    calls = [line for line in out.splitlines() if line.startswith("sbatch call:")]
+    gpu_calls = [c for c in calls if "--comment rule_gpu_step" in c]
+    cpu_calls = [c for c in calls if "--comment rule_cpu_step" in c]
+    assert len(gpu_calls) == 1 and len(cpu_calls) == 1, calls
+    head = lambda call: call.split("--wrap", 1)[0]  # noqa: E731 - options before the job command
+    assert "--gpus=1" in head(gpu_calls[0])
+    assert "--gpus" not in head(cpu_calls[0]) and "--gres" not in head(cpu_calls[0])
+    for call in calls:
+        assert "-p main" in head(call)
+        assert " -A " not in head(call)
+
+    gpu_txt = (tmp_path / "gpu.txt").read_text()
+    cpu_txt = (tmp_path / "cpu.txt").read_text()
+    assert "SLURM_JOB_ID=none" not in gpu_txt + cpu_txt
+    assert "CUDA_VISIBLE_DEVICES=unset" not in gpu_txt  # SLURM assigned the GPU

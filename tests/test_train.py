@@ -1,0 +1,112 @@
+"""The trainer: reproducible, resumable, and a diverging loss is recorded as a result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from hkd.data.preprocess import prepare_dataset
+from hkd.data.sources import iter_cases
+from hkd.train.trainer import TrainConfig, load_model, load_state, train
+
+from conftest import CLASSES, LABEL_MAP, write_rawdata
+
+STUDENT = {"arch": "squeezeunet", "width": 0.25}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_rawdata(root / "RawData", n=5, shape=(48, 48, 12))
+    split = {"train": ["0001", "0002", "0003"], "val": ["0004"], "test": ["0005"]}
+    prepare_dataset(iter_cases(root / "RawData", "rawdata", sum(split.values(), [])), split, root / "prep",
+                    image_size=32, hu_window=(-125, 275), label_map=LABEL_MAP, classes=CLASSES, progress=False)
+    return root / "prep"
+
+
+def _cfg(**kw):
+    return {"model": STUDENT, "epochs": 2, "batch_size": 8, "device": "cpu", "seed": 3, **kw}
+
+
+def _numbers(out):
+    log = pd.read_csv(out / "log.csv").drop(columns=["seconds"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    return log, {k: metrics[k] for k in ("val_dice", "val_iou", "best_epoch", "status", "params")}
+
+
+def test_same_config_gives_identical_numbers(prepared, tmp_path):
+    a = train(_cfg(), prepared, tmp_path / "a", progress=False)
+    b = train(_cfg(), prepared, tmp_path / "b", progress=False)
+    c = train(_cfg(seed=4), prepared, tmp_path / "c", progress=False)
+    log_a, m_a = _numbers(tmp_path / "a")
+    log_b, m_b = _numbers(tmp_path / "b")
+    pd.testing.assert_frame_equal(log_a, log_b)
+    assert m_a == m_b and a["status"] == "completed"
+    assert not log_a.equals(_numbers(tmp_path / "c")[0])  # the seed matters
+    assert set(log_a.columns) >= {"epoch", "lr", "loss", "ce", "dice", "val_dice", "val_iou"}
+    assert a["val_per_class"]["liver"]["dice"] >= 0
+
+
+def test_checkpoints_are_state_dicts_that_load_with_weights_only(prepared, tmp_path):
+    train(_cfg(epochs=1), prepared, tmp_path / "run", progress=False)
+    state = load_state(tmp_path / "run" / "best.pt")
+    assert isinstance(state["model"], dict)
+    model, spec = load_model(tmp_path / "run" / "best.pt")
+    assert spec["arch"] == "squeezeunet" and spec["num_classes"] == len(CLASSES)
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, len(CLASSES), 32, 32)
+
+
+def test_diverging_loss_is_recorded_and_the_run_succeeds(prepared, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "hkd.cli", "train", "--data", str(prepared), "--out", str(out),
+                             "--quiet", "--params", json.dumps(_cfg(lr=1e8, momentum=0.0, epochs=3))],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["diverged"]["epoch"] >= 1
+    for name in ("best.pt", "last.pt", "log.csv"):
+        assert (out / name).exists()
+    model, _ = load_model(out / "last.pt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the last finite state
+
+
+def test_invalid_training_config_names_the_key():
+    with pytest.raises(ValueError, match="invalid value for batch_size"):
+        TrainConfig.from_dict(_cfg(batch_size=0))
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lrr'\]"):
+        TrainConfig.from_dict(_cfg(lrr=1))
+    with pytest.raises(ValueError, match="needs a 'teacher'"):
+        TrainConfig.from_dict(_cfg(method="logits"))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(prepared, tmp_path):
+    cfg = json.dumps(_cfg(epochs=4, model={"arch": "squeezeunet", "width": 1.0}, batch_size=4))
+    base = [sys.executable, "-m", "hkd.cli", "train", "--data", str(prepared), "--params", cfg, "--quiet",
+            "--threads", "1"]
+    subprocess.run(base + ["--out", str(tmp_path / "full")], check=True)
+
+    work = tmp_path / "work"
+    proc = subprocess.Popen(base + ["--out", str(tmp_path / "killed"), "--work", str(work)])
+    deadline = time.time() + 300
+    while not (work / "state.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "metrics.json").exists(), "the run finished before it could be killed"
+    assert load_state(work / "state.pt")["epoch"] < 4
+
+    subprocess.run(base + ["--out", str(tmp_path / "killed"), "--work", str(work)], check=True)
+    log_full, m_full = _numbers(tmp_path / "full")
+    log_resumed, m_resumed = _numbers(tmp_path / "killed")
+    pd.testing.assert_frame_equal(log_full, log_resumed)
+    assert m_full == m_resumed
+    assert not work.exists()  # the resume state is removed once the run completes
