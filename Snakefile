@@ -11,7 +11,7 @@ include: "workflow/rules/train.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.train_teacher.output.metrics_json,
         STUDENT_RUNS,
-    default_target: True

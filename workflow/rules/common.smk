@@ -4,7 +4,6 @@ import os
 
 from snakemake.utils import validate
 
-
 validate(config, "../schemas/config.schema.yaml")
 
 
@@ -16,19 +15,39 @@ def _check_config(cfg):
         raise ValueError(f"config key data.split.ratios: {ratios} must sum to 1")
     lo, hi = data["hu_window"]
     if not hi > lo:
-        raise ValueError(f"config key data.hu_window: upper bound {hi} must exceed lower bound {lo}")
+        raise ValueError(
+            f"config key data.hu_window: upper bound {hi} must exceed lower bound {lo}"
+        )
     n_classes = len(data["classes"])
     bad = {k: v for k, v in data["label_map"].items() if v >= n_classes}
     if bad:
-        raise ValueError(f"config key data.label_map: class ids {sorted(set(bad.values()))} have no name in data.classes")
+        raise ValueError(
+            f"config key data.label_map: class ids {sorted(set(bad.values()))} have no name in data.classes"
+        )
     if data["source"] in ("zip", "folder", "transunet") and not data["path"]:
-        raise ValueError(f"config key data.path: required for data.source '{data['source']}'")
+        raise ValueError(
+            f"config key data.path: required for data.source '{data['source']}'"
+        )
     if data["split"]["preset"] == "file" and not data["split"]["file"]:
-        raise ValueError("config key data.split.file: required when data.split.preset is 'file'")
+        raise ValueError(
+            "config key data.split.file: required when data.split.preset is 'file'"
+        )
+    known = {
+        f[:-3]
+        for f in os.listdir(os.path.join(workflow.basedir, "hkd", "distill"))
+        if f.endswith(".py") and f not in ("__init__.py", "base.py", "functional.py")
+    }
+    unknown = sorted(set(cfg["students"]["methods"]) - known)
+    if unknown:
+        raise ValueError(
+            f"config key students.methods: unknown method(s) {unknown}; available: {sorted(known)}"
+        )
     for key in ("slices", "spacing_xy", "slice_thickness"):
         lo, hi = data["phantom"][key]
         if lo > hi:
-            raise ValueError(f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}")
+            raise ValueError(
+                f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}"
+            )
 
 
 _check_config(config)
@@ -46,3 +65,65 @@ def code(*modules):
 def as_json(obj):
     """Compact JSON for passing structured params to the hkd CLI."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# --- data -------------------------------------------------------------------------------------
+SOURCE_FORMAT = "transunet" if DATA["source"] == "transunet" else "rawdata"
+
+
+def raw_source():
+    """The folder that holds the source cases for the configured data.source."""
+    if DATA["source"] == "phantom":
+        return f"{OUT}/raw/phantom"
+    if DATA["source"] in ("synapse", "zip"):
+        return f"{OUT}/raw/{DATA['source']}/RawData"
+    return DATA["path"]
+
+
+# --- training ---------------------------------------------------------------------------------
+TRAIN_CODE = code(
+    "train/trainer.py",
+    "train/losses.py",
+    "train/augment.py",
+    "data/dataset.py",
+    "devices.py",
+    "io.py",
+    "models/__init__.py",
+    "distill/__init__.py",
+    "distill/base.py",
+)
+USES_GPU = config["device"] == "auto" or config["device"].startswith("cuda")
+TEACHER_DIR = f"{OUT}/models/teacher"
+STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
+RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")
+
+
+def train_config(section, model, seed, method="scratch"):
+    """The JSON training config of one run: shared recipe, section overrides, model, method, seed."""
+    recipe = {**config["train"], **config[section]["train"]}
+    recipe.pop("threads")
+    return {
+        **recipe,
+        "model": model,
+        "seed": int(seed),
+        "device": config["device"],
+        "method": method,
+        "method_options": config["distill"].get(method, {}),
+        "teacher": config["teacher"]["model"] if method != "scratch" else None,
+    }
+
+
+def student_model(width):
+    return {"arch": config["students"]["arch"], "width": width}
+
+
+def run_outputs(folder):
+    return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
+
+
+STUDENT_RUNS = expand(
+    f"{STUDENT_DIR}/metrics.json",
+    method=config["students"]["methods"],
+    width=config["students"]["widths"],
+    seed=config["students"]["seeds"],
+)

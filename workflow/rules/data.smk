@@ -1,31 +1,20 @@
 # Data: obtain the source (phantom, Synapse download, zip, folder or TransUNet import),
 # split it by patient and preprocess it into the prepared HDF5 dataset.
 
-SOURCE_FORMAT = "transunet" if DATA["source"] == "transunet" else "rawdata"
-
-
-def raw_source():
-    """The folder that holds the source cases for the configured data.source."""
-    if DATA["source"] == "phantom":
-        return f"{OUT}/raw/phantom"
-    if DATA["source"] in ("synapse", "zip"):
-        return f"{OUT}/raw/{DATA['source']}/RawData"
-    return DATA["path"]
-
 
 rule phantom:
-    output:
-        directory(f"{OUT}/raw/phantom"),
     input:
         code=code("data/phantom.py"),
-    params:
-        **DATA["phantom"],
+    output:
+        directory(f"{OUT}/raw/phantom"),
     log:
         f"{OUT}/logs/phantom.log",
     benchmark:
         f"{OUT}/benchmarks/phantom.tsv"
     conda:
         ENV
+    params:
+        **DATA["phantom"],
     shell:
         "hkd phantom --out {output} --cases {params.cases} --seed {params.seed} --size {params.size}"
         " --slices {params.slices} --spacing-xy {params.spacing_xy}"
@@ -33,69 +22,74 @@ rule phantom:
 
 
 rule download:
-    output:
-        f"{OUT}/raw/synapse/RawData.zip",
     input:
         code=code("data/synapse.py"),
-    params:
-        entity=DATA["synapse_entity"],
-        md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
+    output:
+        f"{OUT}/raw/synapse/RawData.zip",
     log:
         f"{OUT}/logs/download.log",
     benchmark:
         f"{OUT}/benchmarks/download.tsv"
     conda:
         ENV
+    params:
+        entity=DATA["synapse_entity"],
+        md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
     shell:
         "hkd download --entity {params.entity} --out {output} {params.md5} > {log} 2>&1"
 
 
 rule extract:
+    input:
+        zip=lambda w: (
+            f"{OUT}/raw/synapse/RawData.zip" if w.kind == "synapse" else DATA["path"]
+        ),
+        code=code("data/synapse.py"),
     output:
         directory(f"{OUT}/raw/{{kind}}/RawData"),
-    input:
-        zip=lambda w: f"{OUT}/raw/synapse/RawData.zip" if w.kind == "synapse" else DATA["path"],
-        code=code("data/synapse.py"),
-    params:
-        md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
-    wildcard_constraints:
-        kind="synapse|zip",
     log:
         f"{OUT}/logs/extract_{{kind}}.log",
     benchmark:
         f"{OUT}/benchmarks/extract_{{kind}}.tsv"
+    wildcard_constraints:
+        kind="synapse|zip",
     conda:
         ENV
+    params:
+        md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
     shell:
         "hkd extract --zip {input.zip} --out {output} {params.md5} > {log} 2>&1"
 
 
 rule split:
-    output:
-        f"{OUT}/data/split.json",
     input:
         source=raw_source(),
-        code=code("data/split.py", "data/sources.py", "data/cases.py", "data/transunet_format.py"),
-    params:
-        format=SOURCE_FORMAT,
-        preset=DATA["split"]["preset"],
-        ratios=DATA["split"]["ratios"],
-        seed=DATA["split"]["seed"],
-        file=f"--file {DATA['split']['file']}" if DATA["split"]["file"] else "",
+        code=code(
+            "data/split.py",
+            "data/sources.py",
+            "data/cases.py",
+            "data/transunet_format.py",
+        ),
+    output:
+        f"{OUT}/data/split.json",
     log:
         f"{OUT}/logs/split.log",
     benchmark:
         f"{OUT}/benchmarks/split.tsv"
     conda:
         ENV
+    params:
+        format=SOURCE_FORMAT,
+        preset=DATA["split"]["preset"],
+        ratios=DATA["split"]["ratios"],
+        seed=DATA["split"]["seed"],
+        file=f"--file {DATA['split']['file']}" if DATA["split"]["file"] else "",
     shell:
         "hkd split --source {input.source} --format {params.format} --preset {params.preset}"
         " --ratios {params.ratios} --seed {params.seed} {params.file} --out {output} > {log} 2>&1"
 
 
 rule prepare:
-    output:
-        directory(f"{OUT}/data/prepared"),
     input:
         source=raw_source(),
         split=rules.split.output[0],
@@ -106,20 +100,19 @@ rule prepare:
             "data/transunet_format.py",
             "io.py",
         ),
-    params:
-        format=SOURCE_FORMAT,
-        prep=as_json(
-            {
-                k: DATA[k]
-                for k in ("image_size", "hu_window", "label_map", "classes")
-            }
-        ),
+    output:
+        directory(f"{OUT}/data/prepared"),
     log:
         f"{OUT}/logs/prepare.log",
     benchmark:
         f"{OUT}/benchmarks/prepare.tsv"
     conda:
         ENV
+    params:
+        format=SOURCE_FORMAT,
+        prep=as_json(
+            {k: DATA[k] for k in ("image_size", "hu_window", "label_map", "classes")}
+        ),
     shell:
         "hkd prepare --source {input.source} --format {params.format} --split {input.split}"
         " --params '{params.prep}' --out {output} --quiet > {log} 2>&1"

@@ -1,0 +1,153 @@
+"""SqueezeUNet: a U-Net built from SqueezeNet fire modules (no batch norm).
+
+Layout at width 1 (channels; every encoder stage is followed by a 2x2 max pool)::
+
+    fire 1->32 (sq 16) | fire ->64 (sq 16) | fire ->128 (sq 32) | fire ->256 (sq 48)   encoder / skips
+    fire 256->512 (sq 64) at 1/16                                                       bottleneck
+    up x2 + skip -> fire 256 (sq 48) | 128 (sq 32) | 64 (sq 16) | 32 (sq 16)            decoder
+    1x1 conv -> classes                                                                 head
+
+With 1 input channel and 9 classes this has 423,961 trainable parameters. A width multiplier scales
+every squeeze and expand width, rounding down: expand widths to even numbers (two equal expand
+branches), squeeze widths to integers, both to at least one channel per branch, so any positive
+multiplier builds. Rounding down reproduces the reported sizes of the wider variants (x3.1 = 4.04M,
+x6.2 = 16.19M parameters); rounding to nearest would give 4.06M and 16.24M.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Width multipliers of the named sizes (parameters at 1 input channel, 9 classes).
+SQUEEZEUNET_PRESETS: dict[str, float] = {
+    "0.4M": 1.0,  # 423,961
+    "4M": 3.1,  # 4,038,756
+    "6.7M": 4.0,  # 6,758,473
+    "16M": 6.2,  # 16,186,222
+}
+
+_ENCODER = ((32, 16), (64, 16), (128, 32), (256, 48))  # (expand, squeeze) per stage
+_BOTTLENECK = (512, 64)
+_DECODER = ((256, 48), (128, 32), (64, 16), (32, 16))
+
+
+class FireModule(nn.Module):
+    """1x1 squeeze + ReLU, then 1x1 and 3x3 expand branches of ``expand // 2`` channels, ReLU, concat."""
+
+    def __init__(self, in_channels: int, squeeze: int, expand: int):
+        super().__init__()
+        if expand % 2:
+            raise ValueError(f"expand channels must be even, got {expand}")
+        self.squeeze = nn.Conv2d(in_channels, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand // 2, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand // 2, 3, padding=1)
+        self.out_channels = expand
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.relu(self.squeeze(x), inplace=True)
+        return F.relu(torch.cat([self.expand1x1(s), self.expand3x3(s)], dim=1), inplace=True)
+
+
+def resolve_width(width: float | str) -> float:
+    """Width multiplier from a preset name (``"0.4M"``, ``"4M"``...) or a number."""
+    if isinstance(width, str):
+        if width in SQUEEZEUNET_PRESETS:
+            return SQUEEZEUNET_PRESETS[width]
+        try:
+            width = float(width)
+        except ValueError:
+            raise ValueError(f"unknown SqueezeUNet width {width!r}; presets: {sorted(SQUEEZEUNET_PRESETS)}") from None
+    width = float(width)
+    if not width > 0:
+        raise ValueError(f"SqueezeUNet width multiplier must be positive, got {width}")
+    return width
+
+
+def _expand(c: int, w: float) -> int:
+    return 2 * max(1, int(c * w / 2 + 1e-9))
+
+
+def _squeeze(c: int, w: float) -> int:
+    return max(1, int(c * w + 1e-9))
+
+
+class SqueezeUNet(nn.Module):
+    """SqueezeUNet student; input height and width must be divisible by 16."""
+
+    FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
+        "enc1", "enc2", "enc3", "enc4", "latent", "dec4", "dec3", "dec2", "dec1", "logits")
+    gradcam_layer: str = "decoder.3"  # last decoder fire module (full resolution)
+
+    def __init__(self, num_classes: int = 9, in_channels: int = 1, width: float | str = 1.0):
+        super().__init__()
+        self.width = resolve_width(width)
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        w = self.width
+        self.encoder = nn.ModuleList()
+        c = in_channels
+        skips = []
+        for e, s in _ENCODER:
+            self.encoder.append(FireModule(c, _squeeze(s, w), _expand(e, w)))
+            c = _expand(e, w)
+            skips.append(c)
+        self.bottleneck = FireModule(c, _squeeze(_BOTTLENECK[1], w), _expand(_BOTTLENECK[0], w))
+        c = self.bottleneck.out_channels
+        self.decoder = nn.ModuleList()
+        for (e, s), skip in zip(_DECODER, reversed(skips)):
+            self.decoder.append(FireModule(c + skip, _squeeze(s, w), _expand(e, w)))
+            c = _expand(e, w)
+        self.head = nn.Conv2d(c, num_classes, 1)
+
+    @classmethod
+    def feature_names(cls) -> tuple[str, ...]:
+        return cls.FEATURE_NAMES
+
+    def _features(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        if x.shape[-2] % 16 or x.shape[-1] % 16:
+            raise ValueError(f"SqueezeUNet input height and width must be divisible by 16, got {tuple(x.shape[-2:])}")
+        skips = []
+        for i, fire in enumerate(self.encoder, start=1):
+            x = fire(x)
+            yield f"enc{i}", x
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottleneck(x)
+        yield "latent", x
+        for i, fire in enumerate(self.decoder):
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+            x = fire(torch.cat([x, skips[-1 - i]], dim=1))
+            yield f"dec{4 - i}", x
+        yield "logits", self.head(x)
+
+    def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
+        """Named intermediate maps in forward order (see :mod:`hkd.models`)."""
+        return _collect(self._features(x), names, self.FEATURE_NAMES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, out in self._features(x):
+            pass
+        return out
+
+
+def _collect(features, names, known: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Gather the requested features from a (name, tensor) generator, stopping once all are seen."""
+    if names is None:
+        return dict(features)
+    wanted = set(names)
+    unknown = wanted - set(known)
+    if unknown:
+        raise KeyError(f"unknown feature name(s) {sorted(unknown)}; available: {list(known)}")
+    out = {}
+    for name, value in features:
+        if name in wanted:
+            out[name] = value
+            if len(out) == len(wanted):
+                break
+    return out
