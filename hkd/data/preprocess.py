@@ -25,7 +25,9 @@ from tqdm import tqdm
 from hkd.data.cases import Case, DataError
 from hkd.io import atomic_dir
 
-H5_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+H5_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+# Native-resolution volumes are large; LZF (built into h5py) compresses them about 2x faster than gzip.
+VOLUME_COMPRESSION = {"compression": "lzf"}
 
 
 def window(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -112,8 +114,8 @@ def write_volume(path: Path, image: np.ndarray, label: np.ndarray, spacing, case
     """Store one native-resolution volume for volume-level evaluation."""
     with h5py.File(path, "w") as f:
         chunks = (1,) + image.shape[1:]
-        f.create_dataset("image", data=image.astype(np.float32, copy=False), chunks=chunks, **H5_COMPRESSION)
-        f.create_dataset("label", data=label, chunks=chunks, **H5_COMPRESSION)
+        f.create_dataset("image", data=image.astype(np.float32, copy=False), chunks=chunks, **VOLUME_COMPRESSION)
+        f.create_dataset("label", data=label, chunks=chunks, **VOLUME_COMPRESSION)
         f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
         f.attrs["case"] = case_id
 
