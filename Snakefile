@@ -8,10 +8,16 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:
     default_target: True
     input:
-        rules.train_teacher.output.metrics_json,
-        STUDENT_RUNS,
+        rules.tables.output,
+        rules.hypotheses.output,
+        rules.figures.output,

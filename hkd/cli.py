@@ -99,6 +99,88 @@ def cmd_train(args) -> None:
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
 
 
+def cmd_evaluate(args) -> None:
+    from hkd.evaluate.volume import evaluate_run
+    from hkd.io import atomic_path
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    table = evaluate_run(args.run, args.data, model_name=args.model_name, method=args.method, width=args.width,
+                         seed=args.seed, part=args.part, device=args.device)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    dice = table[table["metric"] == "dice"]["value"].mean()
+    log.info("%s: %d cases, mean Dice %.4f", args.model_name, table["case"].nunique(), dice)
+
+
+def _read_evals(paths) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.concat([pd.read_csv(p, dtype={"case": str, "width": str}) for p in paths], ignore_index=True)
+
+
+def cmd_tables(args) -> None:
+    from hkd.evaluate.tables import organ_table, summary_table, to_markdown
+    from hkd.io import atomic_path, write_text
+
+    evals = _read_evals(args.evals)
+    out = args.out_dir
+    for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
+        with atomic_path(out / f"{name}.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        write_text(out / f"{name}.md", to_markdown(table))
+    print(to_markdown(summary_table(evals)))
+
+
+def cmd_hypotheses(args) -> None:
+    import pandas as pd
+
+    from hkd.evaluate.hypotheses import context_claims, dice_claims
+    from hkd.evaluate.tables import to_markdown
+    from hkd.io import atomic_path, write_text
+
+    table = dice_claims(_read_evals(args.evals), seed=args.seed)
+    if args.context:
+        context = pd.read_csv(args.context, dtype={"case": str, "width": str})
+        table = pd.concat([table, context_claims(context, seed=args.seed)], ignore_index=True)
+    with atomic_path(args.out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    text = ("# Hypothesis verdicts\n\nPaired differences per (test case, organ), seeds averaged; 95% bootstrap "
+            "CI of the mean and Wilcoxon signed-rank p-value. Verdict: supported (CI above 0 and p < 0.05), "
+            "not supported (CI at or below 0), inconclusive (otherwise).\n\n" + to_markdown(table))
+    write_text(args.out_md, text)
+    print(text)
+
+
+def cmd_figures(args) -> None:
+    import pandas as pd
+
+    from hkd.figures.make import make_study_figures
+    from hkd.io import atomic_path
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    runs = dict(item.split("=", 1) for item in args.models)
+    slices = _json_arg(args.slices)
+    slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
+    paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
+                               slice_selection=slices, n_slices=args.n_slices, dilation=args.dilation,
+                               logs={name: Path(d) / "log.csv" for name, d in runs.items()},
+                               summary_csv=args.summary)
+    context_path = args.out_dir / "context.csv"
+    context = pd.read_csv(context_path, dtype={"case": str})
+    split = context["model"].str.rsplit("_w", n=1, expand=True)
+    context.insert(1, "method", split[0])
+    context.insert(2, "width", split[1].fillna("teacher") if 1 in split else "teacher")
+    with atomic_path(context_path) as tmp:
+        context.to_csv(tmp, index=False)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hkd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -154,6 +236,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="volume-level Dice, IoU and HD95 of one trained run on the test cases")
+    p.add_argument("--run", required=True, type=Path, help="run folder (best.pt, last.pt, metrics.json)")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--width", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--part", default="test", choices=["val", "test"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="tidy CSV")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tables", help="study tables (mean and std over seeds) from evaluation CSVs")
+    p.add_argument("--evals", required=True, nargs="+", type=Path)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("hypotheses", help="paired tests and verdicts of every method against scratch")
+    p.add_argument("--evals", required=True, nargs="+", type=Path)
+    p.add_argument("--context", type=Path, default=None, help="Grad-CAM context CSV from the figures step")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out-csv", required=True, type=Path)
+    p.add_argument("--out-md", required=True, type=Path)
+    p.set_defaults(func=cmd_hypotheses)
+
+    p = sub.add_parser("figures", help="qualitative and summary figures, and the Grad-CAM context table")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--models", required=True, nargs="+", help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher")
+    p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
+    p.add_argument("--slices", default='"coverage"', help='JSON: "coverage" or [[case, slice], ...]')
+    p.add_argument("--n-slices", type=int, default=2)
+    p.add_argument("--dilation", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_figures)
     return parser
 
 

@@ -62,6 +62,16 @@ def code(*modules):
     return [os.path.join(workflow.basedir, "hkd", m) for m in modules]
 
 
+def package_files(*subpackages):
+    """Every module of the given hkd subpackages, as inputs (a folder's mtime misses edits)."""
+    return sorted(
+        os.path.join(workflow.basedir, "hkd", sub, f)
+        for sub in subpackages
+        for f in os.listdir(os.path.join(workflow.basedir, "hkd", sub))
+        if f.endswith(".py")
+    )
+
+
 def as_json(obj):
     """Compact JSON for passing structured params to the hkd CLI."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
@@ -127,3 +137,44 @@ STUDENT_RUNS = expand(
     width=config["students"]["widths"],
     seed=config["students"]["seeds"],
 )
+
+
+# --- evaluation, figures, report ----------------------------------------------------------------
+EVAL_CODE = code(
+    "evaluate/volume.py",
+    "evaluate/metrics.py",
+    "data/dataset.py",
+    "data/preprocess.py",
+    "models/__init__.py",
+    "models/transunet.py",
+    "models/squeezeunet.py",
+    "train/trainer.py",
+    "devices.py",
+)
+EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + expand(
+    f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
+    method=config["students"]["methods"],
+    width=config["students"]["widths"],
+    seed=config["students"]["seeds"],
+)
+FIGURE_SEED = config["students"]["seeds"][0]
+FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
+    f"{m}_w{w}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
+    for m in config["students"]["methods"]
+    for w in config["students"]["widths"]
+}
+FIGURE_CODE = package_files("figures", "explain") + code(
+    "train/trainer.py",
+    "data/dataset.py",
+    "models/__init__.py",
+    "models/transunet.py",
+    "models/squeezeunet.py",
+)
+FIGURES = [
+    "overlays",
+    "saliency",
+    "gradcam",
+    "latent_pca",
+    "training_curves",
+    "dice_vs_params",
+]

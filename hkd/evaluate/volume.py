@@ -1,0 +1,72 @@
+"""Volume-level evaluation of one trained model on the prepared test (or validation) cases.
+
+Each case is predicted slice by slice at the training resolution, the label map is mapped back
+onto the native grid (nearest neighbour, as TransUNet does), and Dice, IoU and HD95 (mm and voxels)
+are computed per organ with :func:`hkd.evaluate.metrics.case_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from hkd.data.dataset import load_volume, read_meta
+from hkd.data.preprocess import pad_to_square, resize_slices
+from hkd.devices import resolve_device
+from hkd.evaluate.metrics import case_metrics
+from hkd.models import count_parameters
+from hkd.train.trainer import load_model
+
+COLUMNS = ["model", "method", "width", "params", "seed", "status", "case", "organ", "empty", "metric", "value"]
+METRICS = ("dice", "iou", "hd95_mm", "hd95_vox")
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, image: np.ndarray, size: int, device, batch_size: int = 16) -> np.ndarray:
+    """Label map (D, H, W) for a scaled image volume (D, H, W) at native resolution."""
+    d, h, w = image.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    out = np.empty((d, h, w), dtype=np.uint8)
+    for i in range(0, d, batch_size):
+        chunk = resize_slices(pad_to_square(np.asarray(image[i:i + batch_size], np.float32), 0.0), size, "image")
+        x = torch.from_numpy(chunk)[:, None].to(device)
+        pred = model(x).argmax(1).to(torch.uint8)[:, None]
+        pred = F.interpolate(pred, size=(side, side), mode="nearest-exact")[:, 0].cpu().numpy()
+        out[i:i + batch_size] = pred[:, top:top + h, left:left + w]
+    return out
+
+
+def run_checkpoint(run_dir: Path) -> tuple[Path, dict]:
+    """The checkpoint to evaluate and the run's metrics: best.pt, or last.pt for a diverged run."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / ("last.pt" if metrics["status"] == "diverged" else "best.pt")
+    return ckpt, metrics
+
+
+def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, method: str, width: str,
+                 seed: int, part: str = "test", device: str = "cpu") -> pd.DataFrame:
+    """Tidy table (one row per model, case, organ and metric) for the run in ``run_dir``."""
+    run_dir, prepared = Path(run_dir), Path(prepared)
+    meta = read_meta(prepared)
+    classes = {i: name for i, name in enumerate(meta["classes"]) if i > 0}
+    ckpt, run_metrics = run_checkpoint(run_dir)
+    dev = resolve_device(device)
+    model, _ = load_model(ckpt)
+    model.to(dev)
+    params = count_parameters(model)
+    rows = []
+    for case_id in meta["split"][part]:
+        image, label, spacing = load_volume(prepared, case_id)
+        pred = predict_volume(model, image, int(meta["image_size"]), dev)
+        for r in case_metrics(pred, label, spacing, classes):
+            for metric in METRICS:
+                rows.append({"model": model_name, "method": method, "width": width, "params": params,
+                             "seed": seed, "status": run_metrics["status"], "case": case_id,
+                             "organ": r["organ"], "empty": r["empty"], "metric": metric, "value": r[metric]})
+    return pd.DataFrame(rows, columns=COLUMNS)

@@ -1,0 +1,105 @@
+# Evaluation: every trained run on the test cases, study tables and hypothesis verdicts.
+
+
+rule evaluate_teacher:
+    input:
+        run=rules.train_teacher.output.metrics_json,
+        ckpt=rules.train_teacher.output.best_pt,
+        data=rules.prepare.output[0],
+        code=EVAL_CODE,
+    output:
+        f"{OUT}/eval/teacher.csv",
+    log:
+        f"{OUT}/logs/evaluate/teacher.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/teacher.tsv"
+    conda:
+        ENV
+    threads: config["train"]["threads"]
+    params:
+        run=lambda w, input: os.path.dirname(input.run),
+        seed=config["teacher"]["seed"],
+    shell:
+        "hkd evaluate --run {params.run} --data {input.data} --model-name teacher --method teacher"
+        " --width teacher --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule evaluate_student:
+    input:
+        run=f"{STUDENT_DIR}/metrics.json",
+        ckpt=f"{STUDENT_DIR}/best.pt",
+        data=rules.prepare.output[0],
+        code=EVAL_CODE,
+    output:
+        f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
+    log:
+        f"{OUT}/logs/evaluate/{{method}}_w{{width}}_s{{seed}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{method}}_w{{width}}_s{{seed}}.tsv"
+    wildcard_constraints:
+        method="[a-z0-9_]+",
+        width="[0-9.]+M?",
+        seed="[0-9]+",
+    conda:
+        ENV
+    threads: config["train"]["threads"]
+    params:
+        run=lambda w, input: os.path.dirname(input.run),
+    shell:
+        "hkd evaluate --run {params.run} --data {input.data} --model-name {wildcards.method}_w{wildcards.width}"
+        " --method {wildcards.method} --width {wildcards.width} --seed {wildcards.seed}"
+        " --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule tables:
+    input:
+        evals=EVAL_FILES,
+        code=code("evaluate/tables.py"),
+    output:
+        summary=report(
+            f"{OUT}/tables/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+        summary_md=f"{OUT}/tables/summary.md",
+        organs=report(
+            f"{OUT}/tables/organs.csv",
+            caption="../report/organs.rst",
+            category="Tables",
+        ),
+        organs_md=f"{OUT}/tables/organs.md",
+    log:
+        f"{OUT}/logs/tables.log",
+    benchmark:
+        f"{OUT}/benchmarks/tables.tsv"
+    conda:
+        ENV
+    params:
+        out_dir=lambda w, output: os.path.dirname(output.summary),
+    shell:
+        "hkd tables --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule hypotheses:
+    input:
+        evals=EVAL_FILES,
+        context=f"{OUT}/figures/context.csv",
+        code=code("evaluate/hypotheses.py", "evaluate/stats.py"),
+    output:
+        csv=report(
+            f"{OUT}/hypotheses.csv",
+            caption="../report/hypotheses.rst",
+            category="Verdicts",
+        ),
+        md=f"{OUT}/hypotheses.md",
+    log:
+        f"{OUT}/logs/hypotheses.log",
+    benchmark:
+        f"{OUT}/benchmarks/hypotheses.tsv"
+    conda:
+        ENV
+    params:
+        seed=config["report"]["bootstrap_seed"],
+    shell:
+        "hkd hypotheses --evals {input.evals} --context {input.context} --seed {params.seed}"
+        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
