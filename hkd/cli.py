@@ -95,8 +95,24 @@ def cmd_train(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     metrics = train(_json_arg(args.params), args.data, args.out, resume_dir=args.work,
-                    teacher_ckpt=args.teacher, progress=not args.quiet)
+                    teacher_ckpt=args.teacher, progress=not args.quiet, teacher_cache=args.teacher_cache)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
+
+
+def cmd_teacher_cache(args) -> None:
+    import torch
+
+    from hkd import distill
+    from hkd.devices import resolve_device
+    from hkd.train.teacher_cache import write_cache
+    from hkd.train.trainer import load_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = distill.get(args.method).required_teacher_features(_json_arg(args.options))
+    teacher, _ = load_model(args.teacher)
+    shapes = write_cache(teacher, args.data, list(names), args.out, device=resolve_device(args.device))
+    log.info("cached teacher features %s in %s", shapes, args.out)
 
 
 def cmd_evaluate(args) -> None:
@@ -233,9 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="folder for best.pt, last.pt, log.csv, metrics.json")
     p.add_argument("--work", type=Path, default=None, help="folder for the resume state (kept across kills)")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for distillation")
+    p.add_argument("--teacher-cache", type=Path, default=None,
+                   help="teacher feature cache (hkd teacher-cache), used instead of running the teacher")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("teacher-cache", help="store the teacher's features on the training slices for a method")
+    p.add_argument("--teacher", required=True, type=Path, help="teacher checkpoint")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--method", required=True)
+    p.add_argument("--options", default="{}", help="the method's options as JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_teacher_cache)
 
     p = sub.add_parser("evaluate", help="volume-level Dice, IoU and HD95 of one trained run on the test cases")
     p.add_argument("--run", required=True, type=Path, help="run folder (best.pt, last.pt, metrics.json)")

@@ -53,3 +53,32 @@ def write_rawdata(root: Path, n: int = 5, shape=(32, 32, 8)) -> Path:
 @pytest.fixture
 def rawdata(tmp_path) -> Path:
     return write_rawdata(tmp_path / "RawData")
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A small prepared dataset (5 cases of 48x48x12, slices at 32x32)."""
+    from hkd.data.preprocess import prepare_dataset
+    from hkd.data.sources import iter_cases
+
+    root = tmp_path_factory.mktemp("data")
+    write_rawdata(root / "RawData", n=5, shape=(48, 48, 12))
+    split = {"train": ["0001", "0002", "0003"], "val": ["0004"], "test": ["0005"]}
+    prepare_dataset(iter_cases(root / "RawData", "rawdata", sum(split.values(), [])), split, root / "prep",
+                    image_size=32, hu_window=(-125, 275), label_map=LABEL_MAP, classes=CLASSES, progress=False)
+    return root / "prep"
+
+
+TINY_TEACHER = {"arch": "transunet", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
+                "block_units": [1, 1, 1], "resnet_width": 8, "decoder_channels": [32, 16, 8, 8]}
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(prepared, tmp_path_factory) -> Path:
+    """A tiny TransUNet trained for one epoch on ``prepared``."""
+    from hkd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("teacher")
+    train({"model": TINY_TEACHER, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw",
+           "lr": 0.002}, prepared, out, progress=False)
+    return out / "best.pt"

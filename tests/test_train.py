@@ -13,23 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from hkd.data.preprocess import prepare_dataset
-from hkd.data.sources import iter_cases
 from hkd.train.trainer import TrainConfig, load_model, load_state, train
 
-from conftest import CLASSES, LABEL_MAP, write_rawdata
+from conftest import CLASSES
 
 STUDENT = {"arch": "squeezeunet", "width": 0.25}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    write_rawdata(root / "RawData", n=5, shape=(48, 48, 12))
-    split = {"train": ["0001", "0002", "0003"], "val": ["0004"], "test": ["0005"]}
-    prepare_dataset(iter_cases(root / "RawData", "rawdata", sum(split.values(), [])), split, root / "prep",
-                    image_size=32, hu_window=(-125, 275), label_map=LABEL_MAP, classes=CLASSES, progress=False)
-    return root / "prep"
 
 
 def _cfg(**kw):

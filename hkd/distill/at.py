@@ -30,6 +30,11 @@ class AttentionTransfer(DistillMethod):
     def option_defaults(cls) -> dict:
         return {"weight": 1000.0, "p": 2, "layers": list(DEFAULT_LAYERS)}
 
+    @classmethod
+    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
+        layers = options.get("layers", cls.option_defaults()["layers"])
+        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
+
     def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
         super().__init__(teacher_shapes, student_shapes, num_classes, **options)
         self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]

@@ -54,6 +54,11 @@ class DistillMethod(nn.Module):
                              f"shapes were given for {sorted(shapes)}")
         return tuple(int(v) for v in shapes[name])
 
+    @classmethod
+    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
+        """Teacher features an instance with ``options`` will ask for (for caching them ahead)."""
+        return cls.teacher_features
+
     @property
     def needs_teacher(self) -> bool:
         return bool(self.teacher_features)

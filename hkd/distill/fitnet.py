@@ -27,6 +27,10 @@ class FitNet(DistillMethod):
     def option_defaults(cls) -> dict:
         return {"weight": 1.0, "layer": "latent"}
 
+    @classmethod
+    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
+        return (parse_pair(options.get("layer", cls.option_defaults()["layer"]))[1],)
+
     def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
         super().__init__(teacher_shapes, student_shapes, num_classes, **options)
         self.s_name, self.t_name = parse_pair(self.options["layer"])

@@ -45,7 +45,7 @@ def attribution_grid(out_png: str | Path, image: np.ndarray | dict[str, np.ndarr
             if col in maps[model]:
                 ax.imshow(heat_overlay(maps[model][col]), interpolation="bilinear")
             if outlines is not None and col in outlines and np.any(outlines[col]):
-                ax.contour(np.asarray(outlines[col], dtype=float), levels=[0.5], colors="white", linewidths=0.6)
+                ax.contour(np.asarray(outlines[col], dtype=float), levels=[0.5], colors="white", linewidths=0.8)
             if r == 0:
                 ax.set_title(col, fontsize=8)
             if c == 0:

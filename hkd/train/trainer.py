@@ -28,6 +28,7 @@ from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
 from hkd.train import augment
 from hkd.train.losses import segmentation_loss
+from hkd.train.teacher_cache import load_cache
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class Run:
     """State of one training run; :meth:`fit` does the work."""
 
     def __init__(self, cfg: TrainConfig, prepared: Path, out_dir: Path, resume_dir: Path | None,
-                 teacher_ckpt: Path | None, progress: bool = True):
+                 teacher_ckpt: Path | None, progress: bool = True, teacher_cache: Path | None = None):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         # The work folder holds the resume state and the best checkpoint so far; it is not a declared
         # output, so a workflow manager does not delete it when a killed run is restarted.
@@ -150,10 +151,15 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         self.teacher = None
+        self.cache: dict[str, torch.Tensor] = {}
         teacher_shapes = {}
-        if cfg.method != "scratch":
+        if cfg.method != "scratch" and teacher_cache is not None:
+            needed = distill.get(cfg.method).required_teacher_features({**cfg.method_options})
+            self.cache = load_cache(teacher_cache, needed, len(self.train_set))
+            teacher_shapes = {k: tuple(v.shape[1:]) for k, v in self.cache.items()}
+        elif cfg.method != "scratch":
             if teacher_ckpt is None:
-                raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint")
+                raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint or a teacher cache")
             self.teacher, _ = load_model(teacher_ckpt)
             self.teacher.to(self.device).requires_grad_(False)
             teacher_shapes = _feature_shapes(self.teacher, self.teacher.feature_names(), self.size, self.device)
@@ -211,14 +217,27 @@ class Run:
     def _epoch_generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
-    def _step_losses(self, x: torch.Tensor, y: torch.Tensor, aug: dict | None) -> dict[str, torch.Tensor]:
-        if aug is not None:
-            x, y = augment.apply(aug, x, label=y)
-        tfeats = {}
-        if self.teacher is not None:
-            with torch.no_grad(), _autocast(self.device):
-                tfeats = self.teacher.forward_features(x, names=list(self.method.teacher_features))
-            tfeats = {k: v.float() for k, v in tfeats.items()}
+    def _teacher_features(self, idx: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.cache:
+            return {k: v[idx].to(self.device).float() for k, v in self.cache.items()}
+        if self.teacher is None:
+            return {}
+        with torch.no_grad(), _autocast(self.device):
+            feats = self.teacher.forward_features(x, names=list(self.method.teacher_features))
+        return {k: v.float() for k, v in feats.items()}
+
+    def _step_losses(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor,
+                     aug: dict | None) -> dict[str, torch.Tensor]:
+        if self.cache:  # cached features of the unaugmented slices follow the slice's transform
+            tfeats = self._teacher_features(idx, x)
+            if aug is not None:
+                names = list(tfeats)
+                x, *maps, y = augment.apply(aug, x, *[tfeats[n] for n in names], label=y)
+                tfeats = dict(zip(names, maps))
+        else:  # the teacher sees exactly the augmented slice
+            if aug is not None:
+                x, y = augment.apply(aug, x, label=y)
+            tfeats = self._teacher_features(idx, x)
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
         with _autocast(self.device):
             sfeats = self.model.forward_features(x, names=names)
@@ -252,7 +271,7 @@ class Run:
                 x = self.train_set.image[idx].to(self.device)
                 y = self.train_set.label[idx].to(self.device)
                 aug = augment.sample_params(len(idx), gen) if cfg.augment == "transunet" else None
-                terms = self._step_losses(x, y, aug)
+                terms = self._step_losses(x, y, idx, aug)
                 loss = sum(terms.values())
                 if not torch.isfinite(loss) or loss.item() > cfg.max_loss:
                     status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": float(loss.item())}
@@ -327,8 +346,14 @@ def _csv(rows: list[dict]) -> str:
 
 
 def train(cfg: dict, prepared: str | Path, out_dir: str | Path, resume_dir: str | Path | None = None,
-          teacher_ckpt: str | Path | None = None, progress: bool = True) -> dict:
-    """Train one model as configured by ``cfg`` (see :class:`TrainConfig`); returns the metrics."""
+          teacher_ckpt: str | Path | None = None, progress: bool = True,
+          teacher_cache: str | Path | None = None) -> dict:
+    """Train one model as configured by ``cfg`` (see :class:`TrainConfig`); returns the metrics.
+
+    Distilled runs need ``teacher_ckpt`` (the teacher runs online) or ``teacher_cache`` (see
+    :mod:`hkd.train.teacher_cache`).
+    """
     run = Run(TrainConfig.from_dict(cfg), Path(prepared), Path(out_dir),
-              Path(resume_dir) if resume_dir else None, Path(teacher_ckpt) if teacher_ckpt else None, progress)
+              Path(resume_dir) if resume_dir else None, Path(teacher_ckpt) if teacher_ckpt else None, progress,
+              Path(teacher_cache) if teacher_cache else None)
     return run.fit()

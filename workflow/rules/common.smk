@@ -123,6 +123,22 @@ def train_config(section, model, seed, method="scratch"):
     }
 
 
+def teacher_input(w):
+    """What a student run needs of the teacher: nothing, its feature cache, or its checkpoint."""
+    if w.method == "scratch":
+        return []
+    if w.method in config["teacher"]["cache"]:
+        return f"{OUT}/models/teacher/cache/{w.method}.h5"
+    return f"{TEACHER_DIR}/best.pt"
+
+
+def teacher_argument(w, input):
+    if not input.teacher:
+        return ""
+    flag = "--teacher-cache" if input.teacher.endswith(".h5") else "--teacher"
+    return f"{flag} {input.teacher}"
+
+
 def student_model(width):
     return {"arch": config["students"]["arch"], "width": width}
 

@@ -32,16 +32,49 @@ rule train_teacher:
         " --work {params.work} --threads {threads} --quiet > {log} 2>&1"
 
 
+rule teacher_cache:
+    input:
+        teacher=rules.train_teacher.output.best_pt,
+        data=rules.prepare.output[0],
+        code=code(
+            "train/teacher_cache.py",
+            "train/trainer.py",
+            "models/transunet.py",
+            "distill/{method}.py",
+        ),
+    output:
+        f"{OUT}/models/teacher/cache/{{method}}.h5",
+    log:
+        f"{OUT}/logs/teacher_cache/{{method}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/teacher_cache/{{method}}.tsv"
+    wildcard_constraints:
+        method="[a-z0-9_]+",
+    conda:
+        ENV
+    threads: config["train"]["threads"]
+    resources:
+        gpu=int(USES_GPU),
+        mem_mb=config["teacher"]["resources"]["mem_mb"],
+        runtime=config["teacher"]["resources"]["runtime"],
+    params:
+        options=lambda w: as_json(config["distill"].get(w.method, {})),
+        device=config["device"],
+    shell:
+        "hkd teacher-cache --teacher {input.teacher} --data {input.data} --method {wildcards.method}"
+        " --options '{params.options}' --device {params.device} --threads {threads}"
+        " --out {output} > {log} 2>&1"
+
+
 rule train_student:
     input:
         data=rules.prepare.output[0],
-        teacher=lambda w: (
-            [] if w.method == "scratch" else rules.train_teacher.output.best_pt
-        ),
+        teacher=teacher_input,
         code=lambda w: TRAIN_CODE
         + code(
             "models/squeezeunet.py", f"distill/{w.method}.py", "distill/functional.py"
         )
+        + code("train/teacher_cache.py")
         + ([] if w.method == "scratch" else code("models/transunet.py")),
     output:
         **run_outputs(STUDENT_DIR),
@@ -66,7 +99,7 @@ rule train_student:
         ),
         out=lambda w, output: os.path.dirname(output.metrics_json),
         work=f"{OUT}/work/students/{{method}}/w{{width}}/s{{seed}}",
-        teacher=lambda w, input: f"--teacher {input.teacher}" if input.teacher else "",
+        teacher=teacher_argument,
     shell:
         "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
         " --work {params.work} {params.teacher} --threads {threads} --quiet > {log} 2>&1"

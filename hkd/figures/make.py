@@ -1,0 +1,178 @@
+"""All study figures from trained checkpoints: segmentations, attributions, latent PCA, curves, scaling.
+
+Also writes ``context.csv``: per model, slice and organ, the share of Grad-CAM mass outside the
+(dilated) organ -- the study's measure of how much global context a model uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hkd.data.dataset import SliceSet, load_slices, read_meta
+from hkd.explain import gradcam, outside_mass, saliency
+from hkd.figures.attributions import attribution_grid
+from hkd.figures.curves import training_curves
+from hkd.figures.latent import latent_pca
+from hkd.figures.overlays import prediction_overlays
+from hkd.figures.scaling import dice_vs_params
+from hkd.io import atomic_path
+from hkd.train.trainer import load_model
+
+MAX_DEFAULT_ORGANS = 4
+CONTEXT_COLUMNS = ["model", "case", "slice", "organ", "outside_mass"]
+
+
+def class_counts(labels: np.ndarray, n_classes: int, chunk: int = 64) -> np.ndarray:
+    """Pixel count of every class in every slice: (N, n_classes) from (N, S, S) labels."""
+    labels = np.asarray(labels)
+    out = np.zeros((len(labels), n_classes), dtype=np.int64)
+    for start in range(0, len(labels), chunk):
+        block = labels[start:start + chunk].reshape(min(chunk, len(labels) - start), -1).astype(np.int64)
+        offsets = block + n_classes * np.arange(len(block))[:, None]
+        out[start:start + len(block)] = np.bincount(offsets.ravel(), minlength=len(block) * n_classes).reshape(
+            len(block), n_classes)
+    return out
+
+
+def select_slices(data: SliceSet, selection: str | Sequence[Sequence], n_slices: int, n_classes: int,
+                  organ_ids: Sequence[int] | None = None) -> list[int]:
+    """Row indices of the slices to show.
+
+    ``selection`` is a list of (case, slice index) pairs, or 'coverage': the ``n_slices`` slices
+    showing the most of ``organ_ids`` (default all foreground classes); ties go to the larger organ
+    area, then to the lower case id and slice index.
+    """
+    if isinstance(selection, str):
+        if selection != "coverage":
+            raise ValueError(f"slice selection must be 'coverage' or a list of (case, slice) pairs, got {selection!r}")
+        counts = class_counts(data.label.numpy(), n_classes)
+        ids = list(organ_ids) if organ_ids else list(range(1, n_classes))
+        present = (counts[:, ids] > 0).sum(1)
+        area = counts[:, ids].sum(1)
+        order = sorted(range(len(data)), key=lambda i: (-present[i], -area[i], data.case[i], int(data.index[i])))
+        return order[:max(0, n_slices)]
+    where = {(str(c), int(i)): row for row, (c, i) in enumerate(zip(data.case, data.index))}
+    rows = []
+    for pair in selection:
+        case, index = pair
+        key = (str(case), int(index))
+        if key not in where:
+            raise ValueError(f"slice {key[0]}:{key[1]} is not in the validation set")
+        rows.append(where[key])
+    return rows
+
+
+def resolve_organs(organs: Sequence[str] | None, classes: list[str]) -> list[int] | None:
+    """Class ids of the named organs (None stays None)."""
+    if organs is None:
+        return None
+    unknown = [o for o in organs if o not in classes[1:]]
+    if unknown:
+        raise ValueError(f"unknown organ(s) {unknown}; known: {classes[1:]}")
+    return [classes.index(o) for o in organs]
+
+
+def majority_labels(labels: np.ndarray, grid: tuple[int, int], n_classes: int) -> np.ndarray:
+    """The most frequent class in each cell of a (h, w) grid over (R, S, S) labels, flattened to (R*h*w,)."""
+    r, s1, s2 = labels.shape
+    h, w = grid
+    if s1 % h or s2 % w:
+        raise ValueError(f"label size {(s1, s2)} is not a multiple of the latent grid {grid}")
+    cells = labels.reshape(r, h, s1 // h, w, s2 // w).transpose(0, 1, 3, 2, 4).reshape(r * h * w, -1)
+    return class_counts(cells[:, None, :], n_classes).argmax(1)
+
+
+@torch.no_grad()
+def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
+    return model(images.to(device)).argmax(1).cpu().numpy()
+
+
+@torch.no_grad()
+def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device):
+    """Per-position latent vectors (R*h*w, C) and the latent grid (h, w)."""
+    z = model.forward_features(images.to(device), ["latent"])["latent"].float().cpu()
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
+def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *,
+                       slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
+                       n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: Path | None = None,
+                       dilation: int = 5, device: str = "cpu") -> list[Path]:
+    """Write the study figures and ``context.csv`` into ``out_dir``; returns the written paths.
+
+    ``models`` maps display names to checkpoints (in display order). Attributions are computed for
+    ``organs`` (default: the largest few organs in the chosen slices) wherever the organ is in the
+    ground truth; ``dilation`` (pixels) is the margin around the organ that still counts as inside.
+    ``logs`` maps run names to ``log.csv`` files; ``summary_csv`` has columns method, params,
+    dice_mean, dice_std, with the teacher as the row whose method is 'teacher'.
+    """
+    prepared, out_dir = Path(prepared), Path(out_dir)
+    if not models:
+        raise ValueError("make_study_figures needs at least one model")
+    classes = read_meta(prepared)["classes"]
+    n_classes = len(classes)
+    data = load_slices(prepared, "val")
+    wanted = resolve_organs(organs, classes)
+    rows = select_slices(data, slice_selection, n_slices, n_classes, wanted)
+    if not rows:
+        raise ValueError("no validation slices selected")
+    images = data.image[rows]
+    truths = data.label[rows].numpy()
+    where = [(data.case[r], int(data.index[r])) for r in rows]
+    if wanted is None:
+        area = class_counts(truths, n_classes).sum(0)
+        wanted = [int(c) for c in np.argsort(-area[1:], kind="stable") + 1 if area[c] > 0][:MAX_DEFAULT_ORGANS]
+    targets = [(i, c) for i in range(len(rows)) for c in wanted if (truths[i] == c).any()]
+    if not targets:
+        raise ValueError(f"none of the organs {[classes[c] for c in wanted]} is in the selected slices")
+
+    dev = torch.device(device)
+    loaded = {name: load_model(path)[0].to(dev) for name, path in models.items()}
+    outputs = [prediction_overlays(out_dir / "overlays.png", images[:, 0].numpy(), truths,
+                                   {name: _predict(m, images, dev) for name, m in loaded.items()}, classes)]
+
+    columns = {(i, c): f"{classes[c]}\n{where[i][0]}:{where[i][1]}" for i, c in targets}
+    backdrops = {columns[i, c]: images[i, 0].numpy() for i, c in targets}
+    outlines = {columns[i, c]: truths[i] == c for i, c in targets}
+    sal, cam, context = {}, {}, []
+    for name, model in loaded.items():
+        sal[name], cam[name] = {}, {}
+        for i, c in targets:
+            x = images[i:i + 1]
+            sal[name][columns[i, c]] = saliency(model, x, c)
+            cam[name][columns[i, c]] = heat = gradcam(model, x, c)
+            context.append({"model": name, "case": where[i][0], "slice": where[i][1], "organ": classes[c],
+                            "outside_mass": outside_mass(heat, truths[i] == c, dilation)})
+    outputs.append(attribution_grid(out_dir / "saliency.png", backdrops, sal, "Saliency", outlines=outlines))
+    outputs.append(attribution_grid(out_dir / "gradcam.png", backdrops, cam, "Grad-CAM", outlines=outlines))
+
+    latents, organ_labels = {}, {}
+    for name, model in loaded.items():
+        latents[name], grid = _latent_vectors(model, images, dev)
+        organ_labels[name] = majority_labels(truths, grid, n_classes)
+    outputs.append(latent_pca(out_dir / "latent_pca.png", latents, organ_labels, classes))
+
+    if logs:
+        outputs.append(training_curves(out_dir / "training_curves.png",
+                                       {run: pd.read_csv(path) for run, path in logs.items()}))
+    if summary_csv is not None:
+        table = pd.read_csv(summary_csv)
+        is_teacher = table["method"].astype(str).eq("teacher") if "method" in table else None
+        teacher = None
+        if is_teacher is not None and is_teacher.any():
+            teacher = float(table.loc[is_teacher, "dice_mean"].mean())
+            table = table.loc[~is_teacher]
+        outputs.append(dice_vs_params(out_dir / "dice_vs_params.png", table, teacher))
+    outputs.append(_write_csv(out_dir / "context.csv", pd.DataFrame(context, columns=CONTEXT_COLUMNS)))
+    return outputs

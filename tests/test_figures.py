@@ -1,0 +1,172 @@
+"""Figures: exact pixel sizes, deterministic bytes, and the whole study-figure step end to end."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.image import imread
+
+from hkd.figures import (attribution_grid, dice_vs_params, latent_pca, pca_2d, prediction_overlays,
+                         training_curves)
+from hkd.figures.make import majority_labels, make_study_figures
+from hkd.models import build_model
+
+from conftest import CLASSES
+
+torch.set_num_threads(1)
+
+S = 32
+SIZE, DPI = (3.0, 2.0), 100
+TEACHER = {"arch": "transunet", "img_size": S, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
+           "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8,
+           "decoder_channels": [16, 16, 8, 8], "latent_channels": 16}
+STUDENT = {"arch": "squeezeunet", "width": 0.25, "num_classes": 9}
+
+
+def _label(organs: dict[int, tuple[slice, slice]]) -> np.ndarray:
+    label = np.zeros((S, S), np.uint8)
+    for c, (r, col) in organs.items():
+        label[r, col] = c
+    return label
+
+
+def _pixels(path) -> tuple[int, int]:
+    assert path.stat().st_size > 0
+    return imread(path).shape[:2]
+
+
+@pytest.fixture(scope="module")
+def scene():
+    rng = np.random.default_rng(0)
+    image = rng.random((S, S)).astype(np.float32)
+    truth = _label({6: (slice(2, 14), slice(2, 20)), 1: (slice(18, 26), slice(20, 28))})
+    return image, truth
+
+
+def test_prediction_overlays_size_and_determinism(scene, tmp_path):
+    image, truth = scene
+    preds = {"teacher": truth, "scratch_w0.4M": np.roll(truth, 3, axis=1)}
+    a = prediction_overlays(tmp_path / "a.png", image, truth, preds, CLASSES, size=SIZE, dpi=DPI)
+    b = prediction_overlays(tmp_path / "b.png", image, truth, preds, CLASSES, size=SIZE, dpi=DPI)
+    assert _pixels(a) == (200, 300)
+    assert a.read_bytes() == b.read_bytes()
+    rows = prediction_overlays(tmp_path / "rows.png", np.stack([image, image]), np.stack([truth, truth]),
+                               {k: np.stack([v, v]) for k, v in preds.items()}, CLASSES, size=(4, 3), dpi=DPI)
+    assert _pixels(rows) == (300, 400)
+    with pytest.raises(ValueError):
+        prediction_overlays(tmp_path / "bad.png", image, truth, {"x": truth[:8]}, CLASSES)
+
+
+def test_attribution_grid_size(scene, tmp_path):
+    image, truth = scene
+    rng = np.random.default_rng(1)
+    maps = {m: {o: rng.random((S, S)) for o in ("liver", "spleen")} for m in ("teacher", "logits_w0.4M")}
+    maps["teacher"]["liver"][:] = 0  # an all-zero map draws nothing
+    out = attribution_grid(tmp_path / "g.png", image, maps, "Grad-CAM", outlines={"liver": truth == 6},
+                           size=SIZE, dpi=DPI)
+    assert _pixels(out) == (200, 300)
+
+
+def test_latent_pca_size_and_components(tmp_path):
+    rng = np.random.default_rng(2)
+    direction = np.array([3.0, 0.0, 0.0, 0.0])
+    z = rng.normal(size=(40, 4)) * 0.1 + rng.normal(size=(40, 1)) * direction
+    scores, ratio = pca_2d(z)
+    assert scores.shape == (40, 2) and ratio[0] > 0.9 and ratio.sum() <= 1 + 1e-9
+    np.testing.assert_allclose(np.abs(scores[:, 0]), np.abs(z[:, 0] - z[:, 0].mean()), rtol=0.05, atol=0.1)
+    np.testing.assert_array_equal(pca_2d(-z)[0], pca_2d(-z)[0])
+    labels = rng.integers(0, 3, 40)
+    out = latent_pca(tmp_path / "p.png", {"teacher": z, "student": z[:, :2]}, labels, CLASSES, size=SIZE, dpi=DPI)
+    assert _pixels(out) == (200, 300)
+    assert pca_2d(np.ones((5, 3)))[0].tolist() == [[0.0, 0.0]] * 5  # no variance: all zero, no NaN
+
+
+def test_training_curves_and_dice_vs_params_sizes(tmp_path):
+    logs = {run: pd.DataFrame({"epoch": [1, 2, 3], "loss": [1.0, 0.7, 0.5 + k], "val_dice": [0.2, 0.4, np.nan]})
+            for k, run in enumerate(("scratch_w0.4M", "logits_w0.4M"))}
+    assert _pixels(training_curves(tmp_path / "c.png", logs, size=SIZE, dpi=DPI)) == (200, 300)
+    table = pd.DataFrame({"method": ["scratch", "scratch", "logits", "logits"],
+                          "params": [4e5, 4e6, 4e5, 4e6], "dice_mean": [0.6, 0.7, 0.65, 0.72],
+                          "dice_std": [0.05, 0.04, 0.05, np.nan]})
+    assert _pixels(dice_vs_params(tmp_path / "d.png", table, 0.77, size=SIZE, dpi=DPI)) == (200, 300)
+    assert _pixels(dice_vs_params(tmp_path / "e.png", table, None, size=SIZE, dpi=DPI)) == (200, 300)
+    with pytest.raises(ValueError):
+        dice_vs_params(tmp_path / "f.png", table.drop(columns="dice_std"), None)
+
+
+def test_majority_labels_pool_cells():
+    labels = np.zeros((1, 4, 4), np.int64)
+    labels[0, :2, :2] = 3
+    labels[0, 0, 2] = 5  # one pixel of four: background wins that cell
+    np.testing.assert_array_equal(majority_labels(labels, (2, 2), 9), [3, 0, 0, 0])
+
+
+# ------------------------------------------------------------------------------ end to end
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    prep = root / "prep"
+    prep.mkdir()
+    (prep / "dataset.json").write_text(json.dumps({"classes": CLASSES, "image_size": S}))
+    rng = np.random.default_rng(0)
+    labels = [_label({}), _label({6: (slice(2, 14), slice(2, 20))}),
+              _label({6: (slice(2, 14), slice(2, 20)), 1: (slice(18, 26), slice(20, 28)),
+                      7: (slice(20, 28), slice(4, 12))}),  # three organs: the best-covered slice
+              _label({6: (slice(4, 12), slice(4, 12)), 1: (slice(18, 26), slice(20, 28))})]
+    with h5py.File(prep / "val.h5", "w") as f:
+        f["image"] = rng.random((4, S, S)).astype("f4")
+        f["label"] = np.stack(labels).astype("u1")
+        f.create_dataset("case", data=["0004", "0004", "0004", "0006"], dtype=h5py.string_dtype())
+        f["slice"] = np.array([0, 1, 2, 0], "i4")
+    models = {}
+    for name, spec in (("teacher", TEACHER), ("scratch_w0.4M", STUDENT), ("logits_w0.4M", STUDENT)):
+        torch.manual_seed(len(models))
+        model = build_model(spec)
+        models[name] = root / f"{name}.pt"
+        torch.save({"model": model.state_dict(), "spec": json.dumps(spec)}, models[name])
+    logs = {}
+    for name in ("scratch_w0.4M", "logits_w0.4M"):
+        logs[name] = root / f"{name}.csv"
+        pd.DataFrame({"epoch": [1, 2], "lr": [0.01, 0.005], "loss": [1.2, 0.9], "val_dice": [0.1, 0.3]}).to_csv(
+            logs[name], index=False)
+    summary = root / "summary.csv"
+    pd.DataFrame({"method": ["teacher", "scratch", "logits"], "params": [1e5, 2e4, 2e4],
+                  "dice_mean": [0.8, 0.6, 0.65], "dice_std": [0.02, 0.05, 0.04]}).to_csv(summary, index=False)
+    return prep, models, logs, summary
+
+
+def test_make_study_figures_end_to_end(study, tmp_path):
+    prep, models, logs, summary = study
+    out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary)
+    names = [p.name for p in out]
+    assert names == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "training_curves.png",
+                     "dice_vs_params.png", "context.csv"]
+    for p in out[:-1]:
+        assert p.stat().st_size > 0 and imread(p).ndim == 3
+    context = pd.read_csv(out[-1], dtype={"case": str})
+    assert list(context.columns) == ["model", "case", "slice", "organ", "outside_mass"]
+    # coverage: slice 0004:2 (3 organs) then 0006:0 (2 organs, larger area than 0004:1)
+    assert set(zip(context["case"], context["slice"])) == {("0004", 2), ("0006", 0)}
+    assert set(context["model"]) == set(models)
+    values = context["outside_mass"].dropna()
+    assert ((values >= 0) & (values <= 1)).all()
+    assert not list(tmp_path.glob("fig/.*"))  # no temporary files left behind
+
+
+def test_make_study_figures_explicit_slices_and_organs(study, tmp_path):
+    prep, models, _, _ = study
+    out = make_study_figures(prep, {"teacher": models["teacher"]}, tmp_path / "fig",
+                             slice_selection=[("0004", 1)], organs=["stomach", "spleen"])
+    assert [p.name for p in out] == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "context.csv"]
+    context = pd.read_csv(out[-1], dtype={"case": str})
+    assert context[["case", "slice", "organ"]].values.tolist() == [["0004", 1, "stomach"]]  # no spleen there
+    with pytest.raises(ValueError, match="not in the validation set"):
+        make_study_figures(prep, models, tmp_path / "x", slice_selection=[("0009", 0)])
+    with pytest.raises(ValueError, match="unknown organ"):
+        make_study_figures(prep, models, tmp_path / "x", organs=["heart"])
