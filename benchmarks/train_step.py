@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -38,7 +39,8 @@ NUM_CLASSES = 9
 
 
 def cases(size: int, teacher_batch: int, student_batch: int) -> dict[str, tuple[dict, int]]:
-    out = {"TransUNet R50-ViT-B/16": ({"arch": "transunet", "img_size": size, "num_classes": NUM_CLASSES}, teacher_batch)}
+    teacher = {"arch": "transunet", "img_size": size, "num_classes": NUM_CLASSES}
+    out = {"TransUNet R50-ViT-B/16": (teacher, teacher_batch)}
     for preset in SQUEEZEUNET_PRESETS:
         out[f"SqueezeUNet {preset}"] = ({"arch": "squeezeunet", "width": preset, "num_classes": NUM_CLASSES,
                                          "in_channels": 1}, student_batch)
@@ -125,7 +127,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     all_cases = cases(args.size, args.teacher_batch, args.student_batch)
-    selected = {k: v for k, v in all_cases.items() if args.only is None or args.only.lower() in k.lower()}
+    if args.child:  # the parent passes the exact case name
+        selected = {k: v for k, v in all_cases.items() if k == args.only}
+    else:
+        selected = {k: v for k, v in all_cases.items() if args.only is None or args.only.lower() in k.lower()}
     if not selected:
         ap.error(f"--only {args.only!r} matches none of {list(all_cases)}")
 
@@ -144,6 +149,7 @@ def main(argv=None) -> None:
     elif args.device == "cuda":
         ap.error("CUDA is not available")
 
+    load_before = os.getloadavg()[0]
     rows = []
     for device in devices:
         for name, (spec, batch) in selected.items():
@@ -167,7 +173,10 @@ def main(argv=None) -> None:
 
     print(f"torch {torch.__version__}, python {platform.python_version()}, loss: {LOSS_NAME}, "
           f"optimiser: SGD(momentum 0.9), input {args.size}x{args.size}, "
-          f"channels_last={args.channels_last}")
+          f"channels_last={args.channels_last}; {args.steps} timed step(s) after {args.warmup} warm-up, "
+          f"samples/s from the median step, best from the fastest")
+    print(f"load average (1 min) before/after: {load_before:.2f}/{os.getloadavg()[0]:.2f} "
+          f"(other processes on the same cores slow multi-threaded steps down)")
     print(f"cpu: {platform.processor() or platform.machine()}, {args.threads} thread(s), flags: {cpu_flags()}, "
           f"precision: {'bf16 autocast' if args.cpu_bf16 else 'fp32'}; memory = increase of max RSS "
           f"(getrusage) over the process's peak before the first step, i.e. gradients, optimiser state and "
@@ -175,12 +184,13 @@ def main(argv=None) -> None:
     if "cuda" in devices:
         print(f"cuda: {torch.cuda.get_device_name()}, bf16 autocast; memory = torch.cuda.max_memory_allocated")
     print()
-    header = f"| {'device':6} | {'model':24} | {'params':>12} | {'batch':>5} | {'s/step':>7} | {'samples/s':>9} | {'peak MiB':>8} |"
+    header = (f"| {'device':6} | {'model':24} | {'params':>12} | {'batch':>5} | {'s/step':>7} | {'samples/s':>9} "
+              f"| {'best':>6} | {'peak MiB':>8} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for device, name, r in rows:
         print(f"| {device:6} | {name:24} | {r['params']:>12,} | {r['batch']:>5} | {r['sec_per_step']:>7.2f} | "
-              f"{r['samples_per_s']:>9.2f} | {r['peak_mib']:>8.0f} |")
+              f"{r['samples_per_s']:>9.2f} | {r['best_samples_per_s']:>6.2f} | {r['peak_mib']:>8.0f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ log = logging.getLogger("hkd")
 def _json_arg(value: str):
     """A JSON value given inline, or the path of a JSON/YAML file holding it."""
     text = value.strip()
-    if text[:1] in "{[":
+    if text[:1] in '{["':
         return json.loads(text)
     path = Path(value)
     if path.suffix in (".yaml", ".yml"):

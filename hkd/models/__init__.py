@@ -37,9 +37,9 @@ from __future__ import annotations
 from torch import nn
 
 from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS, FireModule, SqueezeUNet, resolve_width
-from hkd.models.transunet import TransUNet, load_vit_npz
+from hkd.models.transunet import CheckpointError, TransUNet, load_vit_npz
 
-__all__ = ["SQUEEZEUNET_PRESETS", "FireModule", "SqueezeUNet", "TransUNet", "build_model",
+__all__ = ["SQUEEZEUNET_PRESETS", "CheckpointError", "FireModule", "SqueezeUNet", "TransUNet", "build_model",
            "count_parameters", "load_vit_npz", "resolve_width"]
 
 ARCHITECTURES = {"transunet": TransUNet, "squeezeunet": SqueezeUNet}

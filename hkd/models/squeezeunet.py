@@ -128,7 +128,7 @@ class SqueezeUNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
         """Named intermediate maps in forward order (see :mod:`hkd.models`)."""
-        return _collect(self._features(x), names, self.FEATURE_NAMES)
+        return collect_features(self._features(x), names, self.FEATURE_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _, out in self._features(x):
@@ -136,7 +136,7 @@ class SqueezeUNet(nn.Module):
         return out
 
 
-def _collect(features, names, known: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def collect_features(features, names, known: tuple[str, ...]) -> dict[str, torch.Tensor]:
     """Gather the requested features from a (name, tensor) generator, stopping once all are seen."""
     if names is None:
         return dict(features)

@@ -7,6 +7,8 @@
   (pre-norm blocks, hidden 768, 12 layers, 12 heads, MLP 3072, dropout 0.1, final LayerNorm).
 * DecoderCup: tokens back to a map, ``conv_more`` 3x3 -> 512 + BN + ReLU, four blocks of bilinear x2
   (align_corners=True), concatenated skip, two conv3x3-BN-ReLU; a 3x3 segmentation head.
+* A 1-channel input is repeated to 3 channels; other input sizes than ``img_size`` (multiples of 16)
+  use a bilinearly resized position-embedding grid.
 
 Sizes are constructor arguments, so a small teacher of the same architecture can be built; at the
 paper size (224 input, 9 classes) the model has 105,277,081 trainable parameters.
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hkd.models.squeezeunet import _collect
+from hkd.models.squeezeunet import collect_features
 
 
 def _groupnorm(channels: int, groups: int = 32) -> nn.GroupNorm:
@@ -273,7 +275,7 @@ class TransUNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
         """Named intermediate maps in forward order (see :mod:`hkd.models`)."""
-        return _collect(self._features(x), names, self.FEATURE_NAMES)
+        return collect_features(self._features(x), names, self.FEATURE_NAMES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _, out in self._features(x):
@@ -282,6 +284,10 @@ class TransUNet(nn.Module):
 
 
 # --- Google ViT checkpoint (R50+ViT-B_16.npz) -------------------------------------------------------
+
+class CheckpointError(ValueError):
+    """An npz checkpoint that cannot be read or does not fit the model."""
+
 
 _IGNORED_NPZ_PREFIXES = ("cls", "head/", "pre_logits/")  # classifier parts TransUNet does not use
 _BLOCK_KEYS = {  # npz sub-key -> (module attribute path, kind)
@@ -345,7 +351,8 @@ def _convert(value: np.ndarray, kind: str, target: torch.Tensor) -> np.ndarray:
     elif kind == "posemb":
         value = _resize_posemb(value, target.shape)
     if tuple(value.shape) != tuple(target.shape):
-        raise ValueError(f"shape {tuple(value.shape)} after conversion does not match the model's {tuple(target.shape)}")
+        raise ValueError(f"shape {tuple(value.shape)} after conversion does not match the model's "
+                         f"{tuple(target.shape)}")
     return value
 
 
@@ -375,6 +382,8 @@ def load_vit_npz(model: TransUNet, path: str | Path) -> TransUNet:
     Every ResNet and ViT weight must be present with a fitting shape; the classifier entries
     (``cls``, ``head/*``, ``pre_logits/*``) are ignored; the decoder and head keep their initialisation.
     The class token is dropped from the position embeddings, whose grid is resized when needed.
+    Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` (a ``ValueError``)
+    naming the file and the key for an unreadable file, an unknown or missing key, or a shape mismatch.
     """
     path = Path(path)
     if not path.is_file():
@@ -383,15 +392,15 @@ def load_vit_npz(model: TransUNet, path: str | Path) -> TransUNet:
         with np.load(path, allow_pickle=False) as npz:
             weights = {k: npz[k] for k in npz.files}
     except Exception as err:  # zip, pickle and format errors all mean the same thing here
-        raise ValueError(f"cannot read {path} as an .npz checkpoint: {err}") from err
+        raise CheckpointError(f"cannot read {path} as an .npz checkpoint: {err}") from err
     expected = _npz_key_map(model)
     unknown = sorted(k for k in weights if k not in expected and not k.startswith(_IGNORED_NPZ_PREFIXES))
     if unknown:
-        raise KeyError(f"{path}: key '{unknown[0]}' has no place in this TransUNet"
+        raise CheckpointError(f"{path}: key '{unknown[0]}' has no place in this TransUNet"
                        f" ({len(unknown)} unknown key(s); is the model configured like the checkpoint?)")
     missing = sorted(k for k in expected if k not in weights)
     if missing:
-        raise KeyError(f"{path}: key '{missing[0]}' is missing ({len(missing)} missing key(s))")
+        raise CheckpointError(f"{path}: key '{missing[0]}' is missing ({len(missing)} missing key(s))")
     params = dict(model.named_parameters())
     converted = {}
     for key, (name, kind) in expected.items():
@@ -399,7 +408,7 @@ def load_vit_npz(model: TransUNet, path: str | Path) -> TransUNet:
         try:
             converted[name] = _convert(np.asarray(weights[key]), kind, target)
         except ValueError as err:
-            raise ValueError(f"{path}: key '{key}' (shape {weights[key].shape}) -> {name}: {err}") from None
+            raise CheckpointError(f"{path}: key '{key}' (shape {weights[key].shape}) -> {name}: {err}") from None
     with torch.no_grad():
         for name, value in converted.items():
             target = params[name]

@@ -246,6 +246,21 @@ class Run:
         terms.update(self.method(tfeats, sfeats, y))
         return terms
 
+    def train_step(self, idx: torch.Tensor, aug: dict | None) -> dict[str, torch.Tensor]:
+        """One optimisation step on training slices ``idx``; returns the loss terms and ``loss``.
+
+        A non-finite or too large loss is returned without updating the weights.
+        """
+        x = self.train_set.image[idx].to(self.device)
+        y = self.train_set.label[idx].to(self.device)
+        terms = self._step_losses(x, y, idx, aug)
+        loss = sum(terms.values())
+        if torch.isfinite(loss) and loss.item() <= self.cfg.max_loss:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        return {**terms, "loss": loss}
+
     def fit(self) -> dict:
         cfg = self.cfg
         self.try_resume()
@@ -268,18 +283,13 @@ class Run:
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                x = self.train_set.image[idx].to(self.device)
-                y = self.train_set.label[idx].to(self.device)
                 aug = augment.sample_params(len(idx), gen) if cfg.augment == "transunet" else None
-                terms = self._step_losses(x, y, idx, aug)
-                loss = sum(terms.values())
+                terms = self.train_step(idx, aug)
+                loss = terms.pop("loss")
                 if not torch.isfinite(loss) or loss.item() > cfg.max_loss:
                     status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": float(loss.item())}
                     log.warning("loss %s at epoch %d step %d: run diverged", loss.item(), epoch, step)
                     break
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
