@@ -15,6 +15,15 @@ include: "workflow/rules/figures.smk"
 report: "workflow/report/workflow.rst"
 
 
+# Light steps run on the submitting host, also under a cluster profile.
+localrules:
+    all,
+    download,
+    tables,
+    figures,
+    hypotheses,
+
+
 rule all:
     default_target: True
     input:

@@ -170,11 +170,23 @@ def cmd_hypotheses(args) -> None:
     print(text)
 
 
-def cmd_figures(args) -> None:
-    import pandas as pd
-
-    from hkd.figures.make import make_study_figures
+def cmd_context(args) -> None:
+    from hkd.explain.context import context_table
     from hkd.io import atomic_path
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    table = context_table(args.data, _json_arg(args.runs), dilation=args.dilation, n_slices=args.n_slices,
+                          seed=args.seed)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%s", table.groupby(["method", "width"])["outside_mass"].mean().to_string())
+
+
+def cmd_figures(args) -> None:
+    from hkd.figures.make import make_study_figures
 
     if args.threads:
         import torch
@@ -184,16 +196,9 @@ def cmd_figures(args) -> None:
     slices = _json_arg(args.slices)
     slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
     paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
-                               slice_selection=slices, n_slices=args.n_slices, dilation=args.dilation,
+                               slice_selection=slices, n_slices=args.n_slices,
                                logs={name: Path(d) / "log.csv" for name, d in runs.items()},
                                summary_csv=args.summary)
-    context_path = args.out_dir / "context.csv"
-    context = pd.read_csv(context_path, dtype={"case": str})
-    split = context["model"].str.rsplit("_w", n=1, expand=True)
-    context.insert(1, "method", split[0])
-    context.insert(2, "width", split[1].fillna("teacher") if 1 in split else "teacher")
-    with atomic_path(context_path) as tmp:
-        context.to_csv(tmp, index=False)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
 
 
@@ -285,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("hypotheses", help="paired tests and verdicts of every method against scratch")
     p.add_argument("--evals", required=True, nargs="+", type=Path)
-    p.add_argument("--context", type=Path, default=None, help="Grad-CAM context CSV from the figures step")
+    p.add_argument("--context", type=Path, default=None, help="Grad-CAM context CSV from hkd context")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
@@ -297,10 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
     p.add_argument("--slices", default='"coverage"', help='JSON: "coverage" or [[case, slice], ...]')
     p.add_argument("--n-slices", type=int, default=2)
-    p.add_argument("--dilation", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
     p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("context", help="Grad-CAM mass outside the dilated organ, per run, slice and organ")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--runs", required=True,
+                   help="JSON list of {model, method, width, seed, checkpoint} (inline or file)")
+    p.add_argument("--dilation", type=int, default=3, help="pixels around the organ that count as inside")
+    p.add_argument("--n-slices", type=int, default=16, help="validation slices sampled")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_context)
     return parser
 
 

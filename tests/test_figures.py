@@ -13,6 +13,7 @@ from matplotlib.image import imread
 
 from hkd.figures import (attribution_grid, dice_vs_params, latent_pca, pca_2d, prediction_overlays,
                          training_curves)
+from hkd.explain.context import context_table
 from hkd.figures.make import majority_labels, make_study_figures
 from hkd.models import build_model
 
@@ -146,26 +147,30 @@ def test_make_study_figures_end_to_end(study, tmp_path):
     out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary)
     names = [p.name for p in out]
     assert names == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "training_curves.png",
-                     "dice_vs_params.png", "context.csv"]
-    for p in out[:-1]:
+                     "dice_vs_params.png"]
+    for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3
-    context = pd.read_csv(out[-1], dtype={"case": str})
-    assert list(context.columns) == ["model", "case", "slice", "organ", "outside_mass"]
-    # coverage: slice 0004:2 (3 organs) then 0006:0 (2 organs, larger area than 0004:1)
-    assert set(zip(context["case"], context["slice"])) == {("0004", 2), ("0006", 0)}
-    assert set(context["model"]) == set(models)
-    values = context["outside_mass"].dropna()
-    assert ((values >= 0) & (values <= 1)).all()
     assert not list(tmp_path.glob("fig/.*"))  # no temporary files left behind
+
+
+def test_context_table_covers_sampled_slices_and_present_organs(study):
+    prep, models, _, _ = study
+    runs = [{"model": name, "method": name.split("_w")[0], "width": "0.4M", "seed": 0, "checkpoint": path}
+            for name, path in models.items()]
+    table = context_table(prep, runs, dilation=2, n_slices=3, seed=0)
+    assert list(table.columns) == ["model", "method", "width", "seed", "case", "slice", "organ", "outside_mass"]
+    assert set(table["model"]) == set(models)
+    assert table.equals(context_table(prep, runs, dilation=2, n_slices=3, seed=0))  # seeded sample
+    assert ("0004", 1, "spleen") not in set(zip(table["case"], table["slice"], table["organ"]))  # absent organ
+    values = table["outside_mass"].dropna()
+    assert ((values >= 0) & (values <= 1)).all()
 
 
 def test_make_study_figures_explicit_slices_and_organs(study, tmp_path):
     prep, models, _, _ = study
     out = make_study_figures(prep, {"teacher": models["teacher"]}, tmp_path / "fig",
                              slice_selection=[("0004", 1)], organs=["stomach", "spleen"])
-    assert [p.name for p in out] == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "context.csv"]
-    context = pd.read_csv(out[-1], dtype={"case": str})
-    assert context[["case", "slice", "organ"]].values.tolist() == [["0004", 1, "stomach"]]  # no spleen there
+    assert [p.name for p in out] == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png"]
     with pytest.raises(ValueError, match="not in the validation set"):
         make_study_figures(prep, models, tmp_path / "x", slice_selection=[("0009", 0)])
     with pytest.raises(ValueError, match="unknown organ"):

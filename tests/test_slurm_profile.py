@@ -188,3 +188,31 @@ def test_workflow_runs_on_slurm(tmp_path):
     cpu_txt = (tmp_path / "cpu.txt").read_text()
     assert "SLURM_JOB_ID=none" not in gpu_txt + cpu_txt
     assert "CUDA_VISIBLE_DEVICES=unset" not in gpu_txt  # SLURM assigned the GPU
+
+
+GPU_RULES = {"train_teacher", "train_student", "teacher_cache"}
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
+def test_default_study_runs_end_to_end_on_slurm(tmp_path):
+    """The embedded default through the SLURM profile: GPU rules get --gpus=1, all else none."""
+    repo = SLURM.parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(SLURM.parent), "--verbose",
+         "--slurm-init-seconds-before-status-checks", "5", "--config", f"out={tmp_path}/default"],
+        cwd=repo, capture_output=True, text=True, timeout=3600,
+    )
+    out = proc.stdout + proc.stderr
+    (tmp_path / "snakemake.log").write_text(out)
+    assert proc.returncode == 0, out[-6000:]
+    calls = [line.split("--wrap", 1)[0] for line in out.splitlines() if line.startswith("sbatch call:")]
+    rules = {re.search(r"--comment rule_(\w+)", c).group(1): c for c in calls}
+    assert GPU_RULES <= set(rules), sorted(rules)
+    assert {"phantom", "prepare", "evaluate_student"} <= set(rules)
+    for call in calls:
+        rule = re.search(r"--comment rule_(\w+)", call).group(1)
+        assert ("--gpus=1" in call) == (rule in GPU_RULES), call
+    assert not any(f"rule_{r} " in c for r in ("figures", "tables", "hypotheses") for c in calls), \
+        "light rules run locally"
+    assert (tmp_path / "default" / "hypotheses.csv").exists()

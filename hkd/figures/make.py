@@ -1,7 +1,5 @@
 """All study figures from trained checkpoints: segmentations, attributions, latent PCA, curves, scaling.
 
-Also writes ``context.csv``: per model, slice and organ, the share of Grad-CAM mass outside the
-(dilated) organ -- the study's measure of how much global context a model uses.
 """
 
 from __future__ import annotations
@@ -14,17 +12,15 @@ import pandas as pd
 import torch
 
 from hkd.data.dataset import SliceSet, load_slices, read_meta
-from hkd.explain import gradcam, outside_mass, saliency
+from hkd.explain import gradcam, saliency
 from hkd.figures.attributions import attribution_grid
 from hkd.figures.curves import training_curves
 from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
 from hkd.figures.scaling import dice_vs_params
-from hkd.io import atomic_path
 from hkd.train.trainer import load_model
 
 MAX_DEFAULT_ORGANS = 4
-CONTEXT_COLUMNS = ["model", "case", "slice", "organ", "outside_mass"]
 
 
 def class_counts(labels: np.ndarray, n_classes: int, chunk: int = 64) -> np.ndarray:
@@ -99,21 +95,15 @@ def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return path
-
-
 def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *,
                        slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
                        n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: Path | None = None,
-                       dilation: int = 5, device: str = "cpu") -> list[Path]:
-    """Write the study figures and ``context.csv`` into ``out_dir``; returns the written paths.
+                       device: str = "cpu") -> list[Path]:
+    """Write the study figures into ``out_dir``; returns the written paths.
 
     ``models`` maps display names to checkpoints (in display order). Attributions are computed for
     ``organs`` (default: the largest few organs in the chosen slices) wherever the organ is in the
-    ground truth; ``dilation`` (pixels) is the margin around the organ that still counts as inside.
+    ground truth (the organ's outline is drawn over the maps).
     ``logs`` maps run names to ``log.csv`` files; ``summary_csv`` has columns method, params,
     dice_mean, dice_std, with the teacher as the row whose method is 'teacher'.
     """
@@ -145,15 +135,13 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     columns = {(i, c): f"{classes[c]}\n{where[i][0]}:{where[i][1]}" for i, c in targets}
     backdrops = {columns[i, c]: images[i, 0].numpy() for i, c in targets}
     outlines = {columns[i, c]: truths[i] == c for i, c in targets}
-    sal, cam, context = {}, {}, []
+    sal, cam = {}, {}
     for name, model in loaded.items():
         sal[name], cam[name] = {}, {}
         for i, c in targets:
             x = images[i:i + 1]
             sal[name][columns[i, c]] = saliency(model, x, c)
-            cam[name][columns[i, c]] = heat = gradcam(model, x, c)
-            context.append({"model": name, "case": where[i][0], "slice": where[i][1], "organ": classes[c],
-                            "outside_mass": outside_mass(heat, truths[i] == c, dilation)})
+            cam[name][columns[i, c]] = gradcam(model, x, c)
     outputs.append(attribution_grid(out_dir / "saliency.png", backdrops, sal, "Saliency", outlines=outlines))
     outputs.append(attribution_grid(out_dir / "gradcam.png", backdrops, cam, "Grad-CAM", outlines=outlines))
 
@@ -174,5 +162,4 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
             teacher = float(table.loc[is_teacher, "dice_mean"].mean())
             table = table.loc[~is_teacher]
         outputs.append(dice_vs_params(out_dir / "dice_vs_params.png", table, teacher))
-    outputs.append(_write_csv(out_dir / "context.csv", pd.DataFrame(context, columns=CONTEXT_COLUMNS)))
     return outputs

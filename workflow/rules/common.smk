@@ -186,6 +186,25 @@ FIGURE_CODE = package_files("figures", "explain") + code(
     "models/transunet.py",
     "models/squeezeunet.py",
 )
+CONTEXT_CODE = package_files("explain") + code(
+    "train/trainer.py",
+    "data/dataset.py",
+    "models/__init__.py",
+    "models/transunet.py",
+    "models/squeezeunet.py",
+)
+CONTEXT_RUNS = [
+    {
+        "model": f"{m}_w{w}_s{s}",
+        "method": m,
+        "width": w,
+        "seed": s,
+        "checkpoint": STUDENT_DIR.format(method=m, width=w, seed=s) + "/best.pt",
+    }
+    for m in config["students"]["methods"]
+    for w in config["students"]["widths"]
+    for s in config["students"]["seeds"]
+]
 FIGURES = [
     "overlays",
     "saliency",

@@ -83,7 +83,7 @@ rule tables:
 rule hypotheses:
     input:
         evals=EVAL_FILES,
-        context=f"{OUT}/figures/context.csv",
+        context=f"{OUT}/context.csv",
         code=code("evaluate/hypotheses.py", "evaluate/stats.py"),
     output:
         csv=report(

@@ -17,11 +17,6 @@ rule figures:
             )
             for name in FIGURES
         },
-        context=report(
-            f"{OUT}/figures/context.csv",
-            caption="../report/context.rst",
-            category="Figures",
-        ),
     log:
         f"{OUT}/logs/figures.log",
     benchmark:
@@ -33,9 +28,36 @@ rule figures:
         models=" ".join(f"{name}={d}" for name, d in FIGURE_MODELS.items()),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
-        dilation=config["report"]["context_dilation"],
-        out_dir=lambda w, output: os.path.dirname(output.context),
+        out_dir=lambda w, output: os.path.dirname(output.overlays),
     shell:
         "hkd figures --data {input.data} --models {params.models} --summary {input.summary}"
-        " --slices '{params.slices}' --n-slices {params.n_slices} --dilation {params.dilation}"
+        " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule context:
+    input:
+        data=rules.prepare.output[0],
+        ckpts=[run["checkpoint"] for run in CONTEXT_RUNS],
+        code=CONTEXT_CODE,
+    output:
+        report(
+            f"{OUT}/context.csv",
+            caption="../report/context.rst",
+            category="Verdicts",
+        ),
+    log:
+        f"{OUT}/logs/context.log",
+    benchmark:
+        f"{OUT}/benchmarks/context.tsv"
+    conda:
+        ENV
+    threads: config["train"]["threads"]
+    params:
+        runs=as_json(CONTEXT_RUNS),
+        n_slices=config["report"]["context_slices"],
+        dilation=config["report"]["context_dilation"],
+        seed=config["report"]["bootstrap_seed"],
+    shell:
+        "hkd context --data {input.data} --runs '{params.runs}' --n-slices {params.n_slices}"
+        " --dilation {params.dilation} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
