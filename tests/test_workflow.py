@@ -78,3 +78,16 @@ def test_invalid_config_is_rejected_naming_the_key(tmp_path, patch, message):
     result = snakemake(*_with(tmp_path, patch))
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+
+
+def test_shared_training_recipe_reaches_every_run_and_overrides_apply(tmp_path):
+    """`train` is the shared recipe; `teacher.train` / `students.train` override single keys only."""
+    args = _with(tmp_path, {"train": {"lr": 0.0042, "batch_size": 5}, "teacher": {"train": {"epochs": 3}},
+                            "students": {"train": {"lr": 0.0007}}})
+    result = snakemake(*args, "-p", "--config", f"out={tmp_path}/out")
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if line.startswith("hkd train")]
+    teacher = next(c for c in commands if '"arch":"transunet"' in c and '"method":"scratch"' in c)
+    student = next(c for c in commands if '"arch":"squeezeunet"' in c)
+    assert '"lr":0.0042' in teacher and '"epochs":3' in teacher and '"batch_size":5' in teacher
+    assert '"lr":0.0007' in student and '"batch_size":5' in student
