@@ -199,7 +199,9 @@ CONTEXT_RUNS = [
         "method": m,
         "width": w,
         "seed": s,
-        "checkpoint": os.path.join(STUDENT_DIR.format(method=m, width=w, seed=s), "best.pt"),
+        "checkpoint": os.path.join(
+            STUDENT_DIR.format(method=m, width=w, seed=s), "best.pt"
+        ),
     }
     for m in config["students"]["methods"]
     for w in config["students"]["widths"]
