@@ -86,8 +86,8 @@ def test_shared_training_recipe_reaches_every_run_and_overrides_apply(tmp_path):
                             "students": {"train": {"lr": 0.0007}}})
     result = snakemake(*args, "-p", "--config", f"out={tmp_path}/out")
     assert result.returncode == 0, result.stderr
-    commands = [line.strip() for line in (result.stdout + result.stderr).splitlines()
-                if line.strip().startswith("hkd train")]
+    commands = [line.split("Shell command: ", 1)[1] for line in (result.stdout + result.stderr).splitlines()
+                if line.startswith("Shell command: hkd train")]
     teacher = next(c for c in commands if '"arch":"transunet"' in c and '"method":"scratch"' in c)
     student = next(c for c in commands if '"arch":"squeezeunet"' in c)
     assert '"lr":0.0042' in teacher and '"epochs":3' in teacher and '"batch_size":5' in teacher
