@@ -138,23 +138,27 @@ def _read_evals(paths) -> "pd.DataFrame":
 
 
 def cmd_tables(args) -> None:
-    from hkd.evaluate.tables import organ_table, summary_table, to_markdown
+    from hkd.evaluate.tables import organ_table, summary_table, to_html, to_markdown
     from hkd.io import atomic_path, write_text
 
     evals = _read_evals(args.evals)
     out = args.out_dir
+    titles = {"summary": "Test metrics per model (mean and std over seeds)",
+              "organs": "Test Dice per model and organ (mean and std over seeds)"}
     for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
         write_text(out / f"{name}.md", to_markdown(table))
-    print(to_markdown(summary_table(evals)))
+        write_text(out / f"{name}.html", to_html(table, titles[name]))
+        if name == "summary":
+            print(to_markdown(table))
 
 
 def cmd_hypotheses(args) -> None:
     import pandas as pd
 
     from hkd.evaluate.hypotheses import context_claims, dice_claims
-    from hkd.evaluate.tables import to_markdown
+    from hkd.evaluate.tables import to_html, to_markdown
     from hkd.io import atomic_path, write_text
 
     table = dice_claims(_read_evals(args.evals), seed=args.seed)
@@ -167,6 +171,7 @@ def cmd_hypotheses(args) -> None:
             "CI of the mean and Wilcoxon signed-rank p-value. Verdict: supported (CI above 0 and p < 0.05), "
             "not supported (CI at or below 0), inconclusive (otherwise).\n\n" + to_markdown(table))
     write_text(args.out_md, text)
+    write_text(args.out_html, to_html(table, "Hypothesis verdicts"))
     print(text)
 
 
@@ -294,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
+    p.add_argument("--out-html", required=True, type=Path)
     p.set_defaults(func=cmd_hypotheses)
 
     p = sub.add_parser("figures", help="qualitative and summary figures, and the Grad-CAM context table")

@@ -40,4 +40,14 @@ def organ_table(evals: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table with floats rounded to ``digits``."""
-    return df.to_markdown(index=False, floatfmt=f".{digits}f") + "\n"
+    return df.to_markdown(index=False, floatfmt=f".{digits}f", disable_numparse=True) + "\n"
+
+
+def to_html(df: pd.DataFrame, title: str, digits: int = 3) -> str:
+    """A standalone HTML page holding the table (for the report, which renders HTML inline)."""
+    table = df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="", border=0,
+                       classes="hkd-table")
+    style = ("body{font-family:sans-serif;font-size:13px;margin:12px}table{border-collapse:collapse}"
+             "th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}th{background:#f3f3f3}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body><h3>{title}</h3>{table}</body></html>\n")

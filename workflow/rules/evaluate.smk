@@ -56,18 +56,20 @@ rule tables:
         evals=EVAL_FILES,
         code=code("evaluate/tables.py"),
     output:
-        summary=report(
-            f"{OUT}/tables/summary.csv",
+        summary=f"{OUT}/tables/summary.csv",
+        summary_md=f"{OUT}/tables/summary.md",
+        summary_html=report(
+            f"{OUT}/tables/summary.html",
             caption="../report/summary.rst",
             category="Tables",
         ),
-        summary_md=f"{OUT}/tables/summary.md",
-        organs=report(
-            f"{OUT}/tables/organs.csv",
+        organs=f"{OUT}/tables/organs.csv",
+        organs_md=f"{OUT}/tables/organs.md",
+        organs_html=report(
+            f"{OUT}/tables/organs.html",
             caption="../report/organs.rst",
             category="Tables",
         ),
-        organs_md=f"{OUT}/tables/organs.md",
     log:
         f"{OUT}/logs/tables.log",
     benchmark:
@@ -86,12 +88,13 @@ rule hypotheses:
         context=f"{OUT}/context.csv",
         code=code("evaluate/hypotheses.py", "evaluate/stats.py"),
     output:
-        csv=report(
-            f"{OUT}/hypotheses.csv",
+        csv=f"{OUT}/hypotheses.csv",
+        md=f"{OUT}/hypotheses.md",
+        html=report(
+            f"{OUT}/hypotheses.html",
             caption="../report/hypotheses.rst",
             category="Verdicts",
         ),
-        md=f"{OUT}/hypotheses.md",
     log:
         f"{OUT}/logs/hypotheses.log",
     benchmark:
@@ -102,4 +105,4 @@ rule hypotheses:
         seed=config["report"]["bootstrap_seed"],
     shell:
         "hkd hypotheses --evals {input.evals} --context {input.context} --seed {params.seed}"
-        " --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"

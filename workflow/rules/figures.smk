@@ -41,11 +41,7 @@ rule context:
         ckpts=[run["checkpoint"] for run in CONTEXT_RUNS],
         code=CONTEXT_CODE,
     output:
-        report(
-            f"{OUT}/context.csv",
-            caption="../report/context.rst",
-            category="Verdicts",
-        ),
+        f"{OUT}/context.csv",
     log:
         f"{OUT}/logs/context.log",
     benchmark:
