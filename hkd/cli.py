@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 import logging
 import sys
 from pathlib import Path
@@ -88,14 +89,21 @@ def cmd_prepare(args) -> None:
 
 
 def cmd_train(args) -> None:
+    import tempfile
+
     import torch
 
+    from hkd.devices import claim_gpu
     from hkd.train.trainer import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    metrics = train(_json_arg(args.params), args.data, args.out, resume_dir=args.work,
-                    teacher_ckpt=args.teacher, progress=not args.quiet, teacher_cache=args.teacher_cache)
+    params = _json_arg(args.params)
+    lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
+    # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
+    with claim_gpu(lock_dir) if str(params.get("device", "auto")).startswith(("auto", "cuda")) else nullcontext():
+        metrics = train(params, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
+                        progress=not args.quiet, teacher_cache=args.teacher_cache)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
 
 
@@ -262,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-cache", type=Path, default=None,
                    help="teacher feature cache (hkd teacher-cache), used instead of running the teacher")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--gpu-locks", type=Path, default=None,
+                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -98,3 +98,19 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(prepared, tmp_pat
     pd.testing.assert_frame_equal(log_full, log_resumed)
     assert m_full == m_resumed
     assert not work.exists()  # the resume state is removed once the run completes
+
+
+def test_concurrent_training_jobs_each_claim_their_own_gpu(prepared, tmp_path):
+    """With two GPUs listed, two concurrent `hkd train` jobs take different ones (via lock files)."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1"}
+    env.pop("SLURM_JOB_ID", None)
+    cfg = json.dumps(_cfg(epochs=2, device="auto"))
+    procs = [subprocess.Popen([sys.executable, "-m", "hkd.cli", "train", "--data", str(prepared), "--params", cfg,
+                               "--out", str(tmp_path / f"run{i}"), "--gpu-locks", str(tmp_path / "locks"),
+                               "--quiet", "--threads", "1"], env=env, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    logs = [p.communicate()[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    claimed = sorted(line.split("claimed GPU ")[1].split()[0] for log in logs for line in log.splitlines()
+                     if "claimed GPU" in line)
+    assert claimed == ["0", "1"], logs
