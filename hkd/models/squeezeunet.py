@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hkd.models.base import FeatureModel
+
 # Width multipliers of the named sizes (parameters at 1 input channel, 9 classes).
 SQUEEZEUNET_PRESETS: dict[str, float] = {
     "0.4M": 1.0,  # 423,961
@@ -75,7 +77,7 @@ def _squeeze(c: int, w: float) -> int:
     return max(1, int(c * w + 1e-9))
 
 
-class SqueezeUNet(nn.Module):
+class SqueezeUNet(FeatureModel):
     """SqueezeUNet student; input height and width must be divisible by 16."""
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
@@ -103,10 +105,6 @@ class SqueezeUNet(nn.Module):
             c = _expand(e, w)
         self.head = nn.Conv2d(c, num_classes, 1)
 
-    @classmethod
-    def feature_names(cls) -> tuple[str, ...]:
-        return cls.FEATURE_NAMES
-
     def _features(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -126,28 +124,4 @@ class SqueezeUNet(nn.Module):
             yield f"dec{4 - i}", x
         yield "logits", self.head(x)
 
-    def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
-        """Named intermediate maps in forward order (see :mod:`hkd.models`)."""
-        return collect_features(self._features(x), names, self.FEATURE_NAMES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, out in self._features(x):
-            pass
-        return out
-
-
-def collect_features(features, names, known: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Gather the requested features from a (name, tensor) generator, stopping once all are seen."""
-    if names is None:
-        return dict(features)
-    wanted = set(names)
-    unknown = wanted - set(known)
-    if unknown:
-        raise KeyError(f"unknown feature name(s) {sorted(unknown)}; available: {list(known)}")
-    out = {}
-    for name, value in features:
-        if name in wanted:
-            out[name] = value
-            if len(out) == len(wanted):
-                break
-    return out

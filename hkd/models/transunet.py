@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hkd.models.squeezeunet import collect_features
+from hkd.models.base import FeatureModel
 
 
 def _groupnorm(channels: int, groups: int = 32) -> nn.GroupNorm:
@@ -207,7 +207,7 @@ class DecoderCup(nn.Module):
         self.n_skip = n_skip
 
 
-class TransUNet(nn.Module):
+class TransUNet(FeatureModel):
     """TransUNet R50-ViT-B/16 (defaults) or a smaller model of the same architecture."""
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
@@ -242,10 +242,6 @@ class TransUNet(nn.Module):
                                   latent_channels)
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
 
-    @classmethod
-    def feature_names(cls) -> tuple[str, ...]:
-        return cls.FEATURE_NAMES
-
     def _features(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -273,14 +269,6 @@ class TransUNet(nn.Module):
             yield f"dec{4 - i}", x
         yield "logits", self.head(x)
 
-    def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
-        """Named intermediate maps in forward order (see :mod:`hkd.models`)."""
-        return collect_features(self._features(x), names, self.FEATURE_NAMES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _, out in self._features(x):
-            pass
-        return out
 
 
 # --- Google ViT checkpoint (R50+ViT-B_16.npz) -------------------------------------------------------

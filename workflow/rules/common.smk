@@ -99,6 +99,7 @@ TRAIN_CODE = code(
     "devices.py",
     "io.py",
     "models/__init__.py",
+    "models/base.py",
     "distill/__init__.py",
     "distill/base.py",
 )
@@ -156,14 +157,17 @@ STUDENT_RUNS = expand(
 
 
 # --- evaluation, figures, report ----------------------------------------------------------------
-EVAL_CODE = code(
+MODEL_CODE = code(
+    "models/__init__.py",
+    "models/base.py",
+    "models/transunet.py",
+    "models/squeezeunet.py",
+)
+EVAL_CODE = MODEL_CODE + code(
     "evaluate/volume.py",
     "evaluate/metrics.py",
     "data/dataset.py",
     "data/preprocess.py",
-    "models/__init__.py",
-    "models/transunet.py",
-    "models/squeezeunet.py",
     "train/trainer.py",
     "devices.py",
 )
@@ -179,19 +183,13 @@ FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
     for m in config["students"]["methods"]
     for w in config["students"]["widths"]
 }
-FIGURE_CODE = package_files("figures", "explain") + code(
-    "train/trainer.py",
-    "data/dataset.py",
-    "models/__init__.py",
-    "models/transunet.py",
-    "models/squeezeunet.py",
+FIGURE_CODE = (
+    package_files("figures", "explain")
+    + MODEL_CODE
+    + code("train/trainer.py", "data/dataset.py")
 )
-CONTEXT_CODE = package_files("explain") + code(
-    "train/trainer.py",
-    "data/dataset.py",
-    "models/__init__.py",
-    "models/transunet.py",
-    "models/squeezeunet.py",
+CONTEXT_CODE = (
+    package_files("explain") + MODEL_CODE + code("train/trainer.py", "data/dataset.py")
 )
 CONTEXT_RUNS = [
     {
