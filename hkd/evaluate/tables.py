@@ -40,7 +40,11 @@ def organ_table(evals: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
 
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     """A GitHub-flavoured Markdown table with floats rounded to ``digits``."""
-    return df.to_markdown(index=False, floatfmt=f".{digits}f", disable_numparse=True) + "\n"
+    shown = df.copy()
+    for col in shown.columns:  # round floats here: tabulate must not parse widths such as "0.25" as numbers
+        if pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def to_html(df: pd.DataFrame, title: str, digits: int = 3) -> str:

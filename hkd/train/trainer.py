@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     max_loss: float = 1e4  # a loss above this (or NaN/inf) counts as divergence
+    distill_warmup: float = 0.0  # epochs over which the distillation terms ramp up linearly from 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -61,7 +62,8 @@ class TrainConfig:
         cfg = cls(**d)
         checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
                   "optimizer": cfg.optimizer in ("sgd", "adamw"), "augment": cfg.augment in ("transunet", "none"),
-                  "weight_decay": cfg.weight_decay >= 0, "poly_power": cfg.poly_power >= 0}
+                  "weight_decay": cfg.weight_decay >= 0, "poly_power": cfg.poly_power >= 0,
+                  "distill_warmup": cfg.distill_warmup >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"training config: invalid value for {', '.join(bad)}: "
@@ -176,6 +178,7 @@ class Run:
         self.history: list[dict] = []
         self.best = -1.0
         self.start_epoch = 1
+        self.distill_scale = 1.0
         self.fingerprint = json.dumps({"cfg": cfg.__dict__, "spec": self.spec, "n_train": len(self.train_set)},
                                       sort_keys=True, default=str)
 
@@ -214,6 +217,11 @@ class Run:
     def _lr(self, step: int) -> float:
         return self.cfg.lr * (1.0 - step / self.total_steps) ** self.cfg.poly_power
 
+    def _distill_scale(self, step: int) -> float:
+        """Weight of the distillation terms: ramps from 0 to 1 over ``distill_warmup`` epochs."""
+        warmup = self.cfg.distill_warmup * self.steps_per_epoch
+        return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
     def _epoch_generator(self, epoch: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
 
@@ -243,7 +251,7 @@ class Run:
             sfeats = self.model.forward_features(x, names=names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
         terms = segmentation_loss(sfeats["logits"], y)
-        terms.update(self.method(tfeats, sfeats, y))
+        terms.update({k: self.distill_scale * v for k, v in self.method(tfeats, sfeats, y).items()})
         return terms
 
     def train_step(self, idx: torch.Tensor, aug: dict | None) -> dict[str, torch.Tensor]:
@@ -280,6 +288,7 @@ class Run:
             for b in bar:
                 step = (epoch - 1) * self.steps_per_epoch + b
                 lr = self._lr(step)
+                self.distill_scale = self._distill_scale(step)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
