@@ -77,6 +77,12 @@ def test_unknown_option_names_it(name):
         build(name, bogus_option=1)
 
 
+@pytest.mark.parametrize("name", ["logits", "cwd", "hlfd"])
+def test_non_positive_temperature_names_method_and_option(name):
+    with pytest.raises(ValueError, match=rf"'{name}'.*'temperature' must be positive"):
+        build(name, temperature=0)
+
+
 def test_missing_feature_shape_is_reported():
     with pytest.raises(ValueError, match="teacher feature 'latent'"):
         distill.build("latent", {}, STUDENT, NUM_CLASSES)

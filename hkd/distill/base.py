@@ -54,6 +54,20 @@ class DistillMethod(nn.Module):
                              f"shapes were given for {sorted(shapes)}")
         return tuple(int(v) for v in shapes[name])
 
+    def require_matching_classes(self) -> None:
+        """Raise unless teacher and student logits have the same number of classes."""
+        ct = self.feature_shape("teacher", "logits")[0]
+        cs = self.feature_shape("student", "logits")[0]
+        if ct != cs:
+            raise ValueError(f"distillation method '{self.name}': teacher has {ct} classes, student {cs}")
+
+    def require_positive(self, *names: str) -> None:
+        """Raise unless each named option is a positive number."""
+        for n in names:
+            if not float(self.options[n]) > 0:
+                raise ValueError(f"distillation method '{self.name}': option '{n}' must be positive, "
+                                 f"got {self.options[n]!r}")
+
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
         """Teacher features an instance with ``options`` will ask for (for caching them ahead)."""

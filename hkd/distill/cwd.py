@@ -26,10 +26,8 @@ class ChannelWise(DistillMethod):
 
     def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
         super().__init__(teacher_shapes, student_shapes, num_classes, **options)
-        ct = self.feature_shape("teacher", "logits")[0]
-        cs = self.feature_shape("student", "logits")[0]
-        if ct != cs:
-            raise ValueError(f"distillation method 'cwd': teacher has {ct} classes, student {cs}")
+        self.require_matching_classes()
+        self.require_positive("temperature")
 
     def forward(self, teacher, student, target):
         s = student["logits"]

@@ -78,6 +78,7 @@ class HLFD(DistillMethod):
 
     def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
         super().__init__(teacher_shapes, student_shapes, num_classes, **options)
+        self.require_positive("temperature", "p")
         for n in self.teacher_features:
             self.feature_shape("teacher", n)
         for n in self.student_features:

@@ -27,12 +27,8 @@ class LogitsKD(DistillMethod):
 
     def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
         super().__init__(teacher_shapes, student_shapes, num_classes, **options)
-        ct = self.feature_shape("teacher", "logits")[0]
-        cs = self.feature_shape("student", "logits")[0]
-        if ct != cs:
-            raise ValueError(f"distillation method 'logits': teacher has {ct} classes, student {cs}")
-        if float(self.options["temperature"]) <= 0:
-            raise ValueError("distillation method 'logits': temperature must be positive")
+        self.require_matching_classes()
+        self.require_positive("temperature")
 
     def forward(self, teacher, student, target):
         s = student["logits"]
