@@ -5,13 +5,16 @@ Times forward + backward + SGD step (samples/s) and peak memory for the paper-si
 count and, when available, on CUDA with bf16 autocast. Each CPU case runs in a fresh subprocess so
 that its peak resident set size (``getrusage`` max RSS) is its own.
 
+Each case also reports the step's floating-point work (``torch.utils.flop_counter``, one extra
+untimed step) and the rate it achieved, next to the same machine's fp32 matrix-multiply rate with
+the same thread count, measured in the same run: how close a step is to what the CPU can do at all.
+
     python benchmarks/train_step.py --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -22,18 +25,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hkd.models import SQUEEZEUNET_PRESETS, build_model, count_parameters  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-try:  # the project's segmentation loss when present, else plain cross-entropy
-    from hkd.train.losses import segmentation_loss
-    LOSS_NAME = "segmentation_loss (0.5 CE + 0.5 Dice)"
-except ImportError:  # pragma: no cover - depends on what is installed
-    segmentation_loss = None
-    LOSS_NAME = "cross-entropy"
+from hkd.models import SQUEEZEUNET_PRESETS, build_model, count_parameters  # noqa: E402
+from hkd.train.losses import segmentation_loss  # noqa: E402
 
 NUM_CLASSES = 9
 
@@ -48,13 +46,22 @@ def cases(size: int, teacher_batch: int, student_batch: int) -> dict[str, tuple[
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if segmentation_loss is None:
-        return F.cross_entropy(logits.float(), target)
-    if len(inspect.signature(segmentation_loss).parameters) >= 3:
-        loss = segmentation_loss(logits.float(), target, NUM_CLASSES)
-    else:
-        loss = segmentation_loss(logits.float(), target)
-    return sum(loss.values()) if isinstance(loss, dict) else loss
+    return sum(segmentation_loss(logits.float(), target).values())
+
+
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 ``torch.mm`` rate (GFLOP/s) of an n x n product with ``threads`` threads."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def run_case(spec: dict, batch: int, size: int, device: str, steps: int, warmup: int,
@@ -82,6 +89,8 @@ def run_case(spec: dict, batch: int, size: int, device: str, steps: int, warmup:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         step()
+    with FlopCounterMode(display=False) as counter:
+        step()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     times = []
@@ -97,6 +106,7 @@ def run_case(spec: dict, batch: int, size: int, device: str, steps: int, warmup:
         peak_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024
     median = sorted(times)[len(times) // 2]
     return {"params": count_parameters(model), "batch": batch, "sec_per_step": median,
+            "gflop_per_step": counter.get_total_flops() / 1e9,
             "samples_per_s": batch / median, "best_samples_per_s": batch / min(times), "peak_mib": peak_mib}
 
 
@@ -150,6 +160,7 @@ def main(argv=None) -> None:
         ap.error("CUDA is not available")
 
     load_before = os.getloadavg()[0]
+    gemm = matmul_gflops(args.threads) if "cpu" in devices else None
     rows = []
     for device in devices:
         for name, (spec, batch) in selected.items():
@@ -171,7 +182,7 @@ def main(argv=None) -> None:
             rows.append((device, name, res))
             print(f"  done: {device} {name} {res['samples_per_s']:.2f} samples/s", file=sys.stderr)
 
-    print(f"torch {torch.__version__}, python {platform.python_version()}, loss: {LOSS_NAME}, "
+    print(f"torch {torch.__version__}, python {platform.python_version()}, loss: 0.5 CE + 0.5 Dice, "
           f"optimiser: SGD(momentum 0.9), input {args.size}x{args.size}, "
           f"channels_last={args.channels_last}; {args.steps} timed step(s) after {args.warmup} warm-up, "
           f"samples/s from the median step, best from the fastest")
@@ -183,14 +194,20 @@ def main(argv=None) -> None:
           f"activations (not the weights)")
     if "cuda" in devices:
         print(f"cuda: {torch.cuda.get_device_name()}, bf16 autocast; memory = torch.cuda.max_memory_allocated")
+    if gemm is not None:
+        print(f"cpu fp32 matrix multiply (torch.mm 2048x2048, {args.threads} thread(s)): {gemm:.1f} GFLOP/s; "
+              f"'of mm' = the step's GFLOP/s as a share of that rate")
     print()
     header = (f"| {'device':6} | {'model':24} | {'params':>12} | {'batch':>5} | {'s/step':>7} | {'samples/s':>9} "
-              f"| {'best':>6} | {'peak MiB':>8} |")
+              f"| {'best':>6} | {'peak MiB':>8} | {'GFLOP/step':>10} | {'GFLOP/s':>7} | {'of mm':>5} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for device, name, r in rows:
+        rate = r["gflop_per_step"] / r["sec_per_step"]
+        share = f"{rate / gemm:.0%}" if device == "cpu" and gemm else "-"
         print(f"| {device:6} | {name:24} | {r['params']:>12,} | {r['batch']:>5} | {r['sec_per_step']:>7.2f} | "
-              f"{r['samples_per_s']:>9.2f} | {r['best_samples_per_s']:>6.2f} | {r['peak_mib']:>8.0f} |")
+              f"{r['samples_per_s']:>9.2f} | {r['best_samples_per_s']:>6.2f} | {r['peak_mib']:>8.0f} | "
+              f"{r['gflop_per_step']:>10.1f} | {rate:>7.1f} | {share:>5} |")
 
 
 if __name__ == "__main__":
