@@ -52,19 +52,30 @@ def save_teacher(path: Path, size: int) -> None:
                 "method_name": "scratch"}, path)
 
 
-def time_steps(run, batch: int, steps: int) -> float:
+def batches(n_slices: int, batch: int, count: int) -> list:
+    """``count`` seeded (slice indices, augmentation parameters) pairs, the same for every variant."""
     from hkd.train import augment
 
     gen = torch.Generator().manual_seed(0)
-    n = len(run.train_set)
-    run.model.train()
-    times = []
-    for i in range(steps + 1):
-        idx = torch.randperm(n, generator=gen)[:batch]
-        t0 = time.perf_counter()
-        run.train_step(idx, augment.sample_params(batch, gen))
-        times.append(time.perf_counter() - t0)
-    return sorted(times[1:])[len(times[1:]) // 2]  # median, first step is warm-up
+    return [(torch.randperm(n_slices, generator=gen)[:batch], augment.sample_params(batch, gen))
+            for _ in range(count)]
+
+
+def time_interleaved(runs: dict, plan: list) -> dict[str, float]:
+    """Median seconds per step of each run, timing the runs in turn on the same batches.
+
+    Round-robin timing puts every variant under the same machine load, so their ratios hold even
+    when the machine's speed drifts during the benchmark. The first batch is an untimed warm-up.
+    """
+    times = {label: [] for label in runs}
+    for i, (idx, params) in enumerate(plan):
+        for label, run in runs.items():
+            run.model.train()
+            t0 = time.perf_counter()
+            run.train_step(idx, params)
+            if i:
+                times[label].append(time.perf_counter() - t0)
+    return {label: sorted(t)[len(t) // 2] for label, t in times.items()}
 
 
 def cache_error(teacher_ckpt: Path, prepared: Path, n: int = 32) -> None:
@@ -110,7 +121,7 @@ def main() -> None:
         for method, names in (("logits", ["logits"]), ("latent", ["latent"])):
             write_cache(teacher, prepared, names, tmp / f"{method}.h5", device=device)
         del teacher
-        rows = []
+        runs = {}
         for label, method, cache in (("scratch", "scratch", None), ("logits, teacher online", "logits", None),
                                      ("logits, teacher cached", "logits", "logits.h5"),
                                      ("latent, teacher online", "latent", None),
@@ -121,12 +132,14 @@ def main() -> None:
             run = Run(cfg, prepared, tmp / label.replace(" ", "_"), None,
                       teacher_ckpt if method != "scratch" else None, progress=False,
                       teacher_cache=tmp / cache if cache else None)
-            rows.append((label, time_steps(run, args.batch, args.steps)))
-            del run
-    base = rows[0][1]
+            runs[label] = run
+        seconds = time_interleaved(runs, batches(len(runs["scratch"].train_set), args.batch, args.steps + 1))
+        del runs
+    rows = list(seconds.items())
+    base = seconds["scratch"]
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} threads"
     print(f"device: {name}; student SqueezeUNet 0.4M, teacher TransUNet R50-ViT-B/16, {args.size}px, "
-          f"batch {args.batch}, median of {args.steps} steps")
+          f"batch {args.batch}, median of {args.steps} steps, variants timed in turn on the same batches")
     print(f"{'step':<26} {'s/step':>8} {'x scratch':>10}")
     for label, t in rows:
         print(f"{label:<26} {t:>8.3f} {t / base:>9.2f}x")
