@@ -86,3 +86,14 @@ def test_augmentation_moves_feature_maps_with_the_slice():
     torch.testing.assert_close(torch.nn.functional.avg_pool2d(img_a[rot], 4), coarse_a[rot])
     assert torch.equal(label_a[rot], (img_a[rot][:, 0] > 0.5).long())
     assert set(label_a.unique().tolist()) <= {0, 1}
+
+
+def test_augmentation_keeps_tensors_on_their_device():
+    # The "meta" device stands in for a GPU: a rotation grid built on the CPU fails on it as on CUDA.
+    params = sample_params(4, torch.Generator().manual_seed(0))
+    params["rotate"][:], params["rot90"][:] = True, False
+    image = torch.zeros(4, 1, 16, 16, device="meta")
+    label = torch.zeros(4, 16, 16, dtype=torch.long, device="meta")
+    img_a, label_a = apply(params, image, label=label)
+    assert img_a.device.type == label_a.device.type == "meta"
+    assert img_a.shape == image.shape and label_a.shape == label.shape

@@ -25,8 +25,8 @@ def sample_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def _rotate(x: torch.Tensor, angles_deg: torch.Tensor, mode: str) -> torch.Tensor:
-    theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float32)
-    rad = angles_deg * math.pi / 180.0
+    theta = torch.zeros(x.shape[0], 2, 3, dtype=torch.float32, device=x.device)
+    rad = angles_deg.to(x.device, torch.float32) * math.pi / 180.0
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(rad), -torch.sin(rad)
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(rad), torch.cos(rad)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
