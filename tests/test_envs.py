@@ -5,7 +5,10 @@ Conda is not available where the tests run, so the files are checked statically.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -53,4 +56,23 @@ def test_env_pins_satisfy_pyproject(path):
             continue
         assert name in pins, f"{path.name} does not pin {req.name}"
         assert req.specifier.contains(pins[name]), f"{path.name}: {name}=={pins[name]} outside {req.specifier}"
-    assert "-e .." in env["dependencies"][-1]["pip"]  # the project itself, from this checkout
+    assert "-e ${HKD_SOURCE}" in env["dependencies"][-1]["pip"]  # the project itself, from this checkout
+
+
+@pytest.mark.parametrize("path", ENVS, ids=[p.stem for p in ENVS])
+def test_conda_pip_step_finds_this_checkout_from_the_copied_env_file(path, tmp_path):
+    """Snakemake copies the env file to .snakemake/conda/ and conda runs pip beside the copy,
+    with the pip entries as a requirements file: the project's entry must resolve from there."""
+    rules = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    assert 'os.environ["HKD_SOURCE"] = workflow.basedir' in rules  # the main Snakefile's folder
+    assert (REPO / "Snakefile").exists()
+    env = yaml.safe_load(path.read_text())
+    local = [line for line in env["dependencies"][-1]["pip"] if line.startswith("-e")]
+    copy_dir = tmp_path / ".snakemake" / "conda"
+    copy_dir.mkdir(parents=True)
+    (copy_dir / "condaenv.requirements.txt").write_text("\n".join(local) + "\n")
+    run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index",
+                          "--no-build-isolation", "-r", "condaenv.requirements.txt"],
+                         cwd=copy_dir, env={**os.environ, "HKD_SOURCE": str(REPO)}, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Would install hkd-" in run.stdout

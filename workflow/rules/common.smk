@@ -55,6 +55,8 @@ _check_config(config)
 OUT = config["out"]
 DATA = config["data"]
 ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
+# The conda env installs hkd from ${HKD_SOURCE}: its copy under .snakemake/conda/ cannot use a relative path.
+os.environ["HKD_SOURCE"] = workflow.basedir
 
 
 def code(*modules):
