@@ -14,7 +14,8 @@ from matplotlib.image import imread
 from hkd.figures import (attribution_grid, dice_vs_params, latent_pca, pca_2d, prediction_overlays,
                          training_curves)
 from hkd.explain.context import context_table
-from hkd.figures.make import majority_labels, make_study_figures
+from hkd.data.dataset import SliceSet
+from hkd.figures.make import majority_labels, make_study_figures, select_slices
 from hkd.models import build_model
 
 from conftest import CLASSES
@@ -105,6 +106,19 @@ def test_majority_labels_pool_cells():
     labels[0, :2, :2] = 3
     labels[0, 0, 2] = 5  # one pixel of four: background wins that cell
     np.testing.assert_array_equal(majority_labels(labels, (2, 2), 9), [3, 0, 0, 0])
+
+
+def test_coverage_selection_spreads_over_patients():
+    # case A has the three best-covered slices; the second pick must come from case B all the same
+    labels = torch.zeros(5, 8, 8, dtype=torch.long)
+    for row, organs in enumerate([(1, 2, 3), (1, 2, 3), (1, 2), (1,), (1, 2)]):
+        for k, organ in enumerate(organs):
+            labels[row, k, :] = organ
+    data = SliceSet(image=torch.zeros(5, 1, 8, 8), label=labels, case=["A", "A", "A", "B", "B"],
+                    index=np.array([5, 6, 7, 0, 1]))
+    assert select_slices(data, "coverage", 2, 4) == [0, 4]
+    assert select_slices(data, "coverage", 4, 4) == [0, 4, 1, 3]
+    assert select_slices(data, [("A", 7), ("B", 0)], 2, 4) == [2, 3]
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,8 +41,10 @@ def select_slices(data: SliceSet, selection: str | Sequence[Sequence], n_slices:
     """Row indices of the slices to show.
 
     ``selection`` is a list of (case, slice index) pairs, or 'coverage': the ``n_slices`` slices
-    showing the most of ``organ_ids`` (default all foreground classes); ties go to the larger organ
-    area, then to the lower case id and slice index.
+    showing the most of ``organ_ids`` (default all foreground classes; ties go to the larger organ
+    area, then to the lower case id and slice index), taken from as many patients as possible: the
+    best slice of each case first, then each case's second best, and so on (neighbouring slices of
+    one patient look alike).
     """
     if isinstance(selection, str):
         if selection != "coverage":
@@ -50,7 +53,12 @@ def select_slices(data: SliceSet, selection: str | Sequence[Sequence], n_slices:
         ids = list(organ_ids) if organ_ids else list(range(1, n_classes))
         present = (counts[:, ids] > 0).sum(1)
         area = counts[:, ids].sum(1)
-        order = sorted(range(len(data)), key=lambda i: (-present[i], -area[i], data.case[i], int(data.index[i])))
+        key = lambda i: (-present[i], -area[i], data.case[i], int(data.index[i]))  # noqa: E731
+        rank_in_case, seen = {}, Counter()
+        for i in sorted(range(len(data)), key=key):
+            rank_in_case[i] = seen[data.case[i]]
+            seen[data.case[i]] += 1
+        order = sorted(range(len(data)), key=lambda i: (rank_in_case[i], key(i)))
         return order[:max(0, n_slices)]
     where = {(str(c), int(i)): row for row, (c, i) in enumerate(zip(data.case, data.index))}
     rows = []
