@@ -18,6 +18,8 @@ pytestmark = pytest.mark.slow
 
 FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "dice_vs_params"]
 TABLES = ["summary.html", "organs.html"]
+DAG_RULES = ["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_student", "evaluate_teacher",
+             "evaluate_student", "context", "tables", "figures", "hypotheses"]
 CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -87,5 +89,14 @@ def test_report_renders_every_figure_and_the_verdicts_table_in_chromium(study):
             assert frame.locator("tr").count() > 1, f"{name} shows no rows"
         headers = frame.locator("th").all_inner_texts()
         assert {"claim", "verdict", "p_value", "ci_low", "ci_high"} <= set(headers)
+
+        page.goto(html.as_uri())  # the workflow's rule graph, drawn by the report
+        page.get_by_text("Workflow", exact=True).click()
+        graph = page.locator("#rulegraph canvas, #rulegraph svg").first
+        graph.wait_for(timeout=10_000)
+        box = graph.bounding_box()
+        assert box and box["width"] > 100 and box["height"] > 100, box
+        drawn = page.evaluate("rulegraph_spec.data.flatMap(d => (d.values || []).map(v => v.rule)).filter(Boolean)")
+        assert set(DAG_RULES) <= set(drawn), drawn
         browser.close()
     assert not errors, errors

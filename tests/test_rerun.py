@@ -61,10 +61,13 @@ def planned_jobs(root: Path) -> dict[str, int]:
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     if "Nothing to be done" in out:
+        print("planned jobs: none")
         return {}
     table = out.split("Job stats:", 1)[1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+    jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
             if m.group(1) not in ("total", "all")}
+    print("planned jobs:", jobs)  # the rerun table, with `pytest -s tests/test_rerun.py`
+    return jobs
 
 
 def _edit_config(root: Path, patch: dict) -> None:
