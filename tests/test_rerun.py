@@ -117,7 +117,8 @@ def test_editing_the_student_model_code_reruns_student_jobs(restore):
     path = restore / "hkd" / "models" / "squeezeunet.py"
     path.write_text(path.read_text() + "\n# edited\n")
     jobs = planned_jobs(restore)
-    assert jobs["train_student"] == 3 and "train_teacher" not in jobs and not DATA_JOBS & set(jobs)
+    assert jobs["train_student"] == 3 and jobs["evaluate_student"] == 3
+    assert not {"train_teacher", "teacher_cache", "evaluate_teacher"} & set(jobs) and not DATA_JOBS & set(jobs)
 
 
 def test_editing_a_figure_function_reruns_only_figures(restore):

@@ -56,7 +56,7 @@ OUT = config["out"]
 DATA = config["data"]
 ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 # The conda env installs hkd from ${HKD_SOURCE}: its copy under .snakemake/conda/ cannot use a relative path.
-os.environ["HKD_SOURCE"] = workflow.basedir
+os.environ.update(HKD_SOURCE=workflow.basedir)
 
 
 def code(*modules):
@@ -159,13 +159,10 @@ STUDENT_RUNS = expand(
 
 
 # --- evaluation, figures, report ----------------------------------------------------------------
-MODEL_CODE = code(
-    "models/__init__.py",
-    "models/base.py",
-    "models/transunet.py",
-    "models/squeezeunet.py",
-)
-EVAL_CODE = MODEL_CODE + code(
+MODEL_BASE_CODE = code("models/__init__.py", "models/base.py")
+MODEL_CODE = MODEL_BASE_CODE + code("models/transunet.py", "models/squeezeunet.py")
+# Evaluating a run needs its own architecture only: a student edit leaves the teacher's evaluation.
+EVAL_CODE = MODEL_BASE_CODE + code(
     "evaluate/volume.py",
     "evaluate/metrics.py",
     "data/dataset.py",

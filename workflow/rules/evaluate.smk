@@ -6,7 +6,7 @@ rule evaluate_teacher:
         run=rules.train_teacher.output.metrics_json,
         ckpt=rules.train_teacher.output.best_pt,
         data=rules.prepare.output[0],
-        code=EVAL_CODE,
+        code=EVAL_CODE + code("models/transunet.py"),
     output:
         f"{OUT}/eval/teacher.csv",
     log:
@@ -29,7 +29,7 @@ rule evaluate_student:
         run=f"{STUDENT_DIR}/metrics.json",
         ckpt=f"{STUDENT_DIR}/best.pt",
         data=rules.prepare.output[0],
-        code=EVAL_CODE,
+        code=EVAL_CODE + code("models/squeezeunet.py"),
     output:
         f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
     log:
