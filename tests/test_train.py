@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hkd.train.trainer import TrainConfig, load_model, load_state, train
+from hkd.train.trainer import Run, TrainConfig, load_model, load_state, train
 
 from conftest import CLASSES
 
@@ -73,6 +73,20 @@ def test_invalid_training_config_names_the_key():
         TrainConfig.from_dict(_cfg(lrr=1))
     with pytest.raises(ValueError, match="needs a 'teacher'"):
         TrainConfig.from_dict(_cfg(method="logits"))
+    with pytest.raises(ValueError, match="invalid value for precision"):
+        TrainConfig.from_dict(_cfg(precision="fp16"))
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("auto", torch.float32),
+                                              ("fp32", torch.float32)])
+def test_precision_sets_the_compute_dtype_on_the_cpu(prepared, tmp_path, precision, dtype):
+    run = Run(TrainConfig.from_dict(_cfg(precision=precision)), prepared, tmp_path / "run", None, None,
+              progress=False)
+    head = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    seen = []
+    head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    terms = run.train_step(torch.arange(8), None)
+    assert seen == [dtype] and torch.isfinite(terms["loss"])
 
 
 @pytest.mark.slow

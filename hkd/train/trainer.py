@@ -33,6 +33,9 @@ from hkd.train.teacher_cache import load_cache
 log = logging.getLogger(__name__)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on; unknown keys are rejected by :meth:`from_dict`."""
@@ -53,6 +56,7 @@ class TrainConfig:
     device: str = "auto"
     max_loss: float = 1e4  # a loss above this (or NaN/inf) counts as divergence
     distill_warmup: float = 0.0  # epochs over which the distillation terms ramp up linearly from 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -63,7 +67,7 @@ class TrainConfig:
         checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
                   "optimizer": cfg.optimizer in ("sgd", "adamw"), "augment": cfg.augment in ("transunet", "none"),
                   "weight_decay": cfg.weight_decay >= 0, "poly_power": cfg.poly_power >= 0,
-                  "distill_warmup": cfg.distill_warmup >= 0}
+                  "distill_warmup": cfg.distill_warmup >= 0, "precision": cfg.precision in PRECISIONS}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"training config: invalid value for {', '.join(bad)}: "
@@ -96,7 +100,8 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, batch_size: int = 32) -> dict:
+def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, batch_size: int = 32,
+             precision: str = "auto") -> dict:
     """Per-class Dice and IoU pooled over all validation slices (intersection and sums accumulated)."""
     model.eval()
     inter = torch.zeros(num_classes, dtype=torch.float64)
@@ -105,7 +110,7 @@ def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, b
     for i in range(0, len(data), batch_size):
         x = data.image[i:i + batch_size].to(device)
         y = data.label[i:i + batch_size]
-        with _autocast(device):
+        with _autocast(device, precision):
             pred = model(x).argmax(1).cpu()
         for c in range(num_classes):
             p, g = pred == c, y == c
@@ -119,10 +124,15 @@ def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, b
             "mean_dice": float(torch.nanmean(dice[fg])), "mean_iou": float(torch.nanmean(iou[fg]))}
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast where ``precision`` asks for it: 'bf16' anywhere, 'auto' on CUDA only.
+
+    On the CPU, bf16 pays off where the CPU has bf16 matrix units: 1.8x for a paper-size TransUNet
+    step on a Xeon with AMX (benchmarks/train_step.py --cpu-bf16).
+    """
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
 
 
 def _feature_shapes(model, names, size: int, device) -> dict[str, tuple[int, int, int]]:
@@ -230,7 +240,7 @@ class Run:
             return {k: v[idx].to(self.device).float() for k, v in self.cache.items()}
         if self.teacher is None:
             return {}
-        with torch.no_grad(), _autocast(self.device):
+        with torch.no_grad(), _autocast(self.device, self.cfg.precision):
             feats = self.teacher.forward_features(x, names=list(self.method.teacher_features))
         return {k: v.float() for k, v in feats.items()}
 
@@ -247,7 +257,7 @@ class Run:
                 x, y = augment.apply(aug, x, label=y)
             tfeats = self._teacher_features(idx, x)
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
-        with _autocast(self.device):
+        with _autocast(self.device, self.cfg.precision):
             sfeats = self.model.forward_features(x, names=names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
         terms = segmentation_loss(sfeats["logits"], y)
@@ -305,7 +315,7 @@ class Run:
                 n_batches += 1
             if status == "diverged":
                 break
-            val = validate(self.model, self.val_set, len(self.classes), self.device)
+            val = validate(self.model, self.val_set, len(self.classes), self.device, precision=self.cfg.precision)
             row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()},
                    "val_dice": val["mean_dice"], "val_iou": val["mean_iou"],
                    **{f"val_dice_{c}": d for c, d in zip(self.classes[1:], val["dice"][1:])},
