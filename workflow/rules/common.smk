@@ -1,4 +1,5 @@
 # Configuration checks and helpers shared by every rule file.
+import importlib.util
 import json
 import os
 
@@ -59,19 +60,25 @@ ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 os.environ.update(HKD_SOURCE=workflow.basedir)
 
 
-def code(*modules):
-    """Source files of the hkd package a rule runs, declared as inputs so edits rerun the rule."""
-    return [os.path.join(workflow.basedir, "hkd", m) for m in modules]
+def _load_workflow_deps():
+    """hkd/workflow_deps.py of this checkout, loaded by path (an installed hkd may be another copy)."""
+    path = os.path.join(workflow.basedir, "hkd", "workflow_deps.py")
+    spec = importlib.util.spec_from_file_location("hkd_workflow_deps", path)
+    deps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deps)
+    return deps
 
 
-def package_files(*subpackages):
-    """Every module of the given hkd subpackages, as inputs (a folder's mtime misses edits)."""
-    return sorted(
-        os.path.join(workflow.basedir, "hkd", sub, f)
-        for sub in subpackages
-        for f in os.listdir(os.path.join(workflow.basedir, "hkd", sub))
-        if f.endswith(".py")
-    )
+_WORKFLOW_DEPS = _load_workflow_deps()
+
+
+def code(command):
+    """The hkd source files `hkd <command>` executes (derived from its imports), declared as inputs
+    so that editing one reruns exactly the rules whose command imports it."""
+    return [
+        os.path.join(workflow.basedir, path)
+        for path in _WORKFLOW_DEPS.command_modules(command, workflow.basedir)
+    ]
 
 
 def as_json(obj):
@@ -93,18 +100,6 @@ def raw_source():
 
 
 # --- training ---------------------------------------------------------------------------------
-TRAIN_CODE = code(
-    "train/trainer.py",
-    "train/losses.py",
-    "train/augment.py",
-    "data/dataset.py",
-    "devices.py",
-    "io.py",
-    "models/__init__.py",
-    "models/base.py",
-    "distill/__init__.py",
-    "distill/base.py",
-)
 USES_GPU = config["device"] == "auto" or config["device"].startswith("cuda")
 TEACHER_DIR = f"{OUT}/models/teacher"
 STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
@@ -159,17 +154,6 @@ STUDENT_RUNS = expand(
 
 
 # --- evaluation, figures, report ----------------------------------------------------------------
-MODEL_BASE_CODE = code("models/__init__.py", "models/base.py")
-MODEL_CODE = MODEL_BASE_CODE + code("models/transunet.py", "models/squeezeunet.py")
-# Evaluating a run needs its own architecture only: a student edit leaves the teacher's evaluation.
-EVAL_CODE = MODEL_BASE_CODE + code(
-    "evaluate/volume.py",
-    "evaluate/metrics.py",
-    "data/dataset.py",
-    "data/preprocess.py",
-    "train/trainer.py",
-    "devices.py",
-)
 EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + expand(
     f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
     method=config["students"]["methods"],
@@ -182,14 +166,6 @@ FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
     for m in config["students"]["methods"]
     for w in config["students"]["widths"]
 }
-FIGURE_CODE = (
-    package_files("figures", "explain")
-    + MODEL_CODE
-    + code("train/trainer.py", "data/dataset.py")
-)
-CONTEXT_CODE = (
-    package_files("explain") + MODEL_CODE + code("train/trainer.py", "data/dataset.py")
-)
 CONTEXT_RUNS = [
     {
         "model": f"{m}_w{w}_s{s}",

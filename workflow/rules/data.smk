@@ -4,7 +4,7 @@
 
 rule phantom:
     input:
-        code=code("data/phantom.py"),
+        code=code("phantom"),
     output:
         directory(f"{OUT}/raw/phantom"),
     log:
@@ -23,7 +23,7 @@ rule phantom:
 
 rule download:
     input:
-        code=code("data/synapse.py"),
+        code=code("download"),
     output:
         f"{OUT}/raw/synapse/RawData.zip",
     log:
@@ -44,7 +44,7 @@ rule extract:
         zip=lambda w: (
             f"{OUT}/raw/synapse/RawData.zip" if w.kind == "synapse" else DATA["path"]
         ),
-        code=code("data/synapse.py"),
+        code=code("extract"),
     output:
         directory(f"{OUT}/raw/{{kind}}/RawData"),
     log:
@@ -64,12 +64,7 @@ rule extract:
 rule split:
     input:
         source=raw_source(),
-        code=code(
-            "data/split.py",
-            "data/sources.py",
-            "data/cases.py",
-            "data/transunet_format.py",
-        ),
+        code=code("split"),
     output:
         f"{OUT}/data/split.json",
     log:
@@ -93,13 +88,7 @@ rule prepare:
     input:
         source=raw_source(),
         split=rules.split.output[0],
-        code=code(
-            "data/preprocess.py",
-            "data/sources.py",
-            "data/cases.py",
-            "data/transunet_format.py",
-            "io.py",
-        ),
+        code=code("prepare"),
     output:
         directory(f"{OUT}/data/prepared"),
     log:

@@ -6,7 +6,7 @@ rule evaluate_teacher:
         run=rules.train_teacher.output.metrics_json,
         ckpt=rules.train_teacher.output.best_pt,
         data=rules.prepare.output[0],
-        code=EVAL_CODE + code("models/transunet.py"),
+        code=code("evaluate"),
     output:
         f"{OUT}/eval/teacher.csv",
     log:
@@ -29,7 +29,7 @@ rule evaluate_student:
         run=f"{STUDENT_DIR}/metrics.json",
         ckpt=f"{STUDENT_DIR}/best.pt",
         data=rules.prepare.output[0],
-        code=EVAL_CODE + code("models/squeezeunet.py"),
+        code=code("evaluate"),
     output:
         f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
     log:
@@ -54,7 +54,7 @@ rule evaluate_student:
 rule tables:
     input:
         evals=EVAL_FILES,
-        code=code("evaluate/tables.py"),
+        code=code("tables"),
     output:
         summary=f"{OUT}/tables/summary.csv",
         summary_md=f"{OUT}/tables/summary.md",
@@ -86,7 +86,7 @@ rule hypotheses:
     input:
         evals=EVAL_FILES,
         context=f"{OUT}/context.csv",
-        code=code("evaluate/hypotheses.py", "evaluate/stats.py"),
+        code=code("hypotheses"),
     output:
         csv=f"{OUT}/hypotheses.csv",
         md=f"{OUT}/hypotheses.md",

@@ -7,7 +7,7 @@ rule figures:
         ckpts=[f"{d}/best.pt" for d in FIGURE_MODELS.values()],
         logs=[f"{d}/log.csv" for d in FIGURE_MODELS.values()],
         summary=rules.tables.output.summary,
-        code=FIGURE_CODE,
+        code=code("figures"),
     output:
         **{
             name: report(
@@ -39,7 +39,7 @@ rule context:
     input:
         data=rules.prepare.output[0],
         ckpts=[run["checkpoint"] for run in CONTEXT_RUNS],
-        code=CONTEXT_CODE,
+        code=code("context"),
     output:
         f"{OUT}/context.csv",
     log:

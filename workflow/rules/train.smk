@@ -5,7 +5,7 @@
 rule train_teacher:
     input:
         data=rules.prepare.output[0],
-        code=TRAIN_CODE + code("models/transunet.py", "distill/scratch.py"),
+        code=code("train"),
     output:
         **run_outputs(TEACHER_DIR),
     log:
@@ -36,12 +36,7 @@ rule teacher_cache:
     input:
         teacher=rules.train_teacher.output.best_pt,
         data=rules.prepare.output[0],
-        code=code(
-            "train/teacher_cache.py",
-            "train/trainer.py",
-            "models/transunet.py",
-            "distill/{method}.py",
-        ),
+        code=code("teacher-cache"),
     output:
         f"{OUT}/models/teacher/cache/{{method}}.h5",
     log:
@@ -70,12 +65,7 @@ rule train_student:
     input:
         data=rules.prepare.output[0],
         teacher=teacher_input,
-        code=lambda w: TRAIN_CODE
-        + code(
-            "models/squeezeunet.py", f"distill/{w.method}.py", "distill/functional.py"
-        )
-        + code("train/teacher_cache.py")
-        + ([] if w.method == "scratch" else code("models/transunet.py")),
+        code=code("train"),
     output:
         **run_outputs(STUDENT_DIR),
     log:
