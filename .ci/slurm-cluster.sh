@@ -3,6 +3,7 @@
 # workflow's SLURM profile end to end on one machine, e.g. a CI runner.
 #
 #   .ci/slurm-cluster.sh install             install slurmctld, slurmd, slurm-client, munge
+#   .ci/slurm-cluster.sh packages            print those Debian package names (for one apt-get call)
 #   .ci/slurm-cluster.sh start STATE_DIR     configure and start munged, slurmctld, slurmd
 #   .ci/slurm-cluster.sh env STATE_DIR       print `export SLURM_CONF=...` (optional, see below)
 #   .ci/slurm-cluster.sh stop STATE_DIR      cancel jobs, stop the daemons started by `start`
@@ -46,7 +47,7 @@ log() { printf '[slurm-cluster] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -349,6 +350,7 @@ cmd_env() {
 [ $# -ge 1 ] || usage
 case "$1" in
     install) need_root "$@"; cmd_install ;;
+    packages) echo "${PACKAGES[*]}" ;;
     start)   need_root "$@"; cmd_start "$(state_dir_arg "${2:-}")" ;;
     stop)    need_root "$@"; cmd_stop "$(state_dir_arg "${2:-}")" ;;
     env)     cmd_env "$(state_dir_arg "${2:-}")" ;;

@@ -1,25 +1,36 @@
-"""Shared fixtures: tiny NIfTI cases in the Synapse RawData layout."""
+"""Shared fixtures: tiny NIfTI cases, a tiny prepared dataset and teacher, and one completed study.
+
+Plain values (model specs, study configs, ``merge``) live in ``helpers.py``; they are re-exported here
+for the test files that import them from ``conftest``.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
+import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_CT = REPO.parent / "shared" / "data" / "real-ct"
+from helpers import (CLASSES, LABEL_MAP, REAL_CT, REPO, STUDY, THREADS, TINY_STUDENT, TINY_TEACHER,  # noqa: F401
+                     copy_tracked_files, merge, snakemake, study_config)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
-# BTCV ids -> TransUNet's 8 organs, as in config.yaml
-LABEL_MAP = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 0, 6: 5, 7: 6, 8: 7, 9: 0, 10: 0, 11: 8, 12: 0, 13: 0}
-CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
-           "pancreas"]
 LPS_AFFINE = np.diag([-0.8, -0.8, 3.0, 1.0])
 RAS_AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test computes with at most ``THREADS`` torch threads (the CI machine has 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(THREADS, before))
+    yield
+    torch.set_num_threads(before)
 
 
 def make_case(shape=(32, 32, 8), seed=0):
@@ -69,10 +80,6 @@ def prepared(tmp_path_factory) -> Path:
     return root / "prep"
 
 
-TINY_TEACHER = {"arch": "transunet", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
-                "block_units": [1, 1, 1], "resnet_width": 8, "decoder_channels": [32, 16, 8, 8]}
-
-
 @pytest.fixture(scope="session")
 def teacher_ckpt(prepared, tmp_path_factory) -> Path:
     """A tiny TransUNet trained for one epoch on ``prepared``."""
@@ -82,3 +89,30 @@ def teacher_ckpt(prepared, tmp_path_factory) -> Path:
     train({"model": TINY_TEACHER, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw",
            "lr": 0.002}, prepared, out, progress=False)
     return out / "best.pt"
+
+
+@dataclass
+class Study:
+    """A completed study in a copy of the repository (``root``), its outputs under ``out``."""
+
+    root: Path
+    out: Path
+    config: dict
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def default_study(tmp_path_factory) -> Study:
+    """The default study reduced by ``helpers.STUDY`` (every rule and default method, ~2 min), run with
+    ``snakemake --cores 2`` in a copy of the repository's tracked files. Each ``hkd`` job runs with
+    ``PYTHONPROFILEIMPORTTIME=1``, so its log lists the modules it imported (see test_rerun.py).
+    Shared by the report and rerun tests; tests that edit the copy restore it (see test_rerun.py)."""
+    root = copy_tracked_files(tmp_path_factory.mktemp("study"))
+    config = study_config(STUDY, "results/study")
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    started = time.time()
+    run = snakemake(root, "--cores", "2", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    seconds = time.time() - started
+    print(f"\nshared study: {seconds:.0f} s")
+    return Study(root=root, out=root / config["out"], config=config, seconds=seconds)

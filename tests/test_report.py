@@ -1,18 +1,14 @@
-"""The whole default study end to end, and its report as a web page in headless Chromium."""
+"""The default study end to end (reduced, see helpers.STUDY), and its report as a web page in headless Chromium."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import REPO
+from helpers import snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -26,18 +22,12 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """Run the embedded default (`snakemake --cores all`) into a fresh folder, then its report."""
-    out = tmp_path_factory.mktemp("default") / "results"
-    started = time.time()
-    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "--config", f"out={out}"],
-                         cwd=REPO, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-5000:]
-    print(f"\ndefault study: {time.time() - started:.0f} s")
+def study(default_study):
+    """The shared study (conftest ``default_study``), and its report (`snakemake --report`)."""
+    out = default_study.out
     print((out / "hypotheses.md").read_text())
-    html = out.parent / "report.html"
-    rep = subprocess.run([sys.executable, "-m", "snakemake", "--config", f"out={out}", "--report", str(html)],
-                         cwd=REPO, capture_output=True, text=True)
+    html = default_study.root / "report.html"
+    rep = snakemake(default_study.root, "--report", str(html))
     assert rep.returncode == 0, rep.stderr[-3000:]
     return out, html
 

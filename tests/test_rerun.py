@@ -1,65 +1,65 @@
-"""Rerun only what changed: after a completed run of a tiny study, each kind of change reruns
-exactly the jobs that depend on it (checked with dry runs on a copy of the workflow)."""
+"""Rerun only what changed: after the shared completed study (conftest ``default_study``), each kind of
+change reruns exactly the jobs that depend on it, checked with dry runs on the study's copy of the
+repository. The README's "Reruns" table is ``README_TABLE`` below, one test per row.
+
+Code inputs: every rule declares the ``hkd`` modules its command imports (``hkd/workflow_deps.py``).
+Checked three ways: the declared files are the helper's set for the command the rule's shell runs;
+every module a job imported at run time (``PYTHONPROFILEIMPORTTIME`` in its log) is declared; and
+editing modules plans exactly the rules that import them (every module is edited once, together with
+the modules imported by the same rules: one dry run per such group).
+"""
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
-import subprocess
-import sys
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, TINY_TEACHER
+from helpers import REPO, job_reasons, merge, snakemake
+from hkd.workflow_deps import command_modules, package_modules
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "out": "results/tiny",
-    "data": {"phantom": {"cases": 5, "size": 64, "slices": [8, 10]}, "image_size": 32},
-    "train": {"epochs": 1, "batch_size": 8, "threads": 1},
-    "teacher": {"model": TINY_TEACHER, "cache": ["logits"], "train": {"epochs": 1}},
-    "students": {"widths": ["0.25"], "seeds": [0], "methods": ["scratch", "logits", "latent"]},
-    "report": {"n_slices": 1},
-}
 DATA_JOBS = {"phantom", "split", "prepare"}
+MODULES = package_modules(REPO)
+# The hkd command each rule of the study runs (test_every_rule_declares_... checks this against its shell).
+STUDY_COMMANDS = {"phantom": "phantom", "split": "split", "prepare": "prepare", "train_teacher": "train",
+                  "teacher_cache": "teacher-cache", "train_student": "train", "evaluate_teacher": "evaluate",
+                  "evaluate_student": "evaluate", "tables": "tables", "hypotheses": "hypotheses",
+                  "figures": "figures", "context": "context"}
 
-
-def _merge(base: dict, upd: dict) -> dict:
-    for k, v in upd.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
+# The README's "Reruns" table: change -> what reruns.
+README_TABLE = {
+    "Touching a file without changing it": "nothing",
+    "An option of one method (`distill.latent.weight`)": "that method's teacher cache and students, and the "
+                                                         "tables, figures and verdicts built from them",
+    "A teacher setting (`teacher.train.lr`)": "the teacher, its feature caches and the distilled students; "
+                                              "not the scratch students, not data preparation",
+    "A figure function (`hkd/figures/curves.py`)": "the figures only",
+    "A model (`hkd/models/squeezeunet.py`)": "every job that builds a model, the teacher's included "
+                                             "(`hkd.models` imports both architectures)",
+    "Any `hkd` module": "the rules whose command imports it (`hkd/workflow_deps.py`), and what depends on them",
+}
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    """A copy of the workflow and package sources with a completed tiny study."""
-    root = tmp_path_factory.mktemp("wf")
-    for name in ("Snakefile", "workflow", "hkd", "envs"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    cfg = _merge(yaml.safe_load((REPO / "config.yaml").read_text()), TINY)
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    result = _snakemake(root, "--cores", "2")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return root
+def study(default_study):
+    return default_study.root
 
 
-def _snakemake(root: Path, *args):
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(root), "--snakefile",
-                           str(root / "Snakefile"), *args], capture_output=True, text=True)
+def dry_run(root: Path, *args: str) -> str:
+    result = snakemake(root, "-n", "--cores", "1", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def planned_jobs(root: Path) -> dict[str, int]:
     """Rule -> job count of what a run would do now."""
-    result = _snakemake(root, "-n", "--cores", "1")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout + result.stderr
+    out = dry_run(root)
     if "Nothing to be done" in out:
         print("planned jobs: none")
         return {}
@@ -72,19 +72,167 @@ def planned_jobs(root: Path) -> dict[str, int]:
 
 def _edit_config(root: Path, patch: dict) -> None:
     path = root / "config.yaml"
-    path.write_text(yaml.safe_dump(_merge(yaml.safe_load(path.read_text()), patch)))
+    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), patch)))
+
+
+def _config(root: Path) -> dict:
+    return yaml.safe_load((root / "config.yaml").read_text())
+
+
+def _edit(path: Path) -> None:
+    """Change the content of a module (a comment line: Snakemake compares checksums, not meaning)."""
+    path.write_text(path.read_text() + "\n# edited\n")
 
 
 @pytest.fixture
 def restore(study):
-    """Undo a test's edits so every test starts from the completed state."""
-    saved = {p: p.read_bytes() for p in [study / "config.yaml", *(study / "hkd").rglob("*.py")]}
+    """Undo a test's edits, content and modification time, so every test starts from the completed state."""
+    paths = [study / "config.yaml", *(study / "hkd").rglob("*.py")]
+    saved = {p: (p.read_bytes(), p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in paths}
     yield study
-    for p, data in saved.items():
-        if p.read_bytes() != data:
+    for p, (data, atime, mtime) in saved.items():
+        if p.read_bytes() != data or p.stat().st_mtime_ns != mtime:
             p.write_bytes(data)
-    result = _snakemake(study, "--cores", "2")
+            os.utime(p, ns=(atime, mtime))
+
+
+# ------------------------------------------------------------------ what each rule declares and runs
+
+def _job_blocks(out: str):
+    """(rule, block text) of every job in a dry-run output printed with -p."""
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if head and head.group(1) != "all":
+            yield head.group(1), block
+
+
+@pytest.fixture(scope="module")
+def rule_code(study, tmp_path_factory):
+    """Rule -> (its hkd command, its declared hkd files, its jobs' log files), from a forced dry run of the
+    study and of every config in workflow/configs (for the download and extract rules)."""
+    outputs = [dry_run(study, "--forceall", "-p")]
+    for config in sorted((study / "workflow" / "configs").glob("*.yaml")):
+        out_dir = tmp_path_factory.mktemp(config.stem)
+        outputs.append(dry_run(study, "--forceall", "-p", "--configfile", str(config), "--config",
+                               f"out={out_dir}"))
+    rules: dict[str, tuple[str, set[str], list[Path]]] = {}
+    for out in outputs:
+        for rule, block in _job_blocks(out):
+            command = re.search(r"^Shell command: hkd ([\w-]+)", block, re.M).group(1)
+            inputs = re.search(r"^\s*input: (.*)$", block, re.M).group(1).split(", ")
+            code = {os.path.relpath(f, study) for f in inputs if f.startswith(str(study / "hkd"))}
+            log = re.search(r"^\s*log: (.*)$", block, re.M).group(1)
+            known = rules.setdefault(rule, (command, code, []))
+            assert known[:2] == (command, code), f"jobs of rule {rule} differ in command or code inputs"
+            if out is outputs[0]:
+                known[2].append(study / log)
+    width = max(map(len, rules))
+    print("\nrule code inputs (hkd/ omitted):")
+    for rule, (command, code, _) in sorted(rules.items()):
+        print(f"  {rule:<{width}}  hkd {command}: {' '.join(sorted(c[4:] for c in code))}")
+    return rules
+
+
+def test_every_rule_declares_the_modules_its_command_imports(rule_code, study):
+    assert {"phantom", "download", "extract", "split", "prepare", "train_teacher", "teacher_cache",
+            "train_student", "evaluate_teacher", "evaluate_student", "tables", "hypotheses", "figures",
+            "context"} <= set(rule_code)
+    for rule, (command, code, _) in rule_code.items():
+        assert code == set(command_modules(command, study)), rule
+        assert STUDY_COMMANDS.get(rule, command) == command, rule
+
+
+def _imported_at_run_time(log: Path, root: Path) -> set[str]:
+    """The hkd files a job imported, from the PYTHONPROFILEIMPORTTIME lines of its log."""
+    names = re.findall(r"^import time:.*\|\s+(hkd(?:\.\w+)*)\s*$", log.read_text(errors="replace"), re.M)
+    files = set()
+    for name in names:
+        base = root.joinpath(*name.split("."))
+        path = base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+        files.add(os.path.relpath(path, root))
+    return files
+
+
+def test_every_module_a_job_imported_is_declared(rule_code, study):
+    seen = set()
+    for rule, (_, code, logs) in rule_code.items():
+        for log in logs:
+            imported = _imported_at_run_time(log, study)
+            assert imported, f"{log} lists no imports"
+            assert imported <= code, f"{rule} imported undeclared modules {sorted(imported - code)}"
+            seen.add(rule)
+    # hkd/cli.py runs as __main__ of the `hkd` script, so it is declared but never imported by name
+    assert seen >= {"phantom", "train_teacher", "teacher_cache", "train_student", "evaluate_student", "tables",
+                    "hypotheses", "figures", "context"}
+
+
+@pytest.fixture(scope="module")
+def rule_graph(study) -> dict[str, set[str]]:
+    """Rule -> the rules that consume its outputs, from `snakemake --rulegraph`."""
+    result = snakemake(study, "--rulegraph", "--forceall")
     assert result.returncode == 0, result.stderr[-3000:]
+    names = dict(re.findall(r'^\s*(\d+)\[label = "(\w+)"', result.stdout, re.M))
+    edges = defaultdict(set)
+    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", result.stdout, re.M):
+        edges[names[a]].add(names[b])
+    assert edges["train_teacher"] >= {"teacher_cache", "evaluate_teacher"}, dict(edges)
+    return edges
+
+
+def _downstream(rules: set[str], edges: dict[str, set[str]]) -> set[str]:
+    found, todo = set(), list(rules)
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in found and nxt != "all":
+                found.add(nxt)
+                todo.append(nxt)
+    return found
+
+
+def _groups() -> dict[frozenset[str], list[str]]:
+    """The modules grouped by the set of study rules whose command imports them."""
+    imports = {rule: set(command_modules(command, REPO)) for rule, command in STUDY_COMMANDS.items()}
+    groups = defaultdict(list)
+    for module in MODULES:
+        groups[frozenset(rule for rule, code in imports.items() if module in code)].append(module)
+    return groups
+
+
+GROUPS = _groups()
+
+
+@pytest.mark.parametrize("importers, modules", GROUPS.items(),
+                         ids=[f"{m[0][4:]}+{len(m) - 1}" for m in GROUPS.values()])
+def test_editing_modules_reruns_exactly_the_rules_that_import_them(importers, modules, rule_graph, restore):
+    """The modules of one group edited at once (every module is in one group): the rules that import them
+    are planned for exactly these files, everything else only as their downstream jobs or not at all."""
+    for module in modules:
+        _edit(restore / module)
+    jobs = job_reasons(dry_run(restore))
+    planned = {rule for rule, _ in jobs}
+    print(f"{len(modules)} module(s) {', '.join(m[4:] for m in modules)}: imported by {sorted(importers)}; "
+          f"planned {sorted(planned)}")
+    assert planned == importers | _downstream(importers, rule_graph)
+    direct = set()
+    for rule, reason in jobs:
+        parts = dict(part.split(": ", 1) for part in reason.split("; "))
+        if "Updated input files" in parts:  # planned because of the edit itself
+            updated = {os.path.relpath(f, restore) for f in parts["Updated input files"].split(", ")}
+            assert rule in importers and updated == set(modules), (rule, reason)
+            direct.add(rule)
+        else:  # planned only because an upstream job reruns
+            assert set(parts) == {"Input files updated by another job"}, (rule, reason)
+    # every importer not fed by another importer shows the edit as its own reason
+    assert direct >= {rule for rule in importers if rule not in _downstream(importers - {rule}, rule_graph)}
+
+
+# ------------------------------------------------------------------------------ the README's table
+
+def test_readme_rerun_table_is_the_tested_one():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Reruns", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", section, re.M)[1:])  # without the header
+    assert rows == README_TABLE
 
 
 def test_immediate_rerun_has_nothing_to_do(study):
@@ -92,7 +240,7 @@ def test_immediate_rerun_has_nothing_to_do(study):
 
 
 def test_touching_inputs_without_changing_them_reruns_nothing(restore):
-    for p in [restore / "hkd" / "models" / "squeezeunet.py", *(restore / "results" / "tiny" / "raw").rglob("*.gz")]:
+    for p in [*(restore / "hkd").rglob("*.py"), *(restore / "results" / "study" / "raw").rglob("*.gz")]:
         p.touch()
     assert planned_jobs(restore) == {}
 
@@ -101,28 +249,32 @@ def test_changing_one_methods_option_reruns_only_its_students(restore):
     _edit_config(restore, {"distill": {"latent": {"weight": 0.5}}})
     jobs = planned_jobs(restore)
     assert jobs["train_student"] == 1 and jobs["evaluate_student"] == 1  # the latent student only
+    assert jobs.get("teacher_cache", 0) <= 1  # the latent cache (its options reach it), no other
     assert "train_teacher" not in jobs and not DATA_JOBS & set(jobs)
-    assert set(jobs) <= {"train_student", "evaluate_student", "tables", "figures", "context", "hypotheses"}
+    assert set(jobs) <= {"teacher_cache", "train_student", "evaluate_student", "tables", "figures", "context",
+                         "hypotheses"}
 
 
 def test_changing_a_teacher_setting_reruns_teacher_and_distilled_students_only(restore):
     _edit_config(restore, {"teacher": {"train": {"lr": 0.001}}})
     jobs = planned_jobs(restore)
-    assert jobs["train_teacher"] == 1 and jobs["teacher_cache"] == 1
-    assert jobs["train_student"] == 2  # logits and latent; not scratch
+    cached = _config(restore)["teacher"]["cache"]
+    methods = _config(restore)["students"]["methods"]
+    assert jobs["train_teacher"] == 1 and jobs["teacher_cache"] == len(set(cached) & set(methods))
+    assert jobs["train_student"] == len([m for m in methods if m != "scratch"])  # not scratch
+    assert jobs["evaluate_student"] == jobs["train_student"]
     assert not DATA_JOBS & set(jobs)
 
 
-def test_editing_the_student_model_code_reruns_student_jobs(restore):
-    path = restore / "hkd" / "models" / "squeezeunet.py"
-    path.write_text(path.read_text() + "\n# edited\n")
-    jobs = planned_jobs(restore)
-    assert jobs["train_student"] == 3 and jobs["evaluate_student"] == 3
-    assert not {"train_teacher", "teacher_cache", "evaluate_teacher"} & set(jobs) and not DATA_JOBS & set(jobs)
-
-
 def test_editing_a_figure_function_reruns_only_figures(restore):
-    path = restore / "hkd" / "figures" / "curves.py"
-    path.write_text(path.read_text() + "\n# edited\n")
+    _edit(restore / "hkd" / "figures" / "curves.py")
+    assert planned_jobs(restore) == {"figures": 1}
+
+
+def test_editing_the_student_model_reruns_every_job_that_builds_a_model(restore):
+    _edit(restore / "hkd" / "models" / "squeezeunet.py")
     jobs = planned_jobs(restore)
-    assert jobs == {"figures": 1}, jobs
+    n_students = len(_config(restore)["students"]["methods"])
+    assert jobs["train_teacher"] == 1 and jobs["evaluate_teacher"] == 1
+    assert jobs["train_student"] == n_students and jobs["evaluate_student"] == n_students
+    assert {"teacher_cache", "figures", "context"} <= set(jobs) and not DATA_JOBS & set(jobs)

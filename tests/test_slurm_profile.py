@@ -1,8 +1,8 @@
 """The Snakemake profiles under workflow/profiles.
 
-Static checks run everywhere. The test marked ``slurm`` submits a two-rule workflow
-through the SLURM profile to a real cluster; it runs only with ``HKD_SLURM_TEST=1``
-(see .ci/slurm-cluster.sh for a single-node cluster that works for this).
+Static checks run everywhere. The tests marked ``slurm`` submit a two-rule workflow and a
+small study through the SLURM profile to a real cluster; they run only with ``HKD_SLURM_TEST=1``
+(see .ci/slurm-cluster.sh for a single-node cluster that works for this, and the README).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import SMALL_STUDY, copy_tracked_files, snakemake, study_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "workflow" / "profiles"
@@ -191,6 +193,7 @@ def test_workflow_runs_on_slurm(tmp_path):
 
 
 GPU_RULES = {"train_teacher", "train_student", "teacher_cache"}
+LIGHT_RULES = {"tables", "figures", "hypotheses"}  # localrules: run on the submitting host
 
 
 def rule_of(sbatch_call: str) -> str:
@@ -199,25 +202,31 @@ def rule_of(sbatch_call: str) -> str:
     return comment.split("_wildcards_", 1)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
+@pytest.mark.timeout(1500)
 @pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
-def test_default_study_runs_end_to_end_on_slurm(tmp_path):
-    """The embedded default through the SLURM profile: GPU rules get --gpus=1, all else none."""
-    repo = SLURM.parents[3]
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--profile", str(SLURM.parent), "--verbose",
-         "--slurm-init-seconds-before-status-checks", "5", "--config", f"out={tmp_path}/default"],
-        cwd=repo, capture_output=True, text=True, timeout=3600,
-    )
-    out = proc.stdout + proc.stderr
-    (tmp_path / "snakemake.log").write_text(out)
-    assert proc.returncode == 0, out[-6000:]
-    calls = [line.split("--wrap", 1)[0] for line in out.splitlines() if line.startswith("sbatch call:")]
-    rules = {rule_of(c): c for c in calls}
-    assert GPU_RULES <= set(rules), sorted(rules)
-    assert {"phantom", "prepare", "evaluate_student"} <= set(rules)
+def test_small_study_runs_end_to_end_on_slurm(tmp_path):
+    """A small study (helpers.SMALL_STUDY: 14 jobs, one or more of every rule the default runs) through the
+    SLURM profile: GPU rules get --gpus=1, all else none, light rules run on the submitting host."""
+    root = copy_tracked_files(tmp_path / "repo")
+    out = tmp_path / "study"
+    (root / "config.yaml").write_text(yaml.safe_dump(study_config(SMALL_STUDY, str(out))))
+    proc = snakemake(root, "--profile", str(root / "workflow" / "profiles" / "slurm"), "--verbose",
+                     "--slurm-init-seconds-before-status-checks", "5", timeout=1500)
+    log = proc.stdout + proc.stderr
+    (tmp_path / "snakemake.log").write_text(log)
+    assert proc.returncode == 0, log[-6000:]
+    calls = [line.split("--wrap", 1)[0] for line in log.splitlines() if line.startswith("sbatch call:")]
+    submitted = sorted(rule_of(c) for c in calls)
+    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_student",
+                                "train_student", "evaluate_teacher", "evaluate_student", "evaluate_student",
+                                "context"]), submitted
     for call in calls:
         assert ("--gpus=1" in call) == (rule_of(call) in GPU_RULES), call
-    assert not any(f"rule_{r} " in c for r in ("figures", "tables", "hypotheses") for c in calls), \
-        "light rules run locally"
-    assert (tmp_path / "default" / "hypotheses.csv").exists()
+        assert "-p main" in call and " -A " not in call, call
+    for rule in LIGHT_RULES:  # ran, but not through sbatch
+        assert re.search(rf"^localrule {rule}:", log, re.M), rule
+    for name in ("hypotheses.csv", "tables/summary.csv", "tables/organs.csv", "context.csv",
+                 "figures/overlays.png", "figures/dice_vs_params.png"):
+        assert (out / name).stat().st_size > 0, name

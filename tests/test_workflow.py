@@ -1,15 +1,17 @@
-"""The Snakemake workflow: the DAG builds for every study config, lints clean, rejects bad config."""
+"""The Snakemake workflow: the DAG builds for every study config, lints clean, rejects bad config, and
+each rule's code inputs follow its command's imports (``hkd/workflow_deps.py``)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+import textwrap
 
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO, default_config, merge
+from hkd.workflow_deps import command_modules
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CONFIGS = sorted((REPO / "workflow" / "configs").glob("*.yaml"))
@@ -45,18 +47,8 @@ def test_snakefmt_check():
 
 
 def _with(tmp_path, patch: dict) -> list[str]:
-    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
-
-    def merge(base, upd):
-        for k, v in upd.items():
-            if isinstance(v, dict) and isinstance(base.get(k), dict):
-                merge(base[k], v)
-            else:
-                base[k] = v
-
-    merge(cfg, patch)
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(merge(default_config(), patch)))
     return ["-n", "--cores", "1", "--configfile", str(path)]
 
 
@@ -92,3 +84,72 @@ def test_shared_training_recipe_reaches_every_run_and_overrides_apply(tmp_path):
     student = next(c for c in commands if '"arch":"squeezeunet"' in c)
     assert '"lr":0.0042' in teacher and '"epochs":3' in teacher and '"batch_size":5' in teacher
     assert '"lr":0.0007' in student and '"batch_size":5' in student
+
+
+# ------------------------------------------------------------------ code inputs from the imports
+
+def _package(root, files: dict[str, str]):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+def test_command_modules_follow_every_kind_of_import(tmp_path):
+    """Absolute, relative and from-imports, package __init__ files, function-level imports, the cli
+    helpers a command calls, and a registry that imports its package's modules by name."""
+    root = _package(tmp_path, {
+        "hkd/__init__.py": "",
+        "hkd/cli.py": """
+            from hkd.core import base
+
+            def _helper():
+                from hkd.extra import thing
+
+            def cmd_one(args):
+                import hkd.reg as reg
+                _helper()
+
+            def cmd_two(args):
+                from hkd.pkg import leaf
+        """,
+        "hkd/core/__init__.py": "",
+        "hkd/core/base.py": "",
+        "hkd/extra.py": "def f():\n    from .pkg.deep import g\n",
+        "hkd/pkg/__init__.py": "",
+        "hkd/pkg/leaf.py": "from . import sibling\n",
+        "hkd/pkg/sibling.py": "",
+        "hkd/pkg/deep.py": "",
+        "hkd/reg/__init__.py": "import importlib, pkgutil\n"
+                               "for m in pkgutil.iter_modules(__path__):\n"
+                               "    importlib.import_module(f'{__name__}.{m.name}')\n",
+        "hkd/reg/a.py": "",
+        "hkd/reg/b.py": "",
+        "hkd/unused.py": "",
+    })
+    common = {"hkd/__init__.py", "hkd/cli.py", "hkd/core/__init__.py", "hkd/core/base.py"}
+    assert set(command_modules("one", root)) == common | {
+        "hkd/extra.py", "hkd/pkg/__init__.py", "hkd/pkg/deep.py", "hkd/reg/__init__.py", "hkd/reg/a.py",
+        "hkd/reg/b.py"}
+    assert set(command_modules("two", root)) == common | {"hkd/pkg/__init__.py", "hkd/pkg/leaf.py",
+                                                         "hkd/pkg/sibling.py"}
+    with pytest.raises(ValueError, match="cmd_three"):
+        command_modules("three", root)
+
+
+def test_every_cli_command_has_its_code_inputs():
+    """Each subcommand of the real CLI resolves, and the distillation registry counts as all its methods."""
+    from hkd.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    distill = {f"hkd/distill/{p.name}" for p in (REPO / "hkd" / "distill").glob("*.py")}
+    for command in commands:
+        modules = set(command_modules(command, REPO))
+        assert {"hkd/cli.py", "hkd/__init__.py"} <= modules, command
+        assert all((REPO / m).is_file() for m in modules), command
+        if "hkd/distill/__init__.py" in modules:
+            assert distill <= modules, command
+    assert "hkd/train/teacher_cache.py" in command_modules("teacher-cache", REPO)
+    assert "hkd/models/base.py" in command_modules("teacher-cache", REPO)
+    assert not {m for m in command_modules("tables", REPO) if m.startswith(("hkd/models", "hkd/train"))}

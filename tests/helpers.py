@@ -1,0 +1,100 @@
+"""What several test files share: tiny model specs, tiny study configs and running the workflow.
+
+Fixtures built from these live in ``conftest.py``; import plain values and functions from here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CT = REPO.parent / "shared" / "data" / "real-ct"
+
+# BTCV ids -> TransUNet's 8 organs, as in config.yaml
+LABEL_MAP = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 0, 6: 5, 7: 6, 8: 7, 9: 0, 10: 0, 11: 8, 12: 0, 13: 0}
+CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
+           "pancreas"]
+
+# The smallest TransUNet of the published layout, and the smallest SqueezeUNet: seconds per epoch on a CPU.
+TINY_TEACHER = {"arch": "transunet", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
+                "block_units": [1, 1, 1], "resnet_width": 8, "decoder_channels": [32, 16, 8, 8]}
+TINY_STUDENT = {"arch": "squeezeunet", "width": 0.25}
+
+# Per-test torch threads (the CI machine has 2 cores); HKD_TEST_THREADS overrides.
+THREADS = int(os.environ.get("HKD_TEST_THREADS", "2"))
+
+
+def merge(base: dict, update: dict) -> dict:
+    """``base`` updated in place with ``update``, nested dicts merged key by key; returns ``base``."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+# The default study, reduced to run in about two minutes on 2 cores: every rule and every default
+# method (scratch, logits, latent, hlfd, three of them from the teacher cache), one width, one seed,
+# a tiny teacher and 6 small phantom cases. 20 jobs. The full default (45 jobs) takes 10-15 minutes.
+STUDY = {
+    "data": {"phantom": {"cases": 6, "size": 64, "slices": [10, 14]}, "image_size": 32},
+    "train": {"epochs": 2, "batch_size": 8, "threads": 1},
+    "teacher": {"model": TINY_TEACHER, "train": {"epochs": 3}},
+    "students": {"widths": ["0.25"], "seeds": [0]},
+    "report": {"n_slices": 1, "context_slices": 4},
+}
+# Still one job of each rule kind, fewer of them (the SLURM test: 14 jobs).
+SMALL_STUDY = merge(copy.deepcopy(STUDY), {"teacher": {"cache": ["logits"]},
+                                            "students": {"methods": ["scratch", "logits"]}})
+
+
+def study_config(overrides: dict, out: str) -> dict:
+    return merge(merge(default_config(), overrides), {"out": out})
+
+
+def copy_tracked_files(dest: Path) -> Path:
+    """A copy of the repository's tracked files (or, outside git, of what the workflow needs) in ``dest``."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)
+    if listed.returncode == 0 and listed.stdout:
+        names = [n for n in listed.stdout.split("\0") if n and (REPO / n).is_file()]
+    else:
+        names = [str(p.relative_to(REPO)) for top in ("Snakefile", "config.yaml", "workflow", "hkd", "envs",
+                                                       "pyproject.toml")
+                 for p in ([REPO / top] if (REPO / top).is_file() else (REPO / top).rglob("*"))
+                 if p.is_file() and "__pycache__" not in p.parts]
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def snakemake(root: Path, *args: str, env: dict | None = None, timeout: float | None = None):
+    """``snakemake`` on the workflow copy in ``root``, its ``hkd`` commands importing that copy."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
+    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(root), "--snakefile",
+                           str(root / "Snakefile"), *args], cwd=root, capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def job_reasons(dry_run_output: str) -> list[tuple[str, str]]:
+    """(rule, reason) of every job a ``snakemake -n`` output lists."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        reason = re.search(r"^\s*reason: (.*)$", block, re.M)
+        if head and reason and head.group(1) != "all":
+            jobs.append((head.group(1), reason.group(1)))
+    return jobs
