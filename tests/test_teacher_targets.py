@@ -207,3 +207,21 @@ def test_augmentation_keeps_tensors_on_their_device():
     img_a, label_a = augment.apply(params, image, label=label)
     assert img_a.device.type == label_a.device.type == "meta"
     assert img_a.shape == image.shape and label_a.shape == label.shape
+
+
+def test_the_workflow_refuses_a_teacher_cache_for_augmented_students(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = lambda *cfg: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", f"out={tmp_path}", *cfg],
+        cwd=REPO, capture_output=True, text=True)
+    refused = run("teacher={'cache': ['logits']}")
+    assert refused.returncode != 0
+    out = refused.stdout + refused.stderr
+    assert "teacher.cache" in out and "augment 'none'" in out
+    allowed = run("teacher={'cache': ['logits']}", "train={'augment': 'none'}")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "teacher_cache" in allowed.stdout
