@@ -61,6 +61,9 @@ class TrainConfig:
     max_loss: float = 1e4  # a loss above this (or NaN/inf) counts as divergence
     distill_warmup: float = 0.0  # epochs over which the distillation terms ramp up linearly from 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | bf16 | fp32
+    fused: bool = True  # fused optimizer update (one kernel for all parameters; CPU and CUDA)
+    channels_last: bool = False  # channels-last memory format for the model and its inputs
+    compile: bool = False  # torch.compile the model (compile time is paid at the first steps)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -112,8 +115,8 @@ def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, b
     psum = torch.zeros(num_classes, dtype=torch.float64)
     gsum = torch.zeros(num_classes, dtype=torch.float64)
     for i in range(0, len(data), batch_size):
-        x = data.image[i:i + batch_size].to(device)
-        y = data.label[i:i + batch_size]
+        x = data.image[i:i + batch_size].to(device).float()
+        y = data.label[i:i + batch_size].cpu()
         with _autocast(device, precision):
             pred = model(x).argmax(1).cpu()
         for c in range(num_classes):
@@ -139,6 +142,16 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, enabled=False)
 
 
+def _on_device(data: SliceSet, device: torch.device) -> SliceSet:
+    """Slices stored once on the training device, so no step waits for a host-to-device copy: on a GPU as
+    float16 images (intensities in [0, 1] kept to 5e-4, 0.2 HU of the default window, finer than the bf16
+    arithmetic of the step) and uint8 labels; on the CPU as they are."""
+    if device.type == "cpu":
+        return data
+    return SliceSet(image=data.image.to(device, torch.float16), label=data.label.to(device, torch.uint8),
+                    **{k: v for k, v in vars(data).items() if k not in ("image", "label")})
+
+
 class Run:
     """State of one training run; :meth:`fit` does the work."""
 
@@ -153,8 +166,8 @@ class Run:
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
         self.device = resolve_device(cfg.device)
-        self.train_set = load_slices(prepared, "train")
-        self.val_set = load_slices(prepared, "val")
+        self.train_set = _on_device(load_slices(prepared, "train"), self.device)
+        self.val_set = _on_device(load_slices(prepared, "val"), self.device)
         self.spec = {**cfg.model, "num_classes": len(self.classes)}
         if self.spec.get("arch") == "transunet":
             self.spec["img_size"] = self.size
@@ -165,10 +178,14 @@ class Run:
         self.method = distill.build(cfg.method, teacher_specs, self.model.describe_features(self.size),
                                     len(self.classes), **cfg.method_options).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())
+        fused = {"fused": True} if cfg.fused and self.device.type in ("cpu", "cuda") else {}
         if cfg.optimizer == "sgd":
-            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
         else:
-            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.student_forward = torch.compile(self.model.forward_features) if cfg.compile else self.model.forward_features
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.history: list[dict] = []
@@ -252,7 +269,7 @@ class Run:
         tfeats = self.teacher_features(idx, x)  # the teacher sees exactly the augmented slice
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
         with _autocast(self.device, self.cfg.precision):
-            sfeats = self.model.forward_features(x, names=names)
+            sfeats = self.student_forward(x, names=names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
         return segmentation_loss(sfeats["logits"], y), self.method(tfeats, sfeats, y)
 
@@ -277,8 +294,11 @@ class Run:
         terms at their configured weights are returned too (``gradnorm_*``, floats). A non-finite or
         too large loss is returned without updating the weights.
         """
-        x = self.train_set.image[idx].to(self.device)
-        y = self.train_set.label[idx].to(self.device)
+        idx_here = idx.to(self.train_set.image.device)
+        x = self.train_set.image[idx_here].float()
+        y = self.train_set.label[idx_here].long()
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         seg, dist = self._step_losses(x, y, idx, aug)
         norms = self.gradient_norms(seg, dist) if probe else {}
         seg_weight = 1.0 - self.distill_scale * (1.0 - self.method.segmentation_weight)
