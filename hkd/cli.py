@@ -152,7 +152,7 @@ def cmd_tables(args) -> None:
     evals = _read_evals(args.evals)
     out = args.out_dir
     titles = {"summary": "Test metrics per model (mean and std over seeds)",
-              "organs": "Test Dice per model and organ (mean and std over seeds)"}
+              "organs": "Test Dice and HD95 per model and organ (mean and std over seeds)"}
     for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
