@@ -65,6 +65,17 @@ def test_a_diverged_run_is_evaluated_from_its_last_finite_checkpoint(runs, prepa
 ORGANS = ("spleen", "right_kidney", "liver", "pancreas")
 
 
+def test_tables_read_a_real_evaluation_with_its_parameter_count(runs, prepared):
+    table = evaluate_run(runs / "ok", prepared, model_name="scratch_w0.25", method="scratch", width="0.25", seed=0)
+    params = json.loads((runs / "ok" / "metrics.json").read_text())["params"]
+    row = summary_table(table).iloc[0]
+    assert row["params"] == params and row["preset"] == "" and row["multiplier"] == 0.25
+    present = table[(table["metric"] == "dice") & table["empty"].isin(["neither", "pred_empty"])]
+    assert row["gt_pairs"] == str(len(present))
+    assert row["empty_pred"] == str((present["empty"] == "pred_empty").sum())
+    assert np.isnan(row["dice_std"])
+
+
 def _study(effects: dict, rng: np.random.Generator, n_cases: int = 6, seeds=(0, 1, 2), seed_sd: float = 0.01,
            organs=ORGANS) -> pd.DataFrame:
     """Synthetic tidy evaluations of a study with known true Dice effects over scratch.
