@@ -123,12 +123,12 @@ def test_verdicts_recover_a_known_effect_and_a_known_null():
 
 
 def test_a_null_effect_is_rarely_supported():
-    """Under no effect, with a run-to-run spread as large as the case-level one, over 40 studies
+    """Under no effect, with a run-to-run spread larger than the case-level one, over 60 studies
     and bootstrap seeds, "supported" comes out at most 5% of the time."""
-    verdicts = [dice_claims(_study({"logits": 0.0}, np.random.default_rng(100 + i), seed_sd=0.03), seed=i,
-                            n_boot=2000).iloc[0]["verdict"] for i in range(40)]
+    verdicts = [dice_claims(_study({"logits": 0.0}, np.random.default_rng(100 + i), seed_sd=0.05), seed=i,
+                            n_boot=1000).iloc[0]["verdict"] for i in range(60)]
     assert set(verdicts) <= {"supported", "not supported", "inconclusive"}
-    assert verdicts.count("supported") <= 2, verdicts
+    assert verdicts.count("supported") <= 3, verdicts
 
 
 def test_the_patient_is_the_unit_not_the_organ():
