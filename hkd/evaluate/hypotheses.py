@@ -45,9 +45,9 @@ CLAIMS = {
 #: Seeds per arm below which a verdict is flagged: two runs say little about run-to-run spread.
 MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
-COLUMNS = ["claim", "method", "preset", "multiplier", "params", "quantity", "unit", "n", "seeds",
-           "teacher_mean", "scratch_mean", "method_mean", "mean_diff", "ci_low", "ci_high", "mde", "p_value",
-           "verdict", "diverged_runs", "note"]
+COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
+           "ci_low", "ci_high", "p_value", "mde", "teacher_mean", "scratch_mean", "method_mean", "note", "quantity",
+           "diverged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:

@@ -159,7 +159,9 @@ def to_html(df: pd.DataFrame, title: str, digits: int = 3, notes: str = "") -> s
     style = ("body{font-family:sans-serif;font-size:13px;margin:12px}"
              ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse}"
              "th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
-             "th{background:#f3f3f3}p.notes{white-space:pre-wrap;max-width:60em}")
+             "th{background:#f3f3f3}p.notes{white-space:pre-wrap;max-width:60em}"
+             "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}"
+             "th:first-child{background:#f3f3f3}")
     notes_html = f"<p class='notes'>{html.escape(notes)}</p>" if notes else ""
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>"
