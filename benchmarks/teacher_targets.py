@@ -85,7 +85,7 @@ def main() -> None:
         write_cache(teacher, args.data, names, cache)
         runs = {}
         for kind, aug in (("online", "transunet"), ("cached", "none")):
-            cfg = TrainConfig.from_dict({"model": {"arch": "squeezeunet", "width": 0.25}, "method": "at",
+            cfg = TrainConfig.from_dict({"model": model, "method": "at",  # a student with every teacher map
                                          "method_options": {"layers": names}, "teacher": model, "device": "cpu",
                                          "augment": aug})
             runs[kind] = Run(cfg, args.data, Path(tmp) / kind, None, args.teacher, progress=False,
