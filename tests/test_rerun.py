@@ -35,8 +35,9 @@ STUDY_COMMANDS = {"phantom": "phantom", "split": "split", "prepare": "prepare", 
 # The README's "Reruns" table: change -> what reruns.
 README_TABLE = {
     "Touching a file without changing it": "nothing",
-    "An option of one method (`distill.latent.weight`)": "that method's teacher cache and students, and the "
-                                                         "tables, figures and verdicts built from them",
+    "An option of one method (`distill.latent.weight`)": "that method's students (and teacher cache, if it has "
+                                                         "one), and the tables, figures and verdicts built from "
+                                                         "them",
     "A teacher setting (`teacher.train.lr`)": "the teacher, its feature caches and the distilled students; "
                                               "not the scratch students, not data preparation",
     "A figure function (`hkd/figures/curves.py`)": "the figures only",
