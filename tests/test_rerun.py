@@ -41,8 +41,8 @@ README_TABLE = {
     "A teacher setting (`teacher.train.lr`)": "the teacher, its feature caches and the distilled students; "
                                               "not the scratch students, not data preparation",
     "A figure function (`hkd/figures/curves.py`)": "the figures only",
-    "A model (`hkd/models/squeezeunet.py`)": "every job that builds a model, the teacher's included "
-                                             "(`hkd.models` imports both architectures)",
+    "A model (`hkd/models/squeezeunet.py`)": "every rule whose command imports `hkd.models`, the teacher's "
+                                             "included (`hkd.models` imports both architectures)",
     "Any `hkd` module": "the rules whose command imports it (`hkd/workflow_deps.py`), and what depends on them",
 }
 
@@ -272,7 +272,7 @@ def test_editing_a_figure_function_reruns_only_figures(restore):
     assert planned_jobs(restore) == {"figures": 1}
 
 
-def test_editing_the_student_model_reruns_every_job_that_builds_a_model(restore):
+def test_editing_the_student_model_reruns_every_rule_that_imports_the_models(restore):
     _edit(restore / "hkd" / "models" / "squeezeunet.py")
     jobs = planned_jobs(restore)
     n_students = len(_config(restore)["students"]["methods"])
