@@ -9,8 +9,6 @@ import torch
 from hkd.explain import gradcam, outside_mass, saliency
 from hkd.models import build_model
 
-torch.set_num_threads(1)
-
 TEACHER = {"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
            "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8,
            "decoder_channels": [16, 16, 8, 8], "latent_channels": 16}

@@ -20,8 +20,6 @@ from hkd.models import build_model
 
 from conftest import CLASSES
 
-torch.set_num_threads(1)
-
 S = 32
 SIZE, DPI = (3.0, 2.0), 100
 TEACHER = {"arch": "transunet", "img_size": S, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
