@@ -47,6 +47,39 @@ def atomic_dir(path: str | os.PathLike):
         raise
 
 
+class InputOverwriteError(ValueError):
+    """An output path that is, contains or lies inside an input of the same command."""
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def check_outputs_spare_inputs(outputs: dict[str, str | os.PathLike | None],
+                               inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse any output that is, contains or lies inside an input: writing it would destroy data.
+
+    Both arguments map a name used in messages (e.g. ``--out``) to a path (``None`` entries are
+    skipped). Symbolic links are resolved, so a link to an input counts as the input.
+    """
+    ins = {name: _resolved(p) for name, p in inputs.items() if p is not None}
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        out = _resolved(out_path)
+        for in_name, src in ins.items():
+            if out == src:
+                how = "is"
+            elif out in src.parents:
+                how = "contains"
+            elif src in out.parents:
+                how = "lies inside"
+            else:
+                continue
+            raise InputOverwriteError(f"{out_name} {out_path} {how} the input {in_name} {inputs[in_name]}; "
+                                      "choose an output path outside the inputs (nothing was written)")
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
