@@ -121,10 +121,9 @@ def cmd_split(args) -> None:
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
     from hkd.data.sources import iter_cases
-
-    p = _json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
     from hkd.data.split import PARTS
 
+    p = _json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
     split_file = _json_object(str(args.split), "--split", PARTS)
     split = {part: split_file[part] for part in PARTS}
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
