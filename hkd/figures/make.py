@@ -99,7 +99,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 @torch.no_grad()
 def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device):
     """Per-position latent vectors (R*h*w, C) and the latent grid (h, w)."""
-    z = model.forward_features(images.to(device), ["latent"])["latent"].float().cpu()
+    z = model.forward_features(images.to(device), ["bottleneck"])["bottleneck"].float().cpu()
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
 
 

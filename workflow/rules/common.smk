@@ -84,6 +84,13 @@ def _check_config(cfg):
     if distill is not None:
         _check_methods(cfg)
         _check_split(cfg)
+    augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
+    if cfg["teacher"]["cache"] and augment != "none":
+        raise ValueError(
+            f"config key teacher.cache: a teacher cache holds the features of the un-augmented slices, so it is "
+            f"exact only for students trained with augment 'none' (students train with '{augment}'); "
+            "set teacher.cache: [] to run the teacher online on each augmented batch"
+        )
     for key in ("slices", "spacing_xy", "slice_thickness"):
         lo, hi = data["phantom"][key]
         if lo > hi:
