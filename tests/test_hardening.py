@@ -310,6 +310,22 @@ def test_two_cases_with_default_ratios_name_the_ratios_and_count(tmp_path, capsy
     assert code == 1 and "0.6/0.2/0.2 of 2 cases leave the 'val' part empty" in one_line_error(err)
 
 
+def test_case_counts_for_the_dry_run_come_from_file_names(tmp_path):
+    from hkd.data.sources import count_cases
+
+    raw = write_rawdata(tmp_path / "RawData", n=2, shape=(16, 16, 4))
+    assert count_cases(raw, "folder") == 2
+    assert count_cases(_zip_of(raw, tmp_path / "RawData.zip"), "zip") == 2
+    assert count_cases(tmp_path / "not-downloaded-yet.zip", "zip") is None
+    tu = tmp_path / "tu"
+    (tu / "train_npz").mkdir(parents=True)
+    (tu / "test_vol_h5").mkdir()
+    for name in ("case0005_slice000.npz", "case0005_slice001.npz", "case0006_slice000.npz"):
+        (tu / "train_npz" / name).write_bytes(b"")  # names only: no file is read
+    (tu / "test_vol_h5" / "case0001.npy.h5").write_bytes(b"")
+    assert count_cases(tu, "transunet") == 3
+
+
 def test_a_zero_ratio_leaves_its_part_empty_whatever_the_count():
     ids = [f"{i:04d}" for i in range(1, 31)]
     with pytest.raises(DataError, match="0.8/0/0.2 of 30 cases leave the 'val' part empty"):
