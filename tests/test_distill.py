@@ -411,7 +411,7 @@ def test_relrep_width_independent_zero():
 
 
 def test_relrep_value_with_all_positions_as_anchors():
-    method = build("relrep", num_anchors=1000, distance="l1")
+    method = build("relrep", num_anchors=1000, distance="l1", weight=1.0)
     t = feats(TEACHER, ["bottleneck"], 1)
     s = feats(STUDENT, ["bottleneck"], 2)
 
