@@ -1,5 +1,4 @@
 # Configuration checks and helpers shared by every rule file.
-import importlib.util
 import json
 import os
 import sys
@@ -14,6 +13,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 
 from hkd.lock import OutLock  # standard library only
+from hkd.workflow_deps import command_modules  # standard library only
 
 try:
     from hkd import distill
@@ -190,24 +190,12 @@ ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 os.environ.update(HKD_SOURCE=workflow.basedir)
 
 
-def _load_workflow_deps():
-    """hkd/workflow_deps.py of this checkout, loaded by path (an installed hkd may be another copy)."""
-    path = os.path.join(workflow.basedir, "hkd", "workflow_deps.py")
-    spec = importlib.util.spec_from_file_location("hkd_workflow_deps", path)
-    deps = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(deps)
-    return deps
-
-
-_WORKFLOW_DEPS = _load_workflow_deps()
-
-
 def code(command):
     """The hkd source files `hkd <command>` executes (derived from its imports), declared as inputs
     so that editing one reruns exactly the rules whose command imports it."""
     return [
         os.path.join(workflow.basedir, path)
-        for path in _WORKFLOW_DEPS.command_modules(command, workflow.basedir)
+        for path in command_modules(command, workflow.basedir)
     ]
 
 
