@@ -36,6 +36,7 @@ from hkd.lock import LOCK_NAME, LockError, OutLock
 from hkd.train.trainer import load_model, train
 
 from conftest import LPS_AFFINE, REPO, make_case, write_nifti, write_rawdata
+from helpers import merge as _merge
 
 
 def run_cli(capsys, *argv) -> tuple[int, str]:
@@ -531,15 +532,6 @@ def test_a_stale_lock_is_taken_over_with_a_message_and_removed_on_release(tmp_pa
 # --- rows 7-9, 12: the workflow (dry runs and tiny real runs) ---------------------------------------
 
 TINY_DATA = {"phantom": {"cases": 3, "size": 32, "slices": [4, 5]}, "image_size": 16}
-
-
-def _merge(base: dict, upd: dict) -> dict:
-    for k, v in upd.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
-    return base
 
 
 def snakemake(tmp_path: Path, patch: dict, *args) -> subprocess.CompletedProcess:
