@@ -103,7 +103,7 @@ class Study:
 
 @pytest.fixture(scope="session")
 def default_study(tmp_path_factory) -> Study:
-    """The default study reduced by ``helpers.STUDY`` (every rule and default method, ~2 min), run with
+    """The default study reduced by ``helpers.STUDY`` (every rule and default method, 2-4 min), run with
     ``snakemake --cores 2`` in a copy of the repository's tracked files. Each ``hkd`` job runs with
     ``PYTHONPROFILEIMPORTTIME=1``, so its log lists the modules it imported (see test_rerun.py).
     Shared by the report and rerun tests; tests that edit the copy restore it (see test_rerun.py)."""
