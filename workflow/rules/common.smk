@@ -2,6 +2,7 @@
 import json
 import os
 
+from snakemake.logging import logger
 from snakemake.utils import validate
 
 validate(config, "../schemas/config.schema.yaml")
@@ -105,7 +106,53 @@ TRAIN_CODE = code(
     "distill/__init__.py",
     "distill/base.py",
 )
-USES_GPU = config["device"] == "auto" or config["device"].startswith("cuda")
+
+
+def _visible_gpus():
+    """GPU ids visible here (CUDA_VISIBLE_DEVICES or nvidia-smi), from the checkout's hkd/devices.py:
+    it needs no torch and no installed hkd (the workflow may run outside the rules' conda env).
+    """
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    spec = spec_from_file_location(
+        "hkd_devices", os.path.join(workflow.basedir, "hkd", "devices.py")
+    )
+    devices = module_from_spec(spec)
+    spec.loader.exec_module(devices)
+    return devices.visible_gpus()
+
+
+def gpu_request(device):
+    """Whether training jobs declare `resources: gpu=1`, and why, decided when the workflow is parsed.
+
+    An explicit device decides by itself. With `auto` a job may land elsewhere: under a cluster
+    executor (which needs --jobs; a cluster job also parses the workflow, as a remote job) the job
+    asks, so the scheduler gives it a GPU; on this machine it asks only when a CUDA device is visible.
+    """
+    if device.startswith("cuda"):
+        return True, f"device: {device}"
+    if device != "auto":
+        return False, f"device: {device}"
+    if workflow.remote_exec or workflow.resource_settings.nodes is not None:
+        return (
+            True,
+            "device: auto under a cluster executor (--jobs given): the job may run on a GPU node",
+        )
+    gpus = _visible_gpus()
+    if gpus:
+        return True, f"device: auto and CUDA device(s) {','.join(gpus)} visible here"
+    return (
+        False,
+        "device: auto and no CUDA device visible here (CUDA_VISIBLE_DEVICES, nvidia-smi)",
+    )
+
+
+USES_GPU, _why = gpu_request(config["device"])
+# Spread into a rule's resources: a job that will not use a GPU declares none.
+GPU = {"gpu": 1} if USES_GPU else {}
+logger.info(
+    f"hkd: training jobs {'ask for' if USES_GPU else 'do not ask for'} a GPU: {_why}"
+)
 TEACHER_DIR = f"{OUT}/models/teacher"
 STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")
