@@ -22,6 +22,7 @@ localrules:
     tables,
     figures,
     hypotheses,
+    overview,
 
 
 rule all:
@@ -30,3 +31,4 @@ rule all:
         rules.tables.output,
         rules.hypotheses.output,
         rules.figures.output,
+        rules.overview.output,

@@ -225,7 +225,7 @@ EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + expand(
 )
 FIGURE_SEED = config["students"]["seeds"][0]
 FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
-    f"{m}_w{w}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
+    f"{m}_w{w}_s{FIGURE_SEED}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
     for m in config["students"]["methods"]
     for w in config["students"]["widths"]
 }
@@ -257,5 +257,6 @@ FIGURES = [
     "gradcam",
     "latent_pca",
     "training_curves",
+    "grad_ratios",
     "dice_vs_params",
 ]

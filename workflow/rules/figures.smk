@@ -1,11 +1,19 @@
 # Qualitative evidence and summary figures, all shown in the report.
 
+# Training logs of every run (all seeds): training curves and gradient ratios.
+FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
+    f"{m}_w{w}_s{s}": STUDENT_DIR.format(method=m, width=w, seed=s) + "/log.csv"
+    for m in config["students"]["methods"]
+    for w in config["students"]["widths"]
+    for s in config["students"]["seeds"]
+}
+
 
 rule figures:
     input:
         data=rules.prepare.output[0],
         ckpts=[f"{d}/best.pt" for d in FIGURE_MODELS.values()],
-        logs=[f"{d}/log.csv" for d in FIGURE_MODELS.values()],
+        logs=list(FIGURE_LOGS.values()),
         summary=rules.tables.output.summary,
         code=FIGURE_CODE,
     output:
@@ -26,11 +34,12 @@ rule figures:
     threads: config["train"]["threads"]
     params:
         models=" ".join(f"{name}={d}" for name, d in FIGURE_MODELS.items()),
+        logs=" ".join(f"{name}={path}" for name, path in FIGURE_LOGS.items()),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
     shell:
-        "hkd figures --data {input.data} --models {params.models} --summary {input.summary}"
+        "hkd figures --data {input.data} --models {params.models} --logs {params.logs} --summary {input.summary}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -57,3 +66,52 @@ rule context:
     shell:
         "hkd context --data {input.data} --runs '{params.runs}' --n-slices {params.n_slices}"
         " --dilation {params.dilation} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+
+
+def study_description():
+    """What the configuration runs, in words, for the report's first page."""
+    phantom = DATA["phantom"]
+    source = (
+        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
+        if DATA["source"] == "phantom"
+        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
+    )
+    teacher = config["teacher"]["model"]
+    return {
+        "data source": source,
+        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
+        "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
+        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
+        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
+        "methods": ", ".join(config["students"]["methods"]),
+        "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
+        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
+        f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
+        "device": config["device"],
+    }
+
+
+rule overview:
+    input:
+        split=rules.split.output[0],
+        summary=rules.tables.output.summary,
+        hypotheses=rules.hypotheses.output.html,
+        figure=rules.figures.output.dice_vs_params,
+        code=code("figures/overview.py"),
+    output:
+        report(
+            f"{OUT}/overview.html",
+            caption="../report/overview.rst",
+            category="Overview",
+        ),
+    log:
+        f"{OUT}/logs/overview.log",
+    benchmark:
+        f"{OUT}/benchmarks/overview.tsv"
+    conda:
+        ENV
+    params:
+        run=as_json(study_description()),
+    shell:
+        "hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
+        " --hypotheses {input.hypotheses} --figure {input.figure} --out {output} > {log} 2>&1"
