@@ -22,7 +22,6 @@ localrules:
     tables,
     figures,
     hypotheses,
-    overview,
 
 
 rule all:
@@ -31,4 +30,3 @@ rule all:
         rules.tables.output,
         rules.hypotheses.output,
         rules.figures.output,
-        rules.overview.output,

@@ -116,3 +116,18 @@ def test_conda_pip_step_resolves_with_dependencies(path, tmp_path):
     for name, version in {**pip_pins, **dict(p.split("==") for p in _conda_pins(env))}.items():
         assert chosen.get(canonicalize_name(name), "").split("+")[0] == version, \
             f"{path.name}: pins {name}=={version}, pip would install {chosen.get(canonicalize_name(name))}"
+
+
+def test_download_without_the_synapse_extra_says_how_to_install_it(monkeypatch, tmp_path):
+    from hkd.data.cases import DataError
+    from hkd.data.synapse import download
+
+    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", "token-for-the-test")
+    monkeypatch.setitem(sys.modules, "synapseclient", None)  # as after a plain install: import fails
+    with pytest.raises(DataError, match=r"pip install 'hkd\[synapse\]'") as err:
+        download("syn3379050", tmp_path / "RawData.zip")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "RawData.zip").exists()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert not any(canonicalize_name(Requirement(d).name) == "synapseclient" for d in project["dependencies"])
+    assert any(Requirement(d).name == "synapseclient" for d in project["optional-dependencies"]["synapse"])

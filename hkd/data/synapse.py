@@ -52,7 +52,11 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None)
     """
     if not has_credentials():
         raise DataError(TOKEN_HELP)
-    import synapseclient  # imported lazily: slow to import and only needed here
+    try:
+        import synapseclient  # imported lazily: slow to import, only needed here, and an optional extra
+    except ImportError as exc:
+        raise DataError("downloading from Synapse needs synapseclient, which the plain install leaves out: "
+                        "pip install 'hkd[synapse]' (or pip install -e '.[synapse]' in a checkout)") from exc
 
     out_path = Path(out_path)
     staging = out_path.parent / f".{out_path.name}.download"

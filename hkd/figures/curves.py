@@ -38,7 +38,7 @@ def training_curves(out_png: str | Path, logs: dict[str, pd.DataFrame], *,
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=colour[m], label=m) for m in models]
-    handles += [Line2D([], [], color="grey", linestyle=style[s], label=f"seed {s}") for s in seeds]
+    handles += [Line2D([], [], color="black", linestyle=style[s], label=f"seed {s}") for s in seeds]
     if handles:
         fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
     fig.suptitle(f"every run: {len(logs)} logs" + (f", seeds {', '.join(seeds)}" if seeds else ""), fontsize=9)

@@ -70,7 +70,7 @@ def gradient_ratios(out_png: str | Path, logs: dict[str, pd.DataFrame], *,
         axes[0].text(0.5, 0.5, "the logs have no gradnorm_seg and\ngradnorm_<term> columns", ha="center",
                      va="center", transform=axes[0].transAxes, fontsize=8)
     handles = [Line2D([], [], color=colour[w], label=f"width {w}") for w in widths]
-    handles += [Line2D([], [], color="grey", linestyle=style[t], label=t) for t in terms]
+    handles += [Line2D([], [], color="black", linestyle=style[t], label=t) for t in terms]
     handles.append(Line2D([], [], color="0.9", linewidth=6, label=f"{BAND[0]:g}x to {BAND[1]:g}x"))
     fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False,
                title="one line per run\n(every width and seed)", title_fontsize=7)

@@ -9,12 +9,37 @@ FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
 }
 
 
+def study_description():
+    """What the configuration runs, in words, for the report's first page."""
+    phantom = DATA["phantom"]
+    source = (
+        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
+        if DATA["source"] == "phantom"
+        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
+    )
+    teacher = config["teacher"]["model"]
+    return {
+        "data source": source,
+        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
+        "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
+        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
+        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
+        "methods": ", ".join(config["students"]["methods"]),
+        "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
+        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
+        f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
+        "device": config["device"],
+    }
+
+
 rule figures:
     input:
         data=rules.prepare.output[0],
         ckpts=[f"{d}/best.pt" for d in FIGURE_MODELS.values()],
         logs=list(FIGURE_LOGS.values()),
         summary=rules.tables.output.summary,
+        split=rules.split.output[0],
+        hypotheses=rules.hypotheses.output.html,
         code=FIGURE_CODE,
     output:
         **{
@@ -25,6 +50,12 @@ rule figures:
             )
             for name in FIGURES
         },
+        # the report's first page (workflow/report/workflow.rst includes it)
+        overview=report(
+            f"{OUT}/overview.html",
+            caption="../report/overview.rst",
+            category="Overview",
+        ),
     log:
         f"{OUT}/logs/figures.log",
     benchmark:
@@ -38,10 +69,13 @@ rule figures:
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
+        run=as_json(study_description()),
     shell:
         "hkd figures --data {input.data} --models {params.models} --logs {params.logs} --summary {input.summary}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
+        " --hypotheses {input.hypotheses} --figure {output.dice_vs_params} --out {output.overview} >> {log} 2>&1"
 
 
 rule context:
@@ -66,52 +100,3 @@ rule context:
     shell:
         "hkd context --data {input.data} --runs '{params.runs}' --n-slices {params.n_slices}"
         " --dilation {params.dilation} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
-
-
-def study_description():
-    """What the configuration runs, in words, for the report's first page."""
-    phantom = DATA["phantom"]
-    source = (
-        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
-        if DATA["source"] == "phantom"
-        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
-    )
-    teacher = config["teacher"]["model"]
-    return {
-        "data source": source,
-        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
-        "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
-        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
-        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
-        "methods": ", ".join(config["students"]["methods"]),
-        "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
-        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
-        f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
-        "device": config["device"],
-    }
-
-
-rule overview:
-    input:
-        split=rules.split.output[0],
-        summary=rules.tables.output.summary,
-        hypotheses=rules.hypotheses.output.html,
-        figure=rules.figures.output.dice_vs_params,
-        code=code("figures/overview.py"),
-    output:
-        report(
-            f"{OUT}/overview.html",
-            caption="../report/overview.rst",
-            category="Overview",
-        ),
-    log:
-        f"{OUT}/logs/overview.log",
-    benchmark:
-        f"{OUT}/benchmarks/overview.tsv"
-    conda:
-        ENV
-    params:
-        run=as_json(study_description()),
-    shell:
-        "hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
-        " --hypotheses {input.hypotheses} --figure {input.figure} --out {output} > {log} 2>&1"
