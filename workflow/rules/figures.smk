@@ -1,36 +1,5 @@
 # Qualitative evidence and summary figures, all shown in the report.
 
-# Training logs of every run (all seeds): training curves and gradient ratios.
-FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
-    f"{m}_w{w}_s{s}": STUDENT_DIR.format(method=m, width=w, seed=s) + "/log.csv"
-    for m in config["students"]["methods"]
-    for w in config["students"]["widths"]
-    for s in config["students"]["seeds"]
-}
-
-
-def study_description():
-    """What the configuration runs, in words, for the report's first page."""
-    phantom = DATA["phantom"]
-    source = (
-        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
-        if DATA["source"] == "phantom"
-        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
-    )
-    teacher = config["teacher"]["model"]
-    return {
-        "data source": source,
-        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
-        "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
-        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
-        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
-        "methods": ", ".join(config["students"]["methods"]),
-        "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
-        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
-        f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
-        "device": config["device"],
-    }
-
 
 rule figures:
     input:
