@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -116,6 +117,30 @@ def test_conda_pip_step_resolves_with_dependencies(path, tmp_path):
     for name, version in {**pip_pins, **dict(p.split("==") for p in _conda_pins(env))}.items():
         assert chosen.get(canonicalize_name(name), "").split("+")[0] == version, \
             f"{path.name}: pins {name}=={version}, pip would install {chosen.get(canonicalize_name(name))}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", ["", "[test]", "[synapse]"])
+def test_pip_install_of_the_project_resolves_without_backtracking(extra, tmp_path):
+    """What the README's install commands (and the Synapse extra) ask pip to resolve, from a copy of
+    the project, in a fresh resolution (nothing already installed counts)."""
+    reason = _index_unreachable()
+    if reason:
+        print(reason)
+        pytest.skip(reason)
+    src = tmp_path / "hkd"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, src / name)
+    shutil.copytree(REPO / "hkd", src / "hkd", ignore=shutil.ignore_patterns("__pycache__"))
+    run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
+                          "--report", "report.json", f".{extra}"], cwd=src, capture_output=True, text=True)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    looked = re.findall(r"looking at multiple versions of (\S+)", run.stdout + run.stderr)
+    assert not looked, f"the resolver backtracked over {sorted(set(looked))}"
+    chosen = {canonicalize_name(item["metadata"]["name"])
+              for item in json.loads((src / "report.json").read_text())["install"]}
+    assert ("synapseclient" in chosen) == (extra == "[synapse]")
 
 
 def test_download_without_the_synapse_extra_says_how_to_install_it(monkeypatch, tmp_path):
