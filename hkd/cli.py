@@ -152,7 +152,7 @@ def cmd_tables(args) -> None:
     evals = _read_evals(args.evals)
     out = args.out_dir
     titles = {"summary": "Test metrics per model (mean and std over seeds)",
-              "organs": "Test Dice per model and organ (mean and std over seeds)"}
+              "organs": "Test Dice and HD95 per model and organ (mean and std over seeds)"}
     for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
@@ -165,8 +165,8 @@ def cmd_tables(args) -> None:
 def cmd_hypotheses(args) -> None:
     import pandas as pd
 
-    from hkd.evaluate.hypotheses import context_claims, dice_claims
-    from hkd.evaluate.tables import to_html, to_markdown
+    from hkd.evaluate.hypotheses import context_claims, dice_claims, explanation, report_markdown
+    from hkd.evaluate.tables import to_html
     from hkd.io import atomic_path, write_text
 
     table = dice_claims(_read_evals(args.evals), seed=args.seed)
@@ -175,11 +175,9 @@ def cmd_hypotheses(args) -> None:
         table = pd.concat([table, context_claims(context, seed=args.seed)], ignore_index=True)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False)
-    text = ("# Hypothesis verdicts\n\nPaired differences per (test case, organ), seeds averaged; 95% bootstrap "
-            "CI of the mean and Wilcoxon signed-rank p-value. Verdict: supported (CI above 0 and p < 0.05), "
-            "not supported (CI at or below 0), inconclusive (otherwise).\n\n" + to_markdown(table))
+    text = report_markdown(table, seed=args.seed)
     write_text(args.out_md, text)
-    write_text(args.out_html, to_html(table, "Hypothesis verdicts"))
+    write_text(args.out_html, to_html(table, "Hypothesis verdicts", notes=explanation(seed=args.seed, markdown=False)))
     print(text)
 
 

@@ -9,19 +9,33 @@ import torch
 import torch.nn.functional as F
 
 import hkd.distill as distill
-from hkd.distill.functional import at_map, kd_kl
+from hkd.distill.functional import align, at_map, coarsest, kd_kl
+from hkd.models.base import Feature
 
 METHODS = ("scratch", "logits", "latent", "hlfd", "at", "fitnet", "cwd", "relrep")
 NUM_CLASSES = 3
 B = 2
+S = 32
 
-# A small teacher/student pair at S = 32 with the interface's resolutions (channels reduced).
-TEACHER = {"enc1": (8, 16, 16), "enc2": (16, 8, 8), "enc3": (24, 4, 4), "enc4": (32, 2, 2),
-           "vit": (20, 2, 2), "latent": (16, 2, 2), "dec4": (12, 4, 4), "dec3": (8, 8, 8),
-           "dec2": (6, 16, 16), "dec1": (4, 32, 32), "logits": (NUM_CLASSES, 32, 32)}
-STUDENT = {"enc1": (4, 32, 32), "enc2": (8, 16, 16), "enc3": (16, 8, 8), "enc4": (32, 4, 4),
-           "latent": (64, 2, 2), "dec4": (32, 4, 4), "dec3": (16, 8, 8), "dec2": (8, 16, 16),
-           "dec1": (4, 32, 32), "logits": (NUM_CLASSES, 32, 32)}
+
+def specs(shapes: dict, grid: str) -> dict[str, Feature]:
+    """Feature specs of maps ``name -> (C, h, w)`` on an S x S input, anchored as the two models are."""
+    out = {}
+    for name, (c, h, w) in shapes.items():
+        stride = S / h
+        out[name] = Feature(c, h, w, stride, 0.5 if grid == "top-left" else stride / 2)
+    return out
+
+
+# A small teacher/student pair at S = 32 with the interface's strides and grids (channels reduced).
+TEACHER_SHAPES = {"enc_s2": (8, 16, 16), "enc_s4": (16, 8, 8), "enc_s8": (24, 4, 4), "enc_s16": (32, 2, 2),
+                  "vit": (20, 2, 2), "bottleneck": (16, 2, 2), "dec_s8": (12, 4, 4), "dec_s4": (8, 8, 8),
+                  "dec_s2": (6, 16, 16), "dec_s1": (4, 32, 32), "logits": (NUM_CLASSES, 32, 32)}
+STUDENT_SHAPES = {"enc_s1": (4, 32, 32), "enc_s2": (8, 16, 16), "enc_s4": (16, 8, 8), "enc_s8": (32, 4, 4),
+                  "bottleneck": (64, 2, 2), "dec_s8": (32, 4, 4), "dec_s4": (16, 8, 8), "dec_s2": (8, 16, 16),
+                  "dec_s1": (4, 32, 32), "logits": (NUM_CLASSES, 32, 32)}
+TEACHER = specs(TEACHER_SHAPES, "top-left")
+STUDENT = specs(STUDENT_SHAPES, "centred")
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +47,9 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def feats(shapes, names, seed, requires_grad=False):
+def feats(specs_, names, seed, requires_grad=False):
     g = torch.Generator().manual_seed(seed)
-    return {n: torch.randn(B, *shapes[n], generator=g).requires_grad_(requires_grad) for n in names}
+    return {n: torch.randn(B, *specs_[n].shape, generator=g).requires_grad_(requires_grad) for n in names}
 
 
 def target():
@@ -50,18 +64,11 @@ def total(terms):
     return sum(terms.values())
 
 
-def at_matching(t, channels, size, p):
-    """A map with ``channels`` channels at ``size`` whose resized attention map equals that of ``t``."""
-    m = t.abs().pow(p).mean(1, keepdim=True).pow(1.0 / p)
-    fh, fw = size[0] // t.shape[-2], size[1] // t.shape[-1]
-    up = m.repeat_interleave(fh, dim=2).repeat_interleave(fw, dim=3)  # bilinear /f then averages equal pixels
-    return up.expand(-1, channels, -1, -1).clone()
-
 
 # ----------------------------------------------------------------------------------------- registry
 
-def test_registry_lists_all_methods():
-    assert set(METHODS) <= set(distill.available())
+def test_registry_lists_all_methods_and_only_methods():
+    assert set(distill.available()) == set(METHODS)
     for name in METHODS:
         assert distill.get(name).name == name
 
@@ -83,9 +90,61 @@ def test_non_positive_temperature_names_method_and_option(name):
         build(name, temperature=0)
 
 
-def test_missing_feature_shape_is_reported():
-    with pytest.raises(ValueError, match="teacher feature 'latent'"):
+def test_missing_feature_is_reported():
+    with pytest.raises(ValueError, match="teacher feature 'bottleneck'"):
         distill.build("latent", {}, STUDENT, NUM_CLASSES)
+
+
+# ------------------------------------------------------------------------------------------- align
+
+def coordinate_map(f: Feature) -> torch.Tensor:
+    """A 2-channel map whose cells hold their own centre (row, column) in input-pixel coordinates."""
+    rows = f.stride * torch.arange(f.height, dtype=torch.float32) + f.offset
+    cols = f.stride * torch.arange(f.width, dtype=torch.float32) + f.offset
+    return torch.stack(torch.meshgrid(rows, cols, indexing="ij"))[None]
+
+
+def grid(stride: int, anchor: str, size: int = 128) -> Feature:
+    return Feature(1, size // stride, size // stride, float(stride), 0.5 if anchor == "top-left" else stride / 2)
+
+
+@pytest.mark.parametrize("src,dst", [
+    (grid(16, "centred"), grid(16, "top-left")),  # same stride, centres 7.5 px apart
+    (grid(16, "top-left"), grid(16, "centred")),
+    (grid(2, "centred"), grid(16, "top-left")),  # shrinking x8 across grids
+    (grid(8, "top-left"), grid(1, "centred")),  # enlarging
+    (grid(1, "centred"), grid(8, "centred")),  # shrinking within one model
+])
+def test_align_puts_every_cell_at_the_destination_centre(src, dst):
+    """Coordinates are linear, so averaging and bilinear sampling reproduce them exactly where the
+    destination cell's window lies inside the source: after aligning, each cell holds its own centre."""
+    src = Feature(2, src.height, src.width, src.stride, src.offset)
+    out = align(coordinate_map(src), src, dst)
+    expected = coordinate_map(dst)
+    k = max(1, int(dst.stride // src.stride))
+    lo = src.offset + (k - 1) / 2 * src.stride  # centre of the first full averaging window
+    hi = src.offset + (src.height - 1) * src.stride - (k - 1) / 2 * src.stride
+    inside = ((expected >= lo) & (expected <= hi)).all(dim=1, keepdim=True).expand_as(expected)
+    assert inside.float().mean() > 0.5
+    torch.testing.assert_close(out[inside], expected[inside], rtol=0, atol=1e-3)
+
+
+def test_align_is_the_identity_on_the_same_grid_and_averages_when_shrinking():
+    x = torch.randn(B, 3, 16, 16)
+    assert align(x, STUDENT["enc_s2"], STUDENT["enc_s2"]) is x
+    src, dst = STUDENT["enc_s2"], specs({"m": (3, 2, 2)}, "centred")["m"]
+    # centred grids: each coarse cell is the mean of the 8 x 8 block it covers
+    torch.testing.assert_close(align(x, src, dst), F.avg_pool2d(x, 8))
+    leaf = torch.randn(B, 3, 16, 16, requires_grad=True)
+    align(leaf, src, dst).sum().backward()
+    assert (leaf.grad != 0).all(), "every source position reaches the shrunk map"
+    shifted = torch.randn(B, 3, 16, 16, requires_grad=True)  # onto the teacher's top-left grid: every
+    align(shifted, src, TEACHER["enc_s16"]).sum().backward()  # position its cells cover
+    covered = TEACHER["enc_s16"].offset + TEACHER["enc_s16"].stride * 1.5  # far edge of its last cell
+    assert (shifted.grad[..., : int(covered // src.stride) - 1, : int(covered // src.stride) - 1] != 0).all()
+    plain = torch.randn(B, 3, 16, 16, requires_grad=True)
+    F.interpolate(plain, size=(2, 2), mode="bilinear", align_corners=False).sum().backward()
+    assert (plain.grad != 0).float().mean() < 0.1, "plain bilinear shrinking skips most positions"
 
 
 # ------------------------------------------------------------------------------- common properties
@@ -112,72 +171,77 @@ def test_random_features_give_positive_loss_and_correct_gradients(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "scratch"])
+def test_adapters_sit_on_the_student_side(name):
+    """No adapter ever reads a teacher map: the targets do not move when the adapters train."""
+    method = build(name)
+    t = feats(TEACHER, method.teacher_features, 1)
+    s = feats(STUDENT, method.student_features, 2)
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0])) for m in method.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    method(t, s, target())
+    for h in hooks:
+        h.remove()
+    teacher_ids = {id(v) for v in t.values()}
+    assert all(id(x) not in teacher_ids and not any(x is v for v in t.values()) for x in seen)
+    assert all(any(x is v for v in s.values()) for x in seen), "adapters read student maps"
+
+
 def test_scratch_has_no_terms():
     method = build("scratch")
-    assert not method.needs_teacher
+    assert not method.needs_teacher and method.segmentation_weight == 1.0
     assert method({}, feats(STUDENT, ["logits"], 0), target()) == {}
 
 
 # ------------------------------------------------------------------------------------------ logits
 
-def test_logits_zero_when_student_equals_teacher():
-    t = feats(TEACHER, ["logits"], 1)
-    assert build("logits")(t, dict(t), target())["kd_logits"].item() == pytest.approx(0.0, abs=1e-7)
-
-
-def test_logits_softmax_over_classes_not_width():
+def test_logits_hinton_form():
     t = feats(TEACHER, ["logits"], 1)
     s = feats(STUDENT, ["logits"], 2)
-    loss = build("logits", temperature=2.0, weight=0.5)(t, s, target())["kd_logits"]
-    over_classes = 0.5 * kd_kl(s["logits"], t["logits"], 2.0, dim=1)
-    over_width = 0.5 * kd_kl(s["logits"], t["logits"], 2.0, dim=-1)
-    assert torch.allclose(loss, over_classes)
-    assert not torch.allclose(loss, over_width, rtol=1e-2)
+    method = build("logits", temperature=2.0, alpha=0.3)
+    assert method.segmentation_weight == pytest.approx(0.7)
+    loss = method(t, s, target())["kd_logits"]
+    torch.testing.assert_close(loss, 0.3 * kd_kl(s["logits"], t["logits"], 2.0, dim=1))
+    assert not torch.allclose(loss, 0.3 * kd_kl(s["logits"], t["logits"], 2.0, dim=-1), rtol=1e-2)
+    assert build("logits")(t, dict(t), target())["kd_logits"].item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="'alpha' must be in"):
+        build("logits", alpha=1.0)
 
 
 def test_logits_known_value():
     # q = softmax([0, 0]) = (1/2, 1/2); p = softmax([ln 3, 0]) = (3/4, 1/4) at T = 4 with s = 4 * [ln 3, 0].
     # KL(q || p) = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3); times T^2 = 16 -> 8 ln(4/3), every pixel alike.
-    shapes = {"logits": (2, 2, 2)}
+    grid = {"logits": Feature(2, 2, 2, 1.0, 0.5)}
     t = torch.zeros(1, 2, 2, 2)
     s = torch.zeros(1, 2, 2, 2)
     s[:, 0] = 4 * math.log(3)
-    method = distill.build("logits", shapes, shapes, 2)
-    assert method({"logits": t}, {"logits": s}, None)["kd_logits"].item() == pytest.approx(8 * math.log(4 / 3))
-
-
-def test_logits_resizes_teacher():
-    small = {"logits": (NUM_CLASSES, 16, 16)}
-    t = {"logits": torch.randn(B, NUM_CLASSES, 16, 16)}
-    s = {"logits": torch.randn(B, NUM_CLASSES, 32, 32)}
-    loss = build("logits", teacher=small)(t, s, target())["kd_logits"]
-    up = F.interpolate(t["logits"], size=(32, 32), mode="bilinear", align_corners=False)
-    assert torch.allclose(loss, kd_kl(s["logits"], up, 4.0))
+    method = distill.build("logits", grid, grid, 2, alpha=0.5)
+    assert method({"logits": t}, {"logits": s}, None)["kd_logits"].item() == pytest.approx(4 * math.log(4 / 3))
 
 
 # ------------------------------------------------------------------------------------------ latent
 
-def test_latent_identity_when_channels_match():
-    student = {**STUDENT, "latent": TEACHER["latent"]}
+def test_latent_identity_projector_when_channels_match():
+    student = {**STUDENT, "bottleneck": TEACHER["bottleneck"]}
     method = build("latent", student=student)
     assert isinstance(method.projector, torch.nn.Identity) and not list(method.parameters())
-    t = feats(TEACHER, ["latent"], 1)
+    t = feats(TEACHER, ["bottleneck"], 1)
     assert method(t, dict(t), target())["latent_l1"].item() == 0.0
-    s = feats(student, ["latent"], 2)
-    assert torch.allclose(method(t, s, target())["latent_l1"], (t["latent"] - s["latent"]).abs().mean())
 
 
-def test_latent_projector_zero_and_modes():
+def test_latent_compares_aligned_cells():
     method = build("latent", weight=2.0)
     assert isinstance(method.projector, torch.nn.Conv2d)
-    s = feats(STUDENT, ["latent"], 2)
+    s = feats(STUDENT, ["bottleneck"], 2)
     with torch.no_grad():
-        t = {"latent": method.projector(s["latent"])}
+        projected = method.projector(s["bottleneck"])
+    t = {"bottleneck": align(projected, STUDENT["bottleneck"], TEACHER["bottleneck"])}
     assert method(t, s, target())["latent_l1"].item() == pytest.approx(0.0, abs=1e-6)
+    naive = {"bottleneck": projected}  # cell i with cell i: 7.5 px apart, not the same image position
+    assert method(naive, s, target())["latent_l1"].item() > 1e-3
     with pytest.raises(ValueError, match="never"):
         build("latent", project="never")
-    same = {**STUDENT, "latent": TEACHER["latent"]}
-    assert isinstance(build("latent", student=same, project="always").projector, torch.nn.Conv2d)
     with pytest.raises(ValueError, match="auto"):
         build("latent", project="sometimes")
 
@@ -214,7 +278,7 @@ def ref_kl_pixels(s, t, temp):
 def ref_at_loss(s, t, p):
     """Attention maps written out: mean over channels of x^p, divided by its L2 norm."""
     def amap(x):
-        m = sum(x[:, c] ** p for c in range(x.shape[1])) / x.shape[1]
+        m = sum(x[:, c].abs() ** p for c in range(x.shape[1])) / x.shape[1]
         m = m.reshape(x.shape[0], -1)
         return m / torch.sqrt((m * m).sum(1, keepdim=True))
     return ((amap(s) - amap(t)) ** 2).sum(1).sum() / s.shape[0]
@@ -224,11 +288,6 @@ def conv1x1(x, w, b):
     return torch.einsum("oc,bchw->bohw", w, x) + b[None, :, None, None]
 
 
-def interp(x, size):
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear",
-                                                                      align_corners=False)
-
-
 def set_fixed_weights(method):
     with torch.no_grad():
         for i, p in enumerate(method.parameters()):
@@ -236,90 +295,77 @@ def set_fixed_weights(method):
             p.copy_(torch.sin(torch.arange(n, dtype=p.dtype) * 0.7 + i).reshape(p.shape) * 0.3)
 
 
-def test_hlfd_matches_hand_computation():
-    method = build("hlfd")
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_hlfd_matches_hand_computation(preset):
+    method = build("hlfd", preset=preset)
+    o = method.options
     set_fixed_weights(method)
     t = feats(TEACHER, method.teacher_features, 3)
     s = feats(STUDENT, method.student_features, 4)
     terms = method(t, s, target())
     assert set(terms) == {"flfd", "plfd"}
 
-    # FLFD: student enc1 <- teacher enc2, enc3, enc4 (at 2x2, then to 32x32); enc2..enc4 vs teacher latent.
-    smallest = (2, 2)
-    unified = interp(torch.cat([interp(t[n], smallest) for n in ("enc2", "enc3", "enc4")], 1), (32, 32))
-    at_u = ref_at_loss(s["enc1"], unified, 4)
-    at_k = sum(ref_at_loss(interp(s[n], (2, 2)), t["latent"], 4) for n in ("enc2", "enc3", "enc4"))
-    flfd = 0.9 * (0.5 * at_u + 0.5 * at_k)
+    # FLFD: teacher enc_s4..enc_s16 on the stride-16 grid; student enc_s1 averaged onto it.
+    g16 = TEACHER["enc_s16"]
+    unified = torch.cat([align(t[n], TEACHER[n], g16) for n in ("enc_s4", "enc_s8", "enc_s16")], 1)
+    at_u = ref_at_loss(align(s["enc_s1"], STUDENT["enc_s1"], g16), unified, o["p"])
+    at_k = sum(ref_at_loss(align(s[n], STUDENT[n], TEACHER["bottleneck"]), t["bottleneck"], o["p"])
+               for n in ("enc_s2", "enc_s4", "enc_s8"))
+    flfd = o["beta"] * (0.5 * at_u + 0.5 * at_k)
 
-    # PLFD: student dec4 <- 1x1(teacher dec4, dec3, dec2 at 4x4); student dec3, dec2, dec1 -> classes.
-    cat = torch.cat([interp(t[n], (4, 4)) for n in ("dec4", "dec3", "dec2")], 1)
+    # PLFD: the teacher's decoder maps on its stride-8 grid are the fixed target of the projected student d5.
+    g8 = TEACHER["dec_s8"]
+    cat = torch.cat([align(t[n], TEACHER[n], g8) for n in ("dec_s8", "dec_s4", "dec_s2")], 1)
     w, b = method.unify.weight[:, :, 0, 0].detach(), method.unify.bias.detach()
-    kl_u = ref_kl_pixels(s["dec4"], conv1x1(cat, w, b), 4.0)
+    kl_u = ref_kl_pixels(align(conv1x1(s["dec_s8"], w, b), STUDENT["dec_s8"], g8), cat, o["temperature"])
     pmd = 0.0
-    for n in ("dec3", "dec2", "dec1"):
+    for n in ("dec_s4", "dec_s2", "dec_s1"):
         conv = method.pmd[n]
-        y = interp(conv1x1(s[n], conv.weight[:, :, 0, 0].detach(), conv.bias.detach()), (32, 32))
-        pmd = pmd + ref_kl_pixels(y, t["logits"], 4.0)
-    plfd = 0.1 * (0.5 * kl_u + 0.5 * pmd)
+        y = align(conv1x1(s[n], conv.weight[:, :, 0, 0].detach(), conv.bias.detach()), STUDENT[n], TEACHER["logits"])
+        pmd = pmd + ref_kl_pixels(y, t["logits"], o["temperature"])
+    plfd = o["alpha"] * (0.5 * kl_u + 0.5 * pmd)
 
     assert terms["flfd"].item() == pytest.approx(flfd.item(), rel=1e-5)
     assert terms["plfd"].item() == pytest.approx(plfd.item(), rel=1e-5)
 
 
-def test_hlfd_zero_when_student_reproduces_teacher():
-    method = build("hlfd")
-    t = feats(TEACHER, method.teacher_features, 3)
-    s = {}
-    unified = interp(torch.cat([interp(t[n], (2, 2)) for n in ("enc2", "enc3", "enc4")], 1), (32, 32))
-    s["enc1"] = at_matching(unified, STUDENT["enc1"][0], (32, 32), 4)
-    for n in ("enc2", "enc3", "enc4"):
-        s[n] = at_matching(t["latent"], STUDENT[n][0], STUDENT[n][1:], 4)
-    with torch.no_grad():
-        cat = torch.cat([interp(t[n], (4, 4)) for n in ("dec4", "dec3", "dec2")], 1)
-        s["dec4"] = method.unify(cat)
-        # Prediction maps: zero projectors with a shared bias reproduce spatially constant teacher logits.
-        bias = torch.tensor([0.5, -1.0, 2.0])
-        for conv in method.pmd.values():
-            conv.weight.zero_()
-            conv.bias.copy_(bias)
-    t["logits"] = bias[None, :, None, None].expand(B, -1, 32, 32).clone()
-    for n in ("dec3", "dec2", "dec1"):
-        s[n] = torch.randn(B, *STUDENT[n])
-    terms = method(t, s, target())
-    assert terms["flfd"].item() == pytest.approx(0.0, abs=1e-6)
-    assert terms["plfd"].item() == pytest.approx(0.0, abs=1e-6)
+def test_hlfd_presets_and_overrides():
+    paper = build("hlfd", preset="paper").options
+    assert (paper["alpha"], paper["beta"], paper["temperature"], paper["p"]) == (0.1, 0.9, 4.0, 4)
+    assert build("hlfd", preset="paper", beta=0.5).options["beta"] == 0.5
+    with pytest.raises(ValueError, match="preset"):
+        build("hlfd", preset="mine")
 
 
-def test_hlfd_projectors_are_registered_and_persistent():
+def test_hlfd_projectors_are_registered_on_the_student_side():
     method = build("hlfd")
     keys = set(method.state_dict())
-    assert {"unify.weight", "pmd.dec3.weight", "pmd.dec2.weight", "pmd.dec1.weight"} <= keys
-    assert method.unify.in_channels == 12 + 8 + 6 and method.unify.out_channels == 32
-    t = feats(TEACHER, method.teacher_features, 3)
-    s = feats(STUDENT, method.student_features, 4)
-    assert torch.equal(total(method(t, s, target())), total(method(t, s, target())))
+    assert {"unify.weight", "pmd.dec_s4.weight", "pmd.dec_s2.weight", "pmd.dec_s1.weight"} <= keys
+    assert method.unify.in_channels == STUDENT["dec_s8"].channels  # student d5 ...
+    assert method.unify.out_channels == 12 + 8 + 6  # ... to the teacher's concatenated decoder channels
 
 
 # ---------------------------------------------------------------------------------------------- at
 
-def test_at_zero_when_attention_matches():
-    method = build("at")
-    assert method.pairs == [("enc2", "enc1"), ("enc3", "enc2"), ("enc4", "enc3"), ("latent", "latent")]
+def test_at_pairs_maps_of_equal_stride_and_is_zero_on_identical_maps():
+    method = build("at", student=TEACHER)
+    assert method.pairs == [("enc_s2", "enc_s2"), ("enc_s4", "enc_s4"), ("enc_s8", "enc_s8"),
+                            ("bottleneck", "bottleneck")]
     t = feats(TEACHER, method.teacher_features, 1)
-    s = {sn: at_matching(t[tn], STUDENT[sn][0], STUDENT[sn][1:], 2) for sn, tn in method.pairs}
-    assert method(t, s, target())["at"].item() == pytest.approx(0.0, abs=1e-8)
+    assert method(t, dict(t), target())["at"].item() == pytest.approx(0.0, abs=1e-8)
 
 
 def test_at_value_and_layers_option():
-    method = build("at", layers="enc4:enc2, latent", weight=10.0)
-    assert method.student_features == ("enc4", "latent")
-    assert method.teacher_features == ("enc2", "latent")
+    method = build("at", layers="enc_s8:enc_s4, bottleneck", weight=10.0)
+    assert method.student_features == ("enc_s8", "bottleneck")
+    assert method.teacher_features == ("enc_s4", "bottleneck")
     t = feats(TEACHER, method.teacher_features, 1)
     s = feats(STUDENT, method.student_features, 2)
-    expected = 0.0
-    for sn, tn in (("enc4", "enc2"), ("latent", "latent")):
-        a_s = at_map(interp(s[sn], TEACHER[tn][1:]), 2)
-        expected = expected + ((a_s - at_map(t[tn], 2)) ** 2).mean()
+    # enc_s8 (4x4) is the coarser grid: the teacher's enc_s4 (8x8) is averaged onto it
+    expected = ((at_map(s["enc_s8"], 2) - at_map(align(t["enc_s4"], TEACHER["enc_s4"], STUDENT["enc_s8"]), 2)) ** 2
+                ).mean()
+    expected = expected + ((at_map(align(s["bottleneck"], STUDENT["bottleneck"], TEACHER["bottleneck"]), 2)
+                            - at_map(t["bottleneck"], 2)) ** 2).mean()
     assert method(t, s, target())["at"].item() == pytest.approx(5.0 * expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="student feature 'vit'"):
         build("at", layers=["vit"])
@@ -328,12 +374,12 @@ def test_at_value_and_layers_option():
 # ------------------------------------------------------------------------------------------ fitnet
 
 def test_fitnet_zero_when_regressor_reproduces_teacher():
-    method = build("fitnet")
-    s = feats(STUDENT, ["latent"], 2)
+    method = build("fitnet").eval()
+    s = feats(STUDENT, ["bottleneck"], 2)
     with torch.no_grad():
-        t = {"latent": method.regressor(s["latent"])}
+        t = {"bottleneck": align(method.regressor(s["bottleneck"]), STUDENT["bottleneck"], TEACHER["bottleneck"])}
     assert method(t, s, target())["fitnet"].item() == pytest.approx(0.0, abs=1e-10)
-    other = build("fitnet", layer="latent:vit")
+    other = build("fitnet", layer="bottleneck:vit")
     assert other.teacher_features == ("vit",) and other.regressor[0].out_channels == 20
 
 
@@ -355,25 +401,27 @@ def test_cwd_zero_and_value():
 # ------------------------------------------------------------------------------------------ relrep
 
 def test_relrep_width_independent_zero():
-    method = build("relrep")
+    wide = {**TEACHER, "bottleneck": Feature(64, 2, 2, 16.0, 0.5)}
+    method = build("relrep", student=wide)
     assert not list(method.parameters())
-    t = feats(TEACHER, ["latent"], 1)
+    t = feats(TEACHER, ["bottleneck"], 1)
     # A wider student holding copies of the teacher's embedding has the same cosine similarities.
-    s = {"latent": torch.cat([t["latent"]] * 4, dim=1)}
+    s = {"bottleneck": torch.cat([t["bottleneck"]] * 4, dim=1)}
     assert method(t, s, target())["relrep"].item() == pytest.approx(0.0, abs=1e-10)
 
 
 def test_relrep_value_with_all_positions_as_anchors():
-    method = build("relrep", num_anchors=1000, distance="l1")
-    t = feats(TEACHER, ["latent"], 1)
-    s = feats(STUDENT, ["latent"], 2)
+    method = build("relrep", num_anchors=1000, distance="l1", weight=1.0)
+    t = feats(TEACHER, ["bottleneck"], 1)
+    s = feats(STUDENT, ["bottleneck"], 2)
 
     def rel(x):
         e = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
         e = e / e.norm(dim=1, keepdim=True)
         return e @ e.t()
 
-    expected = (rel(s["latent"]) - rel(t["latent"])).abs().mean()
+    s_on_teacher_grid = align(s["bottleneck"], STUDENT["bottleneck"], TEACHER["bottleneck"])
+    expected = (rel(s_on_teacher_grid) - rel(t["bottleneck"])).abs().mean()
     assert method(t, s, target())["relrep"].item() == pytest.approx(expected.item(), rel=1e-5)
     few = build("relrep", num_anchors=3)
     assert few.anchor_indices(8, "cpu").shape == (3,)
@@ -382,31 +430,20 @@ def test_relrep_value_with_all_positions_as_anchors():
 
 # ------------------------------------------------------------------------------------- integration
 
-def _models_available():
-    try:
-        import hkd.models
-        return hasattr(hkd.models, "build_model")
-    except ImportError:
-        return False
-
-
-@pytest.mark.skipif(not _models_available(), reason="hkd.models.build_model is not available")
 def test_every_method_on_tiny_real_models():
-    import hkd.models
+    from hkd.models import build_model
 
     torch.manual_seed(0)
-    teacher = hkd.models.build_model({"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48,
-                                      "num_layers": 1, "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1],
-                                      "resnet_width": 8}).eval()
-    student = hkd.models.build_model({"arch": "squeezeunet", "width": 0.25, "num_classes": 9})
+    teacher = build_model({"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48,
+                           "num_layers": 1, "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1],
+                           "resnet_width": 8}).eval()
+    student = build_model({"arch": "squeezeunet", "width": 0.25, "num_classes": 9})
     x = torch.randn(2, 1, 32, 32)
     y = torch.randint(0, 9, (2, 32, 32))
     with torch.no_grad():
         t_feats = teacher.forward_features(x)
-    t_shapes = {k: tuple(v.shape[1:]) for k, v in t_feats.items()}
-    s_shapes = {k: tuple(v.shape[1:]) for k, v in student.forward_features(x).items()}
     for name in METHODS:
-        method = distill.build(name, t_shapes, s_shapes, 9)
+        method = distill.build(name, teacher.describe_features(32), student.describe_features(32), 9)
         student.zero_grad()
         s_feats = student.forward_features(x)
         terms = method({k: t_feats[k].detach() for k in method.teacher_features}, s_feats, y)

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
+from hkd.cli import main
 from hkd.evaluate.hypotheses import context_claims, dice_claims
-from hkd.evaluate.tables import organ_table, run_means, summary_table, to_markdown
+from hkd.evaluate.tables import organ_table, run_means, summary_table, to_html, to_markdown
 from hkd.evaluate.volume import COLUMNS, evaluate_run, predict_volume
 from hkd.train.trainer import train
 
@@ -61,57 +62,214 @@ def test_a_diverged_run_is_evaluated_from_its_last_finite_checkpoint(runs, prepa
     assert loaded == ["last.pt"] and table["status"].eq("diverged").all()
 
 
-def _evals(effect: float, n_cases: int = 12, seeds=(0, 1)) -> pd.DataFrame:
-    """Synthetic tidy evaluations where 'logits' beats 'scratch' by ``effect`` Dice."""
-    rng = np.random.default_rng(0)
+ORGANS = ("spleen", "right_kidney", "liver", "pancreas")
+
+
+def test_tables_read_a_real_evaluation_with_its_parameter_count(runs, prepared):
+    table = evaluate_run(runs / "ok", prepared, model_name="scratch_w0.25", method="scratch", width="0.25", seed=0)
+    params = json.loads((runs / "ok" / "metrics.json").read_text())["params"]
+    row = summary_table(table).iloc[0]
+    assert row["params"] == params and row["preset"] == "" and row["multiplier"] == 0.25
+    present = table[(table["metric"] == "dice") & table["empty"].isin(["neither", "pred_empty"])]
+    assert row["gt_pairs"] == str(len(present))
+    assert row["empty_pred"] == str((present["empty"] == "pred_empty").sum())
+    assert np.isnan(row["dice_std"])
+
+
+def _study(effects: dict, rng: np.random.Generator, n_cases: int = 6, seeds=(0, 1, 2), seed_sd: float = 0.01,
+           organs=ORGANS) -> pd.DataFrame:
+    """Synthetic tidy evaluations of a study with known true Dice effects over scratch.
+
+    Dice = 0.7 + case effect (shared by every organ and model of the case: organs are correlated
+    within a case) + organ effect + method-by-case effect + seed effect (one per run) + the
+    method's effect + noise. The teacher (one seed) sits 0.1 above scratch.
+    """
+    case_eff = rng.normal(0, 0.08, n_cases)
+    organ_eff = rng.normal(0, 0.05, len(organs))
     rows = []
-    for method, shift in (("scratch", 0.0), ("logits", effect), ("latent", -effect)):
-        for seed in seeds:
-            for case in range(n_cases):
-                for organ in ("liver", "spleen"):
-                    base = 0.6 + 0.01 * case + rng.normal(0, 0.01)
-                    for metric, value in (("dice", base + shift), ("iou", base / 2), ("hd95_mm", 5.0),
-                                          ("hd95_vox", 4.0)):
-                        rows.append({"model": f"{method}_w0.4M", "method": method, "width": "0.4M",
-                                     "params": 423961, "seed": seed, "status": "completed",
-                                     "case": f"{case:04d}", "organ": organ, "empty": "neither",
+    models = [("teacher", "teacher", 0.1, (0,))] + [(m, "0.4M", e, seeds) for m, e in
+                                                     {"scratch": 0.0, **effects}.items()]
+    for method, width, effect, run_seeds in models:
+        by_case = rng.normal(0, 0.02, n_cases)
+        for seed in run_seeds:
+            run = rng.normal(0, seed_sd)
+            for c in range(n_cases):
+                for o, organ in enumerate(organs):
+                    dice = 0.7 + case_eff[c] + organ_eff[o] + by_case[c] + run + effect + rng.normal(0, 0.03)
+                    for metric, value in (("dice", dice), ("iou", dice / (2 - dice)), ("hd95_mm", 5.0 - 10 * dice),
+                                          ("hd95_vox", 7.0 - 10 * dice)):
+                        rows.append({"model": f"{method}_w{width}", "method": method, "width": width,
+                                     "params": 105_000 if method == "teacher" else 423961, "seed": seed,
+                                     "status": "completed", "case": f"{c:04d}", "organ": organ, "empty": "neither",
                                      "metric": metric, "value": value})
     return pd.DataFrame(rows)
 
 
-def test_verdicts_follow_the_paired_differences():
-    verdicts = dice_claims(_evals(0.05)).set_index("method")
-    assert verdicts.loc["logits", "verdict"] == "supported"
-    assert verdicts.loc["logits", "mean_diff"] == pytest.approx(0.05, abs=0.01)
-    assert verdicts.loc["logits", "ci_low"] > 0 and verdicts.loc["logits", "p_value"] < 0.05
-    assert verdicts.loc["latent", "verdict"] == "not supported"
-    assert verdicts.loc["logits", "n_pairs"] == 24 and verdicts.loc["logits", "diverged_runs"] == "0/2"
-    assert verdicts.loc["logits", "claim"].startswith("H1")
+def test_verdicts_recover_a_known_effect_and_a_known_null():
+    evals = _study({"logits": 0.08, "latent": -0.08, "hlfd": 0.0}, np.random.default_rng(7))
+    for boot_seed in range(5):
+        verdicts = dice_claims(evals, seed=boot_seed, n_boot=4000).set_index("method")
+        assert verdicts.loc["logits", "verdict"] == "supported", boot_seed
+        assert verdicts.loc["latent", "verdict"] == "not supported", boot_seed
+        assert verdicts.loc["hlfd", "verdict"] != "supported", boot_seed
+    logits = verdicts.loc["logits"]
+    assert logits["mean_diff"] == pytest.approx(0.08, abs=0.03)
+    assert logits["unit"] == "test case" and logits["n"] == 6 and logits["seeds"] == "3 vs 3"
+    assert logits["ci_low"] > 0 and logits["p_value"] < 0.05 and 0 < logits["mde"] < 0.08
+    assert logits["teacher_mean"] - logits["scratch_mean"] == pytest.approx(0.1, abs=0.04)
+    assert logits["method_mean"] - logits["scratch_mean"] == pytest.approx(logits["mean_diff"])
+    assert logits["claim"].startswith("H1") and logits["diverged_runs"] == "0/3" and logits["note"] == ""
+    assert logits["preset"] == "0.4M" and logits["multiplier"] == 1.0 and logits["params"] == 423961
 
 
-def test_no_difference_is_not_supported_and_noise_is_inconclusive():
-    assert dice_claims(_evals(0.0)).set_index("method").loc["logits", "verdict"] in ("not supported",
-                                                                                      "inconclusive")
+def test_a_null_effect_is_rarely_supported():
+    """Under no effect, with a run-to-run spread larger than the case-level one, over 60 studies
+    and bootstrap seeds, "supported" comes out at most 5% of the time."""
+    verdicts = [dice_claims(_study({"logits": 0.0}, np.random.default_rng(100 + i), seed_sd=0.05), seed=i,
+                            n_boot=1000).iloc[0]["verdict"] for i in range(60)]
+    assert set(verdicts) <= {"supported", "not supported", "inconclusive"}
+    assert verdicts.count("supported") <= 3, verdicts
 
 
-def test_study_tables_average_over_seeds():
-    evals = _evals(0.05)
-    runs = run_means(evals)
-    assert len(runs) == 6  # 3 methods x 2 seeds
-    summary = summary_table(evals).set_index("method")
-    assert summary.loc["logits", "seeds"] == 2
-    assert summary.loc["logits", "dice_mean"] - summary.loc["scratch", "dice_mean"] == pytest.approx(0.05, abs=0.01)
-    organs = organ_table(evals)
-    assert set(organs["organ"]) == {"liver", "spleen"}
-    assert "| logits" in to_markdown(summary.reset_index())
+def test_the_patient_is_the_unit_not_the_organ():
+    evals = _study({"logits": 0.03}, np.random.default_rng(3))
+    more_organs = pd.concat([evals, evals.assign(organ=evals["organ"] + "_copy")], ignore_index=True)
+    a = dice_claims(evals, n_boot=2000).iloc[0]
+    b = dice_claims(more_organs, n_boot=2000).iloc[0]
+    assert a["n"] == b["n"] == 6  # cases, not 24 or 48 (case, organ) pairs
+    for col in ("mean_diff", "ci_low", "ci_high", "p_value", "mde"):
+        assert a[col] == pytest.approx(b[col]), col
 
 
-def test_context_claims_compare_grad_cam_mass_with_scratch():
+def test_organs_missing_from_the_ground_truth_do_not_count_and_missed_organs_count_zero():
+    evals = _study({"logits": 0.05}, np.random.default_rng(4))
+    absent = (evals["organ"] == "pancreas") & (evals["case"] == "0000")
+    changed = evals.copy()
+    changed.loc[absent & (changed["method"] == "logits"), "empty"] = "gt_empty"
+    changed.loc[absent & (changed["method"] != "logits"), "empty"] = "both_empty"
+    assert dice_claims(changed, n_boot=1000).iloc[0]["n"] == 6
+    missed = evals.copy()
+    hit = (missed["method"] == "logits") & (missed["case"] == "0001") & (missed["organ"] == "liver")
+    missed.loc[hit, "empty"] = "pred_empty"
+    missed.loc[hit & (missed["metric"] == "dice"), "value"] = 0.0
+    drop = dice_claims(evals, n_boot=1000).iloc[0]["mean_diff"] - dice_claims(missed, n_boot=1000).iloc[0]["mean_diff"]
+    liver = evals[hit & (evals["metric"] == "dice")]["value"].mean()
+    assert drop == pytest.approx(liver / len(ORGANS) / 6)
+
+
+@pytest.mark.parametrize("seeds, phrase", [((0, 1), "barely measured"), ((0,), "one seed measures no")])
+def test_a_verdict_on_fewer_than_three_seeds_says_so(seeds, phrase):
+    row = dice_claims(_study({"logits": 0.05}, np.random.default_rng(5), seeds=seeds), n_boot=1000).iloc[0]
+    assert "fewer than 3 seeds" in row["note"] and phrase in row["note"]
+    assert row["seeds"] == f"{len(seeds)} vs {len(seeds)}"
+
+
+def test_too_few_cases_cannot_be_supported_and_say_so():
+    row = dice_claims(_study({"logits": 0.2}, np.random.default_rng(6), n_cases=4), n_boot=1000).iloc[0]
+    assert row["verdict"] == "inconclusive" and np.isinf(row["mde"]) and "4 cases cannot give p" in row["note"]
+
+
+def test_runs_missing_a_case_are_an_error_naming_the_run():
+    evals = _study({"logits": 0.05}, np.random.default_rng(8))
+    evals = evals[~((evals["method"] == "logits") & (evals["seed"] == 2) & (evals["case"] == "0003"))]
+    with pytest.raises(ValueError, match=r"logits at width 0.4M, seed 2: no values for cases \['0003'\]"):
+        dice_claims(evals, n_boot=100)
+
+
+def test_context_claims_take_the_case_as_unit():
     rows = []
-    for method, share in (("scratch", 0.1), ("logits", 0.3)):
-        for i in range(10):
-            rows.append({"model": method, "method": method, "width": "0.4M", "seed": 0, "case": "0001", "slice": i,
-                         "organ": "liver", "outside_mass": share + 0.001 * i})
-    claims = context_claims(pd.DataFrame(rows))
+    rng = np.random.default_rng(0)
+    for method, share in (("scratch", 0.1), ("logits", 0.2)):
+        for seed in (0, 1, 2):
+            for case in range(6):
+                for i in range(10):
+                    rows.append({"model": method, "method": method, "width": "0.4M", "seed": seed,
+                                 "case": f"{case:04d}", "slice": i, "organ": "liver",
+                                 "outside_mass": share + 0.02 * case + rng.normal(0, 0.01)})
+    context = pd.DataFrame(rows)
+    claims = context_claims(context, n_boot=2000)
     assert len(claims) == 1 and claims.iloc[0]["verdict"] == "supported"
-    assert claims.iloc[0]["mean_diff"] == pytest.approx(0.2)
+    assert claims.iloc[0]["n"] == 6 and claims.iloc[0]["unit"] == "validation case"
+    assert claims.iloc[0]["mean_diff"] == pytest.approx(0.1, abs=0.01)
+    assert np.isnan(claims.iloc[0]["teacher_mean"])  # no Grad-CAM of the teacher in this table
+    one_case = context_claims(context[context["case"] == "0000"], n_boot=500).iloc[0]
+    assert one_case["n"] == 1 and one_case["verdict"] == "inconclusive"
+
+
+def test_hypotheses_command_writes_the_unit_n_mde_and_small_p_values(tmp_path):
+    evals = _study({"logits": 0.08}, np.random.default_rng(7), n_cases=12)
+    paths = []
+    for (method, seed), run in evals.groupby(["method", "seed"]):
+        paths.append(tmp_path / f"{method}_{seed}.csv")
+        run.to_csv(paths[-1], index=False)
+    out = {k: tmp_path / f"hypotheses.{k}" for k in ("csv", "md", "html")}
+    assert main(["hypotheses", "--evals", *map(str, paths), "--seed", "0", "--out-csv", str(out["csv"]),
+                 "--out-md", str(out["md"]), "--out-html", str(out["html"])]) == 0
+    table = pd.read_csv(out["csv"], dtype={"preset": str})
+    assert table.iloc[0]["n"] == 12 and table.iloc[0]["p_value"] < 0.001
+    md, page = out["md"].read_text(), out["html"].read_text()
+    assert "statistical unit is the patient" in md and "| test case " in md
+    for text in (md, page):
+        assert "<0.001" in text.replace("&lt;", "<") and "| 0.000 " not in text and ">0.000<" not in text
+
+
+# --------------------------------------------------------------------------- tables
+def _pairs(rows) -> pd.DataFrame:
+    """Tidy evaluations from (method, width, seed, case, organ, empty, dice, hd95_mm) tuples."""
+    out = []
+    for method, width, seed, case, organ, empty, dice, hd in rows:
+        for metric, value in (("dice", dice), ("iou", dice), ("hd95_mm", hd), ("hd95_vox", hd * 2)):
+            out.append({"model": f"{method}_w{width}", "method": method, "width": width,
+                        "params": 1000 if width == "teacher" else 423961, "seed": seed, "status": "completed",
+                        "case": case, "organ": organ, "empty": empty, "metric": metric, "value": value})
+    return pd.DataFrame(out)
+
+
+def test_hd95_of_an_empty_prediction_is_left_out_and_counted():
+    evals = _pairs([("scratch", "0.4M", 0, "a", "liver", "neither", 0.9, 10.0),
+                    ("scratch", "0.4M", 0, "b", "liver", "pred_empty", 0.0, 0.0),  # missed: TransUNet's HD95 0
+                    ("scratch", "0.4M", 0, "a", "spleen", "neither", 0.8, 4.0),
+                    ("scratch", "0.4M", 0, "b", "spleen", "both_empty", 0.0, 0.0),  # no spleen in case b
+                    ("scratch", "0.4M", 1, "a", "liver", "neither", 0.9, 12.0),
+                    ("scratch", "0.4M", 1, "b", "liver", "neither", 0.7, 20.0),
+                    ("scratch", "0.4M", 1, "a", "spleen", "neither", 0.8, 6.0),
+                    ("scratch", "0.4M", 1, "b", "spleen", "gt_empty", 1.0, 0.0)])
+    runs = run_means(evals).set_index("seed")
+    assert runs.loc[0, "hd95_mm"] == pytest.approx((10.0 + 4.0) / 2)  # not (5 + 4) / 2 with the miss as 0
+    assert runs.loc[0, "dice"] == pytest.approx((0.45 + 0.8) / 2)  # the miss counts 0, the absent spleen not
+    assert runs.loc[0, "hd95_vox_transunet"] == pytest.approx((10.0 + 4.0) / 2)  # TransUNet: every pair, 0s
+    assert runs.loc[0, "empty_pred"] == 1 and runs.loc[0, "gt_pairs"] == 3
+    assert runs.loc[1, "hd95_mm"] == pytest.approx((16.0 + 6.0) / 2) and runs.loc[1, "empty_pred"] == 0
+    summary = summary_table(evals).iloc[0]
+    assert summary["empty_pred"] == "1, 0" and summary["gt_pairs"] == "3"
+    organs = organ_table(evals).set_index("organ")
+    assert organs.loc["liver", "empty_pred"] == "1, 0" and organs.loc["liver", "gt_cases"] == "2"
+    assert organs.loc["liver", "hd95_mm_mean"] == pytest.approx((10.0 + 16.0) / 2)
+
+
+def test_study_tables_average_over_seeds_and_name_the_width():
+    wider = _study({"logits": 0.0}, np.random.default_rng(1), seeds=(0, 1)).replace({"0.4M": "1.5"})
+    evals = pd.concat([_study({"logits": 0.2}, np.random.default_rng(0)), wider[wider["method"] != "teacher"]])
+    runs = run_means(evals)
+    assert len(runs) == 1 + 2 * 3 + 2 * 2  # the teacher, then students: methods x seeds per width
+    summary = summary_table(evals)
+    at = summary.set_index(["method", "multiplier"])
+    assert at.loc[("logits", 1.0), "seeds"] == 3 and at.loc[("logits", 1.0), "preset"] == "0.4M"
+    assert at.loc[("logits", 1.5), "preset"] == "" and at.loc[("logits", 1.5), "params"] == 423961
+    assert at.loc[("logits", 1.0), "dice_mean"] > at.loc[("scratch", 1.0), "dice_mean"]
+    assert set(organ_table(evals)["organ"]) == set(ORGANS)
+    assert "| logits " in to_markdown(summary)
+
+
+def test_a_single_seed_has_no_standard_deviation():
+    evals = _study({}, np.random.default_rng(2))
+    summary = summary_table(evals).set_index("method")
+    assert np.isnan(summary.loc["teacher", "dice_std"]) and summary.loc["scratch", "dice_std"] > 0
+    teacher_line = next(line for line in to_markdown(summary.reset_index()).splitlines() if "| teacher" in line)
+    assert "n/a" in teacher_line and "0.000" not in teacher_line
+    assert np.isnan(organ_table(evals).set_index("method").loc["teacher", "dice_std"]).all()
+
+
+def test_html_tables_scroll_instead_of_being_cut_off():
+    page = to_html(summary_table(_study({"logits": 0.05}, np.random.default_rng(0))), "Summary")
+    assert "<div class='scroll'><table" in page and ".scroll{overflow-x:auto" in page

@@ -9,6 +9,7 @@ from scipy.ndimage import gaussian_filter
 
 from hkd.evaluate.metrics import (
     EMPTY_FLAGS,
+    GT_PRESENT,
     METRIC_COLUMNS,
     case_metrics,
     dice,
@@ -193,6 +194,12 @@ def test_case_metrics_empty_conventions():
         assert r["empty"] == "neither"
         assert 0.0 < r["dice"] < 1.0 and r["iou"] < r["dice"]
         assert r["hd95_vox"] > 0.0 and r["hd95_mm"] > 0.0
+
+
+def test_gt_present_flags_exactly_the_organs_in_the_ground_truth():
+    pred, gt = random_case(11)
+    for r in case_metrics(pred, gt, ANISO, CLASSES):
+        assert (r["empty"] in GT_PRESENT) == bool((gt == r["label"]).any()), r
 
 
 def test_case_metrics_known_cubes_and_mm():

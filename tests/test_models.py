@@ -113,9 +113,10 @@ def test_squeezeunet_features():
     feats = model.forward_features(x)
     assert list(feats) == list(model.feature_names())
     c = lambda n: int(n * w)  # noqa: E731
-    expected = {"enc1": (c(32), 64, 96), "enc2": (c(64), 32, 48), "enc3": (c(128), 16, 24),
-                "enc4": (c(256), 8, 12), "latent": (c(512), 4, 6), "dec4": (c(256), 8, 12),
-                "dec3": (c(128), 16, 24), "dec2": (c(64), 32, 48), "dec1": (c(32), 64, 96), "logits": (9, 64, 96)}
+    expected = {"enc_s1": (c(32), 64, 96), "enc_s2": (c(64), 32, 48), "enc_s4": (c(128), 16, 24),
+                "enc_s8": (c(256), 8, 12), "bottleneck": (c(512), 4, 6), "dec_s8": (c(256), 8, 12),
+                "dec_s4": (c(128), 16, 24), "dec_s2": (c(64), 32, 48), "dec_s1": (c(32), 64, 96),
+                "logits": (9, 64, 96)}
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
     assert torch.equal(feats["logits"], model(x))
 
@@ -123,7 +124,7 @@ def test_squeezeunet_features():
 def test_squeezeunet_width_one_latent_matches_teacher_latent():
     x = torch.randn(1, 1, 224, 224)
     with torch.no_grad():
-        assert SqueezeUNet().forward_features(x, names=["latent"])["latent"].shape == (1, 512, 14, 14)
+        assert SqueezeUNet().forward_features(x, names=["bottleneck"])["bottleneck"].shape == (1, 512, 14, 14)
 
 
 def test_transunet_features():
@@ -133,11 +134,54 @@ def test_transunet_features():
         feats = model.forward_features(x)
         logits = model(x)
     assert list(feats) == list(TransUNet.feature_names())
-    expected = {"enc1": (16, 32, 32), "enc2": (64, 16, 16), "enc3": (128, 8, 8), "enc4": (256, 4, 4),
-                "vit": (96, 4, 4), "latent": (64, 4, 4), "dec4": (64, 8, 8), "dec3": (32, 16, 16),
-                "dec2": (16, 32, 32), "dec1": (8, 64, 64), "logits": (9, 64, 64)}
+    expected = {"enc_s2": (16, 32, 32), "enc_s4": (64, 16, 16), "enc_s8": (128, 8, 8), "enc_s16": (256, 4, 4),
+                "vit": (96, 4, 4), "bottleneck": (64, 4, 4), "dec_s8": (64, 8, 8), "dec_s4": (32, 16, 16),
+                "dec_s2": (16, 32, 32), "dec_s1": (8, 64, 64), "logits": (9, 64, 64)}
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
     assert torch.allclose(feats["logits"], logits)
+
+
+def test_feature_names_say_the_stride_and_grids_are_anchored_as_the_layers_compute():
+    teacher, student = small_teacher(), SqueezeUNet(width=0.25)
+    for model in (teacher, student):
+        for name, f in model.describe_features(64).items():
+            if name.startswith(("enc_s", "dec_s")):
+                assert f.stride == int(name.split("_s")[1]), name
+    # TransUNet: stride-2 'same' convs and the padded pool put cell i at stride*i + 0.5 (top-left);
+    # SqueezeUNet: unpadded 2x2 pools put it at stride*(i + 0.5) (centred).
+    assert teacher.describe_features(64)["bottleneck"].offset == 0.5
+    assert student.describe_features(64)["bottleneck"].offset == 8.0
+
+
+def test_transunet_grid_offset_follows_its_strided_convolutions():
+    """Input pixel (r, c) reaches cell i of the 7x7/2 root conv (padding 3) only if |r - 2i| <= 3, and the
+    padded 3x3/2 pool after it reads root cells 2j-1..2j+1: both centre cell i at stride*i + 0.5 in
+    continuous coordinates, the declared offset (GroupNorm mixes all positions, so the layers are probed
+    without it)."""
+    model = small_teacher().eval()
+    specs = model.describe_features(64)
+
+    def support_centre(fn, i):
+        x = torch.randn(1, 3, 64, 64, requires_grad=True)
+        fn(x)[0, :, i, i].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum((0, 2))).flatten()
+        return (rows.min() + rows.max()).item() / 2 + 0.5
+
+    root = model.resnet.conv_root
+    assert support_centre(root, 10) == specs["enc_s2"].stride * 10 + specs["enc_s2"].offset
+    # the model's padded 3x3/2 max pool has the window geometry of this average pool (every cell counts)
+    pooled = lambda x: torch.nn.functional.avg_pool2d(root(x), 3, stride=2, padding=1)  # noqa: E731
+    assert support_centre(pooled, 5) == specs["enc_s4"].stride * 5 + specs["enc_s4"].offset
+
+
+def test_dropout_after_the_attention_projection_is_the_attention_rate_as_published():
+    model = TransUNet(img_size=32, hidden_size=48, num_layers=1, num_heads=4, mlp_dim=96, block_units=(1, 1, 1),
+                      resnet_width=8)
+    attn = model.encoder.layer[0].attn
+    assert attn.proj_dropout.p == 0.0 and attn.attention_dropout == 0.0
+    assert model.encoder.layer[0].ffn.dropout.p == 0.1 and model.embeddings.dropout.p == 0.1
+    assert TransUNet(img_size=32, hidden_size=48, num_layers=1, num_heads=4, mlp_dim=96, block_units=(1, 1, 1),
+                     resnet_width=8, attention_dropout=0.2).encoder.layer[0].attn.proj_dropout.p == 0.2
 
 
 def test_paper_transunet_feature_channels_without_forward():
@@ -150,8 +194,8 @@ def test_paper_transunet_feature_channels_without_forward():
 def test_feature_subset_and_unknown_names():
     model = small_teacher().eval()
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(1, 1, 64, 64), names=["latent", "enc2"])
-    assert list(feats) == ["enc2", "latent"]
+        feats = model.forward_features(torch.randn(1, 1, 64, 64), names=["bottleneck", "enc_s4"])
+    assert list(feats) == ["enc_s4", "bottleneck"]
     with pytest.raises(KeyError, match="vit"):
         SqueezeUNet(width=0.25).forward_features(torch.randn(1, 1, 32, 32), names=["vit"])
 
@@ -163,7 +207,7 @@ def test_gradcam_layer_names_last_decoder_block():
         handle = layer.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
         feats = model.forward_features(torch.randn(1, 1, 64, 64))
         handle.remove()
-        assert torch.equal(out["y"], feats["dec1"])
+        assert torch.equal(out["y"], feats["dec_s1"])
 
 
 def test_build_model_errors_and_list_values():

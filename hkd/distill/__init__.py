@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from hkd.distill.base import DistillMethod, FeatureShapes
+from hkd.distill.base import DistillMethod
+from hkd.models.base import FeatureSpecs
 
 _REGISTRY: dict[str, type[DistillMethod]] = {}
 _LOADED = False
@@ -48,10 +49,10 @@ def get(name: str) -> type[DistillMethod]:
     return _REGISTRY[name]
 
 
-def build(name: str, teacher_shapes: FeatureShapes, student_shapes: FeatureShapes, num_classes: int,
+def build(name: str, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int,
           **options) -> DistillMethod:
-    """Instantiate method ``name`` for the given feature shapes."""
-    return get(name)(teacher_shapes, student_shapes, num_classes, **options)
+    """Instantiate method ``name`` for the given teacher and student feature specs."""
+    return get(name)(teacher_specs, student_specs, num_classes, **options)
 
 
-__all__ = ["DistillMethod", "FeatureShapes", "register", "available", "get", "build"]
+__all__ = ["DistillMethod", "FeatureSpecs", "register", "available", "get", "build"]

@@ -3,12 +3,16 @@
 A method is an ``nn.Module`` that
 
 * names the teacher and student features it needs (``teacher_features`` / ``student_features``,
-  using the feature names of :mod:`hkd.models`: ``enc1``..``enc4``, ``vit`` (teacher only),
-  ``latent``, ``dec4``..``dec1``, ``logits``);
-* owns its trainable adapters (projectors, regressors) as sub-modules: the trainer puts
-  ``method.parameters()`` in the optimizer and stores ``method.state_dict()`` in checkpoints;
+  using the feature names of :mod:`hkd.models`, which say where a map lives: ``enc_s1``..``enc_s16``,
+  ``vit`` (teacher only), ``bottleneck``, ``dec_s8``..``dec_s1``, ``logits``);
+* reads where each map lives from :class:`~hkd.models.base.Feature` specs (channels, size and grid),
+  and moves maps between the two models' grids only with :meth:`DistillMethod.align`;
+* owns its trainable adapters (projectors, regressors) as sub-modules, always on the student side, so
+  the teacher's targets stay fixed: the trainer puts ``method.parameters()`` in the optimizer and
+  stores ``method.state_dict()`` in checkpoints;
 * returns a dict of named, already weighted loss terms; the trainer adds the segmentation loss
-  (0.5 CE + 0.5 Dice), sums everything and logs each term separately.
+  (0.5 CE + 0.5 Dice) times :attr:`segmentation_weight`, sums everything and logs each term and the
+  gradient norm of each term separately.
 
 Teacher features arrive detached (the teacher runs frozen, in eval mode, without gradients).
 """
@@ -20,7 +24,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-FeatureShapes = dict[str, tuple[int, int, int]]  # feature name -> (channels, height, width)
+from hkd.distill.functional import align
+from hkd.models.base import Feature, FeatureSpecs
+
+SIDES = ("teacher", "student")
 
 
 class DistillMethod(nn.Module):
@@ -30,15 +37,14 @@ class DistillMethod(nn.Module):
     teacher_features: ClassVar[tuple[str, ...]] = ()
     student_features: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, teacher_shapes: FeatureShapes, student_shapes: FeatureShapes, num_classes: int, **options):
+    def __init__(self, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int, **options):
         super().__init__()
         unknown = set(options) - set(self.option_defaults())
         if unknown:
             raise ValueError(f"distillation method '{self.name}': unknown option(s) {sorted(unknown)}; "
                              f"known: {sorted(self.option_defaults())}")
         self.options = {**self.option_defaults(), **options}
-        self.teacher_shapes = teacher_shapes
-        self.student_shapes = student_shapes
+        self.specs = {"teacher": dict(teacher_specs), "student": dict(student_specs)}
         self.num_classes = num_classes
 
     @classmethod
@@ -46,18 +52,32 @@ class DistillMethod(nn.Module):
         """Default values of the method's options (weights, temperatures, ...)."""
         return {}
 
-    def feature_shape(self, side: str, name: str) -> tuple[int, int, int]:
-        """Shape ``(C, H, W)`` of the ``side`` (``"teacher"``/``"student"``) feature ``name``."""
-        shapes = self.teacher_shapes if side == "teacher" else self.student_shapes
-        if name not in shapes:
+    @property
+    def segmentation_weight(self) -> float:
+        """Weight of the segmentation loss in a distilled run (1 unless the method trades it off)."""
+        return 1.0
+
+    def feature(self, side: str, name: str) -> Feature:
+        """Where the ``side`` (``"teacher"``/``"student"``) map ``name`` lives."""
+        specs = self.specs[side]
+        if name not in specs:
             raise ValueError(f"distillation method '{self.name}' needs {side} feature '{name}'; "
-                             f"shapes were given for {sorted(shapes)}")
-        return tuple(int(v) for v in shapes[name])
+                             f"specs were given for {sorted(specs)}")
+        return specs[name]
+
+    def channels(self, side: str, name: str) -> int:
+        return self.feature(side, name).channels
+
+    def align(self, x: torch.Tensor, src: tuple[str, str], dst: tuple[str, str]) -> torch.Tensor:
+        """Move ``x``, a map on the grid of ``src = (side, name)``, onto the grid of ``dst``.
+
+        A projected map keeps the grid of the map it was computed from, so ``src`` names that map.
+        """
+        return align(x, self.feature(*src), self.feature(*dst))
 
     def require_matching_classes(self) -> None:
         """Raise unless teacher and student logits have the same number of classes."""
-        ct = self.feature_shape("teacher", "logits")[0]
-        cs = self.feature_shape("student", "logits")[0]
+        ct, cs = self.channels("teacher", "logits"), self.channels("student", "logits")
         if ct != cs:
             raise ValueError(f"distillation method '{self.name}': teacher has {ct} classes, student {cs}")
 
@@ -67,6 +87,12 @@ class DistillMethod(nn.Module):
             if not float(self.options[n]) > 0:
                 raise ValueError(f"distillation method '{self.name}': option '{n}' must be positive, "
                                  f"got {self.options[n]!r}")
+
+    def require_features(self) -> None:
+        """Raise unless a spec was given for every feature the method names."""
+        for side, names in (("teacher", self.teacher_features), ("student", self.student_features)):
+            for n in names:
+                self.feature(side, n)
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """Feature math shared by the distillation methods.
 
-All maps are ``(B, C, H, W)`` tensors. Resizing is bilinear with ``align_corners=False``; divergences
-and attention maps are computed in float32 whatever the input precision.
+All maps are ``(B, C, H, W)`` tensors. :func:`align` is the one way a map moves from one model's grid
+to another's; divergences and attention maps are computed in float32 whatever the input precision.
 """
 
 from __future__ import annotations
@@ -11,13 +11,51 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from hkd.models.base import Feature
 
-def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinearly resize ``x`` to spatial ``size`` (returned unchanged when it already has it)."""
-    size = tuple(int(s) for s in size)
-    if tuple(x.shape[-2:]) == size:
+
+def _sample_positions(n_dst: int, dst_stride: float, dst_offset: float, src_stride: float, src_offset: float,
+                      shift: float, n_src: int, device) -> torch.Tensor:
+    """Normalised source coordinates (``grid_sample``, ``align_corners=True``) of the destination cells."""
+    centres = dst_stride * torch.arange(n_dst, dtype=torch.float32, device=device) + dst_offset
+    index = (centres - src_offset) / src_stride - shift  # fractional source index of each centre
+    return index * (2.0 / (n_src - 1)) - 1.0 if n_src > 1 else torch.zeros_like(index)
+
+
+def align(x: torch.Tensor, src: Feature, dst: Feature) -> torch.Tensor:
+    """Resample ``x``, a map on ``src``'s grid, onto ``dst``'s grid and size.
+
+    Cell centres are matched in input-pixel coordinates, so maps of models whose grids are anchored
+    differently (TransUNet: top-left, SqueezeUNet: centred) compare the same image positions. Shrinking
+    by a factor ``k`` first averages ``k x k`` source cells, so every source position contributes (plain
+    bilinear shrinking would read only 4 cells per output cell and skip the rest); enlarging and
+    sub-cell shifts are bilinear. Positions beyond the source border take the border value. PyTorch's
+    ``interpolate`` has no grid offset, hence the explicit sampling grid.
+    """
+    if (src.height, src.width, src.stride, src.offset) == (dst.height, dst.width, dst.stride, dst.offset):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    if tuple(x.shape[-2:]) != (src.height, src.width):
+        raise ValueError(f"map of size {tuple(x.shape[-2:])} does not match its grid {src}")
+    k = max(1, min(int(round(dst.stride / src.stride)), src.height, src.width))
+    shift = 0.0
+    if k > 1:  # pooled cell i averages source cells i..i+k-1 and is centred at source index i + (k-1)/2
+        x = F.avg_pool2d(x, k, stride=1)
+        shift = (k - 1) / 2
+    gy = _sample_positions(dst.height, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-2], x.device)
+    gx = _sample_positions(dst.width, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-1], x.device)
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+    grid = grid.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def coarsest(features: Iterable[Feature]) -> Feature:
+    """The grid with the fewest cells (largest stride) among ``features``."""
+    return min(features, key=lambda f: (f.height * f.width, -f.stride))
+
+
+def concat_on(maps: Sequence[torch.Tensor], grids: Sequence[Feature], dst: Feature) -> torch.Tensor:
+    """Align every map onto ``dst``'s grid and concatenate them on channels."""
+    return torch.cat([align(m, g, dst) for m, g in zip(maps, grids)], dim=1)
 
 
 def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, dim: int = 1) -> torch.Tensor:
@@ -37,17 +75,6 @@ def at_map(x: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     """Spatial attention map: L2-normalised ``flatten(mean_c |x|^p)``, shape ``(B, H*W)``."""
     a = x.float().abs().pow(p).mean(dim=1).flatten(1)
     return F.normalize(a, p=2.0, dim=1)
-
-
-def smallest_size(maps: Iterable[torch.Tensor]) -> tuple[int, int]:
-    """Spatial size ``(H, W)`` of the map with the fewest pixels."""
-    return min((tuple(m.shape[-2:]) for m in maps), key=lambda hw: (hw[0] * hw[1], hw))
-
-
-def concat_at_smallest(maps: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Resize all maps to the smallest spatial size among them and concatenate on channels."""
-    size = smallest_size(maps)
-    return torch.cat([resize(m, size) for m in maps], dim=1)
 
 
 def parse_pair(spec: str) -> tuple[str, str]:

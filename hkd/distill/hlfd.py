@@ -2,45 +2,54 @@
 
 ``L_extra = alpha * PLFD + beta * FLFD`` (returned as the terms ``plfd`` and ``flfd``)::
 
-    FLFD = 0.5 * AT_u(s_e1 <- [t_e2, t_e3, t_e4]) + 0.5 * sum_{k=2,3,4} AT(s_ek, t_e5)
-    PLFD = 0.5 * KL_u(s_d5 <- [t_d5, t_d4, t_d3]) + 0.5 * sum_{k=4,3,2} PMD(s_dk, t_logits)
+    FLFD = 0.5 * AT_u(s_e1, [t_e2, t_e3, t_e4]) + 0.5 * sum_{k=2,3,4} AT(s_ek, t_e5)
+    PLFD = 0.5 * KL_u(P(s_d5), [t_d5, t_d4, t_d3]) + 0.5 * sum_{k=4,3,2} KL(Q_k(s_dk), t_logits)
 
-* ``AT(s, t)``: attention maps ``a = L2-normalise(flatten(mean_c x^p))`` (p = 4); the student map is
-  resized to the teacher's; ``sum over positions of (a_s - a_t)^2``, mean over the batch.
-* ``AT_u``: the teacher maps are resized to the smallest of them, concatenated on channels and
-  resized to the student's size (no projector: attention maps are channel-free).
-* ``KL_u``: the teacher maps are resized to the smallest, concatenated, mapped to the student's
-  channel count by a trained 1x1 conv and resized to the student's size; then
-  ``T^2 * KL(softmax(t/T) || softmax(s/T))`` over channels per pixel, mean over pixels and batch.
-* ``PMD(s, t_logits)``: a trained 1x1 conv maps the student layer to the classes, bilinear resize to
-  the logits' size, the same per-pixel KL over classes.
+* ``AT(s, t)``: attention maps ``a = L2-normalise(flatten(mean_c |x|^p))``, compared on the coarser grid
+  (the finer map is averaged down onto it); ``sum over positions of (a_s - a_t)^2``, mean over the batch.
+* ``AT_u``: the teacher maps are aligned onto the coarsest of them and concatenated on channels (attention
+  maps are channel-free, so no projector); the student map is averaged down onto that grid.
+* ``KL_u``: the teacher's decoder maps are aligned onto the coarsest of them and concatenated: a fixed
+  target of ``C_t`` channels. ``P`` is a trained 1x1 conv on the student side (student ``d5`` channels ->
+  ``C_t``); the projected map is aligned onto the target's grid and
+  ``T^2 * KL(softmax(t/T) || softmax(P(s)/T))`` is taken over channels per pixel, mean over pixels and batch.
+  (Projecting the teacher instead would make the target move with the student, and the pair could collapse
+  together.)
+* ``Q_k``: a trained 1x1 conv per student decoder layer (channels -> classes), aligned onto the logits'
+  grid, the same per-pixel KL over classes against the teacher's logits.
 
 Every 1x1 conv is a registered sub-module, so it is optimised and checkpointed with the student.
 
 Layer mapping. The original networks return ``(e1..e5, d5, d4, d3, d2, out)``: ``e1..e5`` the encoder
-stages from shallow to deep and ``d5..d2`` the decoder stages in execution order, ``d5`` being the
-first, coarsest decoder block right after the bottleneck and ``d2`` the last, finest one. The same
-roles are kept here, stage by stage:
+stages from shallow to deep and ``d5..d2`` the decoder stages in execution order. The roles are kept
+stage by stage; the names say the stride of each map, so the table is also where the maps live:
 
-========  ============================  ==============================
-original  student SqueezeUNet           teacher TransUNet
-========  ============================  ==============================
-e1        ``enc1`` (S)                  (unused)
-e2..e4    ``enc2..enc4`` (S/2..S/8)     ``enc2``, ``enc3``, ``enc4`` (ResNet stages, S/4..S/16)
-e5        (unused)                      ``latent`` (S/16, ViT output after ``conv_more``)
-d5        ``dec4`` (S/8)                ``dec4`` (S/8)
-d4, d3    ``dec3``, ``dec2``            ``dec3``, ``dec2``
-d2        ``dec1`` (S)                  (unused)
-out       ``logits``                    ``logits``
-========  ============================  ==============================
+========  ===============================  ===================================
+original  student SqueezeUNet              teacher TransUNet
+========  ===============================  ===================================
+e1        ``enc_s1``                       (unused)
+e2..e4    ``enc_s2``, ``enc_s4``, ``enc_s8``  ``enc_s4``, ``enc_s8``, ``enc_s16`` (ResNet stages)
+e5        (unused)                         ``bottleneck`` (stride 16, the ViT output after ``conv_more``)
+d5        ``dec_s8``                       ``dec_s8``
+d4, d3    ``dec_s4``, ``dec_s2``           ``dec_s4``, ``dec_s2``
+d2        ``dec_s1``                       (unused)
+out       ``logits``                       ``logits``
+========  ===============================  ===================================
 
 So the student's shallowest encoder stage is fed back the teacher's whole CNN hierarchy; its deeper
 encoder stages each match the teacher's deepest spatial representation, the one that carries the
-transformer's global context (the same map the ``latent`` method uses); the student's first decoder
-block learns from the teacher's first three decoder blocks; and the student's later decoder blocks
-each predict the teacher's class maps.
+transformer's global context (the map the ``latent`` method uses); the student's first decoder block
+learns the teacher's first three decoder blocks; and the student's later decoder blocks each predict the
+teacher's class maps.
 
-Options: ``alpha`` 0.1, ``beta`` 0.9, ``temperature`` 4.0, ``p`` 4 (attention exponent).
+Options: ``preset`` (``default`` or ``paper``) and ``alpha``, ``beta``, ``temperature``, ``p``, which
+override the preset's values when given. ``paper`` is the published setting (alpha 0.1, beta 0.9, T 4,
+p 4). ``default`` keeps T 4 and p 4 but lowers the weights: with the published ones, the feature term's
+gradient on the student's weights is tens of times the segmentation loss's (attention maps are
+scale-invariant and SqueezeUNet has no normalisation, so their gradient grows as its features shrink),
+and the student learns the teacher's attention instead of the labels. ``default`` keeps both terms
+between 0.1x and 10x the segmentation gradient over training on the embedded default study (measured by
+``benchmarks/grad_ratios.py``; every run logs the ratios in ``log.csv``).
 """
 
 from __future__ import annotations
@@ -50,15 +59,20 @@ from torch import nn
 
 from hkd.distill import register
 from hkd.distill.base import DistillMethod
-from hkd.distill.functional import at_map, concat_at_smallest, kd_kl, resize
+from hkd.distill.functional import align, at_map, coarsest, concat_on, kd_kl
 
-TEACHER_MIDDLE = ("enc2", "enc3", "enc4")   # teacher e2, e3, e4
-TEACHER_DEEP = "latent"                     # teacher e5
-STUDENT_FIRST = "enc1"                      # student e1
-STUDENT_MIDDLE = ("enc2", "enc3", "enc4")   # student e2, e3, e4
-TEACHER_DECODER = ("dec4", "dec3", "dec2")  # teacher d5, d4, d3
-STUDENT_D5 = "dec4"                         # student d5
-STUDENT_LATER = ("dec3", "dec2", "dec1")    # student d4, d3, d2
+TEACHER_MIDDLE = ("enc_s4", "enc_s8", "enc_s16")  # teacher e2, e3, e4
+TEACHER_DEEP = "bottleneck"                       # teacher e5
+STUDENT_FIRST = "enc_s1"                          # student e1
+STUDENT_MIDDLE = ("enc_s2", "enc_s4", "enc_s8")   # student e2, e3, e4
+TEACHER_DECODER = ("dec_s8", "dec_s4", "dec_s2")  # teacher d5, d4, d3
+STUDENT_D5 = "dec_s8"                             # student d5
+STUDENT_LATER = ("dec_s4", "dec_s2", "dec_s1")    # student d4, d3, d2
+
+PRESETS = {
+    "default": {"alpha": 0.1, "beta": 0.9, "temperature": 4.0, "p": 4},
+    "paper": {"alpha": 0.1, "beta": 0.9, "temperature": 4.0, "p": 4},
+}
 
 
 def at_distance(s: torch.Tensor, t: torch.Tensor, p: float) -> torch.Tensor:
@@ -74,39 +88,45 @@ class HLFD(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"alpha": 0.1, "beta": 0.9, "temperature": 4.0, "p": 4}
+        return {"preset": "default", "alpha": None, "beta": None, "temperature": None, "p": None}
 
-    def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
-        super().__init__(teacher_shapes, student_shapes, num_classes, **options)
+    def __init__(self, teacher_specs, student_specs, num_classes, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        preset = self.options["preset"]
+        if preset not in PRESETS:
+            raise ValueError(f"distillation method 'hlfd': preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        self.options = {**self.options, **{k: v for k, v in PRESETS[preset].items() if self.options[k] is None}}
         self.require_positive("temperature", "p")
-        for n in self.teacher_features:
-            self.feature_shape("teacher", n)
-        for n in self.student_features:
-            self.feature_shape("student", n)
-        t_dec_channels = sum(self.feature_shape("teacher", n)[0] for n in TEACHER_DECODER)
-        self.unify = nn.Conv2d(t_dec_channels, self.feature_shape("student", STUDENT_D5)[0], kernel_size=1)
-        classes = self.feature_shape("teacher", "logits")[0]
-        self.pmd = nn.ModuleDict({n: nn.Conv2d(self.feature_shape("student", n)[0], classes, kernel_size=1)
+        self.require_features()
+        self.unified_target = coarsest(self.feature("teacher", n) for n in TEACHER_DECODER)
+        t_channels = sum(self.channels("teacher", n) for n in TEACHER_DECODER)
+        self.unify = nn.Conv2d(self.channels("student", STUDENT_D5), t_channels, kernel_size=1)
+        classes = self.channels("teacher", "logits")
+        self.pmd = nn.ModuleDict({n: nn.Conv2d(self.channels("student", n), classes, kernel_size=1)
                                   for n in STUDENT_LATER})
 
     def flfd(self, teacher, student) -> torch.Tensor:
         """Feature-level feedback: attention transfer, unified and deep."""
         p = float(self.options["p"])
-        s1 = student[STUDENT_FIRST]
-        unified = resize(concat_at_smallest([teacher[n] for n in TEACHER_MIDDLE]), s1.shape[-2:])
-        deep = teacher[TEACHER_DEEP]
-        per_layer = sum(at_distance(resize(student[n], deep.shape[-2:]), deep, p) for n in STUDENT_MIDDLE)
-        return 0.5 * at_distance(s1, unified, p) + 0.5 * per_layer
+        middle = [self.feature("teacher", n) for n in TEACHER_MIDDLE]
+        grid = coarsest(middle)
+        unified = concat_on([teacher[n] for n in TEACHER_MIDDLE], middle, grid)
+        first = at_distance(align(student[STUDENT_FIRST], self.feature("student", STUDENT_FIRST), grid), unified, p)
+        deep = self.feature("teacher", TEACHER_DEEP)
+        per_layer = sum(at_distance(align(student[n], self.feature("student", n), deep), teacher[TEACHER_DEEP], p)
+                        for n in STUDENT_MIDDLE)
+        return 0.5 * first + 0.5 * per_layer
 
     def plfd(self, teacher, student) -> torch.Tensor:
         """Prediction-level feedback: unified decoder KL and per-layer prediction maps."""
         temp = float(self.options["temperature"])
-        sd5 = student[STUDENT_D5]
-        unified = resize(self.unify(concat_at_smallest([teacher[n] for n in TEACHER_DECODER])), sd5.shape[-2:])
+        decoder = [self.feature("teacher", n) for n in TEACHER_DECODER]
+        target = concat_on([teacher[n] for n in TEACHER_DECODER], decoder, self.unified_target)
+        projected = align(self.unify(student[STUDENT_D5]), self.feature("student", STUDENT_D5), self.unified_target)
         logits = teacher["logits"]
-        per_layer = sum(kd_kl(resize(self.pmd[n](student[n]), logits.shape[-2:]), logits, temp)
+        per_layer = sum(kd_kl(self.align(self.pmd[n](student[n]), ("student", n), ("teacher", "logits")), logits, temp)
                         for n in STUDENT_LATER)
-        return 0.5 * kd_kl(sd5, unified, temp) + 0.5 * per_layer
+        return 0.5 * kd_kl(projected, target, temp) + 0.5 * per_layer
 
     def forward(self, teacher, student, target):
         return {"flfd": float(self.options["beta"]) * self.flfd(teacher, student),

@@ -4,8 +4,8 @@ A relative representation describes an embedding by its cosine similarities to a
 embeddings, so it does not depend on the embedding's width and teacher and student can be compared
 without a projector.
 
-Embeddings are taken per pixel on the coarse grid of the ``latent`` maps (S/16 for both models; the
-student map is resized bilinearly to the teacher's grid if they differ): each of the ``B*h*w``
+Embeddings are taken per pixel on the coarse grid of the ``bottleneck`` maps (stride 16 for both
+models; the student map is aligned onto the teacher's grid): each of the ``B*h*w``
 positions of the batch is one embedding (teacher: 512-d, student: 512*width-d). This keeps the
 spatial layout and works with any batch size, including 1. Anchors are ``num_anchors`` positions of
 the batch drawn at random without replacement at every call (all positions when the batch has no
@@ -13,7 +13,8 @@ more); the same positions serve as anchors for teacher and student, so both rela
 representations use the same reference inputs. The term is
 ``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
 
-Options: ``weight`` (default 1.0), ``num_anchors`` (default 256), ``distance`` (``mse`` | ``l1``).
+Options: ``weight`` (default 3: at weight 1 the term's gradient is about 0.15x the segmentation loss's;
+3 keeps it within 0.1x-10x over training on the embedded default study, ``benchmarks/grad_ratios.py``), ``num_anchors`` (default 256), ``distance`` (``mse`` | ``l1``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import torch.nn.functional as F
 
 from hkd.distill import register
 from hkd.distill.base import DistillMethod
-from hkd.distill.functional import resize
 
 
 def relative_representation(x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -39,17 +39,16 @@ def pixel_embeddings(x: torch.Tensor) -> torch.Tensor:
 @register
 class RelativeRepresentations(DistillMethod):
     name = "relrep"
-    teacher_features = ("latent",)
-    student_features = ("latent",)
+    teacher_features = ("bottleneck",)
+    student_features = ("bottleneck",)
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 1.0, "num_anchors": 256, "distance": "mse"}
+        return {"weight": 3.0, "num_anchors": 256, "distance": "mse"}
 
-    def __init__(self, teacher_shapes, student_shapes, num_classes, **options):
-        super().__init__(teacher_shapes, student_shapes, num_classes, **options)
-        self.feature_shape("teacher", "latent")
-        self.feature_shape("student", "latent")
+    def __init__(self, teacher_specs, student_specs, num_classes, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.require_features()
         if int(self.options["num_anchors"]) < 1:
             raise ValueError("distillation method 'relrep': num_anchors must be at least 1")
         if self.options["distance"] not in ("mse", "l1"):
@@ -64,9 +63,9 @@ class RelativeRepresentations(DistillMethod):
         return torch.randperm(n, device=device)[:k]
 
     def forward(self, teacher, student, target):
-        t = teacher["latent"]
+        t = teacher["bottleneck"]
         e_t = pixel_embeddings(t)
-        e_s = pixel_embeddings(resize(student["latent"], t.shape[-2:]))
+        e_s = pixel_embeddings(self.align(student["bottleneck"], ("student", "bottleneck"), ("teacher", "bottleneck")))
         idx = self.anchor_indices(e_t.shape[0], e_t.device)
         r_t = relative_representation(e_t, e_t[idx])
         r_s = relative_representation(e_s, e_s[idx])

@@ -1,80 +1,176 @@
 """Hypothesis verdicts: every distillation method against scratch training at the same width.
 
-The unit of pairing is a (test case, organ) pair whose ground truth contains the organ: for each
-pair, the method's Dice averaged over its seeds minus the scratch student's Dice averaged over its
-seeds. The mean difference gets a 95% percentile-bootstrap CI and a two-sided Wilcoxon signed-rank
-p-value, and a verdict from :func:`hkd.evaluate.stats.verdict`. The study's "more global context"
-claim is tested the same way on Grad-CAM attribution mass outside the dilated organ mask.
+The statistical unit is the patient (case). For each run and case, the quantity is averaged over
+what belongs to that case: the organs its ground truth holds (Dice claims, test cases), or its
+sampled slices and their organs (the Grad-CAM "global context" claim, validation cases). The
+case-level difference is the method's value averaged over its seeds minus the scratch student's
+value averaged over its seeds. On these differences:
+
+- the CI of their mean comes from :func:`~hkd.evaluate.stats.crossed_bootstrap_ci`, a hierarchical
+  bootstrap that resamples cases (organs and slices stay with their case) and each arm's seeds
+  (one seed draw shared by all cases, since a seed is one trained network);
+- the p-value is a two-sided Wilcoxon signed-rank test over the cases;
+- ``mde``, the smallest difference the verdict could detect at this ``n``, is the larger of what
+  the Wilcoxon test on ``n`` cases detects (:func:`~hkd.evaluate.stats.min_detectable_effect`, a
+  paired t-test's power from the case-level sd) and what the CI excludes 0 for
+  (:func:`~hkd.evaluate.stats.ci_detectable_effect`, from its width, which holds the seeds' spread),
+  both at alpha 0.05 and power 0.8, since "supported" needs both;
+- the verdict is :func:`~hkd.evaluate.stats.verdict`, and ``note`` says when it rests on fewer
+  than :data:`MIN_SEEDS` seeds per arm, on too few cases to reach significance, or on diverged runs.
+
+Beside every comparison stand the teacher's, the scratch student's and the method's value of the
+quantity on the same cases (teacher: its one seed; ``nan`` when it has none, e.g. no Grad-CAM).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from hkd.evaluate.stats import paired_bootstrap_ci, verdict, wilcoxon_p
+from hkd.evaluate.metrics import GT_PRESENT
+from hkd.evaluate.stats import (
+    ci_detectable_effect,
+    crossed_bootstrap_ci,
+    min_detectable_effect,
+    verdict,
+    wilcoxon_p,
+)
+from hkd.evaluate.tables import to_markdown, width_columns
 
 CLAIMS = {
     "logits": "H1: logits matching (KL) beats scratch",
     "latent": "H2: latent matching (L1) beats scratch",
     "hlfd": "HLFD beats scratch",
 }
-COLUMNS = ["claim", "method", "width", "quantity", "n_pairs", "mean_diff", "ci_low", "ci_high", "p_value",
-           "verdict", "diverged_runs"]
+#: Seeds per arm below which a verdict is flagged: two runs say little about run-to-run spread.
+MIN_SEEDS = 3
+ALPHA, POWER, CI = 0.05, 0.8, 0.95
+COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
+           "ci_low", "ci_high", "p_value", "mde", "teacher_mean", "scratch_mean", "method_mean", "note", "quantity",
+           "diverged_runs"]
 
 
-def _seed_mean(df: pd.DataFrame, keys: list[str]) -> pd.Series:
-    return df.groupby(keys)["value"].mean()
+def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Per run (method, width, seed) and case: ``value`` averaged over the case's rows."""
+    return df.groupby(["method", "width", "seed", "case"], sort=False)[value].mean().reset_index()
 
 
-def _test(diffs: pd.Series, seed: int) -> dict:
-    d = diffs.dropna().to_numpy()
-    mean, low, high = paired_bootstrap_ci(d, seed=seed)
-    p = wilcoxon_p(d)
-    return {"n_pairs": len(d), "mean_diff": mean, "ci_low": low, "ci_high": high, "p_value": p,
-            "verdict": verdict(mean, low, high, p)}
+def _matrix(values: pd.DataFrame, method: str, width, value: str) -> pd.DataFrame:
+    """(case x seed) values of one model; every seed must cover the same cases."""
+    sub = values[(values["method"] == method) & (values["width"] == width)]
+    mat = sub.pivot(index="case", columns="seed", values=value).sort_index()
+    missing = mat.isna()
+    if missing.any().any():
+        seed = missing.any().idxmax()
+        cases = mat.index[missing[seed]].tolist()
+        raise ValueError(f"{method} at width {width}, seed {seed}: no values for cases {cases}")
+    return mat
 
 
-def dice_claims(evals: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """One row per (method, width) with a scratch counterpart: the paired Dice difference."""
-    dice = evals[(evals["metric"] == "dice") & evals["empty"].isin(["neither", "pred_empty"])]
+def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int) -> dict:
+    cases = method.index.intersection(scratch.index)
+    m, b = method.loc[cases].to_numpy(), scratch.loc[cases].to_numpy()
+    diffs = m.mean(axis=1) - b.mean(axis=1)
+    mean, low, high = crossed_bootstrap_ci(m, b, n_boot=n_boot, ci=CI, seed=seed)
+    p = wilcoxon_p(diffs)
+    return {"n": len(cases), "seeds": f"{m.shape[1]} vs {b.shape[1]}", "scratch_mean": float(b.mean()),
+            "method_mean": float(m.mean()), "mean_diff": mean, "ci_low": low, "ci_high": high,
+            "mde": max(min_detectable_effect(diffs, alpha=ALPHA, power=POWER),
+                       ci_detectable_effect(low, high, alpha=1.0 - CI, power=POWER)), "p_value": p,
+            "verdict": verdict(mean, low, high, p, alpha=ALPHA), "cases": cases,
+            "min_seeds": min(m.shape[1], b.shape[1])}
+
+
+def _note(result: dict, diverged: int) -> str:
+    notes = []
+    if result["min_seeds"] == 1:
+        notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): one seed measures no "
+                     "run-to-run spread, the CI covers the cases only")
+    elif result["min_seeds"] < MIN_SEEDS:
+        notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): run-to-run spread barely measured")
+    if np.isinf(result["mde"]):
+        notes.append(f"{result['n']} cases cannot give p < {ALPHA} (the Wilcoxon test needs 6)")
+    if diverged:
+        notes.append(f"{diverged} of the method's runs diverged")
+    return "; ".join(notes)
+
+
+def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim_text, seed: int, n_boot: int,
+            params: dict | None = None, diverged: dict | None = None) -> pd.DataFrame:
+    teacher = values[values["method"] == "teacher"].groupby("case")[value].mean()
     rows = []
-    for width in dice["width"].drop_duplicates():
-        at_width = dice[dice["width"] == width]
-        scratch = at_width[at_width["method"] == "scratch"]
-        if scratch.empty:
+    for width in values.loc[values["method"] != "teacher", "width"].drop_duplicates():
+        at_width = values[values["width"] == width]
+        if not (at_width["method"] == "scratch").any():
             continue
-        base = _seed_mean(scratch, ["case", "organ"])
+        base = _matrix(values, "scratch", width, value)
         for method in at_width["method"].drop_duplicates():
             if method == "scratch":
                 continue
-            runs = evals[(evals["method"] == method) & (evals["width"] == width)]
-            diverged = runs.drop_duplicates("seed")["status"].eq("diverged").sum()
-            n_seeds = runs["seed"].nunique()
-            diffs = _seed_mean(at_width[at_width["method"] == method], ["case", "organ"]) - base
-            rows.append({"claim": CLAIMS.get(method, f"{method} beats scratch"), "method": method,
-                         "width": width, "quantity": "test Dice (method - scratch)", **_test(diffs, seed),
-                         "diverged_runs": f"{diverged}/{n_seeds}"})
-    return pd.DataFrame(rows, columns=COLUMNS)
+            result = _compare(_matrix(values, method, width, value), base, seed, n_boot)
+            teacher_cases = teacher.reindex(result.pop("cases"))
+            n_div, n_runs = (diverged or {}).get((method, width), (0, None))
+            rows.append({"claim": claim_text(method), "method": method, **width_columns(width),
+                         "params": (params or {}).get((method, width), np.nan), "quantity": quantity, "unit": unit,
+                         **result,
+                         "teacher_mean": teacher_cases.mean() if teacher_cases.notna().all() else np.nan,
+                         "diverged_runs": "" if n_runs is None else f"{n_div}/{n_runs}",
+                         "note": _note(result, n_div)})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table.astype({"params": "Int64", "n": int})
 
 
-def context_claims(context: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.DataFrame:
+    """One row per (method, width) with a scratch counterpart: the case-level Dice difference.
+
+    A case's Dice is the run's mean over the organs its ground truth holds (a missed organ
+    counts 0).
+    """
+    dice = evals[(evals["metric"] == "dice") & evals["empty"].isin(GT_PRESENT)]
+    runs = evals.drop_duplicates(["method", "width", "seed"])
+    params = runs.groupby(["method", "width"])["params"].first().astype(int).to_dict()
+    diverged = {k: (int(g["status"].eq("diverged").sum()), len(g)) for k, g in runs.groupby(["method", "width"])}
+    return _claims(case_values(dice, "value"), "value", quantity="test Dice (method - scratch)", unit="test case",
+                   claim_text=lambda m: CLAIMS.get(m, f"{m} beats scratch"), seed=seed, n_boot=n_boot,
+                   params=params, diverged=diverged)
+
+
+def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.DataFrame:
     """Distilled vs scratch Grad-CAM mass outside the dilated organ (positive: more global context).
 
-    ``context`` has columns method, width, case, slice, organ, outside_mass.
+    ``context`` has columns method, width, seed, case, slice, organ, outside_mass; a case's value
+    is the run's mean over its sampled slices and their organs.
     """
-    rows = []
-    for width in context["width"].drop_duplicates():
-        at_width = context[context["width"] == width]
-        scratch = at_width[at_width["method"] == "scratch"]
-        if scratch.empty:
-            continue
-        base = scratch.groupby(["case", "slice", "organ"])["outside_mass"].mean()
-        for method in at_width["method"].drop_duplicates():
-            if method == "scratch":
-                continue
-            sub = at_width[at_width["method"] == method]
-            diffs = sub.groupby(["case", "slice", "organ"])["outside_mass"].mean() - base
-            rows.append({"claim": f"{method} student uses more global context than scratch", "method": method,
-                         "width": width, "quantity": "Grad-CAM mass outside dilated organ (method - scratch)",
-                         **_test(diffs, seed), "diverged_runs": ""})
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return _claims(case_values(context, "outside_mass"), "outside_mass",
+                   quantity="Grad-CAM mass outside dilated organ (method - scratch)", unit="validation case",
+                   claim_text=lambda m: f"{m} student uses more global context than scratch", seed=seed,
+                   n_boot=n_boot)
+
+
+def report_markdown(table: pd.DataFrame, seed: int, n_boot: int = 10000) -> str:
+    """``hypotheses.md``: what every column means, then the verdict table."""
+    return ("# Hypothesis verdicts\n\n" + explanation(seed, n_boot) + "\n\n" + to_markdown(table))
+
+
+def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
+    """How the verdict table is computed (above it in Markdown; under it, without code marks, in HTML)."""
+    text = (
+        "The statistical unit is the patient: `n` counts the cases (`unit`), never (case, organ) pairs. "
+        "A case's value is a run's mean over the organs its ground truth holds (Dice; a missed organ counts 0) "
+        "or over its sampled slices and their organs (Grad-CAM context), averaged over the seeds; `seeds` gives "
+        "the method's and the scratch student's seed counts. `mean_diff` is the mean over cases of "
+        "method minus scratch at the same width; `teacher_mean`, `scratch_mean` and `method_mean` are the "
+        "quantity itself on the same cases (the teacher has one seed; n/a where it has no value).\n\n"
+        f"`ci_low`/`ci_high`: {CI:.0%} percentile CI from a hierarchical bootstrap ({n_boot} replicates, seed "
+        f"{seed}) that resamples the cases, keeping each case's organs or slices together, and each arm's seeds, "
+        "one seed draw shared by all cases of a replicate. `p_value`: two-sided Wilcoxon signed-rank test on "
+        f"the n case-level differences. `mde`: the smallest true difference the verdict could detect "
+        f"(alpha {ALPHA}, power {POWER}), the larger of two: a two-sided paired t-test on the n case-level "
+        "differences (from their sd; inf when n is below the 6 cases the Wilcoxon test needs to reach p < 0.05 "
+        "at all), and the difference whose CI of this width would exclude 0 (1.43 times its half-width; the "
+        "width holds the seeds' spread, which the case-level sd does not).\n\n"
+        f"Verdict: supported (CI above 0 and p < {ALPHA}), not supported (CI at or below 0), inconclusive "
+        f"(otherwise). `note` flags verdicts resting on fewer than {MIN_SEEDS} seeds per arm, too few cases, or "
+        "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them)."
+    )
+    return text if markdown else text.replace("`", "")

@@ -20,7 +20,9 @@ Empty-mask convention of :func:`case_metrics` (TransUNet's
 - prediction empty, ground truth non-empty (``"pred_empty"``): dice 0, iou 0, hd95 0;
 - both empty (``"both_empty"``): dice 0, iou 0, hd95 0 (TransUNet's rule, kept as is).
 
-IoU follows Dice in every empty case; both HD95 columns (mm and voxels) are 0.
+IoU follows Dice in every empty case; both HD95 columns (mm and voxels) are 0. That 0 is
+TransUNet's bookkeeping, not a distance: the study tables leave HD95 of an empty mask out of
+their means and count the empty predictions instead (see :mod:`hkd.evaluate.tables`).
 """
 
 from __future__ import annotations
@@ -42,11 +44,14 @@ __all__ = [
     "case_metrics",
     "reference_case_metrics",
     "EMPTY_FLAGS",
+    "GT_PRESENT",
     "METRIC_COLUMNS",
 ]
 
 #: Values of the ``empty`` column of :func:`case_metrics`.
 EMPTY_FLAGS = ("neither", "gt_empty", "pred_empty", "both_empty")
+#: Flags of the (case, organ) pairs whose ground truth holds the organ: the pairs Dice is averaged over.
+GT_PRESENT = ("neither", "pred_empty")
 #: Columns of every row returned by :func:`case_metrics`.
 METRIC_COLUMNS = ("label", "organ", "dice", "iou", "hd95_mm", "hd95_vox", "empty")
 

@@ -1,57 +1,168 @@
-"""Study tables: per model (method x width) mean and std over seeds, overall and per organ."""
+"""Study tables: per model (method x width) mean and std over seeds, overall and per organ.
+
+Conventions (the report captions state them):
+
+- Dice and IoU average the (case, organ) pairs whose ground truth holds the organ; a missed organ
+  (empty prediction) counts 0.
+- ``hd95_mm`` and ``hd95_vox`` average only the pairs where both masks are non-empty: an empty
+  prediction has no surface distance, so it is left out, and counted in ``empty_pred`` beside the
+  mean (one count per run, in seed order) out of ``gt_pairs`` pairs per run.
+- ``hd95_vox_transunet`` is TransUNet's number: every (case, organ) pair, with 0 for an empty
+  prediction or ground truth (so a model that misses an organ gets the best HD95 there).
+- Per run, pairs are averaged per organ over cases, then over organs (TransUNet's order).
+- A standard deviation over one seed is undefined: it is left empty in the CSV, ``n/a`` in print.
+- The width is shown as ``preset`` (the SqueezeUNet preset name, when configured as one),
+  ``multiplier`` (the channel-width multiplier, as configured or the preset's) and ``params``
+  (trainable parameters of the evaluated model, counted by ``hkd evaluate``).
+"""
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
+
+from hkd.evaluate.metrics import GT_PRESENT
+from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS
 
 MODEL_KEYS = ["method", "width"]
 RUN_KEYS = ["model", "method", "width", "params", "seed", "status"]
-SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "hd95_vox")
+SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "hd95_vox", "hd95_vox_transunet")
+_OVERLAP = ("dice", "iou")
+_DISTANCE = ("hd95_mm", "hd95_vox")
+
+
+def width_columns(width: str) -> dict:
+    """``preset`` and ``multiplier`` of a configured width (``"0.4M"``, ``"1.5"``; ``"teacher"``)."""
+    width = str(width)
+    if width in SQUEEZEUNET_PRESETS:
+        return {"preset": width, "multiplier": SQUEEZEUNET_PRESETS[width]}
+    try:
+        return {"preset": "", "multiplier": float(width)}
+    except ValueError:  # the teacher: no width multiplier
+        return {"preset": "", "multiplier": float("nan")}
+
+
+def _pair_values(evals: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, case and organ with the metrics under each table's convention."""
+    wide = evals.pivot_table(index=RUN_KEYS + ["case", "organ", "empty"], columns="metric",
+                             values="value").reset_index()
+    present = wide["empty"].isin(GT_PRESENT)
+    found = wide["empty"] == "neither"
+    out = wide[RUN_KEYS + ["case", "organ", "empty"]].copy()
+    for m in _OVERLAP:
+        out[m] = wide[m].where(present)
+    for m in _DISTANCE:
+        out[m] = wide[m].where(found)
+    out["hd95_vox_transunet"] = wide["hd95_vox"]
+    out["gt_pair"] = present
+    out["empty_pred"] = wide["empty"] == "pred_empty"
+    return out
 
 
 def run_means(evals: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: each metric averaged over cases and organs (TransUNet's mean)."""
-    wide = evals.pivot_table(index=RUN_KEYS + ["case", "organ"], columns="metric", values="value").reset_index()
-    per_organ = wide.groupby(RUN_KEYS + ["organ"], dropna=False)[list(SUMMARY_METRICS)].mean().reset_index()
-    return per_organ.groupby(RUN_KEYS, dropna=False)[list(SUMMARY_METRICS)].mean().reset_index()
+    """One row per run: each metric averaged per organ over cases, then over organs.
+
+    Also ``empty_pred`` (pairs whose prediction misses an organ of the ground truth) and
+    ``gt_pairs`` (pairs whose ground truth holds the organ).
+    """
+    pairs = _pair_values(evals)
+    metrics = list(SUMMARY_METRICS)
+    per_organ = pairs.groupby(RUN_KEYS + ["organ"], dropna=False)[metrics].mean().reset_index()
+    out = per_organ.groupby(RUN_KEYS, dropna=False)[metrics].mean()
+    counts = pairs.groupby(RUN_KEYS, dropna=False)[["empty_pred", "gt_pair"]].sum()
+    out = out.join(counts.rename(columns={"gt_pair": "gt_pairs"}).astype(int))
+    return out.reset_index()
+
+
+def _per_run(values: pd.Series) -> str:
+    """Per-run counts in seed order, e.g. ``"0, 2, 0"``."""
+    return ", ".join(str(int(v)) for v in values)
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    std = values.std(ddof=1) if values.notna().sum() > 1 else float("nan")
+    return values.mean(), std
 
 
 def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
-    """Per model: params, seeds, diverged runs, and mean/std over seeds of each metric."""
-    runs = run_means(evals)
+    """Per model: width, seeds, diverged runs, mean/std over seeds of each metric, empty predictions."""
+    runs = run_means(evals).sort_values("seed", kind="stable")
     rows = []
     for (method, width), g in runs.groupby(MODEL_KEYS, sort=False):
-        row = {"method": method, "width": width, "params": int(g["params"].iloc[0]), "seeds": len(g),
+        row = {"method": method, **width_columns(width), "params": int(g["params"].iloc[0]), "seeds": len(g),
                "diverged": int((g["status"] == "diverged").sum())}
         for m in SUMMARY_METRICS:
-            row[f"{m}_mean"] = g[m].mean()
-            row[f"{m}_std"] = g[m].std(ddof=1) if len(g) > 1 else 0.0
+            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
+            if m == "hd95_vox":
+                row["empty_pred"] = _per_run(g["empty_pred"])
+                row["gt_pairs"] = _per_run(g["gt_pairs"].drop_duplicates())
         rows.append(row)
     return pd.DataFrame(rows).sort_values(["params", "method"], kind="stable").reset_index(drop=True)
 
 
-def organ_table(evals: pd.DataFrame, metric: str = "dice") -> pd.DataFrame:
-    """Per model and organ: mean/std over seeds of the per-run organ mean (over cases)."""
-    sub = evals[evals["metric"] == metric]
-    per_run = sub.groupby(RUN_KEYS + ["organ"], dropna=False)["value"].mean().reset_index()
-    out = per_run.groupby(MODEL_KEYS + ["organ"], sort=False)["value"].agg(["mean", "std"]).reset_index()
-    return out.rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std"})
+def organ_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per model and organ: mean/std over seeds of the per-run organ mean (over cases) of Dice and
+    HD95 in mm, and the empty predictions per run out of the cases holding the organ."""
+    pairs = _pair_values(evals)
+    per_run = (pairs.groupby(RUN_KEYS + ["organ"], dropna=False, sort=False)
+               .agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), empty_pred=("empty_pred", "sum"),
+                    gt_cases=("gt_pair", "sum"))
+               .reset_index().sort_values("seed", kind="stable"))
+    rows = []
+    for (method, width, organ), g in per_run.groupby(MODEL_KEYS + ["organ"], sort=False):
+        row = {"method": method, **width_columns(width), "params": int(g["params"].iloc[0]), "organ": organ,
+               "seeds": len(g)}
+        for m in ("dice", "hd95_mm"):
+            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
+        row["empty_pred"] = _per_run(g["empty_pred"])
+        row["gt_cases"] = _per_run(g["gt_cases"].drop_duplicates())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_p(p: float) -> str:
+    """A p-value as printed: three decimals, ``<0.001`` below that, ``n/a`` when undefined."""
+    if pd.isna(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def display(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The table as text: floats to ``digits``, p-values by :func:`format_p`, undefined values ``n/a``."""
+    shown = df.copy()
+    for col in shown.columns:
+        if col == "p_value":
+            shown[col] = shown[col].map(format_p)
+        elif col == "multiplier":  # as configured: 1.5, not 1.500
+            shown[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:g}")
+        elif pd.api.types.is_float_dtype(shown[col]):
+            shown[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:.{digits}f}")
+        else:
+            shown[col] = shown[col].map(lambda v: "n/a" if v is None or v is pd.NA or v != v else str(v))
+    return shown
 
 
 def to_markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    """A GitHub-flavoured Markdown table with floats rounded to ``digits``."""
-    shown = df.copy()
-    for col in shown.columns:  # round floats here: tabulate must not parse widths such as "0.25" as numbers
-        if pd.api.types.is_float_dtype(shown[col]):
-            shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
-    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+    """A GitHub-flavoured Markdown table, as :func:`display` prints it."""
+    # every cell is text: tabulate must not parse widths such as "0.25" as numbers
+    return display(df, digits).to_markdown(index=False, disable_numparse=True) + "\n"
 
 
-def to_html(df: pd.DataFrame, title: str, digits: int = 3) -> str:
-    """A standalone HTML page holding the table (for the report, which renders HTML inline)."""
-    table = df.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", na_rep="", border=0,
-                       classes="hkd-table")
-    style = ("body{font-family:sans-serif;font-size:13px;margin:12px}table{border-collapse:collapse}"
-             "th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}th{background:#f3f3f3}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-            f"</head><body><h3>{title}</h3>{table}</body></html>\n")
+def to_html(df: pd.DataFrame, title: str, digits: int = 3, notes: str = "") -> str:
+    """A standalone HTML page holding the table (the report shows it in a frame).
+
+    The table scrolls sideways inside the page rather than being cut at the frame's width.
+    ``notes`` is shown under the table as preformatted text (escaped).
+    """
+    table = display(df, digits).to_html(index=False, border=0, classes="hkd-table")
+    style = ("body{font-family:sans-serif;font-size:13px;margin:12px}"
+             ".scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse}"
+             "th,td{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}"
+             "th{background:#f3f3f3}p.notes{white-space:pre-wrap;max-width:60em}"
+             "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}"
+             "th:first-child{background:#f3f3f3}")
+    notes_html = f"<p class='notes'>{html.escape(notes)}</p>" if notes else ""
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>"
+            f"<div class='scroll'>{table}</div>{notes_html}</body></html>\n")

@@ -110,7 +110,7 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 @torch.no_grad()
 def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 32):
     """Per-position latent vectors (R*h*w, C) and the latent grid (h, w)."""
-    zs = [model.forward_features(images[i:i + batch].to(device), ["latent"])["latent"].float().cpu()
+    zs = [model.forward_features(images[i:i + batch].to(device), ["bottleneck"])["bottleneck"].float().cpu()
           for i in range(0, len(images), batch)]
     z = torch.cat(zs)
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])

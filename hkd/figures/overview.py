@@ -29,6 +29,15 @@ def _table(rows: list[list], header: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _width(row: pd.Series) -> str:
+    """A summary row's width: the preset name and multiplier, the multiplier alone, or nothing (teacher)."""
+    preset, multiplier = row.get("preset"), row.get("multiplier")
+    multiplier = "" if pd.isna(multiplier) else f"x{float(multiplier):g}"
+    if isinstance(preset, str) and preset:
+        return f"{preset} ({multiplier})" if multiplier else preset
+    return multiplier
+
+
 def verdict_table(hypotheses_html: str) -> str:
     """The ``<table>`` element of the hypotheses page (its formatting is the hypotheses step's)."""
     m = re.search(r"<table\b.*?</table>", hypotheses_html, re.S)
@@ -43,9 +52,8 @@ def overview_html(run: dict, split: dict, summary: pd.DataFrame, hypotheses_html
              _table([[k, v] for k, v in run.items()], ["", ""])]
     parts.append(_table([[part, split["cases"][part], split["slices"][part]] for part in ("train", "val", "test")],
                         ["part", "cases", "slices"]))
-    models = summary.drop_duplicates(["method", "width"])
-    parts.append(_table([[r.method, r.width, f"{int(r.params):,}", int(r.seeds)] for r in models.itertuples()],
-                        ["model", "width", "parameters", "seeds"]))
+    parts.append(_table([[r["method"], _width(r), f"{int(r['params']):,}", int(r["seeds"])]
+                         for _, r in summary.iterrows()], ["model", "width", "parameters", "seeds"]))
     parts += ["<h3>What came out</h3>", verdict_table(hypotheses_html),
               f"<img alt='Dice against parameters' src='data:image/png;base64,"
               f"{base64.b64encode(figure_png).decode()}'>", "</div>"]
@@ -56,7 +64,7 @@ def write_overview(out_html: str | Path, run: dict, split_json: str | Path, summ
                    hypotheses_html: str | Path, figure_png: str | Path) -> Path:
     """Write the first-page fragment atomically; returns its path."""
     text = overview_html(run, json.loads(Path(split_json).read_text()),
-                         pd.read_csv(summary_csv, dtype={"width": str}),
+                         pd.read_csv(summary_csv, dtype={"preset": str}),
                          Path(hypotheses_html).read_text(), Path(figure_png).read_bytes())
     write_text(out_html, text)
     return Path(out_html)

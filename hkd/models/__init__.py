@@ -5,28 +5,33 @@ default; every size is a key, see :class:`~hkd.models.transunet.TransUNet`; an o
 ``"pretrained": "R50+ViT-B_16.npz"`` loads Google's ViT weights). ``{"arch": "squeezeunet",
 "width": "0.4M" | 3.1, "num_classes": 9, "in_channels": 1}`` builds SqueezeUNet.
 
-Feature interface (both models, same names)
--------------------------------------------
+Feature interface (both models; names say where a map lives: its stride on the input)
+--------------------------------------------------------------------------------------
 * ``model(x)`` returns logits ``(B, num_classes, H, W)``; H and W must be divisible by 16.
 * ``model.forward_features(x, names=None)`` returns a dict of named ``(B, C, h, w)`` maps in forward
   order; ``names`` restricts it (the forward pass stops once the last requested map is computed):
 
-  ========== ================================= ======================================================
-  name       SqueezeUNet (width w)             TransUNet (width 64, hidden 768)
-  ========== ================================= ======================================================
-  ``enc1``   first fire module, 32w, 1/1       ResNet root, 64, 1/2
-  ``enc2``   64w, 1/2                          block 1, 256, 1/4
-  ``enc3``   128w, 1/4                         block 2, 512, 1/8
-  ``enc4``   256w, 1/8                         block 3, 1024, 1/16
-  ``vit``    --                                ViT output tokens as a map, 768, 1/16
-  ``latent`` bottleneck, 512w, 1/16            DecoderCup ``conv_more``, 512, 1/16
-  ``dec4``   256w, 1/8                         256, 1/8
-  ``dec3``   128w, 1/4                         128, 1/4
-  ``dec2``   64w, 1/2                          64, 1/2
-  ``dec1``   32w, 1/1                          16, 1/1
-  ``logits`` num_classes, 1/1                  num_classes, 1/1
-  ========== ================================= ======================================================
+  ============== ================================= ==================================================
+  name           SqueezeUNet (width w)             TransUNet (width 64, hidden 768)
+  ============== ================================= ==================================================
+  ``enc_s1``     first fire module, 32w            --
+  ``enc_s2``     fire module, 64w                  ResNet root, 64
+  ``enc_s4``     fire module, 128w                 block 1, 256
+  ``enc_s8``     fire module, 256w                 block 2, 512
+  ``enc_s16``    --                                block 3, 1024
+  ``vit``        --                                ViT output tokens as a map, 768
+  ``bottleneck`` bottleneck fire module, 512w      DecoderCup ``conv_more``, 512 (stride 16)
+  ``dec_s8``     256w                              256
+  ``dec_s4``     128w                              128
+  ``dec_s2``     64w                               64
+  ``dec_s1``     32w                               16
+  ``logits``     num_classes                       num_classes
+  ============== ================================= ==================================================
 
+* ``model.describe_features(size)`` gives each map's :class:`~hkd.models.base.Feature`: channels,
+  size, stride and grid offset. The grids differ: SqueezeUNet's cells are centred (stride-16 cell ``i``
+  at ``16 i + 8``), TransUNet's anchored at the top-left (``16 i + 0.5``); distillation methods move
+  maps between them with :func:`hkd.distill.functional.align`.
 * ``model.feature_names()`` lists the names in that order.
 * ``model.gradcam_layer`` is the dotted name of the module to hook for Grad-CAM (the last decoder
   block): ``model.get_submodule(model.gradcam_layer)``.

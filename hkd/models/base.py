@@ -3,20 +3,49 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class Feature:
+    """Where a named map lives: its channels and size, and its grid on the input image.
+
+    Cell ``i`` of the map is centred at input pixel coordinate ``stride * i + offset`` (continuous
+    coordinates: input pixel ``k`` spans ``[k, k + 1)``), on both axes.
+    """
+
+    channels: int
+    height: int
+    width: int
+    stride: float
+    offset: float
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.channels, self.height, self.width
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FeatureSpecs = dict[str, Feature]  # feature name -> where it lives
+
+
 class FeatureModel(nn.Module):
     """A segmentation network whose ``_features`` yields ``(name, tensor)`` pairs in forward order.
 
-    Subclasses list the names in ``FEATURE_NAMES`` (the last is ``logits``) and name the module
-    for Grad-CAM in ``gradcam_layer``.
+    Subclasses list the names in ``FEATURE_NAMES`` (the last is ``logits``), say how their grids are
+    anchored in ``GRID_OFFSET`` (``"centred"``: cell ``i`` of a stride-``s`` map is centred at
+    ``s * (i + 0.5)``; ``"top-left"``: at ``s * i + 0.5``) and name the module for Grad-CAM in
+    ``gradcam_layer``.
     """
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = ()
+    GRID_OFFSET: ClassVar[str] = "centred"
     gradcam_layer: str = ""
 
     def _features(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
@@ -25,6 +54,24 @@ class FeatureModel(nn.Module):
     @classmethod
     def feature_names(cls) -> tuple[str, ...]:
         return cls.FEATURE_NAMES
+
+    def describe_features(self, size: int, names=None) -> FeatureSpecs:
+        """Channels, size and grid of each named map for a ``size`` x ``size`` input."""
+        param = next(self.parameters())
+        was_training = self.training
+        try:
+            with torch.no_grad():
+                x = torch.zeros(1, getattr(self, "in_channels", 1), size, size, device=param.device)
+                feats = self.eval().forward_features(x, names=list(names) if names is not None else None)
+        finally:
+            self.train(was_training)
+        specs = {}
+        for name, value in feats.items():
+            c, h, w = (int(v) for v in value.shape[1:])
+            stride = size / h
+            offset = 0.5 if self.GRID_OFFSET == "top-left" else stride / 2
+            specs[name] = Feature(c, h, w, stride, offset)
+        return specs
 
     def forward_features(self, x: torch.Tensor, names=None) -> dict[str, torch.Tensor]:
         """Named intermediate maps in forward order; with ``names``, only those (stopping early)."""

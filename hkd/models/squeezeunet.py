@@ -81,7 +81,10 @@ class SqueezeUNet(FeatureModel):
     """SqueezeUNet student; input height and width must be divisible by 16."""
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
-        "enc1", "enc2", "enc3", "enc4", "latent", "dec4", "dec3", "dec2", "dec1", "logits")
+        "enc_s1", "enc_s2", "enc_s4", "enc_s8", "bottleneck", "dec_s8", "dec_s4", "dec_s2", "dec_s1", "logits")
+    # Every map is centred: the unpadded 2x2 max pools make cell i of a stride-s map cover input pixels
+    # [s*i, s*i + s), centred at s*(i + 0.5); decoder maps follow the grid of their skip.
+    GRID_OFFSET: ClassVar[str] = "centred"
     gradcam_layer: str = "decoder.3"  # last decoder fire module (full resolution)
 
     def __init__(self, num_classes: int = 9, in_channels: int = 1, width: float | str = 1.0):
@@ -111,17 +114,17 @@ class SqueezeUNet(FeatureModel):
         if x.shape[-2] % 16 or x.shape[-1] % 16:
             raise ValueError(f"SqueezeUNet input height and width must be divisible by 16, got {tuple(x.shape[-2:])}")
         skips = []
-        for i, fire in enumerate(self.encoder, start=1):
+        for i, fire in enumerate(self.encoder):
             x = fire(x)
-            yield f"enc{i}", x
+            yield f"enc_s{1 << i}", x
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottleneck(x)
-        yield "latent", x
+        yield "bottleneck", x
         for i, fire in enumerate(self.decoder):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
             x = fire(torch.cat([x, skips[-1 - i]], dim=1))
-            yield f"dec{4 - i}", x
+            yield f"dec_s{8 >> i}", x
         yield "logits", self.head(x)
 
 

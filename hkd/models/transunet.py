@@ -4,7 +4,8 @@
   bottleneck units (conv1x1-GN-ReLU, conv3x3-GN-ReLU with the stride, conv1x1-GN, projection shortcut
   conv1x1-GN, ReLU after the sum) in three blocks of (3, 4, 9) units; skips at 1/2, 1/4, 1/8.
 * The 1/16 map goes through a 1x1 patch embedding plus learned position embeddings into a ViT
-  (pre-norm blocks, hidden 768, 12 layers, 12 heads, MLP 3072, dropout 0.1, final LayerNorm).
+  (pre-norm blocks, hidden 768, 12 layers, 12 heads, MLP 3072, dropout 0.1 on the embeddings and the MLP,
+  attention dropout 0.0 on the attention probabilities and after the output projection, final LayerNorm).
 * DecoderCup: tokens back to a map, ``conv_more`` 3x3 -> 512 + BN + ReLU, four blocks of bilinear x2
   (align_corners=True), concatenated skip, two conv3x3-BN-ReLU; a 3x3 segmentation head.
 * A 1-channel input is repeated to 3 channels; other input sizes than ``img_size`` (multiples of 16)
@@ -106,8 +107,10 @@ class Attention(nn.Module):
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
+        # The published model applies its attention dropout rate (0.0) to the attention probabilities and
+        # after the output projection; ``dropout`` is used only by the embeddings and the MLP.
         self.attention_dropout = attention_dropout
-        self.proj_dropout = nn.Dropout(dropout)
+        self.proj_dropout = nn.Dropout(attention_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
@@ -135,10 +138,10 @@ class Mlp(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, hidden: int, heads: int, mlp_dim: int, dropout: float):
+    def __init__(self, hidden: int, heads: int, mlp_dim: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
         self.attention_norm = nn.LayerNorm(hidden, eps=1e-6)
-        self.attn = Attention(hidden, heads, dropout)
+        self.attn = Attention(hidden, heads, dropout, attention_dropout)
         self.ffn_norm = nn.LayerNorm(hidden, eps=1e-6)
         self.ffn = Mlp(hidden, mlp_dim, dropout)
 
@@ -168,9 +171,11 @@ class Embeddings(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, hidden: int, num_layers: int, heads: int, mlp_dim: int, dropout: float):
+    def __init__(self, hidden: int, num_layers: int, heads: int, mlp_dim: int, dropout: float,
+                 attention_dropout: float = 0.0):
         super().__init__()
-        self.layer = nn.ModuleList(TransformerBlock(hidden, heads, mlp_dim, dropout) for _ in range(num_layers))
+        self.layer = nn.ModuleList(TransformerBlock(hidden, heads, mlp_dim, dropout, attention_dropout)
+                                   for _ in range(num_layers))
         self.encoder_norm = nn.LayerNorm(hidden, eps=1e-6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,13 +216,19 @@ class TransUNet(FeatureModel):
     """TransUNet R50-ViT-B/16 (defaults) or a smaller model of the same architecture."""
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
-        "enc1", "enc2", "enc3", "enc4", "vit", "latent", "dec4", "dec3", "dec2", "dec1", "logits")
+        "enc_s2", "enc_s4", "enc_s8", "enc_s16", "vit", "bottleneck", "dec_s8", "dec_s4", "dec_s2", "dec_s1", "logits")
+    # Every map is anchored at the top-left: the 7x7/2 root conv (padding 3), the padded 3x3/2 max pool and
+    # the stride-2 3x3 convs (padding 1) centre output cell i on input pixel stride*i, i.e. at
+    # stride*i + 0.5 in continuous pixel coordinates. Decoder maps follow the grid of the skip they are
+    # concatenated with; the last block (no skip) and the head sit on the input grid.
+    GRID_OFFSET: ClassVar[str] = "top-left"
     gradcam_layer: str = "decoder.blocks.3"  # last decoder block (full resolution)
 
     def __init__(self, img_size: int = 224, num_classes: int = 9, in_channels: int = 1,
                  hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
                  block_units=(3, 4, 9), resnet_width: int = 64, decoder_channels=(256, 128, 64, 16),
-                 n_skip: int = 3, dropout: float = 0.1, latent_channels: int = 512, gn_groups: int = 32):
+                 n_skip: int = 3, dropout: float = 0.1, latent_channels: int = 512, gn_groups: int = 32,
+                 attention_dropout: float = 0.0):
         super().__init__()
         if len(block_units) != 3 or len(decoder_channels) != 4:
             raise ValueError("TransUNet needs 3 ResNet blocks (1/16 tokens) and 4 decoder channels")
@@ -231,13 +242,14 @@ class TransUNet(FeatureModel):
                            hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads, mlp_dim=mlp_dim,
                            block_units=tuple(block_units), resnet_width=resnet_width,
                            decoder_channels=tuple(decoder_channels), n_skip=n_skip, dropout=dropout,
-                           latent_channels=latent_channels, gn_groups=gn_groups)
+                           latent_channels=latent_channels, gn_groups=gn_groups,
+                           attention_dropout=attention_dropout)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.resnet = ResNetV2(block_units, resnet_width, 3, gn_groups)
         grid = (img_size // 16, img_size // 16)
         self.embeddings = Embeddings(self.resnet.out_channels, hidden_size, grid, dropout)
-        self.encoder = Encoder(hidden_size, num_layers, num_heads, mlp_dim, dropout)
+        self.encoder = Encoder(hidden_size, num_layers, num_heads, mlp_dim, dropout, attention_dropout)
         self.decoder = DecoderCup(hidden_size, decoder_channels, self.resnet.skip_channels + [0], n_skip,
                                   latent_channels)
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
@@ -250,12 +262,12 @@ class TransUNet(FeatureModel):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = self.resnet.root(x)
-        yield "enc1", x
+        yield "enc_s2", x
         skips = [x]
         x = F.max_pool2d(x, 3, stride=2, padding=1)
-        for i, block in enumerate(self.resnet.body, start=2):
+        for stride, block in zip((4, 8, 16), self.resnet.body):
             x = block(x)
-            yield f"enc{i}", x
+            yield f"enc_s{stride}", x
             skips.append(x)
         skips = skips[-2::-1]  # 1/8, 1/4, 1/2
         h, w = x.shape[-2:]
@@ -263,10 +275,10 @@ class TransUNet(FeatureModel):
         x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
         yield "vit", x
         x = self.decoder.conv_more(x)
-        yield "latent", x
+        yield "bottleneck", x
         for i, block in enumerate(self.decoder.blocks):
             x = block(x, skips[i] if i < self.decoder.n_skip else None)
-            yield f"dec{4 - i}", x
+            yield f"dec_s{8 >> i}", x
         yield "logits", self.head(x)
 
 

@@ -2,6 +2,12 @@
 
 Per sample: with p=0.5 a random rot90 (k in 0..3) followed by a random flip; otherwise with
 p=0.5 a rotation by an angle in [-20, 20) degrees (image bilinear, label nearest); else unchanged.
+
+A rotation leaves the corners of the square without source pixels. The image there is 0 (the lower
+end of the intensity window, as in TransUNet's ``scipy.ndimage.rotate``); the label there is
+:data:`IGNORE`, so no class is invented for pixels nobody annotated and the segmentation loss skips
+them. A distilled run's teacher sees the same augmented image, so its targets there are what it
+really predicts.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+IGNORE = 255  # label of pixels outside a rotated slice's support: ignored by the segmentation loss
 
 
 def sample_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -33,26 +41,30 @@ def _rotate(x: torch.Tensor, angles_deg: torch.Tensor, mode: str) -> torch.Tenso
     return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
-def apply(params: dict[str, torch.Tensor], image: torch.Tensor, *maps: torch.Tensor,
-          label: torch.Tensor | None = None):
-    """Apply the sampled transforms to ``image`` (B,C,H,W), optional float ``maps`` (B,C',h,w), and ``label`` (B,H,W).
+def branches(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per sample, which branch was drawn: 0 unchanged, 1 rot90 + flip, 2 small rotation."""
+    return params["rot90"].long() + 2 * params["rotate"].long()
 
-    Maps of other spatial sizes (teacher features) get the same geometric transform.
-    Returns (image, maps..., label) in that order (label last when given).
+
+def apply(params: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Tensor | None = None):
+    """Apply the sampled transforms to ``image`` (B,C,H,W) and the optional ``label`` (B,H,W).
+
+    Returns ``image`` or ``(image, label)``; rotated labels are :data:`IGNORE` outside the rotated support.
     """
-    outs = []
-    tensors = [(image, "bilinear"), *[(m, "bilinear") for m in maps]]
-    if label is not None:
-        tensors.append((label[:, None].float(), "nearest"))
-    for t, mode in tensors:
-        t = t.clone()
-        for i in torch.nonzero(params["rot90"]).flatten().tolist():
-            r = torch.rot90(t[i], int(params["k"][i]), dims=(-2, -1))
-            t[i] = torch.flip(r, dims=(-1 - int(params["flip_axis"][i]),))
-        idx = torch.nonzero(params["rotate"]).flatten()
-        if len(idx):
-            t[idx] = _rotate(t[idx].float(), params["angle"][idx], mode).to(t.dtype)
-        outs.append(t)
-    if label is not None:
-        outs[-1] = outs[-1][:, 0].round().long()
-    return tuple(outs)
+    image = image.clone()
+    label = label.clone() if label is not None else None
+    for i in torch.nonzero(params["rot90"]).flatten().tolist():
+        k, axis = int(params["k"][i]), -1 - int(params["flip_axis"][i])
+        image[i] = torch.flip(torch.rot90(image[i], k, dims=(-2, -1)), dims=(axis,))
+        if label is not None:
+            label[i] = torch.flip(torch.rot90(label[i], k, dims=(-2, -1)), dims=(axis,))
+    idx = torch.nonzero(params["rotate"]).flatten()
+    if len(idx):
+        angles = params["angle"][idx]
+        image[idx] = _rotate(image[idx].float(), angles, "bilinear").to(image.dtype)
+        if label is not None:
+            rotated = _rotate(label[idx, None].float(), angles, "nearest")[:, 0]
+            support = _rotate(torch.ones_like(label[idx, None], dtype=torch.float32), angles, "nearest")[:, 0] > 0.5
+            label[idx] = torch.where(support, rotated.round().to(label.dtype),
+                                     torch.full_like(label[idx], IGNORE))
+    return image if label is None else (image, label)

@@ -43,6 +43,13 @@ def _check_config(cfg):
         raise ValueError(
             f"config key students.methods: unknown method(s) {unknown}; available: {sorted(known)}"
         )
+    augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
+    if cfg["teacher"]["cache"] and augment != "none":
+        raise ValueError(
+            f"config key teacher.cache: a teacher cache holds the features of the un-augmented slices, so it is "
+            f"exact only for students trained with augment 'none' (students train with '{augment}'); "
+            "set teacher.cache: [] to run the teacher online on each augmented batch"
+        )
     for key in ("slices", "spacing_xy", "slice_thickness"):
         lo, hi = data["phantom"][key]
         if lo > hi:

@@ -54,7 +54,7 @@ rule evaluate_student:
 rule tables:
     input:
         evals=EVAL_FILES,
-        code=code("evaluate/tables.py"),
+        code=code("evaluate/tables.py", "evaluate/metrics.py") + MODEL_CODE,
     output:
         summary=f"{OUT}/tables/summary.csv",
         summary_md=f"{OUT}/tables/summary.md",
@@ -86,7 +86,8 @@ rule hypotheses:
     input:
         evals=EVAL_FILES,
         context=f"{OUT}/context.csv",
-        code=code("evaluate/hypotheses.py", "evaluate/stats.py"),
+        code=code("evaluate/hypotheses.py", "evaluate/stats.py", "evaluate/tables.py", "evaluate/metrics.py")
+        + MODEL_CODE,
     output:
         csv=f"{OUT}/hypotheses.csv",
         md=f"{OUT}/hypotheses.md",

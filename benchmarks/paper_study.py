@@ -1,0 +1,183 @@
+"""Wall time of the paper-scale study on this machine, extrapolated from timed steps of each kind of job.
+
+Times the trainer's own step (``Run.train_step``: augmentation, teacher targets, losses, update) at the
+paper's size (224 px, ``workflow/configs/synapse-paper.yaml``'s batch size, precision ``auto``) on
+synthetic slices, for: the TransUNet R50-ViT-B/16 teacher; per SqueezeUNet preset, a scratch student and
+a distilled student (``logits``, teacher online on the augmented batch, the cost every distilled method
+pays); and evaluation (inference per slice). Then extrapolates one epoch (the paper's training slices /
+batch steps, plus a validation pass) and the whole study: 1 teacher, 4 widths x 3 seeds scratch,
+4 widths x 7 methods x 3 seeds distilled, one evaluation per run, with ``--jobs-per-device`` jobs sharing
+the device. Prints samples/s, achieved TFLOP/s (``torch.utils.flop_counter``) and its share of this
+device's measured matrix-multiply rate in the same precision.
+
+    python benchmarks/paper_study.py [--steps 3] [--threads 2] [--batch 4]   # CPU: a smaller batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_SLICES, VAL_SLICES, TEST_SLICES = 2211, 737, 737  # 60/20/20 of the 3,685 slices of the 30 cases
+SEEDS, DISTILLED_METHODS = 3, 7
+
+
+def peak_tflops(device: torch.device, bf16: bool, n: int = 4096) -> float:
+    """Best rate of an n x n matrix product on ``device`` in the step's precision (TFLOP/s)."""
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.rand(n, n, device=device, dtype=dtype)
+    b = torch.rand(n, n, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_data(root: Path, n_train: int) -> Path:
+    """A prepared dataset of ``n_train`` synthetic 224 px training slices (the cost does not depend on them)."""
+    import h5py
+    import numpy as np
+
+    from hkd.io import write_json
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("val", 8)):
+        with h5py.File(root / f"{part}.h5", "w") as f:
+            f["image"] = rng.random((n, 224, 224), dtype=np.float32)
+            f["label"] = rng.integers(0, 9, (n, 224, 224), dtype=np.uint8)
+            f["case"] = np.array([b"0001"] * n)
+            f["slice"] = np.arange(n)
+    classes = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach",
+               "aorta", "pancreas"]
+    write_json(root / "dataset.json", {"classes": classes, "image_size": 224,
+                                      "slices": {"train": n_train, "val": 8}})
+    return root
+
+
+def time_run(run, steps: int, device: torch.device) -> tuple[float, float]:
+    """Median seconds per step (after one warm-up step) and GFLOP per step."""
+    from hkd.train import augment
+
+    gen = torch.Generator().manual_seed(0)
+    batch = run.cfg.batch_size
+    plan = [(torch.randperm(len(run.train_set), generator=gen)[:batch], augment.sample_params(batch, gen))
+            for _ in range(steps + 1)]
+    run.model.train()
+    run.train_step(*plan[0])
+    with FlopCounterMode(display=False) as flops:
+        run.train_step(*plan[0])
+    times = []
+    for idx, aug in plan[1:]:
+        sync(device)
+        t0 = time.perf_counter()
+        run.train_step(idx, aug)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], flops.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def time_inference(model, batch: int, device: torch.device, precision_autocast) -> float:
+    """Seconds per slice of inference at 224 px."""
+    x = torch.rand(batch, 1, 224, 224, device=device)
+    model.eval().to(device)
+    with precision_autocast():
+        model(x)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            model(x)
+        sync(device)
+    return (time.perf_counter() - t0) / (3 * batch)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per kind of job (median)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the paper config's)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads")
+    ap.add_argument("--jobs-per-device", type=int, default=1, help="jobs sharing the device in the plan")
+    ap.add_argument("--config", type=Path, default=REPO / "workflow" / "configs" / "synapse-paper.yaml")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from hkd.models import SQUEEZEUNET_PRESETS
+    from hkd.train.trainer import Run, TrainConfig, _autocast, _save_state
+
+    cfg = yaml.safe_load(args.config.read_text())
+    recipe = {k: v for k, v in cfg["train"].items() if k != "threads"}
+    if args.batch:
+        recipe["batch_size"] = args.batch
+    teacher_spec = cfg["teacher"]["model"]
+    t_epochs = {**recipe, **cfg["teacher"].get("train", {})}["epochs"]
+    s_epochs = {**recipe, **cfg["students"].get("train", {})}["epochs"]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
+    bf16 = device.type == "cuda" and recipe.get("precision", "auto") in ("auto", "bf16")
+    peak = peak_tflops(device, bf16)
+    print(f"device: {name}; {'bf16' if bf16 else 'fp32'}; matrix-multiply rate {peak:.2f} TFLOP/s; "
+          f"batch {recipe['batch_size']}; median of {args.steps} steps per job kind")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepared = make_data(tmp / "prep", max(recipe["batch_size"] * (args.steps + 1), 16))
+        teacher_run = Run(TrainConfig.from_dict({**recipe, "model": teacher_spec, "device": str(device)}),
+                          prepared, tmp / "teacher", None, None, progress=False)
+        _save_state(tmp / "teacher.pt", teacher_run._model_state(0))
+        sec, gflop = time_run(teacher_run, args.steps, device)
+        t_inf = time_inference(teacher_run.model, 8, device, lambda: _autocast(device, recipe.get("precision", "auto")))
+        rows.append(("teacher", "TransUNet", 1, t_epochs, sec, gflop, t_inf))
+        del teacher_run
+        for preset in SQUEEZEUNET_PRESETS:
+            for method in ("scratch", "logits"):
+                run = Run(TrainConfig.from_dict({**recipe, "model": {"arch": "squeezeunet", "width": preset},
+                                                 "method": method, "device": str(device),
+                                                 "teacher": teacher_spec if method != "scratch" else None}),
+                          prepared, tmp / f"{preset}_{method}", None,
+                          tmp / "teacher.pt" if method != "scratch" else None, progress=False)
+                sec, gflop = time_run(run, args.steps, device)
+                t_inf = time_inference(run.model, 8, device, lambda: _autocast(device, recipe.get("precision", "auto")))
+                count = SEEDS * (1 if method == "scratch" else DISTILLED_METHODS)
+                rows.append((method if method == "scratch" else "distilled", preset, count, s_epochs, sec, gflop, t_inf))
+                del run
+    print(f"{'job':<10} {'model':<10} {'jobs':>4} {'s/step':>8} {'samples/s':>10} {'TFLOP/s':>8} {'of peak':>8} "
+          f"{'epoch min':>9} {'job h':>7}")
+    total_h, plan = 0.0, []
+    for job, model, count, epochs, sec, gflop, t_inf in rows:
+        steps = math.ceil(TRAIN_SLICES / recipe["batch_size"])
+        epoch_s = steps * sec + VAL_SLICES * t_inf
+        job_h = (epochs * epoch_s + TEST_SLICES * t_inf) / 3600
+        total_h += count * job_h
+        tflops = gflop / sec / 1e3
+        print(f"{job:<10} {model:<10} {count:>4} {sec:>8.3f} {recipe['batch_size'] / sec:>10.1f} {tflops:>8.2f} "
+              f"{tflops / peak:>7.1%} {epoch_s / 60:>9.2f} {job_h:>7.2f}")
+        plan.append({"job": job, "model": model, "count": count, "hours_each": job_h})
+    wall = total_h / args.jobs_per_device
+    print(f"whole study ({sum(r[2] for r in rows)} trainings and their evaluations): {total_h:.1f} device-hours; "
+          f"{wall:.1f} h wall with {args.jobs_per_device} job(s) per device on one device "
+          "(teacher first, then the students)")
+    print("per-job runtimes for the paper config's resources (minutes, x1.5 margin): "
+          + json.dumps({f"{p['job']} {p['model']}": math.ceil(p["hours_each"] * 60 * 1.5) for p in plan}))
+
+
+if __name__ == "__main__":
+    main()
