@@ -20,7 +20,9 @@ from hkd.io import write_text
 
 STYLE = ("<style>.hkd-overview table{border-collapse:collapse;margin:4px 0 12px}"
          ".hkd-overview th,.hkd-overview td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
-         ".hkd-overview th{background:#f3f3f3}.hkd-overview img{max-width:100%}</style>")
+         ".hkd-overview th{background:#f3f3f3}.hkd-overview img{max-width:100%}"
+         ".hkd-overview .hkd-verdicts{overflow-x:auto;max-width:100%}"
+         ".hkd-overview .hkd-verdicts th,.hkd-overview .hkd-verdicts td{white-space:nowrap;font-size:12px}</style>")
 
 
 def _table(rows: list[list], header: list[str]) -> str:
@@ -54,7 +56,7 @@ def overview_html(run: dict, split: dict, summary: pd.DataFrame, hypotheses_html
                         ["part", "cases", "slices"]))
     parts.append(_table([[r["method"], _width(r), f"{int(r['params']):,}", int(r["seeds"])]
                          for _, r in summary.iterrows()], ["model", "width", "parameters", "seeds"]))
-    parts += ["<h3>What came out</h3>", verdict_table(hypotheses_html),
+    parts += ["<h3>What came out</h3>", "<div class='hkd-verdicts'>", verdict_table(hypotheses_html), "</div>",
               f"<img alt='Dice against parameters' src='data:image/png;base64,"
               f"{base64.b64encode(figure_png).decode()}'>", "</div>"]
     return "\n".join(parts) + "\n"
