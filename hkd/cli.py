@@ -1,30 +1,78 @@
-"""The ``hkd`` command line: every workflow step is a subcommand, usable without Snakemake."""
+"""The hkd command line: every workflow step is a subcommand, usable without Snakemake."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from hkd.data.cases import DataError
+from hkd.data.synapse import DOWNLOAD_TIMEOUT
 
 log = logging.getLogger("hkd")
 
 
-def _json_arg(value: str):
-    """A JSON value given inline, or the path of a JSON/YAML file holding it."""
-    text = value.strip()
-    if text[:1] in '{["':
-        return json.loads(text)
+def _is_inline_json(value: str) -> bool:
+    return value.strip()[:1] in '{["'
+
+
+def _json_arg(value: str, flag: str):
+    """A JSON value given inline, or the path of a JSON/YAML file holding it; errors name ``flag``."""
+    if _is_inline_json(value):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{flag}: not valid JSON ({exc})") from None
     path = Path(value)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise DataError(f"{flag}: cannot read {path} ({exc.strerror or exc})") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(path.read_text())
-    return json.loads(path.read_text())
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DataError(f"{flag}: {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{flag}: {path} is not valid JSON ({exc})") from None
+
+
+def _json_object(value: str, flag: str, required: tuple[str, ...] = ()) -> dict:
+    """A JSON object argument that must hold the ``required`` keys."""
+    obj = _json_arg(value, flag)
+    if not isinstance(obj, dict):
+        raise DataError(f"{flag}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise DataError(f"{flag}: missing key(s) {missing}")
+    return obj
+
+
+def _check_train_params(params: dict, flag: str = "--params") -> None:
+    """Keys and method of a training config, checked before any data is read."""
+    from dataclasses import MISSING, fields
+
+    from hkd import distill
+    from hkd.train.trainer import TrainConfig
+
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise DataError(f"{flag}: unknown key(s) {unknown}; known: {sorted(known)}")
+    missing = [name for name, f in known.items()
+               if f.default is MISSING and f.default_factory is MISSING and name not in params]
+    if missing:
+        raise DataError(f"{flag}: missing key(s) {missing} (e.g. \"model\": {{\"arch\": \"squeezeunet\"}})")
+    method = params.get("method", "scratch")
+    if method not in distill.available():
+        raise DataError(f"{flag}: unknown method '{method}'; available: {', '.join(distill.available())}")
 
 
 def cmd_phantom(args) -> None:
@@ -41,7 +89,7 @@ def cmd_phantom(args) -> None:
 def cmd_download(args) -> None:
     from hkd.data.synapse import download
 
-    path = download(args.entity, args.out, args.md5)
+    path = download(args.entity, args.out, args.md5, timeout=args.timeout)
     log.info("downloaded %s to %s", args.entity, path)
 
 
@@ -73,10 +121,11 @@ def cmd_split(args) -> None:
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
     from hkd.data.sources import iter_cases
+    from hkd.data.split import PARTS
 
-    p = _json_arg(args.params)
-    split_file = json.loads(Path(args.split).read_text())
-    split = {part: split_file[part] for part in ("train", "val", "test")}
+    p = _json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
+    split_file = _json_object(str(args.split), "--split", PARTS)
+    split = {part: split_file[part] for part in PARTS}
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
     classes = list(p["classes"])
     liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []
@@ -98,7 +147,8 @@ def cmd_train(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = _json_arg(args.params)
+    params = _json_object(args.params, "--params")
+    _check_train_params(params)
     lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
     # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
     with claim_gpu(lock_dir) if str(params.get("device", "auto")).startswith(("auto", "cuda")) else nullcontext():
@@ -117,7 +167,9 @@ def cmd_teacher_cache(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = distill.get(args.method).required_teacher_features(_json_arg(args.options))
+    if args.method not in distill.available():
+        raise DataError(f"--method: unknown method '{args.method}'; available: {', '.join(distill.available())}")
+    names = distill.get(args.method).required_teacher_features(_json_object(args.options, "--options"))
     teacher, _ = load_model(args.teacher)
     shapes = write_cache(teacher, args.data, list(names), args.out, device=resolve_device(args.device))
     log.info("cached teacher features %s in %s", shapes, args.out)
@@ -189,11 +241,19 @@ def cmd_context(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    table = context_table(args.data, _json_arg(args.runs), dilation=args.dilation, n_slices=args.n_slices,
+    table = context_table(args.data, _json_arg(args.runs, "--runs"), dilation=args.dilation, n_slices=args.n_slices,
                           seed=args.seed)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     log.info("%s", table.groupby(["method", "width"])["outside_mass"].mean().to_string())
+
+
+def _models_arg(items: list[str]) -> dict[str, str]:
+    """``NAME=RUN_FOLDER`` pairs of ``hkd figures --models``."""
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"--models: expected NAME=RUN_FOLDER, got {bad}")
+    return dict(item.split("=", 1) for item in items)
 
 
 def cmd_figures(args) -> None:
@@ -203,8 +263,8 @@ def cmd_figures(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    runs = dict(item.split("=", 1) for item in args.models)
-    slices = _json_arg(args.slices)
+    runs = _models_arg(args.models)
+    slices = _json_arg(args.slices, "--slices")
     slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
     logs = dict(item.split("=", 1) for item in args.logs) if args.logs else {n: Path(d) / "log.csv" for n, d in runs.items()}
     paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
@@ -220,7 +280,9 @@ def cmd_overview(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hkd", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="hkd", description="Heterogeneous knowledge distillation study: every workflow step is a subcommand, "
+        "usable without Snakemake. 'hkd COMMAND --help' lists a command's options.")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -232,19 +294,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, nargs=2, default=(40, 56), metavar=("MIN", "MAX"))
     p.add_argument("--spacing-xy", type=float, nargs=2, default=(0.7, 0.9), metavar=("MIN", "MAX"))
     p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"))
-    p.set_defaults(func=cmd_phantom)
+    p.set_defaults(func=cmd_phantom, outputs=("out",))
 
     p = sub.add_parser("download", help="download a Synapse file (needs SYNAPSE_AUTH_TOKEN or ~/.synapseConfig)")
     p.add_argument("--entity", default="syn3379050")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--md5", default=None)
-    p.set_defaults(func=cmd_download)
+    p.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT,
+                   help=f"seconds before the whole download is abandoned (default {DOWNLOAD_TIMEOUT:g})")
+    p.set_defaults(func=cmd_download, outputs=("out",))
 
     p = sub.add_parser("extract", help="extract a RawData zip safely")
     p.add_argument("--zip", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--md5", default=None)
-    p.set_defaults(func=cmd_extract)
+    p.set_defaults(func=cmd_extract, inputs=("zip",), outputs=("out",))
 
     p = sub.add_parser("split", help="patient-level train/val/test split")
     p.add_argument("--source", required=True, type=Path)
@@ -254,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--file", default=None, help="split file for --preset file")
     p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_split)
+    p.set_defaults(func=cmd_split, inputs=("source", "file"), outputs=("out",))
 
     p = sub.add_parser("prepare", help="preprocess cases into the prepared HDF5 dataset")
     p.add_argument("--source", required=True, type=Path)
@@ -263,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", required=True, help="JSON (inline or file): image_size, hu_window, label_map, classes")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=cmd_prepare, inputs=("source", "split", "params"), outputs=("out",))
 
     p = sub.add_parser("train", help="train a teacher or a (scratch or distilled) student")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
@@ -277,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-locks", type=Path, default=None,
                    help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"), outputs=("out", "work"))
 
     p = sub.add_parser("teacher-cache", help="store the teacher's features on the training slices for a method")
     p.add_argument("--teacher", required=True, type=Path, help="teacher checkpoint")
@@ -287,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_teacher_cache)
+    p.set_defaults(func=cmd_teacher_cache, inputs=("teacher", "data", "options"), outputs=("out",))
 
     p = sub.add_parser("evaluate", help="volume-level Dice, IoU and HD95 of one trained run on the test cases")
     p.add_argument("--run", required=True, type=Path, help="run folder (best.pt, last.pt, metrics.json)")
@@ -300,12 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="tidy CSV")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, inputs=("run", "data"), outputs=("out",))
 
     p = sub.add_parser("tables", help="study tables (mean and std over seeds) from evaluation CSVs")
     p.add_argument("--evals", required=True, nargs="+", type=Path)
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_tables)
+    p.set_defaults(func=cmd_tables, inputs=("evals",), outputs=("out_dir",))
 
     p = sub.add_parser("hypotheses", help="paired tests and verdicts of every method against scratch")
     p.add_argument("--evals", required=True, nargs="+", type=Path)
@@ -314,9 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
     p.add_argument("--out-html", required=True, type=Path)
-    p.set_defaults(func=cmd_hypotheses)
+    p.set_defaults(func=cmd_hypotheses, inputs=("evals", "context"), outputs=("out_csv", "out_md", "out_html"))
 
-    p = sub.add_parser("figures", help="qualitative and summary figures, and the Grad-CAM context table")
+    p = sub.add_parser("figures", help="qualitative and summary figures: overlays, saliency, Grad-CAM, latent PCA, "
+                       "training curves, Dice vs parameters (the Grad-CAM context table is 'hkd context')")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     p.add_argument("--models", required=True, nargs="+", help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher")
     p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
@@ -327,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-slices", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_figures)
+    p.set_defaults(func=cmd_figures, inputs=("data", "models", "summary", "slices"), outputs=("out_dir",))
 
     p = sub.add_parser("overview", help="the report's first page: what the study ran and what came out (HTML)")
     p.add_argument("--run", required=True, help="JSON object: what the configuration ran, shown as given")
@@ -347,20 +412,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_context)
+    p.set_defaults(func=cmd_context, inputs=("data", "runs"), outputs=("out",))
+    for action in sub._choices_actions:  # 'hkd COMMAND --help' opens with the command's one-line help
+        sub.choices[action.dest].description = action.help
     return parser
 
 
+def _paths(args, names: tuple[str, ...]) -> dict[str, str]:
+    """The paths named by the arguments ``names`` of ``args``, keyed by their flag (lists are expanded)."""
+    out = {}
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        for i, v in enumerate(values):
+            if v is None or (isinstance(v, str) and _is_inline_json(v)):
+                continue
+            if name == "models":  # NAME=RUN_FOLDER
+                v = str(v).split("=", 1)[-1]
+            out[flag if len(values) == 1 else f"{flag}[{i}]"] = v
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return " ".join(str(msg).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    from hkd.io import check_outputs_spare_inputs
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
+        check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
         args.func(args)
-    except (DataError, ValueError, KeyError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"hkd {args.command}: error: {msg}", file=sys.stderr)
+    except (DataError, ValueError, KeyError, OSError) as exc:
+        # Bad input: one line that names the file, key or argument. Other exceptions are bugs and keep
+        # their traceback.
+        print(f"hkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"hkd {args.command}: interrupted (nothing half-written was kept)", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -7,6 +7,7 @@ patient's right on the left of the image (the radiological convention), superior
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from dataclasses import dataclass
@@ -14,6 +15,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.openers import ImageOpener
+
+log = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -38,6 +42,7 @@ class RawCase:
 
 
 _IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
+_LABEL_RE = re.compile(r"^label(\d+)\.nii(\.gz)?$")
 
 
 def find_raw_cases(root: str | Path) -> list[RawCase]:
@@ -51,7 +56,7 @@ def find_raw_cases(root: str | Path) -> list[RawCase]:
             break
     else:
         raise DataError(f"{root}: no Training/img folder (expected the Synapse RawData layout)")
-    cases = []
+    cases: dict[str, RawCase] = {}
     for img in sorted((base / "Training" / "img").iterdir()):
         m = _IMG_RE.match(img.name)
         if not m:
@@ -61,10 +66,19 @@ def find_raw_cases(root: str | Path) -> list[RawCase]:
         label = base / "Training" / "label" / f"label{number}{suffix}"
         if not label.exists():
             raise DataError(f"{img}: no matching label file {label}")
-        cases.append(RawCase(number.zfill(4), img, label))
+        case_id = number.zfill(4)
+        if case_id in cases:  # img3 and img0003, or img0003.nii and img0003.nii.gz
+            raise DataError(f"{img}: case {case_id} is also stored as {cases[case_id].image_path.name}; "
+                            "keep one of the two files")
+        cases[case_id] = RawCase(case_id, img, label)
     if not cases:
         raise DataError(f"{base / 'Training' / 'img'}: no img*.nii.gz files")
-    return cases
+    used = {c.label_path.name for c in cases.values()}
+    label_dir = base / "Training" / "label"
+    orphans = sorted(p.name for p in label_dir.iterdir() if _LABEL_RE.match(p.name) and p.name not in used)
+    if orphans:
+        log.warning("%s: label files without an image, ignored: %s", label_dir, ", ".join(orphans))
+    return sorted(cases.values(), key=lambda c: c.case_id)
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
@@ -74,7 +88,33 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         raise DataError(f"{path}: not a readable NIfTI file ({exc})") from exc
     if len(img.shape) != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {img.shape}")
+    _check_geometry(img, path)
     return img
+
+
+def _check_geometry(img: nib.Nifti1Image, path: Path) -> None:
+    """Reject voxel geometry that would make distances in mm wrong or the orientation undefined."""
+    # nibabel silently replaces a zero pixdim by 1 mm when it loads a header; read it as stored.
+    try:
+        with ImageOpener(path) as f:
+            raw = type(img.header).from_fileobj(f, check=False)
+    except Exception as exc:  # the same broad set nib.load itself can raise
+        raise DataError(f"{path}: not a readable NIfTI header ({exc})") from exc
+    if int(raw["qform_code"]) == 0 and int(raw["sform_code"]) == 0:
+        pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+        if not (np.isfinite(pixdim).all() and (pixdim != 0).all()):
+            raise DataError(f"{path}: voxel spacing (pixdim) {pixdim.tolist()} is zero or not finite and there "
+                            "is no qform/sform, so distances in mm are unknown")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise DataError(f"{path}: affine has non-finite entries {affine[:3].tolist()}")
+    lengths = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    zero = [axis for axis, n in zip("ijk", lengths) if n < 1e-6]
+    if zero:
+        raise DataError(f"{path}: affine has a zero-length voxel axis ({', '.join(zero)}: spacing "
+                        f"{lengths.round(6).tolist()} mm)")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-9 * lengths.prod():
+        raise DataError(f"{path}: affine axes are not independent (determinant 0), orientation undefined")
 
 
 def _read_array(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:
@@ -114,7 +154,7 @@ def load_raw_case(raw: RawCase) -> Case:
     """Load, validate and reorient one image/label pair.
 
     Raises :class:`DataError` naming the file for: unreadable or truncated files, shape or affine
-    mismatch, NaN voxels, an empty or constant image, and non-integer label values.
+    mismatch, zero or non-finite spacing, degenerate affines, NaN or infinite voxels, an empty or constant image, and non-integer label values.
     """
     img_nii, lab_nii = _load_nifti(raw.image_path), _load_nifti(raw.label_path)
     if img_nii.shape != lab_nii.shape:
@@ -125,8 +165,10 @@ def load_raw_case(raw: RawCase) -> Case:
     if min(img_nii.shape) < 1 or np.prod(img_nii.shape) == 0:
         raise DataError(f"{raw.image_path}: empty volume")
     image = _read_array(img_nii, raw.image_path, np.float32)
-    if np.isnan(image).any():
-        raise DataError(f"{raw.image_path}: contains NaN voxels")
+    bad = ~np.isfinite(image)
+    if bad.any():
+        kinds = ", ".join(str(v) for v in np.unique(image[bad]).tolist())
+        raise DataError(f"{raw.image_path}: contains NaN or infinite voxels ({int(bad.sum())} voxels: {kinds})")
     if image.min() == image.max():
         raise DataError(f"{raw.image_path}: constant volume (every voxel is {image.min():g})")
     label = _read_array(lab_nii, raw.label_path, None)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from hkd.data.cases import Case, DataError, find_raw_cases, load_raw_case, raw_depth
-from hkd.data.transunet_format import check_label_order, load_transunet_case, transunet_cases
+from hkd.data.transunet_format import check_label_order, load_transunet_case, transunet_case_ids, transunet_cases
 
 FORMATS = ("rawdata", "transunet")
+_ZIP_IMG_RE = re.compile(r"(^|/)Training/img/img\d+\.nii(\.gz)?$")
 
 
 def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
@@ -21,6 +23,27 @@ def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
     if fmt == "transunet":
         return transunet_cases(root)
     raise DataError(f"data.format: unknown format '{fmt}' ({', '.join(FORMATS)})")
+
+
+def count_cases(path: str | Path, source: str) -> int | None:
+    """Number of cases a source holds, from file names only (no file is read): for checks before any
+    work starts. None when the source does not exist yet (it is generated or downloaded by the workflow).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    if source == "zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DataError(f"{path}: not a readable zip file ({exc})") from exc
+        return len({PurePosixPath(n).name.split(".")[0] for n in names if _ZIP_IMG_RE.search(n)})
+    if source == "transunet":
+        return len(transunet_case_ids(path))
+    return len(find_raw_cases(path))
 
 
 def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None) -> Iterator[Case]:

@@ -16,17 +16,28 @@ TRANSUNET_TRAIN = ["0005", "0006", "0007", "0009", "0010", "0021", "0023", "0024
 TRANSUNET_TEST = ["0001", "0002", "0003", "0004", "0008", "0022", "0025", "0029", "0032", "0035", "0036", "0038"]
 
 
+def format_ratios(ratios) -> str:
+    """Ratios as written in messages: 0.6/0.2/0.2."""
+    return "/".join(f"{r:g}" for r in ratios)
+
+
 def part_sizes(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Case counts per part: validation and test get round(n * ratio) (at least 1 each when n >= 3)."""
+    """Case counts per part: validation and test get round(n * ratio) (at least 1 each when n >= 3).
+
+    Raises DataError when the ratios are invalid or leave a part empty for ``n`` cases (every part is
+    used: train to fit, val to pick the best epoch, test to evaluate).
+    """
     if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
         raise DataError(f"data.split.ratios: {list(ratios)} must be non-negative and sum to 1")
     n_val = int(round(n * ratios[1]))
     n_test = int(round(n * ratios[2]))
     if n >= 3:
         n_val, n_test = max(n_val, 1 if ratios[1] > 0 else 0), max(n_test, 1 if ratios[2] > 0 else 0)
-    n_train = n - n_val - n_test
-    if n_train < 1:
-        raise DataError(f"data.split: {n} cases are too few for ratios {list(ratios)}")
+    n_train = max(n - n_val - n_test, 0)
+    for part, size in zip(PARTS, (n_train, n_val, n_test)):
+        if size < 1:
+            raise DataError(f"data.split.ratios: {format_ratios(ratios)} of {n} case{'s' if n != 1 else ''} leave the "
+                            f"'{part}' part empty")
     return n_train, n_val, n_test
 
 
@@ -83,13 +94,13 @@ def make_split(case_ids: list[str], preset: str, ratios=(0.6, 0.2, 0.2), seed: i
 
 
 def check_split(split: dict[str, list[str]]) -> None:
-    """No case may appear in two parts, and train and val must not be empty."""
+    """No case may appear in two parts, and no part may be empty."""
     owner: dict[str, str] = {}
     for part in PARTS:
         for cid in split.get(part, []):
             if cid in owner:
                 raise DataError(f"split: case {cid} is in both '{owner[cid]}' and '{part}'")
             owner[cid] = part
-    for part in ("train", "val"):
+    for part in PARTS:
         if not split.get(part):
             raise DataError(f"split: the '{part}' part is empty")

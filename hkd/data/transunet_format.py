@@ -41,6 +41,12 @@ def _layout(root: Path) -> tuple[dict[str, list[tuple[int, Path]]], dict[str, Pa
     return slices, volumes
 
 
+def transunet_case_ids(root: str | Path) -> list[str]:
+    """Case ids of a TransUNet folder, from file names only."""
+    slices, volumes = _layout(Path(root))
+    return sorted(set(slices) | set(volumes))
+
+
 def transunet_cases(root: str | Path) -> dict[str, int]:
     """Case id -> slice count."""
     slices, volumes = _layout(Path(root))
@@ -54,8 +60,8 @@ def transunet_cases(root: str | Path) -> dict[str, int]:
 def _check(image: np.ndarray, label: np.ndarray, source: Path) -> None:
     if image.shape != label.shape:
         raise DataError(f"{source}: image shape {image.shape} does not match label shape {label.shape}")
-    if np.isnan(image).any():
-        raise DataError(f"{source}: contains NaN voxels")
+    if not np.isfinite(image).all():
+        raise DataError(f"{source}: contains NaN or infinite voxels")
     if image.min() < -1e-3 or image.max() > 1 + 1e-3:
         raise DataError(f"{source}: image values outside [0, 1]; expected TransUNet-preprocessed data")
 

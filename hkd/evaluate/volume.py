@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from hkd.data.cases import DataError
 from hkd.data.dataset import load_volume, read_meta
 from hkd.data.preprocess import pad_to_square, resize_slices
 from hkd.devices import resolve_device
@@ -55,13 +56,17 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
     run_dir, prepared = Path(run_dir), Path(prepared)
     meta = read_meta(prepared)
     classes = {i: name for i, name in enumerate(meta["classes"]) if i > 0}
+    case_ids = list(meta["split"].get(part) or [])
+    if not case_ids:  # a table of NaN means would look like a result
+        raise DataError(f"{prepared / 'dataset.json'}: the '{part}' part has no cases, so there is nothing to "
+                        "evaluate (see data.split)")
     ckpt, run_metrics = run_checkpoint(run_dir)
     dev = resolve_device(device)
     model, _ = load_model(ckpt)
     model.to(dev)
     params = count_parameters(model)
     rows = []
-    for case_id in meta["split"][part]:
+    for case_id in case_ids:
         image, label, spacing = load_volume(prepared, case_id)
         pred = predict_volume(model, image, int(meta["image_size"]), dev)
         for r in case_metrics(pred, label, spacing, classes):

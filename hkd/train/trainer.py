@@ -92,17 +92,34 @@ def _save_state(path: Path, state: dict) -> None:
 def load_state(path: str | Path) -> dict:
     """Load a checkpoint written by the trainer (plain state dicts, ``weights_only=True``)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"{path}: not a readable hkd checkpoint ({exc})") from exc
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not an hkd checkpoint (a {type(state).__name__}, not a dict with 'spec')")
+    return state
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild a trained model from a checkpoint; returns (model in eval mode, its spec)."""
     state = load_state(path)
-    spec = json.loads(state["spec"])
-    model = build_model(spec)
-    model.load_state_dict(state["model"])
+    for key in ("spec", "model"):
+        if key not in state:
+            raise ValueError(f"{path}: not an hkd checkpoint (no '{key}')")
+    try:
+        spec = json.loads(state["spec"])
+        if not isinstance(spec, dict):
+            raise TypeError(f"a {type(spec).__name__}")
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not an hkd checkpoint ('spec' is not a JSON model spec: {exc})") from None
+    model = build_model(spec)  # an unknown arch or bad spec raises ValueError naming it
+    if not isinstance(state["model"], dict):
+        raise ValueError(f"{path}: not an hkd checkpoint ('model' is not a state dict)")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"{path}: weights do not fit the model its spec describes ({first})") from None
     return model.eval(), spec
 
 
@@ -226,11 +243,16 @@ class Run:
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""
         if self.resume_path and self.resume_path.exists():
-            state = load_state(self.resume_path)
+            try:
+                state = load_state(self.resume_path)
+            except ValueError as exc:  # unreadable or foreign: not this run's state, start afresh
+                log.warning("ignoring %s", exc)
+                state = {}
             if state.get("fingerprint") == self.fingerprint:
                 self._restore(state)
                 return
-            log.info("ignoring %s: written by a run with another configuration", self.resume_path)
+            if state:
+                log.info("ignoring %s: written by a run with another configuration", self.resume_path)
         (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
         self.work_dir.mkdir(parents=True, exist_ok=True)
 

@@ -1,11 +1,60 @@
 # Configuration checks and helpers shared by every rule file.
 import json
 import os
+import sys
 
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
+# The checks below ask this checkout's hkd package (its method registry, its split rules).
+sys.path.insert(0, workflow.basedir)
+
+from hkd.devices import visible_gpus  # standard library only (torch is imported lazily)
+from hkd.lock import OutLock  # standard library only
+
+try:
+    from hkd import distill
+    from hkd.data.cases import DataError
+    from hkd.data.sources import count_cases
+    from hkd.data.split import PARTS, check_split, format_ratios, part_sizes
+except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
+    distill = None
+    logger.warning(
+        f"hkd cannot be imported by Snakemake ({exc}): method names, distill options and split "
+        "sizes are checked only when the jobs run; install hkd where Snakemake runs to check them now"
+    )
+
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+
+def _schema_error(cfg):
+    """The first schema violation of ``cfg`` as one line: the key and the rule it breaks."""
+    schema = yaml.safe_load(open(SCHEMA))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(cfg)
+    )
+    if error is None:
+        return None
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        key = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else key
+        broken = f"unknown key; known keys here: {sorted(error.schema.get('properties', {}))}"
+    else:
+        broken = f"{error.message} (schema rule '{error.validator}')"
+    return f"config key {key}: {broken}"
+
+
+try:
+    validate(config, SCHEMA)
+except WorkflowError as exc:
+    message = _schema_error(config)
+    if message is None:
+        raise
+    raise WorkflowError(message) from None
 
 
 def _check_config(cfg):
@@ -33,16 +82,9 @@ def _check_config(cfg):
         raise ValueError(
             "config key data.split.file: required when data.split.preset is 'file'"
         )
-    known = {
-        f[:-3]
-        for f in os.listdir(os.path.join(workflow.basedir, "hkd", "distill"))
-        if f.endswith(".py") and f not in ("__init__.py", "base.py", "functional.py")
-    }
-    unknown = sorted(set(cfg["students"]["methods"]) - known)
-    if unknown:
-        raise ValueError(
-            f"config key students.methods: unknown method(s) {unknown}; available: {sorted(known)}"
-        )
+    if distill is not None:
+        _check_methods(cfg)
+        _check_split(cfg)
     augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
     if cfg["teacher"]["cache"] and augment != "none":
         raise ValueError(
@@ -58,9 +100,90 @@ def _check_config(cfg):
             )
 
 
+def _check_methods(cfg):
+    """Method names and options against the registry (hkd/distill), the one source of truth."""
+    available = distill.available()
+    for key, names in (
+        ("students.methods", cfg["students"]["methods"]),
+        ("teacher.cache", cfg["teacher"]["cache"]),
+        ("distill", list(cfg["distill"])),
+    ):
+        unknown = sorted(set(names) - set(available))
+        if unknown:
+            raise ValueError(
+                f"config key {key}: unknown method(s) {unknown}; available: {available}"
+            )
+    for name, options in cfg["distill"].items():
+        known = distill.get(name).option_defaults()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"config key distill.{name}: unknown option(s) {unknown}; {name} takes {sorted(known)}"
+            )
+
+
+def _source_cases(data, out):
+    """Number of cases the source will hold, where known before any job runs (else None)."""
+    if data["source"] == "phantom":
+        return data["phantom"]["cases"]
+    if data["source"] == "synapse":
+        return count_cases(f"{out}/raw/synapse/RawData.zip", "zip")
+    return count_cases(data["path"], data["source"])
+
+
+def _check_split(cfg):
+    """Split settings that would leave a part empty, found before the expensive work."""
+    split = cfg["data"]["split"]
+    if split["preset"] == "file":
+        path = split["file"]
+        if not os.path.isfile(path):
+            raise ValueError(f"config key data.split.file: {path} does not exist")
+        try:
+            parts = json.loads(open(path).read())
+            check_split({part: list(parts[part]) for part in PARTS})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(
+                f"config key data.split.file: {path}: not a split file with non-empty "
+                f"'train', 'val' and 'test' lists ({exc})"
+            ) from None
+    if split["preset"] != "random":
+        return
+    zero = [part for part, r in zip(PARTS, split["ratios"]) if r == 0]
+    if zero:
+        raise ValueError(
+            f"config key data.split.ratios: {format_ratios(split['ratios'])} leave the "
+            f"'{zero[0]}' part empty"
+        )
+    try:
+        n = _source_cases(cfg["data"], cfg["out"])
+    except DataError as exc:
+        raise ValueError(f"config key data.path: {exc}") from None
+    try:
+        if n is not None:
+            part_sizes(n, split["ratios"])
+    except DataError as exc:
+        raise ValueError(f"config key {exc}") from None
+
+
 _check_config(config)
 
 OUT = config["out"]
+# One run per output folder, from any working directory; taken when jobs start (never for a dry run).
+OUT_LOCK = OutLock(OUT)
+
+
+onstart:
+    OUT_LOCK.acquire()
+
+
+onsuccess:
+    OUT_LOCK.release()
+
+
+onerror:
+    OUT_LOCK.release()
+
+
 DATA = config["data"]
 ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 # The conda env installs hkd from ${HKD_SOURCE}: its copy under .snakemake/conda/ cannot use a relative path.
@@ -100,6 +223,25 @@ def raw_source():
     return DATA["path"]
 
 
+def source_files():
+    """The files of a user's source folder (folder, transunet), as inputs: a folder's own mtime misses
+    a label fixed in place, and a new or removed file changes the set of inputs, which reruns too.
+    """
+    if DATA["source"] not in ("folder", "transunet") or not os.path.isdir(DATA["path"]):
+        return []
+    return sorted(
+        os.path.join(d, f)
+        for d, dirs, files in os.walk(DATA["path"])
+        for f in files
+        if not f.startswith(".")
+    )
+
+
+def split_file():
+    """The split file of preset 'file', an input of the split rule (editing it reruns the split)."""
+    return DATA["split"]["file"] if DATA["split"]["preset"] == "file" else []
+
+
 # --- training ---------------------------------------------------------------------------------
 TRAIN_CODE = code(
     "train/trainer.py",
@@ -113,20 +255,6 @@ TRAIN_CODE = code(
     "distill/__init__.py",
     "distill/base.py",
 )
-
-
-def _visible_gpus():
-    """GPU ids visible here (CUDA_VISIBLE_DEVICES or nvidia-smi), from the checkout's hkd/devices.py:
-    it needs no torch and no installed hkd (the workflow may run outside the rules' conda env).
-    """
-    from importlib.util import module_from_spec, spec_from_file_location
-
-    spec = spec_from_file_location(
-        "hkd_devices", os.path.join(workflow.basedir, "hkd", "devices.py")
-    )
-    devices = module_from_spec(spec)
-    spec.loader.exec_module(devices)
-    return devices.visible_gpus()
 
 
 def gpu_request(device):
@@ -145,7 +273,7 @@ def gpu_request(device):
             True,
             "device: auto under a cluster executor (--jobs given): the job may run on a GPU node",
         )
-    gpus = _visible_gpus()
+    gpus = visible_gpus()
     if gpus:
         return True, f"device: auto and CUDA device(s) {','.join(gpus)} visible here"
     return (

@@ -35,8 +35,10 @@ rule download:
     params:
         entity=DATA["synapse_entity"],
         md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
+        timeout=DATA["download_timeout"],
     shell:
-        "hkd download --entity {params.entity} --out {output} {params.md5} > {log} 2>&1"
+        "hkd download --entity {params.entity} --out {output} {params.md5}"
+        " --timeout {params.timeout} > {log} 2>&1"
 
 
 rule extract:
@@ -64,6 +66,8 @@ rule extract:
 rule split:
     input:
         source=raw_source(),
+        files=source_files(),
+        split_file=split_file(),
         code=code(
             "data/split.py",
             "data/sources.py",
@@ -83,7 +87,7 @@ rule split:
         preset=DATA["split"]["preset"],
         ratios=DATA["split"]["ratios"],
         seed=DATA["split"]["seed"],
-        file=f"--file {DATA['split']['file']}" if DATA["split"]["file"] else "",
+        file=lambda w, input: f"--file {input.split_file}" if input.split_file else "",
     shell:
         "hkd split --source {input.source} --format {params.format} --preset {params.preset}"
         " --ratios {params.ratios} --seed {params.seed} {params.file} --out {output} > {log} 2>&1"
@@ -92,6 +96,7 @@ rule split:
 rule prepare:
     input:
         source=raw_source(),
+        files=source_files(),
         split=rules.split.output[0],
         code=code(
             "data/preprocess.py",
