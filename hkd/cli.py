@@ -266,6 +266,9 @@ def cmd_figures(args) -> None:
     runs = _models_arg(args.models)
     slices = _json_arg(args.slices, "--slices")
     slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
+    bad = [item for item in args.logs or [] if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"--logs: expected NAME=LOG_CSV, got {bad}")
     logs = dict(item.split("=", 1) for item in args.logs) if args.logs else {n: Path(d) / "log.csv" for n, d in runs.items()}
     paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
                                slice_selection=slices, n_slices=args.n_slices, logs=logs, summary_csv=args.summary)
@@ -275,7 +278,8 @@ def cmd_figures(args) -> None:
 def cmd_overview(args) -> None:
     from hkd.figures.overview import write_overview
 
-    out = write_overview(args.out, _json_arg(args.run), args.split, args.summary, args.hypotheses, args.figure)
+    out = write_overview(args.out, _json_object(args.run, "--run"), args.split, args.summary, args.hypotheses,
+                         args.figure)
     log.info("wrote %s", out)
 
 
@@ -401,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hypotheses", required=True, type=Path, help="the verdict page from hkd hypotheses")
     p.add_argument("--figure", required=True, type=Path, help="dice_vs_params.png from hkd figures")
     p.add_argument("--out", required=True, type=Path)
-    p.set_defaults(func=cmd_overview)
+    p.set_defaults(func=cmd_overview, inputs=("split", "summary", "hypotheses", "figure"), outputs=("out",))
 
     p = sub.add_parser("context", help="Grad-CAM mass outside the dilated organ, per run, slice and organ")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
