@@ -5,9 +5,10 @@
 a trainable 1x1 conv on the student side (student channels -> teacher channels); ``align`` moves the
 projected map onto the teacher's grid (the two models' stride-16 cells are centred 7.5 px apart).
 
-Options: ``weight`` (default 30: the mean absolute difference of bottleneck maps is small, and at
-weight 1 its gradient is about 1/75 of the segmentation loss's; 30 keeps it within 0.1x-10x over
-training on the embedded default study, ``benchmarks/grad_ratios.py``); ``project``: ``auto`` (default; a projector only when the channel
+Options: ``weight`` (default 10: the mean absolute difference of bottleneck maps is small, and at
+weight 1 its gradient is about 1/75 of the segmentation loss's at initialisation, growing to a few
+times that as the student learns the labels; 10 keeps it within 0.1x-10x over training on the embedded
+default study, ``benchmarks/grad_ratios.py --logs``); ``project``: ``auto`` (default; a projector only when the channel
 counts differ, so width 1 matches the study, which had none), ``always`` or ``never`` (channel counts
 must then agree).
 """
@@ -31,7 +32,7 @@ class LatentL1(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 30.0, "project": "auto"}
+        return {"weight": 10.0, "project": "auto"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

@@ -7,7 +7,8 @@ Outputs (all written atomically) in ``out_dir``: ``best.pt`` and ``last.pt`` (st
 
 Every epoch, ``log.csv`` also records the gradient norm, with respect to the student's weights, of the
 segmentation loss (``gradnorm_seg``) and of each distillation term at its configured weight
-(``gradnorm_<term>``), measured on the epoch's first batch, so their balance is visible.
+(``gradnorm_<term>``), averaged over the epoch's first :data:`PROBE_BATCHES` batches, so their balance
+is visible.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
 @dataclass
@@ -345,6 +347,7 @@ class Run:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout
             order = torch.randperm(len(self.train_set), generator=gen)
             sums: dict[str, float] = {}
+            probe: dict[str, list[float]] = {}
             n_batches = 0
             bar = tqdm(range(self.steps_per_epoch), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
                        disable=not self.progress, leave=False, mininterval=5)
@@ -356,10 +359,10 @@ class Run:
                     g["lr"] = lr
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 aug = augment.sample_params(len(idx), gen) if cfg.augment == "transunet" else None
-                terms = self.train_step(idx, aug, probe=b == 0)
+                terms = self.train_step(idx, aug, probe=b < PROBE_BATCHES)
                 loss = terms.pop("loss")
-                if b == 0:
-                    probe = {k: terms.pop(k) for k in list(terms) if k.startswith("gradnorm_")}
+                for k in [k for k in terms if k.startswith("gradnorm_")]:
+                    probe.setdefault(k, []).append(terms.pop(k))
                 if not torch.isfinite(loss) or loss.item() > cfg.max_loss:
                     status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": float(loss.item())}
                     log.warning("loss %s at epoch %d step %d: run diverged", loss.item(), epoch, step)
@@ -371,7 +374,8 @@ class Run:
             if status == "diverged":
                 break
             val = validate(self.model, self.val_set, len(self.classes), self.device, precision=self.cfg.precision)
-            row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()}, **probe,
+            row = {"epoch": epoch, "lr": lr, **{k: v / max(n_batches, 1) for k, v in sums.items()},
+                   **{k: sum(v) / len(v) for k, v in probe.items()},
                    "val_dice": val["mean_dice"], "val_iou": val["mean_iou"],
                    **{f"val_dice_{c}": d for c, d in zip(self.classes[1:], val["dice"][1:])},
                    "seconds": time.time() - t0}
