@@ -266,11 +266,21 @@ def cmd_figures(args) -> None:
     runs = _models_arg(args.models)
     slices = _json_arg(args.slices, "--slices")
     slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
+    bad = [item for item in args.logs or [] if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"--logs: expected NAME=LOG_CSV, got {bad}")
+    logs = dict(item.split("=", 1) for item in args.logs) if args.logs else {n: Path(d) / "log.csv" for n, d in runs.items()}
     paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
-                               slice_selection=slices, n_slices=args.n_slices,
-                               logs={name: Path(d) / "log.csv" for name, d in runs.items()},
-                               summary_csv=args.summary)
+                               slice_selection=slices, n_slices=args.n_slices, logs=logs, summary_csv=args.summary)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
+
+
+def cmd_overview(args) -> None:
+    from hkd.figures.overview import write_overview
+
+    out = write_overview(args.out, _json_object(args.run, "--run"), args.split, args.summary, args.hypotheses,
+                         args.figure)
+    log.info("wrote %s", out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,11 +389,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     p.add_argument("--models", required=True, nargs="+", help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher")
     p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
+    p.add_argument("--logs", nargs="+", default=None,
+                   help="NAME=LOG_CSV of every run for the curves and gradient ratios (NAME: METHOD_wWIDTH_sSEED or "
+                        "teacher); default: each --models folder's log.csv")
     p.add_argument("--slices", default='"coverage"', help='JSON: "coverage" or [[case, slice], ...]')
     p.add_argument("--n-slices", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
     p.set_defaults(func=cmd_figures, inputs=("data", "models", "summary", "slices"), outputs=("out_dir",))
+
+    p = sub.add_parser("overview", help="the report's first page: what the study ran and what came out (HTML)")
+    p.add_argument("--run", required=True, help="JSON object: what the configuration ran, shown as given")
+    p.add_argument("--split", required=True, type=Path, help="split.json from hkd split")
+    p.add_argument("--summary", required=True, type=Path, help="summary.csv from hkd tables")
+    p.add_argument("--hypotheses", required=True, type=Path, help="the verdict page from hkd hypotheses")
+    p.add_argument("--figure", required=True, type=Path, help="dice_vs_params.png from hkd figures")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_overview, inputs=("split", "summary", "hypotheses", "figure"), outputs=("out",))
 
     p = sub.add_parser("context", help="Grad-CAM mass outside the dilated organ, per run, slice and organ")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")

@@ -11,11 +11,13 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from hkd.figures import (attribution_grid, dice_vs_params, latent_pca, pca_2d, prediction_overlays,
-                         training_curves)
+from hkd.figures import (attribution_grid, dice_vs_params, gradient_ratios, latent_pca, pca_2d,
+                         prediction_overlays, training_curves)
+from hkd.figures.gradients import ratio_terms
+from hkd.figures.runs import parse_run
 from hkd.explain.context import context_table
 from hkd.data.dataset import SliceSet
-from hkd.figures.make import majority_labels, make_study_figures, select_slices
+from hkd.figures.make import cell_organs, make_study_figures, select_slices
 from hkd.models import build_model
 
 from conftest import CLASSES
@@ -99,11 +101,46 @@ def test_training_curves_and_dice_vs_params_sizes(tmp_path):
         dice_vs_params(tmp_path / "f.png", table.drop(columns="dice_std"), None)
 
 
-def test_majority_labels_pool_cells():
+def test_cell_organs_label_cells_by_the_organ_they_hold():
     labels = np.zeros((1, 4, 4), np.int64)
-    labels[0, :2, :2] = 3
-    labels[0, 0, 2] = 5  # one pixel of four: background wins that cell
-    np.testing.assert_array_equal(majority_labels(labels, (2, 2), 9), [3, 0, 0, 0])
+    labels[0, :2, :2] = 3          # a whole cell of organ 3
+    labels[0, 0, 2] = 5            # one pixel of four: a quarter of the cell
+    labels[0, 2, 0] = 6            # in the third cell: 6 and 7 tie at one pixel each; 6 is lower
+    labels[0, 3, 1] = 7
+    np.testing.assert_array_equal(cell_organs(labels, (2, 2), 9, min_share=0.2), [3, 5, 6, 0])
+    np.testing.assert_array_equal(cell_organs(labels, (2, 2), 9, min_share=0.3), [3, 0, 0, 0])
+    # at the default study's scale (48 px, 16 px cells) a kidney of 6x6 pixels still labels its cell
+    big = np.zeros((1, 48, 48), np.int64)
+    big[0, 20:26, 20:26] = 2
+    assert (cell_organs(big, (3, 3), 9) == 2).sum() == 1
+    with pytest.raises(ValueError, match="not a multiple"):
+        cell_organs(big, (5, 5), 9)
+
+
+def test_run_names_give_model_and_seed():
+    assert parse_run("latent_w0.4M_s1") == {"model": "latent_w0.4M", "method": "latent", "width": "0.4M", "seed": "1"}
+    assert parse_run("kd_logits_w1.5_s0")["method"] == "kd_logits"
+    assert parse_run("teacher") == {"model": "teacher", "method": "teacher", "width": None, "seed": None}
+
+
+def test_gradient_ratios_read_every_gradnorm_column(tmp_path):
+    epochs = [1, 2, 3]
+    logs = {
+        "scratch_w0.4M_s0": pd.DataFrame({"epoch": epochs, "loss": [1.0, 0.8, 0.6]}),
+        "logits_w0.4M_s0": pd.DataFrame({"epoch": epochs, "gradnorm_seg": [1.0, 2.0, 4.0],
+                                         "gradnorm_kd_logits": [0.5, 0.5, 0.5]}),
+        "logits_w1.5_s1": pd.DataFrame({"epoch": epochs, "gradnorm_seg": [1.0, 1.0, 0.0],
+                                        "gradnorm_kd_logits": [20.0, 2.0, 1.0]}),
+        "hlfd_w0.4M_s0": pd.DataFrame({"epoch": epochs, "gradnorm_seg": [1.0, 1.0, 1.0],
+                                       "gradnorm_flfd": [0.01, 0.1, 1.0], "gradnorm_plfd": [3.0, 3.0, 3.0]}),
+    }
+    assert ratio_terms(logs["hlfd_w0.4M_s0"]) == ["flfd", "plfd"]
+    assert ratio_terms(logs["scratch_w0.4M_s0"]) == []
+    assert ratio_terms(pd.DataFrame({"gradnorm_kd_logits": [1.0]})) == []  # no reference norm: no ratio
+    out = gradient_ratios(tmp_path / "g.png", logs, size=SIZE, dpi=DPI)
+    assert _pixels(out) == (200, 300)
+    empty = gradient_ratios(tmp_path / "none.png", {"scratch_w0.4M_s0": logs["scratch_w0.4M_s0"]}, size=SIZE, dpi=DPI)
+    assert _pixels(empty) == (200, 300)  # logs without gradient norms still give a figure that says so
 
 
 def test_coverage_selection_spreads_over_patients():
@@ -138,16 +175,18 @@ def study(tmp_path_factory):
         f.create_dataset("case", data=["0004", "0004", "0004", "0006"], dtype=h5py.string_dtype())
         f["slice"] = np.array([0, 1, 2, 0], "i4")
     models = {}
-    for name, spec in (("teacher", TEACHER), ("scratch_w0.4M", STUDENT), ("logits_w0.4M", STUDENT)):
+    for name, spec in (("teacher", TEACHER), ("scratch_w0.4M_s0", STUDENT), ("logits_w0.4M_s0", STUDENT)):
         torch.manual_seed(len(models))
         model = build_model(spec)
         models[name] = root / f"{name}.pt"
         torch.save({"model": model.state_dict(), "spec": json.dumps(spec)}, models[name])
     logs = {}
-    for name in ("scratch_w0.4M", "logits_w0.4M"):
+    for name in ("scratch_w0.4M_s0", "scratch_w0.4M_s1", "logits_w0.4M_s0", "logits_w0.4M_s1"):
         logs[name] = root / f"{name}.csv"
-        pd.DataFrame({"epoch": [1, 2], "lr": [0.01, 0.005], "loss": [1.2, 0.9], "val_dice": [0.1, 0.3]}).to_csv(
-            logs[name], index=False)
+        log = pd.DataFrame({"epoch": [1, 2], "lr": [0.01, 0.005], "loss": [1.2, 0.9], "val_dice": [0.1, 0.3]})
+        if name.startswith("logits"):
+            log["gradnorm_seg"], log["gradnorm_kd_logits"] = [1.0, 0.8], [0.2, 0.3]
+        log.to_csv(logs[name], index=False)
     summary = root / "summary.csv"
     pd.DataFrame({"method": ["teacher", "scratch", "logits"], "params": [1e5, 2e4, 2e4],
                   "dice_mean": [0.8, 0.6, 0.65], "dice_std": [0.02, 0.05, 0.04]}).to_csv(summary, index=False)
@@ -159,7 +198,7 @@ def test_make_study_figures_end_to_end(study, tmp_path):
     out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary)
     names = [p.name for p in out]
     assert names == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "training_curves.png",
-                     "dice_vs_params.png"]
+                     "grad_ratios.png", "dice_vs_params.png"]
     for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3
     assert not list(tmp_path.glob("fig/.*"))  # no temporary files left behind

@@ -1,42 +1,52 @@
-"""The default study end to end (reduced, see helpers.STUDY), and its report as a web page in headless Chromium."""
+"""The shared study (the default reduced by helpers.STUDY), its report built as after a plain install, and that
+report as a web page in headless Chromium."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import yaml
 
-from helpers import snakemake
+from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "dice_vs_params"]
+FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "grad_ratios", "dice_vs_params"]
 TABLES = ["summary.html", "organs.html"]
 DAG_RULES = ["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_student", "evaluate_teacher",
              "evaluate_student", "context", "tables", "figures", "hypotheses"]
 CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
+PLAIN = REPO / "tests" / "plain_install.py"
+def snakemake_as_plain_install(root, *args, pyproject=REPO / "pyproject.toml"):
+    """`snakemake ARGS` on the workflow copy in ``root`` where only the project's own dependencies (no test
+    extras) can be imported."""
+    return subprocess.run([sys.executable, str(PLAIN), str(pyproject), "-m", "snakemake", "--directory", str(root),
+                           "--snakefile", str(root / "Snakefile"), *args],
+                          cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
 
 
 @pytest.fixture(scope="module")
 def study(default_study):
-    """The shared study (conftest ``default_study``), and its report (`snakemake --report`)."""
-    out = default_study.out
+    """The shared study (conftest ``default_study``) and its report, built under the plain-install rules."""
+    out, root = default_study.out, default_study.root
     print((out / "hypotheses.md").read_text())
-    html = default_study.root / "report.html"
-    rep = snakemake(default_study.root, "--report", str(html))
-    assert rep.returncode == 0, rep.stderr[-3000:]
-    return out, html
+    html = root / "report.html"
+    rep = snakemake_as_plain_install(root, "--report", str(html))
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
+    return out, html, root
 
 
-def test_default_study_produces_tables_figures_and_verdicts(study):
-    out, _ = study
+def test_study_produces_tables_figures_and_verdicts(study):
+    out, _, _ = study
     summary = pd.read_csv(out / "tables" / "summary.csv", dtype={"width": str})
-    assert "teacher" in set(summary["method"])
-    assert {"scratch", "logits", "latent", "hlfd"} <= set(summary["method"])
+    assert {"teacher", "scratch", "logits", "latent", "hlfd"} <= set(summary["method"])
     verdicts = pd.read_csv(out / "hypotheses.csv", dtype={"width": str})
     assert set(verdicts["verdict"]) <= {"supported", "not supported", "inconclusive"}
     assert {"logits", "latent", "hlfd"} <= set(verdicts["method"])
@@ -44,26 +54,56 @@ def test_default_study_produces_tables_figures_and_verdicts(study):
         assert (out / "figures" / f"{name}.png").stat().st_size > 0
 
 
+def test_report_needs_only_the_plain_install(study, tmp_path):
+    """The report built above under the plain-install import rules; without pygments among the
+    dependencies the same command fails, so the import rules do bite."""
+    _, html, root = study
+    assert html.stat().st_size > 0
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text("\n".join(line for line in (REPO / "pyproject.toml").read_text().splitlines()
+                                   if not line.strip().startswith('"pygments')))
+    rep = snakemake_as_plain_install(root, "--report", str(tmp_path / "r.html"), pyproject=pyproject)
+    assert rep.returncode != 0 and "pygments must be installed" in rep.stdout + rep.stderr
+
+
 def test_report_names_every_figure_and_the_verdicts(study):
-    _, html = study
+    _, html, _ = study
     text = html.read_text(errors="ignore")
-    for name in [f"{f}.png" for f in FIGURES] + TABLES + ["hypotheses.html"]:
+    for name in [f"{f}.png" for f in FIGURES] + TABLES + ["hypotheses.html", "overview.html"]:
         assert name in text, name
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
-def test_report_renders_every_figure_and_the_verdicts_table_in_chromium(study):
+def test_report_renders_first_page_figures_and_tables_in_chromium(study):
     sync_api = pytest.importorskip("playwright.sync_api")
-    _, html = study
+    out, html, _ = study
     errors = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.on("pageerror", lambda e: errors.append(str(e)))
 
+        # first page: what was run and what came out, without a click
+        page.goto(html.as_uri())
+        first = page.locator(".hkd-overview")
+        first.wait_for(timeout=10_000)
+        text = first.inner_text()
+        summary = pd.read_csv(out / "tables" / "summary.csv")
+        student_params = f"{int(summary.loc[summary['method'] == 'scratch', 'params'].iloc[0]):,}"
+        cases = yaml.safe_load((out / "data" / "split.json").read_text())["cases"]
+        for words in ("What was run", f"phantom: {sum(cases.values())} generated", "scratch, logits, latent, hlfd",
+                      student_params, "What came out", "H1: logits", "verdict"):
+            assert words in text, words
+        split = yaml.safe_load((out / "data" / "split.json").read_text())
+        for part in ("train", "val", "test"):
+            row = first.locator("tr", has=page.locator(f"td:text-is('{part}')")).first.inner_text().split()
+            assert row[1:] == [str(split["cases"][part]), str(split["slices"][part])], row
+        figure = first.locator('img[src^="data:image/png"]')
+        assert figure.evaluate("e => e.complete ? e.naturalWidth : 0") > 100
+
         def open_item(category: str, name: str):
             page.goto(html.as_uri())
-            page.get_by_text(category, exact=True).click()
+            page.locator("nav, ul").get_by_text(category, exact=True).first.click()
             page.locator("tr", has_text=name).locator('a[iconname="eye"]').click()
 
         for fig in FIGURES:
@@ -81,7 +121,7 @@ def test_report_renders_every_figure_and_the_verdicts_table_in_chromium(study):
         assert {"claim", "verdict", "p_value", "ci_low", "ci_high"} <= set(headers)
 
         page.goto(html.as_uri())  # the workflow's rule graph, drawn by the report
-        page.get_by_text("Workflow", exact=True).click()
+        page.locator("nav, ul").get_by_text("Workflow", exact=True).first.click()
         graph = page.locator("#rulegraph canvas, #rulegraph svg").first
         graph.wait_for(timeout=10_000)
         box = graph.bounding_box()

@@ -35,16 +35,20 @@ def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def latent_pca(out_png: str | Path, latents: dict[str, np.ndarray], organ_labels: np.ndarray | dict[str, np.ndarray],
-               classes: list[str], *, size: tuple[float, float] | None = None, dpi: int = 100) -> Path:
+               classes: list[str], *, note: str = "", size: tuple[float, float] | None = None,
+               dpi: int = 100) -> Path:
     """One PCA scatter per model (fit per model), points coloured by the organ under each latent position.
 
     ``organ_labels`` is one (N,) class-id array shared by all models, or a dict model -> array.
+    ``note`` (what a point is, which slices) is printed under the panels.
     """
     if not latents:
         raise ValueError("latent_pca needs at least one model")
     colours = class_colours(len(classes))
-    fig = new_figure(size or (3.0 * len(latents) + 0.4, 3.8), dpi)
-    axes = fig.subplots(1, len(latents), squeeze=False)[0]
+    cols = min(len(latents), 5)
+    rows = -(-len(latents) // cols)
+    fig = new_figure(size or (2.9 * cols + 0.4, 2.9 * rows + 1.0), dpi)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     present: set[int] = set()
     for ax, (name, z) in zip(axes, latents.items()):
         labels = np.asarray(organ_labels[name] if isinstance(organ_labels, dict) else organ_labels, dtype=np.int64)
@@ -53,13 +57,16 @@ def latent_pca(out_png: str | Path, latents: dict[str, np.ndarray], organ_labels
         scores, ratio = pca_2d(z)
         order = np.argsort(labels > 0, kind="stable")  # organs drawn on top of background
         point_colours = np.where((labels[order] > 0)[:, None], colours[labels[order]], BACKGROUND_GREY)
-        ax.scatter(scores[order, 0], scores[order, 1], c=point_colours, s=6, linewidths=0)
+        ax.scatter(scores[order, 0], scores[order, 1], c=point_colours, s=7, linewidths=0)
         present.update(int(c) for c in np.unique(labels))
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}%)", fontsize=8)
+        ax.set_xlabel(f"PC1 ({100 * ratio[0]:.0f}% of variance)", fontsize=8)
         ax.set_ylabel(f"PC2 ({100 * ratio[1]:.0f}%)", fontsize=8)
         ax.tick_params(labelsize=7)
+    for ax in axes[len(latents):]:
+        ax.set_axis_off()
     handles = [Line2D([], [], marker="o", linestyle="", markersize=5,
                       color=colours[c] if c > 0 else BACKGROUND_GREY, label=classes[c]) for c in sorted(present)]
-    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False,
+               title=note or None, title_fontsize=8)
     return save_figure(fig, out_png)

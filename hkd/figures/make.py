@@ -16,12 +16,16 @@ from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.explain import gradcam, saliency
 from hkd.figures.attributions import attribution_grid
 from hkd.figures.curves import training_curves
+from hkd.figures.gradients import gradient_ratios
 from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
+from hkd.figures.runs import parse_run
 from hkd.figures.scaling import dice_vs_params
 from hkd.train.trainer import load_model
 
 MAX_DEFAULT_ORGANS = 4
+LATENT_SLICES = 64  # validation slices in the latent PCA (chosen by organ coverage, across patients)
+LATENT_MIN_SHARE = 0.1  # share of a latent cell an organ must cover to label the cell
 
 
 def class_counts(labels: np.ndarray, n_classes: int, chunk: int = 64) -> np.ndarray:
@@ -81,14 +85,21 @@ def resolve_organs(organs: Sequence[str] | None, classes: list[str]) -> list[int
     return [classes.index(o) for o in organs]
 
 
-def majority_labels(labels: np.ndarray, grid: tuple[int, int], n_classes: int) -> np.ndarray:
-    """The most frequent class in each cell of a (h, w) grid over (R, S, S) labels, flattened to (R*h*w,)."""
+def cell_organs(labels: np.ndarray, grid: tuple[int, int], n_classes: int, min_share: float = 0.1) -> np.ndarray:
+    """The organ in each cell of a (h, w) grid over (R, S, S) labels, flattened to (R*h*w,).
+
+    A cell is labelled with the organ covering most of its pixels when that organ covers at least
+    ``min_share`` of the cell, and background otherwise. (A majority vote over all classes labels
+    nearly every cell background: at 48 px a latent cell is 16x16 pixels, larger than most organs.)
+    """
     r, s1, s2 = labels.shape
     h, w = grid
     if s1 % h or s2 % w:
         raise ValueError(f"label size {(s1, s2)} is not a multiple of the latent grid {grid}")
     cells = labels.reshape(r, h, s1 // h, w, s2 // w).transpose(0, 1, 3, 2, 4).reshape(r * h * w, -1)
-    return class_counts(cells[:, None, :], n_classes).argmax(1)
+    counts = class_counts(cells[:, None, :], n_classes)[:, 1:]
+    organ = counts.argmax(1) + 1
+    return np.where(counts.max(1) >= min_share * cells.shape[1], organ, 0)
 
 
 @torch.no_grad()
@@ -97,10 +108,17 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 
 
 @torch.no_grad()
-def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device):
+def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 32):
     """Per-position latent vectors (R*h*w, C) and the latent grid (h, w)."""
-    z = model.forward_features(images.to(device), ["bottleneck"])["bottleneck"].float().cpu()
+    zs = [model.forward_features(images[i:i + batch].to(device), ["bottleneck"])["bottleneck"].float().cpu()
+          for i in range(0, len(images), batch)]
+    z = torch.cat(zs)
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
+
+
+def _seeds_note(names) -> str:
+    seeds = sorted({parse_run(n)["seed"] for n in names} - {None}, key=int)
+    return f"students of seed {', '.join(seeds)}" if seeds else ""
 
 
 def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *,
@@ -112,7 +130,8 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     ``models`` maps display names to checkpoints (in display order). Attributions are computed for
     ``organs`` (default: the largest few organs in the chosen slices) wherever the organ is in the
     ground truth (the organ's outline is drawn over the maps).
-    ``logs`` maps run names to ``log.csv`` files; ``summary_csv`` has columns method, params,
+    ``logs`` maps run names (``METHOD_wWIDTH_sSEED`` or ``teacher``, every seed) to ``log.csv`` files for
+    the training curves and the gradient ratios; ``summary_csv`` has columns method, params,
     dice_mean, dice_std, with the teacher as the row whose method is 'teacher'.
     """
     prepared, out_dir = Path(prepared), Path(out_dir)
@@ -137,10 +156,15 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
 
     dev = torch.device(device)
     loaded = {name: load_model(path)[0].to(dev) for name, path in models.items()}
-    outputs = [prediction_overlays(out_dir / "overlays.png", images[:, 0].numpy(), truths,
-                                   {name: _predict(m, images, dev) for name, m in loaded.items()}, classes)]
+    predictions = {name: _predict(m, images, dev) for name, m in loaded.items()}
+    seeds = _seeds_note(models)
+    outputs = [prediction_overlays(out_dir / "overlays.png", images[:, 0].numpy(), truths, predictions, classes,
+                                   row_labels=[f"case {c}, slice {s}" for c, s in where],
+                                   title="validation slices" + (f"; {seeds}" if seeds else ""))]
 
-    columns = {(i, c): f"{classes[c]}\n{where[i][0]}:{where[i][1]}" for i, c in targets}
+    columns = {(i, c): f"{classes[c]}\ncase {where[i][0]}, slice {where[i][1]}" for i, c in targets}
+    notes = {name: {columns[i, c]: f"predicts no {classes[c]}: whole-slice score"
+                    for i, c in targets if not (predictions[name][i] == c).any()} for name in loaded}
     backdrops = {columns[i, c]: images[i, 0].numpy() for i, c in targets}
     outlines = {columns[i, c]: truths[i] == c for i, c in targets}
     sal, cam = {}, {}
@@ -150,18 +174,29 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
             x = images[i:i + 1]
             sal[name][columns[i, c]] = saliency(model, x, c)
             cam[name][columns[i, c]] = gradcam(model, x, c)
-    outputs.append(attribution_grid(out_dir / "saliency.png", backdrops, sal, "Saliency", outlines=outlines))
-    outputs.append(attribution_grid(out_dir / "gradcam.png", backdrops, cam, "Grad-CAM", outlines=outlines))
+    kind = "Saliency" + (f" ({seeds})" if seeds else "")
+    outputs.append(attribution_grid(out_dir / "saliency.png", backdrops, sal, kind, outlines=outlines, notes=notes,
+                                    blank_note="zero map"))
+    kind = "Grad-CAM" + (f" ({seeds})" if seeds else "")
+    outputs.append(attribution_grid(out_dir / "gradcam.png", backdrops, cam, kind, outlines=outlines, notes=notes,
+                                    blank_note="zero map: no positive evidence"))
 
-    latents, organ_labels = {}, {}
+    latent_rows = select_slices(data, "coverage", LATENT_SLICES, n_classes)
+    latent_images, latent_truths = data.image[latent_rows], data.label[latent_rows].numpy()
+    latents, organ_labels, cells = {}, {}, set()
     for name, model in loaded.items():
-        latents[name], grid = _latent_vectors(model, images, dev)
-        organ_labels[name] = majority_labels(truths, grid, n_classes)
-    outputs.append(latent_pca(out_dir / "latent_pca.png", latents, organ_labels, classes))
+        latents[name], grid = _latent_vectors(model, latent_images, dev)
+        organ_labels[name] = cell_organs(latent_truths, grid, n_classes, LATENT_MIN_SHARE)
+        cells.add(f"{latent_truths.shape[1] // grid[0]}x{latent_truths.shape[2] // grid[1]}")
+    note = (f"a point: one latent position of one of {len(latent_rows)} validation slices "
+            f"({len({data.case[r] for r in latent_rows})} cases), i.e. a {' or '.join(sorted(cells))}-pixel cell, "
+            f"coloured by the organ covering most of the cell if at least {LATENT_MIN_SHARE:.0%} of it, else grey")
+    outputs.append(latent_pca(out_dir / "latent_pca.png", latents, organ_labels, classes, note=note))
 
     if logs:
-        outputs.append(training_curves(out_dir / "training_curves.png",
-                                       {run: pd.read_csv(path) for run, path in logs.items()}))
+        tables = {run: pd.read_csv(path) for run, path in logs.items()}
+        outputs.append(training_curves(out_dir / "training_curves.png", tables))
+        outputs.append(gradient_ratios(out_dir / "grad_ratios.png", tables))
     if summary_csv is not None:
         table = pd.read_csv(summary_csv)
         is_teacher = table["method"].astype(str).eq("teacher") if "method" in table else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,12 @@ def label_overlay(label: np.ndarray, colours: np.ndarray, alpha: float = OVERLAY
 
 def prediction_overlays(out_png: str | Path, image: np.ndarray, ground_truth: np.ndarray,
                         predictions: dict[str, np.ndarray], classes: list[str], *,
+                        row_labels: Sequence[str] | None = None, title: str = "",
                         size: tuple[float, float] | None = None, dpi: int = 100) -> Path:
     """Ground truth then each model's prediction over the slice, one panel each, with an organ legend.
 
-    ``image``, ``ground_truth`` and every prediction are (S, S), or (rows, S, S) for one row per slice.
+    ``image``, ``ground_truth`` and every prediction are (S, S), or (rows, S, S) for one row per slice;
+    ``row_labels`` names each row's slice (case and slice index), ``title`` heads the figure.
     """
     images = _rows(image, "image")
     truth = _rows(ground_truth, "ground_truth")
@@ -44,10 +47,12 @@ def prediction_overlays(out_png: str | Path, image: np.ndarray, ground_truth: np
     for name, arr in [("ground_truth", truth), *preds.items()]:
         if arr.shape != images.shape:
             raise ValueError(f"{name}: shape {arr.shape} differs from the image {images.shape}")
+    if row_labels is not None and len(row_labels) != images.shape[0]:
+        raise ValueError(f"{len(row_labels)} row labels for {images.shape[0]} rows")
     columns = {"ground truth": truth, **preds}
     colours = class_colours(len(classes))
     rows, cols = images.shape[0], len(columns)
-    fig = new_figure(size or grid_size(rows, cols, extra_h=1.2), dpi)
+    fig = new_figure(size or grid_size(rows, cols, extra_h=1.5, extra_w=0.9), dpi)
     axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         for c, (name, labels) in enumerate(columns.items()):
@@ -56,6 +61,10 @@ def prediction_overlays(out_png: str | Path, image: np.ndarray, ground_truth: np
             ax.imshow(label_overlay(labels[r], colours), interpolation="nearest")
             if r == 0:
                 ax.set_title(name, fontsize=9)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(row_labels[r], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     handles = [Patch(facecolor=colours[c], label=classes[c]) for c in range(1, len(classes))]
     if handles:
         fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=8,

@@ -12,6 +12,7 @@ from snakemake.utils import validate
 # The checks below ask this checkout's hkd package (its method registry, its split rules).
 sys.path.insert(0, workflow.basedir)
 
+from hkd.devices import visible_gpus  # standard library only (torch is imported lazily)
 from hkd.lock import OutLock  # standard library only
 from hkd.workflow_deps import command_modules  # standard library only
 
@@ -237,7 +238,37 @@ def split_file():
 
 
 # --- training ---------------------------------------------------------------------------------
-USES_GPU = config["device"] == "auto" or config["device"].startswith("cuda")
+def gpu_request(device):
+    """Whether training jobs declare `resources: gpu=1`, and why, decided when the workflow is parsed.
+
+    An explicit device decides by itself. With `auto` a job may land elsewhere: under a cluster
+    executor (which needs --jobs; a cluster job also parses the workflow, as a remote job) the job
+    asks, so the scheduler gives it a GPU; on this machine it asks only when a CUDA device is visible.
+    """
+    if device.startswith("cuda"):
+        return True, f"device: {device}"
+    if device != "auto":
+        return False, f"device: {device}"
+    if workflow.remote_exec or workflow.resource_settings.nodes is not None:
+        return (
+            True,
+            "device: auto under a cluster executor (--jobs given): the job may run on a GPU node",
+        )
+    gpus = visible_gpus()
+    if gpus:
+        return True, f"device: auto and CUDA device(s) {','.join(gpus)} visible here"
+    return (
+        False,
+        "device: auto and no CUDA device visible here (CUDA_VISIBLE_DEVICES, nvidia-smi)",
+    )
+
+
+USES_GPU, _why = gpu_request(config["device"])
+# Spread into a rule's resources: a job that will not use a GPU declares none.
+GPU = {"gpu": 1} if USES_GPU else {}
+logger.info(
+    f"hkd: training jobs {'ask for' if USES_GPU else 'do not ask for'} a GPU: {_why}"
+)
 TEACHER_DIR = f"{OUT}/models/teacher"
 STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")
@@ -299,10 +330,40 @@ EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + expand(
 )
 FIGURE_SEED = config["students"]["seeds"][0]
 FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
-    f"{m}_w{w}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
+    f"{m}_w{w}_s{FIGURE_SEED}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
     for m in config["students"]["methods"]
     for w in config["students"]["widths"]
 }
+# Training logs of every run (all seeds): training curves and gradient ratios.
+FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
+    f"{m}_w{w}_s{s}": f"{STUDENT_DIR.format(method=m, width=w, seed=s)}/log.csv"
+    for m in config["students"]["methods"]
+    for w in config["students"]["widths"]
+    for s in config["students"]["seeds"]
+}
+
+
+def study_description():
+    """What the configuration runs, in words, for the report's first page."""
+    phantom = DATA["phantom"]
+    source = (
+        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
+        if DATA["source"] == "phantom"
+        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
+    )
+    teacher = config["teacher"]["model"]
+    return {
+        "data source": source,
+        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
+        "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
+        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
+        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
+        "methods": ", ".join(config["students"]["methods"]),
+        "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
+        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
+        f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
+        "device": config["device"],
+    }
 CONTEXT_RUNS = [
     {
         "model": f"{m}_w{w}_s{s}",
@@ -323,5 +384,6 @@ FIGURES = [
     "gradcam",
     "latent_pca",
     "training_curves",
+    "grad_ratios",
     "dice_vs_params",
 ]

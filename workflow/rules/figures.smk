@@ -5,9 +5,11 @@ rule figures:
     input:
         data=rules.prepare.output[0],
         ckpts=[f"{d}/best.pt" for d in FIGURE_MODELS.values()],
-        logs=[f"{d}/log.csv" for d in FIGURE_MODELS.values()],
+        logs=list(FIGURE_LOGS.values()),
         summary=rules.tables.output.summary,
-        code=code("figures"),
+        split=rules.split.output[0],
+        hypotheses=rules.hypotheses.output.html,
+        code=code("figures") + code("overview"),
     output:
         **{
             name: report(
@@ -17,6 +19,12 @@ rule figures:
             )
             for name in FIGURES
         },
+        # the report's first page (workflow/report/workflow.rst includes it)
+        overview=report(
+            f"{OUT}/overview.html",
+            caption="../report/overview.rst",
+            category="Overview",
+        ),
     log:
         f"{OUT}/logs/figures.log",
     benchmark:
@@ -26,13 +34,17 @@ rule figures:
     threads: config["train"]["threads"]
     params:
         models=" ".join(f"{name}={d}" for name, d in FIGURE_MODELS.items()),
+        logs=" ".join(f"{name}={path}" for name, path in FIGURE_LOGS.items()),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
+        run=as_json(study_description()),
     shell:
-        "hkd figures --data {input.data} --models {params.models} --summary {input.summary}"
+        "hkd figures --data {input.data} --models {params.models} --logs {params.logs} --summary {input.summary}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
+        " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
+        " --hypotheses {input.hypotheses} --figure {output.dice_vs_params} --out {output.overview} >> {log} 2>&1"
 
 
 rule context:

@@ -16,7 +16,7 @@ rule train_teacher:
         ENV
     threads: config["train"]["threads"]
     resources:
-        gpu=int(USES_GPU),
+        **GPU,
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
@@ -49,7 +49,7 @@ rule teacher_cache:
         ENV
     threads: config["train"]["threads"]
     resources:
-        gpu=int(USES_GPU),
+        **GPU,
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
@@ -80,7 +80,7 @@ rule train_student:
         ENV
     threads: config["train"]["threads"]
     resources:
-        gpu=int(USES_GPU),
+        **GPU,
         mem_mb=config["students"]["resources"]["mem_mb"],
         runtime=config["students"]["resources"]["runtime"],
     params:
