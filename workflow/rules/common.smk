@@ -364,6 +364,8 @@ def study_description():
         f"students {config['students']['train'].get('epochs', config['train']['epochs'])}",
         "device": config["device"],
     }
+
+
 CONTEXT_RUNS = [
     {
         "model": f"{m}_w{w}_s{s}",
