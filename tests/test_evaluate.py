@@ -194,6 +194,12 @@ def test_context_claims_take_the_case_as_unit():
     assert np.isnan(claims.iloc[0]["teacher_mean"])  # no Grad-CAM of the teacher in this table
     one_case = context_claims(context[context["case"] == "0000"], n_boot=500).iloc[0]
     assert one_case["n"] == 1 and one_case["verdict"] == "inconclusive"
+    # a run that predicts none of case 0003's organs has no Grad-CAM value there: the case is left out
+    # of the pairing (for both arms), and the note says so
+    blank = context.copy()
+    blank.loc[(blank["method"] == "scratch") & (blank["seed"] == 1) & (blank["case"] == "0003"), "outside_mass"] = np.nan
+    left_out = context_claims(blank, n_boot=500).iloc[0]
+    assert left_out["n"] == 5 and "1 case(s) left out" in left_out["note"]
 
 
 def test_hypotheses_command_writes_the_unit_n_mde_and_small_p_values(tmp_path):

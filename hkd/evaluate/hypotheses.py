@@ -55,12 +55,12 @@ def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
     return df.groupby(["method", "width", "seed", "case"], sort=False)[value].mean().reset_index()
 
 
-def _matrix(values: pd.DataFrame, method: str, width, value: str) -> pd.DataFrame:
-    """(case x seed) values of one model; every seed must cover the same cases."""
+def _matrix(values: pd.DataFrame, method: str, width, value: str, strict: bool = True) -> pd.DataFrame:
+    """(case x seed) values of one model; with ``strict``, every seed must cover the same cases."""
     sub = values[(values["method"] == method) & (values["width"] == width)]
     mat = sub.pivot(index="case", columns="seed", values=value).sort_index()
     missing = mat.isna()
-    if missing.any().any():
+    if strict and missing.any().any():
         seed = missing.any().idxmax()
         cases = mat.index[missing[seed]].tolist()
         raise ValueError(f"{method} at width {width}, seed {seed}: no values for cases {cases}")
@@ -68,7 +68,9 @@ def _matrix(values: pd.DataFrame, method: str, width, value: str) -> pd.DataFram
 
 
 def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int) -> dict:
+    shared = method.index.union(scratch.index)
     cases = method.index.intersection(scratch.index)
+    cases = cases[method.loc[cases].notna().all(axis=1).to_numpy() & scratch.loc[cases].notna().all(axis=1).to_numpy()]
     m, b = method.loc[cases].to_numpy(), scratch.loc[cases].to_numpy()
     diffs = m.mean(axis=1) - b.mean(axis=1)
     mean, low, high = crossed_bootstrap_ci(m, b, n_boot=n_boot, ci=CI, seed=seed)
@@ -78,7 +80,7 @@ def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int
             "mde": max(min_detectable_effect(diffs, alpha=ALPHA, power=POWER),
                        ci_detectable_effect(low, high, alpha=1.0 - CI, power=POWER)), "p_value": p,
             "verdict": verdict(mean, low, high, p, alpha=ALPHA), "cases": cases,
-            "min_seeds": min(m.shape[1], b.shape[1])}
+            "min_seeds": min(m.shape[1], b.shape[1]), "left_out": len(shared) - len(cases)}
 
 
 def _note(result: dict, diverged: int) -> str:
@@ -92,23 +94,27 @@ def _note(result: dict, diverged: int) -> str:
         notes.append(f"{result['n']} cases cannot give p < {ALPHA} (the Wilcoxon test needs 6)")
     if diverged:
         notes.append(f"{diverged} of the method's runs diverged")
+    if result["left_out"]:
+        notes.append(f"{result['left_out']} case(s) left out: a run has no value there (no Grad-CAM mass where "
+                     "it predicts none of the case's sampled organs)")
     return "; ".join(notes)
 
 
 def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim_text, seed: int, n_boot: int,
-            params: dict | None = None, diverged: dict | None = None) -> pd.DataFrame:
+            params: dict | None = None, diverged: dict | None = None, strict: bool = True) -> pd.DataFrame:
     teacher = values[values["method"] == "teacher"].groupby("case")[value].mean()
     rows = []
     for width in values.loc[values["method"] != "teacher", "width"].drop_duplicates():
         at_width = values[values["width"] == width]
         if not (at_width["method"] == "scratch").any():
             continue
-        base = _matrix(values, "scratch", width, value)
+        base = _matrix(values, "scratch", width, value, strict)
         for method in at_width["method"].drop_duplicates():
             if method == "scratch":
                 continue
-            result = _compare(_matrix(values, method, width, value), base, seed, n_boot)
+            result = _compare(_matrix(values, method, width, value, strict), base, seed, n_boot)
             teacher_cases = teacher.reindex(result.pop("cases"))
+            result["n"] = int(result["n"])
             n_div, n_runs = (diverged or {}).get((method, width), (0, None))
             rows.append({"claim": claim_text(method), "method": method, **width_columns(width),
                          "params": (params or {}).get((method, width), np.nan), "quantity": quantity, "unit": unit,
@@ -139,12 +145,14 @@ def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000) ->
     """Distilled vs scratch Grad-CAM mass outside the dilated organ (positive: more global context).
 
     ``context`` has columns method, width, seed, case, slice, organ, outside_mass; a case's value
-    is the run's mean over its sampled slices and their organs.
+    is the run's mean over its sampled slices and their organs. A run that predicts none of a case's
+    sampled organs has no Grad-CAM value there: such a case is left out of the claim (the note says how
+    many), since a missing attribution is neither more nor less context.
     """
     return _claims(case_values(context, "outside_mass"), "outside_mass",
                    quantity="Grad-CAM mass outside dilated organ (method - scratch)", unit="validation case",
                    claim_text=lambda m: f"{m} student uses more global context than scratch", seed=seed,
-                   n_boot=n_boot)
+                   n_boot=n_boot, strict=False)
 
 
 def report_markdown(table: pd.DataFrame, seed: int, n_boot: int = 10000) -> str:
