@@ -39,7 +39,7 @@ def align(x: torch.Tensor, src: Feature, dst: Feature) -> torch.Tensor:
     k = max(1, min(int(round(dst.stride / src.stride)), src.height, src.width))
     shift = 0.0
     if k > 1:  # pooled cell i averages source cells i..i+k-1 and is centred at source index i + (k-1)/2
-        x = F.avg_pool2d(x, k, stride=1)
+        x = F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)  # separable: 2k, not k^2, adds
         shift = (k - 1) / 2
     gy = _sample_positions(dst.height, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-2], x.device)
     gx = _sample_positions(dst.width, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-1], x.device)
