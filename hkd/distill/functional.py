@@ -22,6 +22,18 @@ def _sample_positions(n_dst: int, dst_stride: float, dst_offset: float, src_stri
     return index * (2.0 / (n_src - 1)) - 1.0 if n_src > 1 else torch.zeros_like(index)
 
 
+def _box_mean(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Means of every ``k`` consecutive cells along ``dim`` (a "valid" box filter, stride 1).
+
+    Computed as differences of a float32 running sum: the same numbers as ``avg_pool2d(stride=1)``
+    to rounding, at a fraction of its cost on the CPU, where pooling's backward pass dominated a
+    distilled step (6x slower at a 16-cell window).
+    """
+    n = x.shape[dim]
+    total = F.pad(torch.cumsum(x.float(), dim=dim).movedim(dim, -1), (1, 0)).movedim(-1, dim)
+    return ((total.narrow(dim, k, n - k + 1) - total.narrow(dim, 0, n - k + 1)) / k).to(x.dtype)
+
+
 def align(x: torch.Tensor, src: Feature, dst: Feature) -> torch.Tensor:
     """Resample ``x``, a map on ``src``'s grid, onto ``dst``'s grid and size.
 
@@ -39,7 +51,7 @@ def align(x: torch.Tensor, src: Feature, dst: Feature) -> torch.Tensor:
     k = max(1, min(int(round(dst.stride / src.stride)), src.height, src.width))
     shift = 0.0
     if k > 1:  # pooled cell i averages source cells i..i+k-1 and is centred at source index i + (k-1)/2
-        x = F.avg_pool2d(F.avg_pool2d(x, (k, 1), stride=1), (1, k), stride=1)  # separable: 2k, not k^2, adds
+        x = _box_mean(_box_mean(x, k, -2), k, -1)  # separable box filter
         shift = (k - 1) / 2
     gy = _sample_positions(dst.height, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-2], x.device)
     gx = _sample_positions(dst.width, dst.stride, dst.offset, src.stride, src.offset, shift, x.shape[-1], x.device)
