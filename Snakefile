@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 localrules:
     all,
     download,
+    describe_data,
     tables,
     figures,
     hypotheses,
@@ -27,6 +28,7 @@ localrules:
 rule all:
     default_target: True
     input:
+        rules.describe_data.output,
         rules.tables.output,
         rules.hypotheses.output,
         rules.figures.output,

@@ -137,6 +137,21 @@ def cmd_prepare(args) -> None:
     log.info("prepared %s: slices %s", args.out, meta["slices"])
 
 
+def cmd_describe_data(args) -> None:
+    from hkd.data.summary import data_summary, summary_display
+    from hkd.evaluate.tables import to_html, to_markdown
+    from hkd.io import atomic_path, write_text
+
+    summary = data_summary(args.data)
+    wide, splits = summary_display(summary)
+    with atomic_path(args.out) as tmp:
+        summary.to_csv(tmp, index=False)
+    if args.out_html:
+        write_text(args.out_html, to_html(wide, f"Prepared data ({splits})", digits=2))
+    print(splits)
+    print(to_markdown(wide, digits=2))
+
+
 def cmd_train(args) -> None:
     import tempfile
 
@@ -369,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="tidy CSV")
     p.set_defaults(func=cmd_evaluate, inputs=("run", "data"), outputs=("out",))
+
+    p = sub.add_parser("describe-data", help="cases, slices and class shares per split of a prepared dataset")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--out", required=True, type=Path, help="CSV, one row per split and class")
+    p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
+    p.set_defaults(func=cmd_describe_data, inputs=("data",), outputs=("out", "out_html"))
 
     p = sub.add_parser("tables", help="study tables (mean and std over seeds) from evaluation CSVs")
     p.add_argument("--evals", required=True, nargs="+", type=Path)

@@ -182,3 +182,28 @@ def test_real_ct_prepared_liver_intensity_matches_windowed_hu(tmp_path):
     assert liver * 400 - 125 == pytest.approx(expected, abs=3.0)  # resized slices: within 3 HU
     image, label, _ = load_volume(tmp_path / "prep", "0001")
     assert image[label == 5].mean() * 400 - 125 == pytest.approx(expected, abs=0.01)  # native grid: exact
+
+
+def test_data_summary_counts_what_the_prepared_files_hold(prepared, tmp_path):
+    from hkd.cli import main
+    from hkd.data.summary import data_summary
+
+    summary = data_summary(prepared)
+    meta = read_meta(prepared)
+    for part, rows in summary.groupby("split"):
+        assert set(rows["cases"]) == {len(meta["split"][part])} and set(rows["slices"]) == {meta["slices"][part]}
+        assert rows["pixel_percent"].sum() == pytest.approx(100.0)
+        assert list(rows["class"]) == meta["classes"]
+    train = load_slices(prepared, "train")
+    liver = CLASSES.index("liver")
+    row = summary[(summary["split"] == "train") & (summary["class"] == "liver")].iloc[0]
+    assert row["pixel_percent"] == pytest.approx(100.0 * (train.label == liver).float().mean().item())
+    holding = {c for c in set(train.case) if (train.label[[i for i, k in enumerate(train.case) if k == c]] == liver).any()}
+    assert row["cases_with_class"] == len(holding)
+    _, label, _ = load_volume(prepared, meta["split"]["test"][0])
+    row = summary[(summary["split"] == "test") & (summary["class"] == "background")].iloc[0]
+    assert row["pixel_percent"] == pytest.approx(100.0 * (label == 0).mean())
+
+    assert main(["describe-data", "--data", str(prepared), "--out", str(tmp_path / "d.csv"),
+                 "--out-html", str(tmp_path / "d.html")]) == 0
+    assert "<table" in (tmp_path / "d.html").read_text() and len((tmp_path / "d.csv").read_text().splitlines()) == 28

@@ -3,7 +3,9 @@ report as a web page in headless Chromium."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,8 +19,8 @@ from conftest import REPO
 pytestmark = pytest.mark.slow
 
 FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "grad_ratios", "dice_vs_params"]
-TABLES = ["summary.html", "organs.html"]
-DAG_RULES = ["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_student", "evaluate_teacher",
+TABLES = ["summary.html", "organs.html", "data.html"]
+DAG_RULES = ["phantom", "split", "prepare", "describe_data", "train_teacher", "teacher_cache", "train_student", "evaluate_teacher",
              "evaluate_student", "context", "tables", "figures", "hypotheses"]
 CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -74,6 +76,16 @@ def test_report_names_every_figure_and_the_verdicts(study):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
+def test_report_rule_graph_draws_every_rule(study):
+    """The rule graph embedded in the report names every rule of the DAG (one node per rule is checked on
+    the study configs by test_workflow; this study's cached students sit one level lower)."""
+    _, html, _ = study
+    spec = re.search(r"var rulegraph_spec = (\{.*?\});\s*$", html.read_text(), re.M | re.S)
+    assert spec, "no rule graph in the report"
+    nodes = next(d["values"] for d in json.loads(spec.group(1))["data"] if d["name"] == "node-data")
+    assert {n["rule"] for n in nodes} == set(DAG_RULES), nodes
+
+
 def test_report_renders_first_page_figures_and_tables_in_chromium(study):
     sync_api = pytest.importorskip("playwright.sync_api")
     out, html, _ = study
@@ -127,6 +139,6 @@ def test_report_renders_first_page_figures_and_tables_in_chromium(study):
         box = graph.bounding_box()
         assert box and box["width"] > 100 and box["height"] > 100, box
         drawn = page.evaluate("rulegraph_spec.data.flatMap(d => (d.values || []).map(v => v.rule)).filter(Boolean)")
-        assert set(DAG_RULES) <= set(drawn), drawn
+        assert set(drawn) == set(DAG_RULES), drawn
         browser.close()
     assert not errors, errors

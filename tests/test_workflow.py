@@ -3,6 +3,7 @@ each rule's code inputs follow its command's imports (``hkd/workflow_deps.py``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -33,6 +34,33 @@ def test_dry_run_of_the_default_config(tmp_path):
 def test_dry_run_of_each_study_config(configfile, tmp_path):
     result = snakemake("-n", "--cores", "2", "--configfile", str(configfile), "--config", f"out={tmp_path}")
     assert result.returncode == 0, result.stderr
+
+
+def report_graph_nodes(d3dag: dict) -> list[str]:
+    """The nodes of the rule graph ``snakemake --report`` draws: one per rule per level of the job DAG, a
+    level being the jobs whose dependencies all lie in earlier levels (Snakemake's ``rulegraph_spec``)."""
+    rule = {n["id"]: n["value"]["rule"] for n in d3dag["nodes"]}
+    deps = {i: set() for i in rule}
+    for link in d3dag["edges"]:
+        deps[link["v"]].add(link["u"])
+    depth: dict[int, int] = {}
+
+    def level(i: int) -> int:
+        if i not in depth:
+            depth[i] = 1 + max((level(d) for d in deps[i]), default=-1)
+        return depth[i]
+
+    return [r for r, _ in {(rule[i], level(i)) for i in rule if rule[i] != "all"}]
+
+
+@pytest.mark.parametrize("configfile", [REPO / "config.yaml", *CONFIGS], ids=["default", *(c.stem for c in CONFIGS)])
+def test_report_rule_graph_has_one_node_per_rule(configfile, tmp_path):
+    """Scratch students (which need no teacher) wait for the data summary, which sits at the teacher's
+    depth, so every student and every evaluation shares one level and the report draws each rule once."""
+    result = snakemake("--d3dag", "--forceall", "--configfile", str(configfile), "--config", f"out={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    nodes = report_graph_nodes(json.loads(result.stdout[result.stdout.index("{"):]))
+    assert sorted(nodes) == sorted(set(nodes)), sorted(nodes)
 
 
 def test_lint_has_no_findings():

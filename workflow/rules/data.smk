@@ -110,3 +110,28 @@ rule prepare:
     shell:
         "hkd prepare --source {input.source} --format {params.format} --split {input.split}"
         " --params '{params.prep}' --out {output} --quiet > {log} 2>&1"
+
+
+# Every student waits for this summary (as an `ancient` input: rewriting it reruns no student). It sits at the teacher's depth in the DAG (both read only the
+# prepared data), so scratch and distilled students share one level and the report's rule graph draws
+# one node per rule; it takes seconds and runs beside the teacher. (Students reading `teacher.cache`
+# wait for the cache, one level deeper, and show as a second node.)
+rule describe_data:
+    input:
+        data=rules.prepare.output[0],
+        code=code("describe-data"),
+    output:
+        csv=f"{OUT}/tables/data.csv",
+        html=report(
+            f"{OUT}/tables/data.html",
+            caption="../report/data.rst",
+            category="Tables",
+        ),
+    log:
+        f"{OUT}/logs/describe_data.log",
+    benchmark:
+        f"{OUT}/benchmarks/describe_data.tsv"
+    conda:
+        ENV
+    shell:
+        "hkd describe-data --data {input.data} --out {output.csv} --out-html {output.html} > {log} 2>&1"

@@ -64,6 +64,7 @@ rule teacher_cache:
 rule train_student:
     input:
         data=rules.prepare.output[0],
+        data_summary=ancient(rules.describe_data.output.csv),  # for the report graph only (see data.smk)
         teacher=teacher_input,
         code=code("train"),
     output:
