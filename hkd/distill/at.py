@@ -29,7 +29,7 @@ class AttentionTransfer(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 100.0, "p": 2, "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 50.0, "p": 2, "layers": list(DEFAULT_LAYERS)}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

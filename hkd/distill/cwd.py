@@ -24,7 +24,7 @@ class ChannelWise(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"temperature": 4.0, "weight": 20.0}
+        return {"temperature": 4.0, "weight": 1.0}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

@@ -25,7 +25,7 @@ class FitNet(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 1.0, "layer": "bottleneck"}
+        return {"weight": 5.0, "layer": "bottleneck"}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

@@ -32,7 +32,7 @@ class LatentL1(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 10.0, "project": "auto"}
+        return {"weight": 4.0, "project": "auto"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

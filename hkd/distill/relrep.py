@@ -44,7 +44,7 @@ class RelativeRepresentations(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 3.0, "num_anchors": 256, "distance": "mse"}
+        return {"weight": 4.0, "num_anchors": 256, "distance": "mse"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
