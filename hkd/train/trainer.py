@@ -175,7 +175,8 @@ class Run:
     """State of one training run; :meth:`fit` does the work."""
 
     def __init__(self, cfg: TrainConfig, prepared: Path, out_dir: Path, resume_dir: Path | None,
-                 teacher_ckpt: Path | None, progress: bool = True, teacher_cache: Path | None = None):
+                 teacher_ckpt: Path | None, progress: bool = True, teacher_cache: Path | None = None,
+                 teacher: OnlineTeacher | None = None, data: tuple[SliceSet, SliceSet] | None = None):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
         # The work folder holds the resume state and the best checkpoint so far; it is not a declared
         # output, so a workflow manager does not delete it when a killed run is restarted.
@@ -185,15 +186,19 @@ class Run:
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
         self.device = resolve_device(cfg.device)
-        self.train_set = _on_device(load_slices(prepared, "train"), self.device)
-        self.val_set = _on_device(load_slices(prepared, "val"), self.device)
+        # ``data``: the (training, validation) slices of another run on the same data and device, shared
+        self.data = data or (_on_device(load_slices(prepared, "train"), self.device),
+                             _on_device(load_slices(prepared, "val"), self.device))
+        self.train_set, self.val_set = self.data
         self.spec = {**cfg.model, "num_classes": len(self.classes)}
         if self.spec.get("arch") == "transunet":
             self.spec["img_size"] = self.size
+        self.targets = self._teacher_targets(teacher_ckpt, teacher_cache, teacher)
+        teacher_specs = self.targets.specs if self.targets else {}
+        # The student's and the adapters' initial weights come from the seed alone (loading the teacher,
+        # above, draws random numbers too; a run given a shared teacher must start the same).
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
-        self.targets = self._teacher_targets(teacher_ckpt, teacher_cache)
-        teacher_specs = self.targets.specs if self.targets else {}
         self.method = distill.build(cfg.method, teacher_specs, self.model.describe_features(self.size),
                                     len(self.classes), **cfg.method_options).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())
@@ -214,11 +219,15 @@ class Run:
         self.fingerprint = json.dumps({"cfg": cfg.__dict__, "spec": self.spec, "n_train": len(self.train_set)},
                                       sort_keys=True, default=str)
 
-    def _teacher_targets(self, teacher_ckpt: Path | None, teacher_cache: Path | None):
-        """Where a distilled run's teacher features come from (None for scratch runs)."""
+    def _teacher_targets(self, teacher_ckpt: Path | None, teacher_cache: Path | None,
+                         teacher: OnlineTeacher | None = None, data: tuple[SliceSet, SliceSet] | None = None):
+        """Where a distilled run's teacher features come from (None for scratch runs); ``teacher``, an
+        online teacher shared with other runs, is used as it is."""
         cfg = self.cfg
         if cfg.method == "scratch":
             return None
+        if teacher is not None:
+            return teacher
         if teacher_cache is not None:
             if cfg.augment != "none":
                 raise ValueError(f"{teacher_cache}: a teacher cache holds the features of the un-augmented slices, "
@@ -335,6 +344,14 @@ class Run:
         return {**terms, "loss": loss, **norms}
 
     def fit(self) -> dict:
+        """Train as configured; returns the metrics (also written to ``metrics.json``)."""
+        for _ in self.steps():
+            pass
+        return self.metrics
+
+    def steps(self):
+        """Train as configured, yielding after every optimisation step, so that several runs can advance
+        together (:mod:`hkd.train.lockstep`); ``self.metrics`` holds the metrics at the end."""
         cfg = self.cfg
         self.try_resume()
         started = time.time() - sum(r["seconds"] for r in self.history)
@@ -371,6 +388,7 @@ class Run:
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
                 n_batches += 1
+                yield step
             if status == "diverged":
                 break
             val = validate(self.model, self.val_set, len(self.classes), self.device, precision=self.cfg.precision)
@@ -388,7 +406,7 @@ class Run:
                 _save_state(self.work_dir / "best.pt", {**self._model_state(epoch), "val": json.dumps(val)})
             if self.resume_path:
                 _save_state(self.resume_path, self._state(epoch))
-        return self._finish(status, diverged_at, time.time() - started)
+        self.metrics = self._finish(status, diverged_at, time.time() - started)
 
     def _finish(self, status: str, diverged_at: dict | None, seconds: float) -> dict:
         epoch = self.history[-1]["epoch"] if self.history else 0

@@ -1,0 +1,186 @@
+"""Several students of one seed trained together, one teacher pass per batch for all of them.
+
+Students with the same seed, data and schedule draw the same batches and augmentations (the data order
+and augmentation depend only on the seed and the epoch), so their training steps can advance side by
+side: at each step the teacher runs once on the augmented batch and every distilled student reads its
+features from that one pass (:class:`SharedTeacher`). Each student keeps its own random-number state
+(:class:`RngSlot`; dropout draws from the global generator), so every student ends bit for bit as it
+would alone: lock-step changes the cost, never the numbers (``tests/test_lockstep.py``).
+
+:func:`train_cohort` trains the members of a cohort into ``root/<name>/`` and skips a member whose
+folder already holds a completed run of the same identity (configuration, data, teacher and code,
+:func:`member_identity`), so changing one method's options retrains only that method's students.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from hkd import distill
+from hkd.io import write_json
+from hkd.train.teacher_targets import OnlineTeacher
+from hkd.train.trainer import Run, TrainConfig, _autocast, load_model
+
+log = logging.getLogger(__name__)
+
+IDENTITY_FILE = "identity.json"
+RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")  # what a finished run leaves in its folder
+
+
+class SharedTeacher(OnlineTeacher):
+    """An online teacher that computes the union of its students' features once per batch.
+
+    The features of the last batch are kept with that batch; a later call with an identical batch (same
+    slices, same augmented pixels, checked exactly) is answered from them, any other batch recomputes.
+    """
+
+    def __init__(self, teacher: torch.nn.Module, image_size: int, device: torch.device, autocast,
+                 names: tuple[str, ...]):
+        super().__init__(teacher, image_size, device, autocast)
+        self.names = tuple(dict.fromkeys(names))
+        self.passes = self.calls = 0
+        self._last: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]] | None = None
+
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        last = self._last
+        if not (last is not None and torch.equal(last[0], idx) and last[1].shape == x.shape
+                and torch.equal(last[1], x)):
+            self.passes += 1
+            last = self._last = (idx.clone(), x.clone(), super().__call__(idx, x, self.names))
+        return {k: last[2][k] for k in names}
+
+
+class RngSlot:
+    """A private copy of the global random-number state (CPU and CUDA), swapped in while one run steps."""
+
+    def __init__(self):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def __enter__(self):
+        self._outer = (torch.get_rng_state(), torch.cuda.get_rng_state_all() if self.cuda is not None else None)
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)
+        return self
+
+    def __exit__(self, *exc):
+        self.cpu = torch.get_rng_state()
+        torch.set_rng_state(self._outer[0])
+        if self.cuda is not None:
+            self.cuda = torch.cuda.get_rng_state_all()
+            torch.cuda.set_rng_state_all(self._outer[1])
+        return False
+
+
+def _digest(paths, extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for path in paths:
+        h.update(str(Path(path).name).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def code_digest() -> str:
+    """Digest of the package files a cohort's training runs (what the workflow declares as its code)."""
+    from hkd.workflow_deps import command_modules
+
+    root = Path(__file__).resolve().parents[2]
+    return _digest([root / m for m in sorted(command_modules("train-cohort", root))])
+
+
+def member_identity(run: Run, prepared: Path, teacher_ckpt: Path | None, code: str) -> str:
+    """What a member's result depends on: its configuration, the prepared training and validation data,
+    the teacher checkpoint (distilled members) and the training code."""
+    files = [Path(prepared) / "train.h5", Path(prepared) / "val.h5"]
+    if run.cfg.method != "scratch" and teacher_ckpt is not None:
+        files.append(Path(teacher_ckpt))
+    return _digest(files, extra=run.fingerprint + code)
+
+
+def is_complete(folder: Path, identity: str) -> bool:
+    """Whether ``folder`` holds a completed run of ``identity``."""
+    try:
+        recorded = json.loads((folder / IDENTITY_FILE).read_text())["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded == identity and all((folder / f).exists() for f in RUN_FILES)
+
+
+def advance_together(runs: list[Run]) -> None:
+    """Step every run once per round until all have finished; each steps with its own random state."""
+    active = [(run, run.steps(), RngSlot()) for run in runs]
+    while active:
+        still = []
+        for run, steps, rng in active:
+            with rng:
+                try:
+                    next(steps)
+                    still.append((run, steps, rng))
+                except StopIteration:
+                    pass
+        active = still
+
+
+def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Path,
+                 teacher_ckpt: str | Path | None = None, progress: bool = False) -> dict[str, dict]:
+    """Train the cohort ``members`` (name -> training config) in lock-step into ``root/<name>``.
+
+    Members whose folder already holds a completed run of the same identity are kept as they are.
+    Returns, per member, its identity and whether it was trained now, and the number of teacher passes
+    and of teacher reads (one per distilled step) the training took.
+    """
+    prepared, root = Path(prepared), Path(root)
+    teacher_ckpt = Path(teacher_ckpt) if teacher_ckpt else None
+    cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
+    schedule = {(c.seed, c.epochs, c.batch_size, c.augment, c.device) for c in cfgs.values()}
+    if len(schedule) > 1:
+        raise ValueError("cohort members must share seed, epochs, batch_size, augment and device; got "
+                         f"{sorted(schedule)}")
+    code = code_digest()
+    shared = None
+    runs, identities, trained, data = [], {}, {}, None
+    for name, cfg in cfgs.items():
+        distilled = cfg.method != "scratch"
+        if distilled and shared is None:
+            if teacher_ckpt is None:
+                raise ValueError(f"cohort member '{name}' (method '{cfg.method}') needs --teacher")
+            teacher, _ = load_model(teacher_ckpt)
+            image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
+            shared = SharedTeacher(teacher, int(image_size), _device_of(cfg),
+                                   lambda c=cfg: _autocast(_device_of(c), c.precision), ())
+        run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
+                  teacher=shared if distilled else None, data=data)
+        data = run.data
+        identities[name] = member_identity(run, prepared, teacher_ckpt, code)
+        trained[name] = not is_complete(root / name, identities[name])
+        if trained[name]:
+            (root / name / IDENTITY_FILE).unlink(missing_ok=True)
+            runs.append(run)
+    if shared is not None:
+        shared.names = tuple(dict.fromkeys(
+            n for run in runs if run.cfg.method != "scratch"
+            for n in distill.get(run.cfg.method).required_teacher_features({**run.cfg.method_options})))
+    log.info("cohort: training %s; up to date: %s", [n for n in cfgs if trained[n]] or "-",
+             [n for n in cfgs if not trained[n]] or "-")
+    advance_together(runs)
+    for name in [n for n in cfgs if trained[n]]:
+        write_json(root / name / IDENTITY_FILE, {"identity": identities[name]})
+    passes, reads = (shared.passes, shared.calls) if shared is not None else (0, 0)
+    log.info("cohort: %d teacher passes for %d distilled steps", passes, reads)
+    return {"members": {name: {"identity": identities[name], "trained": trained[name]} for name in cfgs},
+            "teacher_passes": passes, "teacher_reads": reads}
+
+
+def _device_of(cfg: TrainConfig) -> torch.device:
+    from hkd.devices import resolve_device
+
+    return resolve_device(cfg.device)
