@@ -186,6 +186,10 @@ def cmd_train_cohort(args) -> None:
     members = _json_object(args.members, "--members")
     if not members:
         raise DataError("--members: no member to train")
+    publish = _json_object(args.publish, "--publish") if args.publish else {}
+    unknown = sorted(set(publish) - set(members))
+    if unknown:
+        raise DataError(f"--publish: no member(s) {unknown} in --members")
     for name, params in members.items():
         if not isinstance(params, dict):
             raise DataError(f"--members: member '{name}' is not a JSON object")
@@ -193,36 +197,13 @@ def cmd_train_cohort(args) -> None:
     lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
     devices = {str(p.get("device", "auto")) for p in members.values()}
     with claim_gpu(lock_dir) if any(d.startswith(("auto", "cuda")) for d in devices) else nullcontext():
-        done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet)
+        done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet,
+                            publish={name: Path(folder) for name, folder in publish.items()})
     for name in members:
         done["members"][name]["config"] = members[name]
     write_json(args.manifest, done)
     log.info("cohort %s: trained %s, %d teacher passes for %d distilled steps", args.root,
              [n for n, d in done["members"].items() if d["trained"]], done["teacher_passes"], done["teacher_reads"])
-
-
-def cmd_publish_run(args) -> None:
-    import shutil
-
-    from hkd.io import atomic_path
-    from hkd.train.lockstep import IDENTITY_FILE, RUN_FILES
-
-    params = _json_object(args.params, "--params")
-    manifest = _json_object(str(args.manifest), "--manifest", ("members",))
-    entry = manifest["members"].get(args.name)
-    if entry is None:
-        raise DataError(f"{args.manifest}: the cohort has no member '{args.name}'")
-    if entry.get("config") != params:
-        raise DataError(f"{args.manifest}: member '{args.name}' was trained with another configuration than "
-                        "--params; rerun the cohort")
-    folder = args.root / args.name
-    recorded = _json_object(str(folder / IDENTITY_FILE), str(folder / IDENTITY_FILE)).get("identity")
-    if recorded != entry.get("identity"):
-        raise DataError(f"{folder}: holds another run than the cohort manifest {args.manifest} names; rerun the cohort")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in RUN_FILES:
-        with atomic_path(args.out / name) as tmp:
-            shutil.copyfile(folder / name, tmp)
 
 
 def cmd_teacher_cache(args) -> None:
@@ -423,21 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of the members' runs (<root>/<name>); a member already trained there with the "
                         "same configuration, data, teacher and code is kept")
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for the distilled members")
+    p.add_argument("--publish", default=None,
+                   help="JSON object: member name -> folder that receives a copy of its run (best.pt, last.pt, "
+                        "log.csv, metrics.json), every member whether trained now or kept")
     p.add_argument("--manifest", required=True, type=Path, help="JSON written at the end: each member's identity")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpu-locks", type=Path, default=None,
                    help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"), outputs=("manifest",))
-
-    p = sub.add_parser("publish-run", help="copy one member's run out of a trained cohort, checking it is the "
-                       "run its configuration asks for")
-    p.add_argument("--manifest", required=True, type=Path, help="the cohort's manifest (hkd train-cohort)")
-    p.add_argument("--root", required=True, type=Path, help="the cohort's folder of runs")
-    p.add_argument("--name", required=True, help="the member's name in the cohort")
-    p.add_argument("--params", required=True, help="the member's training config (JSON), as the cohort got it")
-    p.add_argument("--out", required=True, type=Path, help="folder for best.pt, last.pt, log.csv, metrics.json")
-    p.set_defaults(func=cmd_publish_run, inputs=("manifest", "params"), outputs=("out",))
+    p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"), outputs=("manifest", "root"))
 
     p = sub.add_parser("teacher-cache", help="store the teacher's features on the training slices for a method")
     p.add_argument("--teacher", required=True, type=Path, help="teacher checkpoint")

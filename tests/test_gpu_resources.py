@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO
 
-GPU_RULES = {"train_teacher", "teacher_cache", "train_student"}  # teacher_cache only when a method uses the cache
+GPU_RULES = {"train_teacher", "teacher_cache", "train_student", "train_scratch", "train_cohort"}  # those planned
 
 
 def dry_run(*args: str, cuda: str, tmp_path) -> tuple[dict[str, set[str]], list[str]]:

@@ -94,28 +94,23 @@ def test_an_interrupted_member_is_retrained(prepared, teacher_ckpt, tmp_path):
     assert all(d["trained"] for d in done["members"].values())
 
 
-def test_publishing_a_member_checks_it_is_the_run_its_configuration_asks_for(prepared, tmp_path, capsys):
+def test_the_cli_publishes_every_member_and_names_bad_arguments(prepared, tmp_path, capsys):
     from hkd.cli import main
 
     members = {"a": _cfg("scratch"), "b": _cfg("scratch", lr=0.001)}
     root, manifest = tmp_path / "cohort", tmp_path / "cohort.json"
-    assert main(["train-cohort", "--data", str(prepared), "--members", json.dumps(members), "--root", str(root),
-                 "--manifest", str(manifest), "--quiet"]) == 0
-    out = tmp_path / "published"
-    assert main(["publish-run", "--manifest", str(manifest), "--root", str(root), "--name", "b",
-                 "--params", json.dumps(members["b"]), "--out", str(out)]) == 0
-    for name in ("best.pt", "log.csv", "metrics.json"):
-        assert (out / name).read_bytes() == (root / "b" / name).read_bytes()
+    publish = {name: str(tmp_path / "out" / name) for name in members}
+    args = ["train-cohort", "--data", str(prepared), "--root", str(root), "--manifest", str(manifest), "--quiet"]
+    assert main([*args, "--members", json.dumps(members), "--publish", json.dumps(publish)]) == 0
+    for name in members:
+        for file in ("best.pt", "log.csv", "metrics.json"):
+            assert (tmp_path / "out" / name / file).read_bytes() == (root / name / file).read_bytes()
+    assert set(json.loads(manifest.read_text())["members"]) == {"a", "b"}
 
     capsys.readouterr()
-    assert main(["publish-run", "--manifest", str(manifest), "--root", str(root), "--name", "b",
-                 "--params", json.dumps(members["a"]), "--out", str(tmp_path / "x")]) == 1
-    assert "member 'b' was trained with another configuration" in capsys.readouterr().err
-    assert main(["publish-run", "--manifest", str(manifest), "--root", str(root), "--name", "c",
-                 "--params", json.dumps(members["a"]), "--out", str(tmp_path / "x")]) == 1
-    assert "the cohort has no member 'c'" in capsys.readouterr().err
-    shutil.copyfile(root / "a" / "identity.json", root / "b" / "identity.json")
-    assert main(["publish-run", "--manifest", str(manifest), "--root", str(root), "--name", "b",
-                 "--params", json.dumps(members["b"]), "--out", str(tmp_path / "x")]) == 1
-    assert "holds another run than the cohort manifest" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert main([*args, "--members", json.dumps(members), "--publish", json.dumps({"c": "x"})]) == 1
+    assert "--publish: no member(s) ['c'] in --members" in capsys.readouterr().err
+    assert main([*args, "--members", json.dumps({"a": {"epochs": 1}})]) == 1
+    assert "--members 'a': missing key(s) ['model']" in capsys.readouterr().err
+    assert main([*args, "--members", json.dumps({"a": _cfg("scratch"), "b": _cfg("scratch", seed=4)})]) == 1
+    assert "cohort members must share seed" in capsys.readouterr().err

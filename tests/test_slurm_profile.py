@@ -192,8 +192,8 @@ def test_workflow_runs_on_slurm(tmp_path):
     assert "CUDA_VISIBLE_DEVICES=unset" not in gpu_txt  # SLURM assigned the GPU
 
 
-GPU_RULES = {"train_teacher", "train_student", "teacher_cache"}
-LIGHT_RULES = {"tables", "figures", "hypotheses"}  # localrules: run on the submitting host
+GPU_RULES = {"train_teacher", "train_student", "train_scratch", "teacher_cache"}
+LIGHT_RULES = {"tables", "figures", "hypotheses", "describe_data"}  # localrules: run on the submitting host
 
 
 def rule_of(sbatch_call: str) -> str:
@@ -219,8 +219,8 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     assert proc.returncode == 0, log[-6000:]
     calls = [line.split("--wrap", 1)[0] for line in log.splitlines() if line.startswith("sbatch call:")]
     submitted = sorted(rule_of(c) for c in calls)
-    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_student",
-                                "train_student", "evaluate_teacher", "evaluate_student", "evaluate_student",
+    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_scratch",
+                                "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student",
                                 "context"]), submitted
     for call in calls:
         assert ("--gpus=1" in call) == (rule_of(call) in GPU_RULES), call

@@ -9,7 +9,8 @@ would alone: lock-step changes the cost, never the numbers (``tests/test_lockste
 
 :func:`train_cohort` trains the members of a cohort into ``root/<name>/`` and skips a member whose
 folder already holds a completed run of the same identity (configuration, data, teacher and code,
-:func:`member_identity`), so changing one method's options retrains only that method's students.
+:func:`member_identity`), so changing one method's options retrains only that method's students; the
+others are copied out again unchanged.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
 
 from hkd import distill
-from hkd.io import write_json
+from hkd.io import atomic_path, write_json
 from hkd.train.teacher_targets import OnlineTeacher
 from hkd.train.trainer import Run, TrainConfig, _autocast, load_model
 
@@ -131,10 +133,12 @@ def advance_together(runs: list[Run]) -> None:
 
 
 def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Path,
-                 teacher_ckpt: str | Path | None = None, progress: bool = False) -> dict[str, dict]:
+                 teacher_ckpt: str | Path | None = None, progress: bool = False,
+                 publish: dict[str, Path] | None = None) -> dict[str, dict]:
     """Train the cohort ``members`` (name -> training config) in lock-step into ``root/<name>``.
 
     Members whose folder already holds a completed run of the same identity are kept as they are.
+    ``publish`` (name -> folder) receives a copy of each named member's run, trained now or kept.
     Returns, per member, its identity and whether it was trained now, and the number of teacher passes
     and of teacher reads (one per distilled step) the training took.
     """
@@ -174,6 +178,11 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     advance_together(runs)
     for name in [n for n in cfgs if trained[n]]:
         write_json(root / name / IDENTITY_FILE, {"identity": identities[name]})
+    for name, folder in (publish or {}).items():
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        for file in RUN_FILES:
+            with atomic_path(Path(folder) / file) as tmp:
+                shutil.copyfile(root / name / file, tmp)
     passes, reads = (shared.passes, shared.calls) if shared is not None else (0, 0)
     log.info("cohort: %d teacher passes for %d distilled steps", passes, reads)
     return {"members": {name: {"identity": identities[name], "trained": trained[name]} for name in cfgs},

@@ -1,6 +1,7 @@
 # Configuration checks and helpers shared by every rule file.
 import json
 import os
+import re
 import sys
 
 import jsonschema
@@ -87,6 +88,11 @@ def _check_config(cfg):
         _check_methods(cfg)
         _check_split(cfg)
     augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
+    if cfg["teacher"]["cache"] and cfg["students"]["lockstep"]:
+        raise ValueError(
+            "config keys students.lockstep and teacher.cache: a lock-step cohort runs the teacher once per "
+            "batch for all its students; use one or the other"
+        )
     if cfg["teacher"]["cache"] and augment != "none":
         raise ValueError(
             f"config key teacher.cache: a teacher cache holds the features of the un-augmented slices, so it is "
@@ -303,6 +309,30 @@ def teacher_argument(w, input):
         return ""
     flag = "--teacher-cache" if input.teacher.endswith(".h5") else "--teacher"
     return f"{flag} {input.teacher}"
+
+
+def cohort_names():
+    """Lock-step cohort member name -> (method, width), for every student of a seed."""
+    return {
+        f"{method}_w{width}": (method, width)
+        for method in config["students"]["methods"]
+        for width in config["students"]["widths"]
+    }
+
+
+def cohort_members(seed):
+    """The students of one seed as lock-step cohort members: name -> training config."""
+    return {
+        name: train_config("students", student_model(width), seed, method)
+        for name, (method, width) in cohort_names().items()
+    }
+
+
+# Wildcard constraint of the distilled students' rules (scratch students have their own).
+DISTILLED_METHODS = (
+    "|".join(re.escape(m) for m in config["students"]["methods"] if m != "scratch")
+    or "(?!)"
+)
 
 
 def student_model(width):

@@ -112,10 +112,7 @@ rule prepare:
         " --params '{params.prep}' --out {output} --quiet > {log} 2>&1"
 
 
-# Every student waits for this summary (as an `ancient` input: rewriting it reruns no student). It sits at the teacher's depth in the DAG (both read only the
-# prepared data), so scratch and distilled students share one level and the report's rule graph draws
-# one node per rule; it takes seconds and runs beside the teacher. (Students reading `teacher.cache`
-# wait for the cache, one level deeper, and show as a second node.)
+# What the prepared data holds per split, for the report.
 rule describe_data:
     input:
         data=rules.prepare.output[0],

@@ -37,7 +37,7 @@ rule evaluate_student:
     benchmark:
         f"{OUT}/benchmarks/evaluate/{{method}}_w{{width}}_s{{seed}}.tsv"
     wildcard_constraints:
-        method="[a-z0-9_]+",
+        method=DISTILLED_METHODS,
         width="[0-9.]+M?",
         seed="[0-9]+",
     conda:
@@ -49,6 +49,14 @@ rule evaluate_student:
         "hkd evaluate --run {params.run} --data {input.data} --model-name {wildcards.method}_w{wildcards.width}"
         " --method {wildcards.method} --width {wildcards.width} --seed {wildcards.seed}"
         " --threads {threads} --out {output} > {log} 2>&1"
+
+
+# Scratch students' evaluations, one level earlier in the job DAG (see train_scratch).
+use rule evaluate_student as evaluate_scratch with:
+    wildcard_constraints:
+        method="scratch",
+        width="[0-9.]+M?",
+        seed="[0-9]+",
 
 
 rule tables:

@@ -61,36 +61,93 @@ rule teacher_cache:
         " --out {output} > {log} 2>&1"
 
 
-rule train_student:
-    input:
-        data=rules.prepare.output[0],
-        data_summary=ancient(rules.describe_data.output.csv),  # for the report graph only (see data.smk)
-        teacher=teacher_input,
-        code=code("train"),
-    output:
-        **run_outputs(STUDENT_DIR),
-    log:
-        f"{OUT}/logs/train_student/{{method}}_w{{width}}_s{{seed}}.log",
-    benchmark:
-        f"{OUT}/benchmarks/train_student/{{method}}_w{{width}}_s{{seed}}.tsv"
-    wildcard_constraints:
-        method="[a-z0-9_]+",
-        width="[0-9.]+M?",
-        seed="[0-9]+",
-    conda:
-        ENV
-    threads: config["train"]["threads"]
-    resources:
-        **GPU,
-        mem_mb=config["students"]["resources"]["mem_mb"],
-        runtime=config["students"]["resources"]["runtime"],
-    params:
-        cfg=lambda w: as_json(
-            train_config("students", student_model(w.width), w.seed, w.method)
-        ),
-        out=lambda w, output: os.path.dirname(output.metrics_json),
-        work=f"{OUT}/work/students/{{method}}/w{{width}}/s{{seed}}",
-        teacher=teacher_argument,
-    shell:
-        "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
-        " --work {params.work} {params.teacher} --threads {threads} --quiet > {log} 2>&1"
+if not config["students"]["lockstep"]:
+
+    rule train_student:
+        input:
+            data=rules.prepare.output[0],
+            teacher=teacher_input,
+            code=code("train"),
+        output:
+            **run_outputs(STUDENT_DIR),
+        log:
+            f"{OUT}/logs/train_student/{{method}}_w{{width}}_s{{seed}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/train_student/{{method}}_w{{width}}_s{{seed}}.tsv"
+        wildcard_constraints:
+            method=DISTILLED_METHODS,
+            width="[0-9.]+M?",
+            seed="[0-9]+",
+        conda:
+            ENV
+        threads: config["train"]["threads"]
+        resources:
+            **GPU,
+            mem_mb=config["students"]["resources"]["mem_mb"],
+            runtime=config["students"]["resources"]["runtime"],
+        params:
+            cfg=lambda w: as_json(
+                train_config("students", student_model(w.width), w.seed, w.method)
+            ),
+            out=lambda w, output: os.path.dirname(output.metrics_json),
+            work=f"{OUT}/work/students/{{method}}/w{{width}}/s{{seed}}",
+            teacher=teacher_argument,
+        shell:
+            "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
+            " --work {params.work} {params.teacher} --threads {threads} --quiet > {log} 2>&1"
+
+    # Scratch students need no teacher: their own rule, so that in the report's rule graph (one node per
+    # rule and level of the job DAG) they do not show train_student a second time, a level earlier.
+    use rule train_student as train_scratch with:
+        wildcard_constraints:
+            method="scratch",
+            width="[0-9.]+M?",
+            seed="[0-9]+",
+
+else:
+
+    # Lock-step: the students of one seed train in one job, one teacher pass per batch for all of them
+    # (hkd/train/lockstep.py). The job keeps each student's run in its store (<out>/cohorts/s<seed>/) and
+    # retrains only those whose configuration, data, teacher or code changed; the others are copied out
+    # again unchanged (their evaluations rerun).
+    rule train_cohort:
+        input:
+            data=rules.prepare.output[0],
+            teacher=rules.train_teacher.output.best_pt,
+            code=code("train-cohort"),
+        output:
+            manifest=f"{OUT}/cohorts/s{{seed}}.json",
+            runs=expand(
+                f"{OUT}/models/students/{{method}}/w{{width}}/s{{{{seed}}}}/{{file}}",
+                method=config["students"]["methods"],
+                width=config["students"]["widths"],
+                file=RUN_FILES,
+            ),
+        log:
+            f"{OUT}/logs/train_cohort/s{{seed}}.log",
+        benchmark:
+            f"{OUT}/benchmarks/train_cohort/s{{seed}}.tsv"
+        wildcard_constraints:
+            seed="[0-9]+",
+        conda:
+            ENV
+        threads: config["train"]["threads"]
+        resources:
+            **GPU,
+            mem_mb=config["students"]["resources"]["mem_mb"],
+            runtime=config["students"]["resources"]["runtime"]
+            * len(config["students"]["methods"])
+            * len(config["students"]["widths"]),
+        params:
+            members=lambda w: as_json(cohort_members(w.seed)),
+            publish=lambda w: as_json(
+                {
+                    name: STUDENT_DIR.format(method=m, width=width, seed=w.seed)
+                    for name, (m, width) in cohort_names().items()
+                }
+            ),
+            root=f"{OUT}/cohorts/s{{seed}}",
+        shell:
+            "hkd train-cohort --data {input.data} --members '{params.members}' --root {params.root}"
+            " --teacher {input.teacher} --publish '{params.publish}' --manifest {output.manifest}"
+            " --threads {threads} --quiet > {log} 2>&1"
