@@ -30,9 +30,27 @@ def test_dry_run_of_the_default_config(tmp_path):
         assert rule in out
 
 
+def runnable(configfile, tmp_path):
+    """``configfile``, or where its ``data.path`` (a dataset the user downloads) does not exist here, a copy
+    pointing at a small generated dataset in that source's layout (KiTS19 or LiTS), read by the same reader."""
+    from hkd.data.phantom import LAYOUT_LABELS, write_phantom_dataset
+
+    cfg = yaml.safe_load(configfile.read_text())
+    data = cfg.get("data", {})
+    if not data.get("path") or (REPO / data["path"]).exists():
+        return configfile
+    assert data["source"] in LAYOUT_LABELS, f"{configfile}: data.path {data['path']} missing"
+    write_phantom_dataset(tmp_path / "source", n_cases=5, seed=0, size=32, slices=(4, 5), layout=data["source"],
+                          tumours={})
+    path = tmp_path / configfile.name
+    path.write_text(yaml.safe_dump(merge(cfg, {"data": {"path": str(tmp_path / "source")}})))
+    return path
+
+
 @pytest.mark.parametrize("configfile", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_dry_run_of_each_study_config(configfile, tmp_path):
-    result = snakemake("-n", "--cores", "2", "--configfile", str(configfile), "--config", f"out={tmp_path}")
+    configfile = runnable(configfile, tmp_path)
+    result = snakemake("-n", "--cores", "2", "--configfile", str(configfile), "--config", f"out={tmp_path}/out")
     assert result.returncode == 0, result.stderr
 
 
@@ -57,7 +75,8 @@ def report_graph_nodes(d3dag: dict) -> list[str]:
 def test_report_rule_graph_has_one_node_per_rule(configfile, tmp_path):
     """Scratch students (which need no teacher) wait for the data summary, which sits at the teacher's
     depth, so every student and every evaluation shares one level and the report draws each rule once."""
-    result = snakemake("--d3dag", "--forceall", "--configfile", str(configfile), "--config", f"out={tmp_path}")
+    configfile = runnable(configfile, tmp_path)
+    result = snakemake("--d3dag", "--forceall", "--configfile", str(configfile), "--config", f"out={tmp_path}/out")
     assert result.returncode == 0, result.stderr
     nodes = report_graph_nodes(json.loads(result.stdout[result.stdout.index("{"):]))
     assert sorted(nodes) == sorted(set(nodes)), sorted(nodes)
@@ -91,6 +110,13 @@ def _with(tmp_path, patch: dict) -> list[str]:
         ({"students": {"methods": ["scratch", "telepathy"]}}, "students.methods"),
         ({"data": {"hu_window": [275, -125]}}, "data.hu_window"),
         ({"data": {"source": "zip"}}, "data.path"),
+        ({"data": {"source": "lits"}}, "data.path: required for data.source 'lits'"),
+        ({"data": {"source": "kits19", "path": "/no/such/kits19"}}, "data.path: /no/such/kits19 does not exist"),
+        ({"data": {"phantom": {"tumours": {}}}}, "data.phantom.tumours"),
+        ({"data": {"phantom": {"layout": "lits", "tumours": {"count": [3, 1]}}}}, "data.phantom.tumours.count"),
+        ({"data": {"task": "tumour"}}, "data.classes: task 'tumour' needs the classes [background, tumour]"),
+        ({"data": {"scale": [-1, 2]}}, "data.scale"),
+        ({"train": {"loss": "hinge"}}, "train.loss"),
         ({"device": "gpu"}, "device"),
     ],
 )
