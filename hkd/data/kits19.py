@@ -42,7 +42,9 @@ def _fetch(url: str, target: Path) -> None:
         raise DataError(f"KiTS19 download of {url} failed: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc.strerror or exc
-        host = urlsplit(url).netloc or url
+        host = urlsplit(url).netloc
+        if not host:  # a file:// URL
+            raise DataError(f"KiTS19 download of {url} failed: {reason}") from None
         raise DataError(f"cannot reach {host} while downloading {url} ({reason}); check the network "
                         "connection") from None
     with open(target, "rb") as f:
