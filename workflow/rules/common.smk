@@ -242,7 +242,7 @@ def source_format():
 
 SOURCE_FORMAT = source_format()
 # kits19 and lits read a folder, or a zip that the extract rule unpacks; kits19 without a path is downloaded.
-ARCHIVE = DATA["source"] in ("kits19", "lits") and str(DATA["path"]).endswith(".zip")
+ARCHIVE = DATA["source"] in ("kits19", "lits") and os.path.isfile(str(DATA["path"]))
 KITS19_DOWNLOAD = f"{OUT}/raw/kits19/data"
 
 
