@@ -342,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds before the whole download is abandoned (default {DOWNLOAD_TIMEOUT:g})")
     p.add_argument("--cases", type=int, default=210, help="kits19: labelled cases 0..N-1 to download (default 210)")
     p.add_argument("--imaging-url", default=None, help="kits19: imaging URL template with {case} (default: official)")
-    p.add_argument("--labels-url", default=None, help="kits19: segmentation URL template with {case} (default: official)")
+    p.add_argument("--labels-url", default=None,
+                   help="kits19: segmentation URL template with {case} (default: official)")
     p.set_defaults(func=cmd_download, outputs=("out",))
 
     p = sub.add_parser("extract", help="extract a RawData zip safely")

@@ -179,3 +179,14 @@ def test_hlfd_recipe_adam_cosine_to_min_lr_with_focal_dice(prepared, tmp_path):
     assert log["lr"].is_monotonic_decreasing and metrics["status"] == "completed"
     with pytest.raises(ValueError, match="invalid value for loss"):
         TrainConfig.from_dict(_cfg(loss="hinge"))
+
+
+def test_rotated_corners_take_the_lower_end_of_the_intensity_range():
+    from hkd.train import augment
+
+    params = {"rot90": torch.tensor([False]), "rotate": torch.tensor([True]), "k": torch.tensor([0]),
+              "flip_axis": torch.tensor([0]), "angle": torch.tensor([20.0])}
+    image = torch.full((1, 1, 16, 16), 0.5)
+    for fill in (0.0, -1.0):  # images scaled to [0, 1] or to [-1, 1]
+        rotated = augment.apply(params, image, fill=fill)
+        assert rotated[0, 0, 0, 0].item() == pytest.approx(fill) and rotated[0, 0, 8, 8].item() == pytest.approx(0.5)

@@ -38,6 +38,7 @@ class Layout:
     unlabelled: str  # what an image without a label is: "skip" (unlabelled test case) or "error"
     orphan_label: str  # what a label without an image is: "warn" or "error"
     hint: str  # appended to the error about missing files
+    expected: str  # the file names, for the error about a folder without cases
 
     def case_id(self, number: str) -> str:
         return str(int(number)).zfill(self.digits)
@@ -55,6 +56,7 @@ KITS19 = Layout(
     re.compile(r"(?:^|/)case_(\d+)/segmentation\.nii(\.gz)?$"),
     digits=5, unlabelled="skip", orphan_label="error",
     hint="the KiTS19 imaging is downloaded separately from the labels: hkd download --source kits19",
+    expected="case_XXXXX/imaging.nii.gz with case_XXXXX/segmentation.nii.gz",
 )
 LITS = Layout(
     "lits",
@@ -62,6 +64,7 @@ LITS = Layout(
     re.compile(r"(?:^|/)segmentation-(\d+)\.nii(\.gz)?$"),
     digits=3, unlabelled="error", orphan_label="warn",
     hint="LiTS pairs volume-N.nii with segmentation-N.nii in the same folder",
+    expected="volume-N.nii with segmentation-N.nii, or .nii.gz",
 )
 LAYOUTS = {layout.name: layout for layout in (KITS19, LITS)}
 
@@ -114,8 +117,7 @@ def pair_names(names: list[str], layout: Layout, where: str) -> dict[str, tuple[
         log.warning("%s: %d image(s) without a label (unlabelled test cases), skipped: %s", where,
                     len(unlabelled), ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else ""))
     if not pairs:
-        raise DataError(f"{where}: no labelled {layout.name} cases (expected "
-                        f"{'case_XXXXX/imaging.nii.gz with segmentation.nii.gz' if layout is KITS19 else 'volume-N.nii with segmentation-N.nii'})")
+        raise DataError(f"{where}: no labelled {layout.name} cases (expected {layout.expected})")
     return dict(sorted(pairs.items()))
 
 

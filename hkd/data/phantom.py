@@ -796,7 +796,7 @@ def kits19_affine(spacing_xy: float, thickness: float) -> np.ndarray:
 
 
 def to_kits19(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """A phantom volume (X, Y, Z in ``affine``'s LPS or RAS order) in KiTS19's voxel order (see :func:`kits19_affine`)."""
+    """A phantom volume (X, Y, Z in ``affine``'s LPS or RAS order) in KiTS19's order (:func:`kits19_affine`)."""
     ras = volume if nib.aff2axcodes(affine) == ("R", "A", "S") else volume[::-1, ::-1]
     return np.ascontiguousarray(ras[::-1, ::-1, ::-1].transpose(2, 1, 0))
 

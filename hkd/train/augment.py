@@ -4,10 +4,10 @@ Per sample: with p=0.5 a random rot90 (k in 0..3) followed by a random flip; oth
 p=0.5 a rotation by an angle in [-20, 20) degrees (image bilinear, label nearest); else unchanged.
 
 A rotation leaves the corners of the square without source pixels. The image there is ``fill``, the
-lower end of the intensity window (0 for images in [0, 1], as in TransUNet's ``scipy.ndimage.rotate``); the label there is
-:data:`IGNORE`, so no class is invented for pixels nobody annotated and the segmentation loss skips
-them. A distilled run's teacher sees the same augmented image, so its targets there are what it
-really predicts.
+lower end of the intensity window (0 for images in [0, 1], as in TransUNet's ``scipy.ndimage.rotate``);
+the label there is :data:`IGNORE`, so no class is invented for pixels nobody annotated and the
+segmentation loss skips them. A distilled run's teacher sees the same augmented image, so its targets
+there are what it really predicts.
 """
 
 from __future__ import annotations
