@@ -726,3 +726,25 @@ def test_kits19_download_ends_at_the_time_limit_and_removes_staging(tmp_path, ca
     assert time.monotonic() - start < 5
     assert code == 1 and "KiTS19 download: no result after 0.5 s" in one_line_error(err)
     assert list((tmp_path / "dl").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", ["kits19", "lits"])
+def test_a_corrupt_kits19_or_lits_label_is_one_line_naming_the_file(fmt, tmp_path, capsys):
+    from hkd.cli import SOURCE_FORMATS
+    from hkd.data.phantom import write_phantom_dataset
+    from hkd.data.sources import FORMATS
+
+    assert set(SOURCE_FORMATS) == set(FORMATS)  # the CLI offers every reader
+    root = tmp_path / fmt
+    write_phantom_dataset(root, n_cases=3, seed=0, size=32, slices=(4, 5), layout=fmt, tumours={})
+    code, err = run_cli(capsys, "split", "--source", root, "--format", fmt, "--ratios", 0.34, 0.33, 0.33,
+                        "--out", tmp_path / "split.json")
+    assert code == 0, err
+    label = root / ("case_00001/segmentation.nii.gz" if fmt == "kits19" else "segmentation-1.nii")
+    label.write_bytes(b"not a nifti header at all" * 20)
+    params = json.dumps({"image_size": 16, "hu_window": [-40, 160], "label_map": {"0": 0, "1": 1, "2": 2},
+                         "classes": ["background", "organ", "tumour"], "task": "organ+tumour", "scale": [-1, 1]})
+    code, err = run_cli(capsys, "prepare", "--source", root, "--format", fmt, "--split", tmp_path / "split.json",
+                        "--params", params, "--out", tmp_path / "prep", "--quiet")
+    assert code == 1 and f"{label}: not a readable NIfTI" in one_line_error(err)
+    assert not (tmp_path / "prep").exists()
