@@ -85,6 +85,24 @@ def tumour_study(dataset: str) -> dict:
     }
 
 
+def runnable(configfile: Path, tmp_path: Path, root: Path = REPO) -> Path:
+    """``configfile``, or where its ``data.path`` (a dataset the user downloads) does not exist under ``root``,
+    a copy pointing at a small generated dataset in that source's layout (KiTS19 or LiTS), read by the same
+    reader: for dry runs of every study config."""
+    from hkd.data.phantom import LAYOUT_LABELS, write_phantom_dataset
+
+    cfg = yaml.safe_load(configfile.read_text())
+    data = cfg.get("data", {})
+    if not data.get("path") or (root / data["path"]).exists():
+        return configfile
+    assert data["source"] in LAYOUT_LABELS, f"{configfile}: data.path {data['path']} missing"
+    write_phantom_dataset(tmp_path / "source", n_cases=5, seed=0, size=32, slices=(4, 5), layout=data["source"],
+                          tumours={})
+    path = tmp_path / configfile.name
+    path.write_text(yaml.safe_dump(merge(cfg, {"data": {"path": str(tmp_path / "source")}})))
+    return path
+
+
 def copy_tracked_files(dest: Path) -> Path:
     """A copy of the repository's tracked files (or, outside git, of what the workflow needs) in ``dest``."""
     listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True)

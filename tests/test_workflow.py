@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from helpers import REPO, default_config, merge
+from helpers import REPO, default_config, merge, runnable
 from hkd.workflow_deps import command_modules
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -28,23 +28,6 @@ def test_dry_run_of_the_default_config(tmp_path):
     out = result.stdout + result.stderr
     for rule in ("phantom", "split", "prepare", "train_teacher", "train_student"):
         assert rule in out
-
-
-def runnable(configfile, tmp_path):
-    """``configfile``, or where its ``data.path`` (a dataset the user downloads) does not exist here, a copy
-    pointing at a small generated dataset in that source's layout (KiTS19 or LiTS), read by the same reader."""
-    from hkd.data.phantom import LAYOUT_LABELS, write_phantom_dataset
-
-    cfg = yaml.safe_load(configfile.read_text())
-    data = cfg.get("data", {})
-    if not data.get("path") or (REPO / data["path"]).exists():
-        return configfile
-    assert data["source"] in LAYOUT_LABELS, f"{configfile}: data.path {data['path']} missing"
-    write_phantom_dataset(tmp_path / "source", n_cases=5, seed=0, size=32, slices=(4, 5), layout=data["source"],
-                          tumours={})
-    path = tmp_path / configfile.name
-    path.write_text(yaml.safe_dump(merge(cfg, {"data": {"path": str(tmp_path / "source")}})))
-    return path
 
 
 @pytest.mark.parametrize("configfile", CONFIGS, ids=[c.stem for c in CONFIGS])
