@@ -13,6 +13,8 @@ from hkd.data.cases import DataError
 from hkd.data.synapse import DOWNLOAD_TIMEOUT
 
 log = logging.getLogger("hkd")
+# Formats of `hkd split` and `hkd prepare` (hkd.data.sources.FORMATS, spelled out to keep imports light).
+SOURCE_FORMATS = ("rawdata", "transunet", "kits19", "lits")
 
 
 def _is_inline_json(value: str) -> bool:
@@ -79,14 +81,23 @@ def cmd_phantom(args) -> None:
     from hkd.data.phantom import write_phantom_dataset
     from hkd.io import atomic_dir
 
+    tumours = None if args.tumours is None else _json_object(args.tumours, "--tumours")
     with atomic_dir(args.out) as tmp:
         ids = write_phantom_dataset(tmp, n_cases=args.cases, seed=args.seed, size=args.size,
                                     slices=tuple(args.slices), spacing_xy=tuple(args.spacing_xy),
-                                    slice_thickness=tuple(args.slice_thickness))
+                                    slice_thickness=tuple(args.slice_thickness), layout=args.layout,
+                                    tumours=tumours)
     log.info("wrote %d phantom cases to %s", len(ids), args.out)
 
 
 def cmd_download(args) -> None:
+    if args.source == "kits19":
+        from hkd.data import kits19
+
+        path = kits19.download(args.out, args.cases, args.imaging_url or kits19.IMAGING_URL,
+                               args.labels_url or kits19.LABELS_URL, timeout=args.timeout)
+        log.info("downloaded %d KiTS19 cases to %s", args.cases, path)
+        return
     from hkd.data.synapse import download
 
     path = download(args.entity, args.out, args.md5, timeout=args.timeout)
@@ -133,6 +144,7 @@ def cmd_prepare(args) -> None:
                        liver_id=liver_ids[0] if len(liver_ids) == 1 else None)
     meta = prepare_dataset(cases, split, args.out, image_size=int(p["image_size"]),
                            hu_window=tuple(p["hu_window"]), label_map=label_map, classes=classes,
+                           scale=tuple(p.get("scale", (0.0, 1.0))), task=p.get("task", "organs"),
                            progress=not args.quiet)
     log.info("prepared %s: slices %s", args.out, meta["slices"])
 
@@ -253,7 +265,7 @@ def cmd_tables(args) -> None:
     evals = _read_evals(args.evals)
     out = args.out_dir
     titles = {"summary": "Test metrics per model (mean and std over seeds)",
-              "organs": "Test Dice and HD95 per model and organ (mean and std over seeds)"}
+              "organs": "Test Dice, VOE, RVD and HD95 per model and class (mean and std over seeds)"}
     for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
@@ -347,14 +359,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, nargs=2, default=(40, 56), metavar=("MIN", "MAX"))
     p.add_argument("--spacing-xy", type=float, nargs=2, default=(0.7, 0.9), metavar=("MIN", "MAX"))
     p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"))
+    p.add_argument("--layout", default="synapse", choices=["synapse", "kits19", "lits"],
+                   help="folder layout and labels: Synapse RawData (BTCV ids), KiTS19 or LiTS (1 organ, 2 tumour)")
+    p.add_argument("--tumours", default=None,
+                   help="JSON object: lesions in the kidneys (kits19) or liver (lits); keys count, radius_mm, "
+                        "contrast_hu (each [MIN, MAX])")
     p.set_defaults(func=cmd_phantom, outputs=("out",))
 
-    p = sub.add_parser("download", help="download a Synapse file (needs SYNAPSE_AUTH_TOKEN or ~/.synapseConfig)")
+    p = sub.add_parser("download", help="download the Synapse archive (needs SYNAPSE_AUTH_TOKEN or ~/.synapseConfig) "
+                       "or the labelled KiTS19 cases (no account needed)")
+    p.add_argument("--source", default="synapse", choices=["synapse", "kits19"])
     p.add_argument("--entity", default="syn3379050")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--md5", default=None)
     p.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT,
                    help=f"seconds before the whole download is abandoned (default {DOWNLOAD_TIMEOUT:g})")
+    p.add_argument("--cases", type=int, default=210, help="kits19: labelled cases 0..N-1 to download (default 210)")
+    p.add_argument("--imaging-url", default=None, help="kits19: imaging URL template with {case} (default: official)")
+    p.add_argument("--labels-url", default=None,
+                   help="kits19: segmentation URL template with {case} (default: official)")
     p.set_defaults(func=cmd_download, outputs=("out",))
 
     p = sub.add_parser("extract", help="extract a RawData zip safely")
@@ -365,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("split", help="patient-level train/val/test split")
     p.add_argument("--source", required=True, type=Path)
-    p.add_argument("--format", default="rawdata", choices=["rawdata", "transunet"])
+    p.add_argument("--format", default="rawdata", choices=SOURCE_FORMATS)
     p.add_argument("--preset", default="random", choices=["random", "transunet", "file"])
     p.add_argument("--ratios", type=float, nargs=3, default=(0.6, 0.2, 0.2))
     p.add_argument("--seed", type=int, default=0)
@@ -375,9 +398,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="preprocess cases into the prepared HDF5 dataset")
     p.add_argument("--source", required=True, type=Path)
-    p.add_argument("--format", default="rawdata", choices=["rawdata", "transunet"])
+    p.add_argument("--format", default="rawdata", choices=SOURCE_FORMATS)
     p.add_argument("--split", required=True, type=Path)
-    p.add_argument("--params", required=True, help="JSON (inline or file): image_size, hu_window, label_map, classes")
+    p.add_argument("--params", required=True, help="JSON (inline or file): image_size, hu_window, label_map, classes; "
+                   "optional scale ([0, 1] or [-1, 1]) and task (organs, organ+tumour, tumour)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_prepare, inputs=("source", "split", "params"), outputs=("out",))

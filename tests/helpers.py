@@ -61,8 +61,46 @@ STUDY = {
 SMALL_STUDY = merge(copy.deepcopy(STUDY), {"students": {"methods": ["scratch", "logits"]}})
 
 
-def study_config(overrides: dict, out: str) -> dict:
-    return merge(merge(default_config(), overrides), {"out": out})
+def study_config(overrides: dict, out: str, configfile: Path | None = None) -> dict:
+    """The default config, updated by ``configfile`` (as ``snakemake --configfile`` merges it), then by
+    ``overrides``, writing to ``out``."""
+    base = default_config()
+    if configfile is not None:
+        merge(base, yaml.safe_load(configfile.read_text()))
+    return merge(merge(base, overrides), {"out": out})
+
+
+# A tiny version of workflow/configs/hlfd-{kits19,lits}.yaml on the tumour phantom in that dataset's layout,
+# read through the same KiTS19 or LiTS reader: every method of the config, one width, one seed.
+def tumour_study(dataset: str) -> dict:
+    return {
+        "data": {"source": "phantom", "path": None,
+                 "phantom": {"cases": 10, "size": 64, "slices": [16, 20], "layout": dataset,
+                             "tumours": {"count": [1, 2], "radius_mm": [30, 50], "contrast_hu": [60, 100]}},
+                 "image_size": 32},
+        "train": {"epochs": 4, "batch_size": 8, "threads": 1},
+        "teacher": {"model": TINY_TEACHER, "train": {"epochs": 6}},
+        "students": {"widths": ["0.25"], "seeds": [0]},
+        "report": {"n_slices": 1, "context_slices": 4},
+    }
+
+
+def runnable(configfile: Path, tmp_path: Path, root: Path = REPO) -> Path:
+    """``configfile``, or where its ``data.path`` (a dataset the user downloads) does not exist under ``root``,
+    a copy pointing at a small generated dataset in that source's layout (KiTS19 or LiTS), read by the same
+    reader: for dry runs of every study config."""
+    from hkd.data.phantom import LAYOUT_LABELS, write_phantom_dataset
+
+    cfg = yaml.safe_load(configfile.read_text())
+    data = cfg.get("data", {})
+    if not data.get("path") or (root / data["path"]).exists():
+        return configfile
+    assert data["source"] in LAYOUT_LABELS, f"{configfile}: data.path {data['path']} missing"
+    write_phantom_dataset(tmp_path / "source", n_cases=5, seed=0, size=32, slices=(4, 5), layout=data["source"],
+                          tumours={})
+    path = tmp_path / configfile.name
+    path.write_text(yaml.safe_dump(merge(cfg, {"data": {"path": str(tmp_path / "source")}})))
+    return path
 
 
 def copy_tracked_files(dest: Path) -> Path:

@@ -45,10 +45,12 @@ def runs(prepared, tmp_path_factory):
 def test_evaluate_run_gives_a_tidy_table(runs, prepared):
     table = evaluate_run(runs / "ok", prepared, model_name="scratch_w0.25", method="scratch", width="0.25", seed=0)
     assert list(table.columns) == COLUMNS
-    assert set(table["metric"]) == {"dice", "iou", "hd95_mm", "hd95_vox"}
+    assert set(table["metric"]) == {"dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox"}
     assert set(table["case"]) == {"0005"} and table["status"].eq("completed").all()
     assert table["empty"].isin(["neither", "gt_empty", "pred_empty", "both_empty"]).all()
-    assert table["value"].notna().all()
+    undefined = (table["metric"] == "rvd") & table["empty"].isin(["gt_empty", "both_empty"])
+    assert table.loc[~undefined, "value"].notna().all()
+    assert table.loc[undefined, "value"].isna().all()  # RVD divides by the ground truth's volume
 
 
 def test_a_diverged_run_is_evaluated_from_its_last_finite_checkpoint(runs, prepared, monkeypatch):

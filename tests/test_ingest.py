@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from hkd.data.cases import DataError, find_raw_cases, load_raw_case, raw_depth
+from hkd.data.layouts import find_layout_cases
+from hkd.data.sources import count_cases, list_cases
 from hkd.data.synapse import TOKEN_HELP, download, extract_zip, has_credentials
 
 from conftest import LPS_AFFINE, RAS_AFFINE, REAL_CT, make_case, write_nifti, write_rawdata
@@ -153,3 +155,100 @@ def test_real_ct_ingest_keeps_image_and_label_aligned():
     liver_cols = np.nonzero(case.label == 6)[2].mean()
     spleen_cols = np.nonzero(case.label == 1)[2].mean()
     assert liver_cols < 256 < spleen_cols  # radiological view: liver on the image's left
+
+
+# ------------------------------------------------------------------ KiTS19 and LiTS layouts
+
+# KiTS19's affine as its README gives it: the axial axis first, running inferior; rows posterior; columns
+# to the patient's left; no translation.
+KITS19_AFFINE = np.array([[0.0, 0.0, -0.8, 0.0], [0.0, -0.8, 0.0, 0.0], [-3.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def as_kits19(lps_volume: np.ndarray) -> np.ndarray:
+    """An (x, y, z) volume in LPS voxel order, rewritten in KiTS19's order (z, y, x) for KITS19_AFFINE."""
+    ras = lps_volume[::-1, ::-1]  # (R, A, S) voxel order
+    return np.ascontiguousarray(ras[::-1, ::-1, ::-1].transpose(2, 1, 0))
+
+
+def write_kits19(root, n=3, shape=(32, 32, 8), labelled=None):
+    """KiTS19 cases case_00000.. with a 'kidney' block (1) and a 'tumour' (2) in it, on the patient's right."""
+    for i in range(n):
+        image, label = make_case(shape, seed=i)
+        label = np.where(label == 6, 1, 0).astype(np.uint8)
+        label[4:7, 12:16, 2:5] = 2
+        folder = root / f"case_{i:05d}"
+        write_nifti(folder / "imaging.nii.gz", as_kits19(image), KITS19_AFFINE)
+        if labelled is None or i in labelled:
+            write_nifti(folder / "segmentation.nii.gz", as_kits19(label), KITS19_AFFINE)
+    return root
+
+
+def write_lits(root, n=3, shape=(32, 32, 8)):
+    """LiTS cases volume-N / segmentation-N (liver 1, tumour 2) in two batch folders, .nii and .nii.gz."""
+    for i in range(n):
+        image, label = make_case(shape, seed=i)
+        label = np.where(label == 6, 1, 0).astype(np.uint8)
+        label[4:7, 12:16, 2:5] = 2
+        folder, ext = (root / "Training Batch 1", ".nii") if i < 2 else (root / "Training Batch 2", ".nii.gz")
+        write_nifti(folder / f"volume-{i}{ext}", image)
+        write_nifti(folder / f"segmentation-{i}{ext}", label)
+    return root
+
+
+def test_kits19_axial_first_affine_is_reoriented_from_the_affine(tmp_path, rawdata):
+    """KiTS19 files store (z, y, x) with a permuted, negative affine; read back, they equal the same anatomy
+    stored as a Synapse LPS case: axial slices, anterior up, the patient's right on the image's left."""
+    kits = write_kits19(tmp_path / "kits19" / "data")
+    cases = find_layout_cases(tmp_path / "kits19", "kits19")  # a folder above the case folders
+    assert [c.case_id for c in cases] == ["00000", "00001", "00002"]
+    case = load_raw_case(cases[1])
+    synapse = load_raw_case(find_raw_cases(rawdata)[0])  # img0001: make_case(seed=1), LPS
+    np.testing.assert_array_equal(case.image, synapse.image)
+    assert case.image.shape == (8, 32, 32) and case.spacing == pytest.approx((3.0, 0.8, 0.8))
+    np.testing.assert_array_equal(case.label > 0, synapse.label == 6)
+    assert np.nonzero(case.label == 1)[2].mean() < 16  # the patient's right on the left of the image
+    assert raw_depth(cases[0]) == 8 and list_cases(kits, "kits19") == {"00000": 8, "00001": 8, "00002": 8}
+
+
+def test_kits19_unlabelled_cases_are_skipped_and_missing_imaging_is_an_error(tmp_path, caplog):
+    root = write_kits19(tmp_path / "data", n=3, labelled={0, 2})
+    assert [c.case_id for c in find_layout_cases(root, "kits19")] == ["00000", "00002"]
+    assert "unlabelled test cases" in caplog.text and "case_00001/imaging.nii.gz" in caplog.text
+    (root / "case_00002" / "imaging.nii.gz").unlink()
+    with pytest.raises(DataError, match=r"case_00002/segmentation.nii.gz: no image file beside this label; "
+                                        r".*hkd download --source kits19"):
+        find_layout_cases(root, "kits19")
+
+
+def test_lits_layout_in_batch_folders_and_its_errors(tmp_path):
+    root = write_lits(tmp_path / "LiTS")
+    cases = find_layout_cases(root, "lits")
+    assert [c.case_id for c in cases] == ["000", "001", "002"]
+    assert cases[2].label_path.name == "segmentation-2.nii.gz"
+    case = load_raw_case(cases[0])
+    assert set(np.unique(case.label)) == {0, 1, 2} and np.nonzero(case.label == 1)[2].mean() < 16
+    write_nifti(root / "volume-1.nii", make_case(seed=1)[0])
+    with pytest.raises(DataError, match=r"volume-1.nii: no matching label file .*segmentation-1.nii"):
+        find_layout_cases(root, "lits")
+    write_nifti(root / "segmentation-1.nii", make_case(seed=1)[1])
+    with pytest.raises(DataError, match=r"volume-1.nii: case 001 is also stored as .*volume-1.nii; keep one"):
+        find_layout_cases(root, "lits")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no labelled lits cases"):
+        find_layout_cases(tmp_path / "empty", "lits")
+
+
+@pytest.mark.parametrize("fmt", ["kits19", "lits"])
+def test_kits19_and_lits_zips_are_counted_extracted_safely_and_read(tmp_path, fmt):
+    root = write_kits19(tmp_path / "src" / "data") if fmt == "kits19" else write_lits(tmp_path / "src" / "LiTS")
+    archive = tmp_path / f"{fmt}.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(root.rglob("*.nii*")):
+            z.write(path, path.relative_to(root.parent))
+    assert count_cases(archive, fmt) == 3 == count_cases(root, fmt)
+    extract_zip(archive, tmp_path / "out")
+    assert [c.case_id for c in find_layout_cases(tmp_path / "out", fmt)] == [
+        c.case_id for c in find_layout_cases(root, fmt)]
+    evil = _zip(tmp_path / "evil.zip", {"data/case_00000/imaging.nii.gz": "x", "../escape.nii.gz": "y"})
+    with pytest.raises(DataError, match="outside the target folder"):
+        extract_zip(evil, tmp_path / "evil")

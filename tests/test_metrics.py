@@ -16,6 +16,7 @@ from hkd.evaluate.metrics import (
     hd95,
     iou,
     reference_case_metrics,
+    rvd,
 )
 
 ANISO = (2.5, 0.7, 0.83)
@@ -171,8 +172,8 @@ def test_case_metrics_equal_reference(seed):
     for f, r in zip(fast, ref):
         assert set(f) == set(METRIC_COLUMNS) == set(r)
         assert f["empty"] == r["empty"] and f["organ"] == r["organ"]
-        for key in ("dice", "iou", "hd95_mm", "hd95_vox"):
-            assert f[key] == pytest.approx(r[key], abs=TOL), (f["label"], key)
+        for key in ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox"):
+            assert f[key] == pytest.approx(r[key], abs=TOL, nan_ok=True), (f["label"], key)
 
 
 def test_case_metrics_empty_conventions():
@@ -189,6 +190,8 @@ def test_case_metrics_empty_conventions():
         assert r["empty"] == flag
         assert r["dice"] == score and r["iou"] == score
         assert r["hd95_mm"] == 0.0 and r["hd95_vox"] == 0.0
+        assert r["voe"] == 1.0 - score
+        assert r["rvd"] == -1.0 if flag == "pred_empty" else np.isnan(r["rvd"])
     for k in (1, 4, 5):
         r = rows[k]
         assert r["empty"] == "neither"
@@ -226,3 +229,15 @@ def test_case_metrics_input_checks():
         case_metrics(a, a, (1, 1), {1: "x"})
     with pytest.raises(ValueError):
         case_metrics(a, a, (1, 1, 1), {0: "background"})
+
+
+def test_voe_and_rvd_of_known_volumes():
+    """A tumour of 8 voxels predicted as 12 voxels, 4 of them inside: VOE 1 - 4/16, RVD +50%."""
+    gt = np.zeros((4, 6, 6), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[1:3, 1:3, 1:3] = 2
+    pred[1:3, 1:4, 2:4] = 2
+    (row,) = case_metrics(pred, gt, (2.0, 1.0, 1.0), {2: "tumour"})
+    assert row["dice"] == pytest.approx(2 * 4 / 20) and row["voe"] == pytest.approx(1 - 4 / 16)
+    assert row["rvd"] == pytest.approx((12 - 8) / 8)
+    assert rvd(pred == 2, gt == 2) == pytest.approx(0.5) and np.isnan(rvd(gt, np.zeros_like(gt)))

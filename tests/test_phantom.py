@@ -11,7 +11,8 @@ import pytest
 from nibabel.affines import apply_affine
 from scipy import ndimage
 
-from hkd.data.phantom import LABEL_NAMES, case_geometry, generate_case, orientation_for, write_phantom_dataset
+from hkd.data.phantom import (LABEL_NAMES, TUMOUR_LABEL, case_geometry, generate_case, orientation_for,
+                              write_phantom_dataset)
 
 SIZE, SLICES = 128, 48
 
@@ -180,3 +181,60 @@ def test_rejects_bad_arguments():
         generate_case(0, -1, size=32, n_slices=8)
     with pytest.raises(ValueError):
         generate_case(0, 0, size=32, n_slices=8, orientation="LAS")
+
+
+# ------------------------------------------------------------------ tumours and the KiTS19 / LiTS layouts
+
+TUMOURS = {"count": [1, 3], "radius_mm": [10, 30], "contrast_hu": [40, 80]}
+
+
+@pytest.mark.parametrize("organs", [(2, 3), (6,)], ids=["kidneys", "liver"])
+def test_tumours_lie_inside_their_organ_and_leave_the_anatomy_unchanged(case0, organs):
+    spec = {**TUMOURS, "organs": organs}
+    lesions, sizes, signs = [], [], set()
+    for index in range(6):
+        plain_image, plain, _ = (case0 if index == 0 else generate_case(index, 7, size=SIZE, n_slices=SLICES))
+        image, label, _ = generate_case(index, 7, size=SIZE, n_slices=SLICES, tumours=spec)
+        tumour = label == TUMOUR_LABEL
+        assert tumour.any()
+        assert np.isin(plain[tumour], organs).all()  # grown inside the organ only
+        np.testing.assert_array_equal(label[~tumour], plain[~tumour])  # the rest of the anatomy is the same
+        parts, n = ndimage.label(tumour)
+        lesions.append(n)
+        sizes += np.bincount(parts.ravel())[1:].tolist()
+        organ_hu = np.median(plain_image[tumour])
+        signs.add(np.sign(np.median(image[tumour]) - organ_hu))
+    assert max(lesions) >= 2, "several lesions in some cases"
+    assert max(sizes) > 4 * min(sizes), "lesions of varied size"
+    assert signs == {-1.0, 1.0}, "hypo- and hyperdense lesions"
+    again = generate_case(3, 7, size=SIZE, n_slices=SLICES, tumours=spec)
+    np.testing.assert_array_equal(again[1], generate_case(3, 7, size=SIZE, n_slices=SLICES, tumours=spec)[1])
+
+
+@pytest.mark.parametrize("layout", ["kits19", "lits"])
+def test_layouts_are_read_back_with_their_labels_and_orientation(tmp_path, layout):
+    """KiTS19 cases are written axial axis first with KiTS19's affine; LiTS ones in LPS or RAS; both read back
+    through their dataset's reader to the display orientation of the Synapse layout."""
+    from hkd.data.sources import iter_cases
+
+    ids = write_phantom_dataset(tmp_path / layout, n_cases=2, seed=3, size=64, slices=(20, 28), layout=layout,
+                                tumours=TUMOURS)
+    write_phantom_dataset(tmp_path / "synapse", n_cases=2, seed=3, size=64, slices=(20, 28))
+    assert ids == (["00000", "00001"] if layout == "kits19" else ["000", "001"])
+    if layout == "kits19":
+        img = nib.load(tmp_path / layout / "case_00000" / "imaging.nii.gz")
+        assert nib.aff2axcodes(img.affine) == ("I", "P", "L") and img.shape[1:] == (64, 64)
+    organs = (2, 3) if layout == "kits19" else (6,)
+    for case, reference in zip(iter_cases(tmp_path / layout, layout, ids),
+                               iter_cases(tmp_path / "synapse", "rawdata", ["0001", "0002"])):
+        assert set(np.unique(case.label)) == {0, 1, 2}
+        np.testing.assert_array_equal(case.label > 0, np.isin(reference.label, organs) | (case.label == 2))
+        assert case.spacing == pytest.approx(reference.spacing)
+        # the same image away from the lesions (in-plane smoothing spreads a lesion over 3 voxels)
+        near = ndimage.binary_dilation(case.label == 2, structure=np.ones((1, 3, 3), bool), iterations=3)
+        np.testing.assert_array_equal(case.image[~near], reference.image[~near])
+
+
+def test_tumours_need_a_layout_with_a_tumour_label(tmp_path):
+    with pytest.raises(ValueError, match="data.phantom.tumours: the synapse layout has no tumour label"):
+        write_phantom_dataset(tmp_path, n_cases=1, seed=0, size=32, slices=(4, 4), tumours=TUMOURS)

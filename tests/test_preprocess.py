@@ -207,3 +207,73 @@ def test_data_summary_counts_what_the_prepared_files_hold(prepared, tmp_path):
     assert main(["describe-data", "--data", str(prepared), "--out", str(tmp_path / "d.csv"),
                  "--out-html", str(tmp_path / "d.html")]) == 0
     assert "<table" in (tmp_path / "d.html").read_text() and len((tmp_path / "d.csv").read_text().splitlines()) == 28
+
+
+def write_real_ct_as_lits(root):
+    """A LiTS-layout copy of the real CT (volume-0.nii, segmentation-0.nii: 1 liver), in RAS voxel order
+    (the shared files are LPS), written from the shared files."""
+    (raw,) = find_raw_cases(REAL_CT)
+    image, label = nib.load(raw.image_path), nib.load(raw.label_path)
+    liver = (np.asanyarray(label.dataobj) == 6).astype(np.uint8)
+    root.mkdir(parents=True)
+    nib.save(nib.as_closest_canonical(image), root / "volume-0.nii")
+    nib.save(nib.as_closest_canonical(nib.Nifti1Image(liver, label.affine)), root / "segmentation-0.nii")
+    assert nib.aff2axcodes(nib.load(root / "volume-0.nii").affine) == ("R", "A", "S")
+    return raw
+
+
+@pytest.mark.skipif(not REAL_CT.exists(), reason=f"real CT folder {REAL_CT} is absent")
+def test_real_ct_through_the_lits_path_keeps_the_liver_side_and_the_windowed_hu(tmp_path):
+    raw = write_real_ct_as_lits(tmp_path / "LiTS")
+    (lits,) = iter_cases(tmp_path / "LiTS", "lits", ["000"])
+    (synapse,) = iter_cases(REAL_CT, "rawdata", ["0001"])
+    np.testing.assert_array_equal(lits.label == 1, synapse.label == 6)  # same voxels, same side of the image
+    assert np.nonzero(lits.label == 1)[2].mean() < 256  # radiological view: the liver on the image's left
+    meta = prepare_dataset(iter_cases(tmp_path / "LiTS", "lits", ["000"]), {"train": [], "val": [], "test": ["000"]},
+                           tmp_path / "prep", image_size=224, hu_window=(-40, 160), scale=(-1, 1),
+                           task="organ+tumour", label_map={0: 0, 1: 1, 2: 2}, classes=["background", "liver", "tumour"],
+                           progress=False)
+    assert meta["scale"] == [-1.0, 1.0] and meta["slices"]["test"] == 20
+    hu = np.asanyarray(nib.load(raw.image_path).dataobj).astype(np.float64)
+    lab = np.asanyarray(nib.load(raw.label_path).dataobj)
+    expected = (np.clip(hu[lab == 6], -40, 160) + 40).mean() / 200 * 2 - 1
+    image, label, spacing = load_volume(tmp_path / "prep", "000")
+    assert spacing == pytest.approx((2.0, 0.9765625, 0.9765625))
+    prepared = image[label == 1].astype(np.float64).mean()
+    print(f"\nreal CT liver through LiTS, window [-40, 160] scaled to [-1, 1]: prepared {prepared:.5f}, "
+          f"expected from raw HU {expected:.5f}")
+    assert prepared == pytest.approx(expected, abs=1e-4)
+    assert image.min() >= -1 and image.max() <= 1 and image.min() == -1
+
+
+def test_window_scaled_to_minus_one_one():
+    hu = np.array([-300.0, -200.0, 50.0, 300.0, 900.0])
+    np.testing.assert_allclose(window(hu.copy(), -200, 300, (-1, 1)), [-1, -1, 0, 1, 1])
+    np.testing.assert_allclose(window(hu.copy(), -200, 300), [0, 0, 0.5, 1, 1])
+
+
+def test_tumour_task_trains_on_tumour_slices_only_and_evaluates_whole_volumes(rawdata, tmp_path):
+    tumour_slices = {"0001": [2, 3], "0002": [5], "0003": [], "0004": [1], "0005": [6]}
+    for i, slices in tumour_slices.items():
+        path = rawdata / "Training" / "label" / f"label{i}.nii.gz"
+        img = nib.load(path)
+        label = np.asanyarray(img.dataobj).copy()
+        for z in slices:
+            label[8:12, 10:14, z] = 7  # a 'tumour' id in the liver's place
+        write_nifti(path, label, img.affine)
+    split = {"train": ["0001", "0002", "0003"], "val": ["0004"], "test": ["0005"]}
+    cases = iter_cases(rawdata, "rawdata", sum(split.values(), []))
+    meta = prepare_dataset(cases, split, tmp_path / "prep", image_size=32, hu_window=(-200, 300), scale=(-1, 1),
+                           task="tumour", label_map={0: 0, 6: 0, 7: 1}, classes=["background", "tumour"],
+                           progress=False)
+    assert meta["task"] == "tumour" and meta["slices"] == {"train": 3, "val": 8, "test": 8}
+    train = load_slices(tmp_path / "prep", "train")
+    assert train.case == ["0001", "0001", "0002"] and list(train.index) == [2, 3, 5]
+    assert all((train.label[i] == 1).any() for i in range(3))
+    assert train.image.min() >= -1 and train.image.min() < -0.5  # air at -1, not 0
+    assert len(load_slices(tmp_path / "prep", "val")) == 8  # validation and test: every slice
+    with pytest.raises(DataError, match=r"data.classes: task 'organ\+tumour' needs the classes "
+                                        r"\[background, <organ>, tumour\]"):
+        prepare_dataset(iter_cases(rawdata, "rawdata", ["0001"]), split, tmp_path / "bad", image_size=32,
+                        hu_window=(-200, 300), task="organ+tumour", label_map=LABEL_MAP, classes=CLASSES)
+    assert not (tmp_path / "bad").exists()

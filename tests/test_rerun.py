@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, job_reasons, merge, snakemake
+from helpers import REPO, job_reasons, merge, runnable, snakemake
 from hkd.workflow_deps import command_modules, package_modules
 
 pytestmark = pytest.mark.slow
@@ -121,6 +121,7 @@ def rule_code(study, tmp_path_factory):
     outputs = [dry_run(study, "--forceall", "-p")]
     for config in sorted((study / "workflow" / "configs").glob("*.yaml")):
         out_dir = tmp_path_factory.mktemp(config.stem)
+        config = runnable(config, tmp_path_factory.mktemp(f"{config.stem}-data"), root=study)
         outputs.append(dry_run(study, "--forceall", "-p", "--configfile", str(config), "--config",
                                f"out={out_dir}"))
     rules: dict[str, tuple[str, set[str], list[Path]]] = {}

@@ -143,3 +143,50 @@ def test_concurrent_training_jobs_each_claim_their_own_gpu(prepared, tmp_path):
     claimed = sorted(line.split("claimed GPU ")[1].split()[0] for log in logs for line in log.splitlines()
                      if "claimed GPU" in line)
     assert claimed == ["0", "1"], logs
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_0_and_down_weights_easy_pixels():
+    from hkd.train.augment import IGNORE
+    from hkd.train.losses import focal_loss, segmentation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=gen) * 3
+    target = torch.randint(0, 3, (2, 8, 8), generator=gen)
+    target[0, :2] = IGNORE
+    ce = torch.nn.functional.cross_entropy(logits, target, ignore_index=IGNORE)
+    assert focal_loss(logits, target, gamma=0.0).item() == pytest.approx(ce.item(), rel=1e-6)
+    p_t = torch.softmax(logits, 1).gather(1, target.clamp(max=2)[:, None])[:, 0]
+    valid = target != IGNORE
+    manual = (-(1 - p_t) ** 2 * p_t.log())[valid].mean()
+    assert focal_loss(logits, target).item() == pytest.approx(manual.item(), rel=1e-5)
+    assert focal_loss(logits, target).item() < ce.item()
+    terms = segmentation_loss(logits, target, "focal_dice")
+    assert set(terms) == {"focal", "dice"} and terms["focal"].item() == pytest.approx(0.5 * manual.item(), rel=1e-5)
+    assert segmentation_loss(logits, target)["ce"].item() == pytest.approx(0.5 * ce.item(), rel=1e-6)
+
+
+def test_hlfd_recipe_adam_cosine_to_min_lr_with_focal_dice(prepared, tmp_path):
+    metrics = train(_cfg(epochs=2, optimizer="adam", lr=0.01, schedule="cosine", min_lr=1e-6, loss="focal_dice"),
+                    prepared, tmp_path, progress=False)
+    run = Run(TrainConfig.from_dict(_cfg(epochs=3, optimizer="adam", lr=0.01, schedule="cosine", min_lr=1e-6)),
+              prepared, tmp_path / "probe", None, None, progress=False)
+    assert isinstance(run.opt, torch.optim.Adam) and not isinstance(run.opt, torch.optim.AdamW)
+    assert run._lr(0) == pytest.approx(0.01)
+    assert run._lr(run.total_steps / 2) == pytest.approx((0.01 + 1e-6) / 2)
+    assert run._lr(run.total_steps) == pytest.approx(1e-6)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert {"focal", "dice"} <= set(log.columns) and "ce" not in log.columns
+    assert log["lr"].is_monotonic_decreasing and metrics["status"] == "completed"
+    with pytest.raises(ValueError, match="invalid value for loss"):
+        TrainConfig.from_dict(_cfg(loss="hinge"))
+
+
+def test_rotated_corners_take_the_lower_end_of_the_intensity_range():
+    from hkd.train import augment
+
+    params = {"rot90": torch.tensor([False]), "rotate": torch.tensor([True]), "k": torch.tensor([0]),
+              "flip_axis": torch.tensor([0]), "angle": torch.tensor([20.0])}
+    image = torch.full((1, 1, 16, 16), 0.5)
+    for fill in (0.0, -1.0):  # images scaled to [0, 1] or to [-1, 1]
+        rotated = augment.apply(params, image, fill=fill)
+        assert rotated[0, 0, 0, 0].item() == pytest.approx(fill) and rotated[0, 0, 8, 8].item() == pytest.approx(0.5)

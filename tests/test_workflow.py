@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import yaml
 
-from helpers import REPO, default_config, merge
+from helpers import REPO, default_config, merge, runnable
 from hkd.workflow_deps import command_modules
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -32,7 +32,8 @@ def test_dry_run_of_the_default_config(tmp_path):
 
 @pytest.mark.parametrize("configfile", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_dry_run_of_each_study_config(configfile, tmp_path):
-    result = snakemake("-n", "--cores", "2", "--configfile", str(configfile), "--config", f"out={tmp_path}")
+    configfile = runnable(configfile, tmp_path)
+    result = snakemake("-n", "--cores", "2", "--configfile", str(configfile), "--config", f"out={tmp_path}/out")
     assert result.returncode == 0, result.stderr
 
 
@@ -57,7 +58,8 @@ def report_graph_nodes(d3dag: dict) -> list[str]:
 def test_report_rule_graph_has_one_node_per_rule(configfile, tmp_path):
     """Scratch students (which need no teacher) wait for the data summary, which sits at the teacher's
     depth, so every student and every evaluation shares one level and the report draws each rule once."""
-    result = snakemake("--d3dag", "--forceall", "--configfile", str(configfile), "--config", f"out={tmp_path}")
+    configfile = runnable(configfile, tmp_path)
+    result = snakemake("--d3dag", "--forceall", "--configfile", str(configfile), "--config", f"out={tmp_path}/out")
     assert result.returncode == 0, result.stderr
     nodes = report_graph_nodes(json.loads(result.stdout[result.stdout.index("{"):]))
     assert sorted(nodes) == sorted(set(nodes)), sorted(nodes)
@@ -91,6 +93,13 @@ def _with(tmp_path, patch: dict) -> list[str]:
         ({"students": {"methods": ["scratch", "telepathy"]}}, "students.methods"),
         ({"data": {"hu_window": [275, -125]}}, "data.hu_window"),
         ({"data": {"source": "zip"}}, "data.path"),
+        ({"data": {"source": "lits"}}, "data.path: required for data.source 'lits'"),
+        ({"data": {"source": "kits19", "path": "/no/such/kits19"}}, "data.path: /no/such/kits19 does not exist"),
+        ({"data": {"phantom": {"tumours": {}}}}, "data.phantom.tumours"),
+        ({"data": {"phantom": {"layout": "lits", "tumours": {"count": [3, 1]}}}}, "data.phantom.tumours.count"),
+        ({"data": {"task": "tumour"}}, "data.classes: task 'tumour' needs the classes [background, tumour]"),
+        ({"data": {"scale": [-1, 2]}}, "data.scale"),
+        ({"train": {"loss": "hinge"}}, "train.loss"),
         ({"device": "gpu"}, "device"),
     ],
 )

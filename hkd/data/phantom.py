@@ -15,6 +15,12 @@ The two kidneys (and the two adrenals) share one appearance and one shape distri
 about the midline: only their side of the body tells them apart. Liver and spleen have close HU.
 Even case indices are stored in LPS voxel order, odd ones in RAS; the anatomy in world space does
 not depend on the order.
+
+Tumours (optional) are lesions inside the kidneys or the liver: one or several per case, smooth
+ellipsoids of varied size, each hypo- or hyperdense against its organ, labelled :data:`TUMOUR_LABEL`.
+They are drawn from their own random stream, so a case's anatomy is the same with or without them.
+The dataset writer stores cases in the Synapse RawData layout, or in the KiTS19 (kidney tumours,
+axial axis first with KiTS19's affine) or LiTS (liver tumours) layout with those datasets' labels.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ LABEL_NAMES = {
     12: "right_adrenal",
     13: "left_adrenal",
 }
+
+TUMOUR_LABEL = 14  # beside the 13 BTCV ids
+#: Where each layout's tumours grow (BTCV ids) and its label ids: source id -> layout id (others: 0).
+LAYOUT_LABELS = {
+    "kits19": {"organs": (2, 3), "labels": {2: 1, 3: 1, TUMOUR_LABEL: 2}},  # 1 kidney, 2 tumour
+    "lits": {"organs": (6,), "labels": {6: 1, TUMOUR_LABEL: 2}},  # 1 liver, 2 tumour
+}
+LAYOUTS = ("synapse", *LAYOUT_LABELS)
+TUMOUR_DEFAULTS = {"count": (1, 3), "radius_mm": (8.0, 20.0), "contrast_hu": (30.0, 80.0)}
 
 REF_FOV_MM = 400.0  # reference in-plane field of view
 REF_LENGTH_MM = 300.0  # reference scan length (diaphragm dome to iliac crest)
@@ -605,6 +620,44 @@ def _paint_esophagus(cv, rng, hu, v, fundus: _Ellipsoid) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# Tumours
+
+
+def _paint_tumours(cv: _Canvas, rng, hu, organs: tuple[int, ...], count, radius_mm, contrast_hu) -> int:
+    """Paint ``count`` (a range) lesions inside the organs ``organs``; returns how many were placed.
+
+    Each lesion is a randomly rotated ellipsoid of radius ``radius_mm`` (reference mm, a range, per axis
+    within +-25%) around a voxel of the organ, kept inside the organ, of HU the organ's plus or minus
+    ``contrast_hu`` (hypo- or hyperdense, drawn per lesion).
+    """
+    n = int(rng.integers(int(count[0]), int(count[1]) + 1))
+    placed = 0
+    for _ in range(n):
+        organ_mask = np.isin(cv.label, organs)
+        where = np.flatnonzero(organ_mask)
+        if len(where) == 0:
+            break
+        i, j, k = np.unravel_index(where[rng.integers(len(where))], cv.label.shape)
+        organ = int(cv.label[i, j, k])
+        center = (float(cv.x[i]), float(cv.y[j]), float(cv.z[k]))
+        r = _u(rng, *radius_mm)
+        semi = tuple(r * _u(rng, 0.75, 1.25) for _ in range(3))
+        prim = _Ellipsoid(center, semi, _u(rng, -np.pi, np.pi))
+        base = hu["liver"] if organ == 6 else hu["cortex"]
+        value = base + (1 if rng.random() < 0.5 else -1) * _u(rng, *contrast_hu)
+        lo, hi = prim.extent()
+        sl = cv.box(lo, hi)
+        if sl is None:
+            continue
+        inside = (prim.f(cv.grid(sl)) < 1) & organ_mask[sl]
+        tex = _coeffs(rng, 3, 6.0, 1)  # a little texture inside the lesion
+        values = value + _field(tex, lo, hi, cv.x[sl[0]], cv.y[sl[1]], cv.z[sl[2]])[0]
+        cv.paint(sl, inside, values, TUMOUR_LABEL, clip=False)
+        placed += bool(inside.any())
+    return placed
+
+
+# --------------------------------------------------------------------------------------------------
 # Case generation
 
 
@@ -635,12 +688,13 @@ def _noise_and_smooth(image: np.ndarray, rng, sigma_hu: float, chunk: int = 16) 
 
 
 def generate_case(index: int, seed: int, size: int = 512, n_slices: int = 100, spacing_xy: float = 0.8,
-                  slice_thickness: float = 3.0,
-                  orientation: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  slice_thickness: float = 3.0, orientation: str | None = None,
+                  tumours: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One phantom case: (image int16 HU, label uint8 BTCV ids, 4x4 affine), all (X, Y, Z).
 
     Deterministic for (index, seed). ``orientation`` ('LPS' or 'RAS') defaults to
-    :func:`orientation_for` (index).
+    :func:`orientation_for` (index). ``tumours`` ({"organs": BTCV ids, and the ranges "count",
+    "radius_mm", "contrast_hu"}) adds lesions labelled :data:`TUMOUR_LABEL` inside those organs.
     """
     if index < 0 or seed < 0:
         raise ValueError("index and seed must be non-negative")
@@ -693,6 +747,10 @@ def generate_case(index: int, seed: int, size: int = 512, n_slices: int = 100, s
         _paint_adrenal(cv, rng, hu, kidneys[side], side, label)
     _paint_vessels(cv, rng, hu, v)
     _paint_esophagus(cv, rng, hu, v, upper["stomach"][0])
+    if tumours:
+        spec = {**TUMOUR_DEFAULTS, **tumours}
+        _paint_tumours(cv, np.random.default_rng([int(seed), int(index), 2]), hu, tuple(spec["organs"]),
+                       spec["count"], spec["radius_mm"], spec["contrast_hu"])
 
     image, label = cv.image, cv.label
     del cv
@@ -724,25 +782,73 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_slope_inter(1.0, 0.0)
-    with atomic_path(path, suffix=".nii.gz") as tmp:
+    with atomic_path(path, suffix="".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix) as tmp:
         nib.save(img, tmp)
+
+
+# KiTS19's voxel order: axis 0 runs inferior (the axial axis first), axis 1 posterior, axis 2 to the
+# patient's left; its affine has no translation (the KiTS19 README's "unusual" convention).
+def kits19_affine(spacing_xy: float, thickness: float) -> np.ndarray:
+    """KiTS19's affine for in-plane spacing ``spacing_xy`` and slice thickness ``thickness`` (mm)."""
+    affine = np.zeros((4, 4))
+    affine[0, 2], affine[1, 1], affine[2, 0], affine[3, 3] = -spacing_xy, -spacing_xy, -thickness, 1.0
+    return affine
+
+
+def to_kits19(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """A phantom volume (X, Y, Z in ``affine``'s LPS or RAS order) in KiTS19's order (:func:`kits19_affine`)."""
+    ras = volume if nib.aff2axcodes(affine) == ("R", "A", "S") else volume[::-1, ::-1]
+    return np.ascontiguousarray(ras[::-1, ::-1, ::-1].transpose(2, 1, 0))
+
+
+def _layout_files(out: Path, layout: str, index: int) -> tuple[Path, Path]:
+    if layout == "kits19":
+        folder = out / f"case_{index:05d}"
+        return folder / "imaging.nii.gz", folder / "segmentation.nii.gz"
+    return out / f"volume-{index}.nii", out / f"segmentation-{index}.nii"
 
 
 def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, size: int = 512,
                           slices: tuple[int, int] = (80, 120), spacing_xy: tuple[float, float] = (0.7, 0.9),
-                          slice_thickness: tuple[float, float] = (2.5, 5.0)) -> list[str]:
-    """Write ``n_cases`` phantom cases in the Synapse RawData layout; return the case ids ('0001', ...).
+                          slice_thickness: tuple[float, float] = (2.5, 5.0), layout: str = "synapse",
+                          tumours: dict | None = None) -> list[str]:
+    """Write ``n_cases`` phantom cases; return the case ids the source readers will give them.
 
-    Files: ``out_dir/Training/img/imgNNNN.nii.gz`` (int16 HU) and ``out_dir/Training/label/labelNNNN.nii.gz``
-    (uint8 BTCV ids). Cases alternate between LPS (even index) and RAS (odd index) voxel order.
+    ``layout`` 'synapse': ``out_dir/Training/img/imgNNNN.nii.gz`` (int16 HU) and
+    ``out_dir/Training/label/labelNNNN.nii.gz`` (uint8 BTCV ids), cases alternating between LPS (even
+    index) and RAS (odd index) voxel order; ids '0001', ... 'kits19': ``case_XXXXX/imaging.nii.gz`` and
+    ``segmentation.nii.gz`` in KiTS19's voxel order and affine, labels 0 background, 1 kidney, 2 tumour;
+    ids '00000', ... 'lits': ``volume-N.nii`` and ``segmentation-N.nii`` (LPS or RAS as above), labels 0
+    background, 1 liver, 2 tumour; ids '000', ...
+
+    ``tumours`` (options ``count``, ``radius_mm``, ``contrast_hu``, see :data:`TUMOUR_DEFAULTS`) places
+    lesions in the layout's organ: the kidneys for kits19, the liver for lits; the Synapse layout has
+    no tumour label.
     """
-    root = Path(out_dir) / "Training"
+    if layout not in LAYOUTS:
+        raise ValueError(f"data.phantom.layout: unknown layout '{layout}'; known: {', '.join(LAYOUTS)}")
+    if tumours is not None and layout == "synapse":
+        raise ValueError("data.phantom.tumours: the synapse layout has no tumour label; use layout kits19 or lits")
+    out = Path(out_dir)
+    spec = None if tumours is None else {**tumours, "organs": LAYOUT_LABELS[layout]["organs"]}
     ids = []
     for index in range(n_cases):
         n, sxy, th = case_geometry(index, seed, slices, spacing_xy, slice_thickness)
-        image, label, affine = generate_case(index, seed, size, n, sxy, th)
-        case_id = f"{index + 1:04d}"
-        _save_nifti(root / "img" / f"img{case_id}.nii.gz", image, affine)
-        _save_nifti(root / "label" / f"label{case_id}.nii.gz", label, affine)
-        ids.append(case_id)
+        image, label, affine = generate_case(index, seed, size, n, sxy, th, tumours=spec)
+        if layout == "synapse":
+            case_id = f"{index + 1:04d}"
+            _save_nifti(out / "Training" / "img" / f"img{case_id}.nii.gz", image, affine)
+            _save_nifti(out / "Training" / "label" / f"label{case_id}.nii.gz", label, affine)
+            ids.append(case_id)
+            continue
+        table = np.zeros(256, np.uint8)
+        for src, dst in LAYOUT_LABELS[layout]["labels"].items():
+            table[src] = dst
+        label = table[label]
+        if layout == "kits19":
+            image, label, affine = to_kits19(image, affine), to_kits19(label, affine), kits19_affine(sxy, th)
+        image_path, label_path = _layout_files(out, layout, index)
+        _save_nifti(image_path, image, affine)
+        _save_nifti(label_path, label, affine)
+        ids.append(f"{index:05d}" if layout == "kits19" else f"{index:03d}")
     return ids

@@ -105,12 +105,12 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-class _Deadline(BaseException):
+class Deadline(BaseException):
     """The overall download time ran out (a BaseException, so that retry loops cannot swallow it)."""
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float | None, what: str):
+def time_limit(seconds: float | None, what: str):
     """Raise DataError in the main thread once ``seconds`` have passed; SIGTERM raises KeyboardInterrupt.
 
     synapseclient has no overall deadline (it retries failed requests for a long time), hence this
@@ -121,7 +121,7 @@ def _time_limit(seconds: float | None, what: str):
         return
 
     def on_alarm(signum, frame):
-        raise _Deadline(f"{what}: no result after {seconds:g} s (hkd download --timeout, "
+        raise Deadline(f"{what}: no result after {seconds:g} s (hkd download --timeout, "
                            "config data.download_timeout)")
 
     def on_term(signum, frame):
@@ -156,7 +156,7 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
     staging = out_path.parent / f".{out_path.name}.download"
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        with _time_limit(timeout, f"Synapse download of {entity}"):
+        with time_limit(timeout, f"Synapse download of {entity}"):
             check_reachable()
             import synapseclient  # imported lazily: slow to import and only needed here
 
@@ -172,7 +172,7 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
                 raise DataError(f"Synapse download of {entity} failed: {detail}") from None
         verify_md5(entity_file.path, expected_md5)
         os.replace(entity_file.path, out_path)
-    except _Deadline as exc:
+    except Deadline as exc:
         raise DataError(str(exc)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)

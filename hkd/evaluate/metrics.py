@@ -1,4 +1,8 @@
-"""Segmentation metrics: Dice, IoU and HD95 per organ.
+"""Segmentation metrics: Dice, IoU, VOE, RVD and HD95 per organ (or tumour).
+
+VOE (volumetric overlap error) is 1 - IoU; RVD (relative volume difference) is the signed
+``(|A| - |B|) / |B|`` of prediction A and ground truth B (MedPy's ``ravd``): negative when the
+prediction is too small. Both are reported per case as in the LiTS and HLFD papers.
 
 All surface-distance values are numerically identical to MedPy 0.5's
 ``medpy.metric.binary.hd95`` (default ``connectivity=1``) on the full volume;
@@ -20,7 +24,8 @@ Empty-mask convention of :func:`case_metrics` (TransUNet's
 - prediction empty, ground truth non-empty (``"pred_empty"``): dice 0, iou 0, hd95 0;
 - both empty (``"both_empty"``): dice 0, iou 0, hd95 0 (TransUNet's rule, kept as is).
 
-IoU follows Dice in every empty case; both HD95 columns (mm and voxels) are 0. That 0 is
+IoU follows Dice in every empty case and VOE is 1 - IoU; RVD is -1 for an empty prediction and
+undefined (NaN) where the ground truth is empty. both HD95 columns (mm and voxels) are 0. That 0 is
 TransUNet's bookkeeping, not a distance: the study tables leave HD95 of an empty mask out of
 their means and count the empty predictions instead (see :mod:`hkd.evaluate.tables`).
 """
@@ -40,6 +45,7 @@ from scipy.ndimage import (
 __all__ = [
     "dice",
     "iou",
+    "rvd",
     "hd95",
     "case_metrics",
     "reference_case_metrics",
@@ -53,7 +59,7 @@ EMPTY_FLAGS = ("neither", "gt_empty", "pred_empty", "both_empty")
 #: Flags of the (case, organ) pairs whose ground truth holds the organ: the pairs Dice is averaged over.
 GT_PRESENT = ("neither", "pred_empty")
 #: Columns of every row returned by :func:`case_metrics`.
-METRIC_COLUMNS = ("label", "organ", "dice", "iou", "hd95_mm", "hd95_vox", "empty")
+METRIC_COLUMNS = ("label", "organ", "dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox", "empty")
 
 _CONNECTIVITY = 1  # MedPy's default, used by TransUNet
 
@@ -88,6 +94,12 @@ def iou(pred, gt) -> float:
     inter = np.count_nonzero(p & g)
     union = np.count_nonzero(p | g)
     return 1.0 if union == 0 else float(inter) / float(union)
+
+
+def rvd(pred, gt) -> float:
+    """Relative volume difference ``(|A| - |B|) / |B|`` (signed, as MedPy's ``ravd``); NaN when B is empty."""
+    n_p, n_g = np.count_nonzero(_as_bool(pred)), np.count_nonzero(_as_bool(gt))
+    return float("nan") if n_g == 0 else (n_p - n_g) / float(n_g)
 
 
 # --------------------------------------------------------------------------- surfaces
@@ -184,6 +196,8 @@ def _empty_row(label: int, organ: str, flag: str) -> dict:
         "organ": organ,
         "dice": score,
         "iou": score,
+        "voe": 1.0 - score,
+        "rvd": -1.0 if flag == "pred_empty" else float("nan"),
         "hd95_mm": 0.0,
         "hd95_vox": 0.0,
         "empty": flag,
@@ -218,7 +232,7 @@ def case_metrics(
     spacing: Sequence[float],
     classes: Mapping[int, str],
 ) -> list[dict]:
-    """Per-organ Dice, IoU and HD95 of one case, with TransUNet's empty-mask convention.
+    """Per-organ Dice, IoU, VOE, RVD and HD95 of one case, with TransUNet's empty-mask convention.
 
     ``pred_labels`` and ``gt_labels`` are integer label maps of the same shape
     (e.g. ``(D, H, W)``); ``spacing`` gives the voxel size along the same axes, in mm.
@@ -249,12 +263,15 @@ def case_metrics(
             continue
         inter = np.count_nonzero(p & g)
         hd_mm, hd_vox = _hd95_pair(p, g, [sampling, None])
+        jaccard = float(inter) / float(n_p + n_g - inter)
         rows.append(
             {
                 "label": k,
                 "organ": organ,
                 "dice": 2.0 * inter / float(n_p + n_g),
-                "iou": float(inter) / float(n_p + n_g - inter),
+                "iou": jaccard,
+                "voe": 1.0 - jaccard,
+                "rvd": (n_p - n_g) / float(n_g),
                 "hd95_mm": hd_mm,
                 "hd95_vox": hd_vox,
                 "empty": flag,
@@ -292,6 +309,8 @@ def reference_case_metrics(
                 "organ": organ,
                 "dice": float(mb.dc(p, g)),
                 "iou": float(mb.jc(p, g)),
+                "voe": 1.0 - float(mb.jc(p, g)),
+                "rvd": float(mb.ravd(p, g)),
                 "hd95_mm": float(mb.hd95(p, g, voxelspacing=sampling)),
                 "hd95_vox": float(mb.hd95(p, g)),
                 "empty": flag,

@@ -2,8 +2,9 @@
 
 Conventions (the report captions state them):
 
-- Dice and IoU average the (case, organ) pairs whose ground truth holds the organ; a missed organ
-  (empty prediction) counts 0.
+- Dice, IoU, VOE and RVD average the (case, organ) pairs whose ground truth holds the organ; a missed
+  organ (empty prediction) counts 0 (Dice, IoU), 1 (VOE) or -1 (RVD). "Organ" is any class of the
+  study: an organ, or a tumour.
 - ``hd95_mm`` and ``hd95_vox`` average only the pairs where both masks are non-empty: an empty
   prediction has no surface distance, so it is left out, and counted in ``empty_pred`` beside the
   mean (one count per run, in seed order) out of ``gt_pairs`` pairs per run.
@@ -27,8 +28,9 @@ from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS
 
 MODEL_KEYS = ["method", "width"]
 RUN_KEYS = ["model", "method", "width", "params", "seed", "status"]
-SUMMARY_METRICS = ("dice", "iou", "hd95_mm", "hd95_vox", "hd95_vox_transunet")
-_OVERLAP = ("dice", "iou")
+SUMMARY_METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox", "hd95_vox_transunet")
+ORGAN_METRICS = ("dice", "voe", "rvd", "hd95_mm")
+_OVERLAP = ("dice", "iou", "voe", "rvd")
 _DISTANCE = ("hd95_mm", "hd95_vox")
 
 
@@ -50,8 +52,8 @@ def _pair_values(evals: pd.DataFrame) -> pd.DataFrame:
     present = wide["empty"].isin(GT_PRESENT)
     found = wide["empty"] == "neither"
     out = wide[RUN_KEYS + ["case", "organ", "empty"]].copy()
-    for m in _OVERLAP:
-        out[m] = wide[m].where(present)
+    for m in _OVERLAP:  # an evaluation table without VOE or RVD leaves them empty
+        out[m] = wide[m].where(present) if m in wide else float("nan")
     for m in _DISTANCE:
         out[m] = wide[m].where(found)
     out["hd95_vox_transunet"] = wide["hd95_vox"]
@@ -102,18 +104,18 @@ def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def organ_table(evals: pd.DataFrame) -> pd.DataFrame:
-    """Per model and organ: mean/std over seeds of the per-run organ mean (over cases) of Dice and
-    HD95 in mm, and the empty predictions per run out of the cases holding the organ."""
+    """Per model and organ: mean/std over seeds of the per-run organ mean (over cases) of Dice, VOE, RVD
+    and HD95 in mm, and the empty predictions per run out of the cases holding the organ."""
     pairs = _pair_values(evals)
     per_run = (pairs.groupby(RUN_KEYS + ["organ"], dropna=False, sort=False)
-               .agg(dice=("dice", "mean"), hd95_mm=("hd95_mm", "mean"), empty_pred=("empty_pred", "sum"),
+               .agg(**{m: (m, "mean") for m in ORGAN_METRICS}, empty_pred=("empty_pred", "sum"),
                     gt_cases=("gt_pair", "sum"))
                .reset_index().sort_values("seed", kind="stable"))
     rows = []
     for (method, width, organ), g in per_run.groupby(MODEL_KEYS + ["organ"], sort=False):
         row = {"method": method, **width_columns(width), "params": int(g["params"].iloc[0]), "organ": organ,
                "seeds": len(g)}
-        for m in ("dice", "hd95_mm"):
+        for m in ORGAN_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
         row["empty_pred"] = _per_run(g["empty_pred"])
         row["gt_cases"] = _per_run(g["gt_cases"].drop_duplicates())

@@ -1,8 +1,8 @@
 """Volume-level evaluation of one trained model on the prepared test (or validation) cases.
 
 Each case is predicted slice by slice at the training resolution, the label map is mapped back
-onto the native grid (nearest neighbour, as TransUNet does), and Dice, IoU and HD95 (mm and voxels)
-are computed per organ with :func:`hkd.evaluate.metrics.case_metrics`.
+onto the native grid (nearest neighbour, as TransUNet does), and Dice, IoU, VOE, RVD and HD95 (mm and
+voxels) are computed per organ (or tumour) with :func:`hkd.evaluate.metrics.case_metrics`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,20 @@ from hkd.models import count_parameters
 from hkd.train.trainer import load_model
 
 COLUMNS = ["model", "method", "width", "params", "seed", "status", "case", "organ", "empty", "metric", "value"]
-METRICS = ("dice", "iou", "hd95_mm", "hd95_vox")
+METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox")
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, image: np.ndarray, size: int, device, batch_size: int = 16) -> np.ndarray:
-    """Label map (D, H, W) for a scaled image volume (D, H, W) at native resolution."""
+def predict_volume(model: torch.nn.Module, image: np.ndarray, size: int, device, batch_size: int = 16,
+                   scale: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
+    """Label map (D, H, W) for an image volume (D, H, W) at native resolution, scaled to ``scale``."""
     d, h, w = image.shape
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
     out = np.empty((d, h, w), dtype=np.uint8)
     for i in range(0, d, batch_size):
-        chunk = resize_slices(pad_to_square(np.asarray(image[i:i + batch_size], np.float32), 0.0), size, "image")
+        chunk = resize_slices(pad_to_square(np.asarray(image[i:i + batch_size], np.float32), scale[0]), size, "image",
+                              scale)
         x = torch.from_numpy(chunk)[:, None].to(device)
         pred = model(x).argmax(1).to(torch.uint8)[:, None]
         pred = F.interpolate(pred, size=(side, side), mode="nearest-exact")[:, 0].cpu().numpy()
@@ -68,7 +70,7 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
     rows = []
     for case_id in case_ids:
         image, label, spacing = load_volume(prepared, case_id)
-        pred = predict_volume(model, image, int(meta["image_size"]), dev)
+        pred = predict_volume(model, image, int(meta["image_size"]), dev, scale=tuple(meta.get("scale", (0.0, 1.0))))
         for r in case_metrics(pred, label, spacing, classes):
             for metric in METRICS:
                 rows.append({"model": model_name, "method": method, "width": width, "params": params,

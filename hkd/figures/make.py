@@ -137,9 +137,11 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     prepared, out_dir = Path(prepared), Path(out_dir)
     if not models:
         raise ValueError("make_study_figures needs at least one model")
-    classes = read_meta(prepared)["classes"]
+    meta = read_meta(prepared)
+    classes = meta["classes"]
     n_classes = len(classes)
     data = load_slices(prepared, "val")
+    lo, hi = meta.get("scale", (0.0, 1.0))
     wanted = resolve_organs(organs, classes)
     rows = select_slices(data, slice_selection, n_slices, n_classes, wanted)
     if not rows:
@@ -158,14 +160,15 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     loaded = {name: load_model(path)[0].to(dev) for name, path in models.items()}
     predictions = {name: _predict(m, images, dev) for name, m in loaded.items()}
     seeds = _seeds_note(models)
-    outputs = [prediction_overlays(out_dir / "overlays.png", images[:, 0].numpy(), truths, predictions, classes,
+    shown = ((images[:, 0] - lo) / (hi - lo)).numpy()  # the grey scale of the figures is [0, 1]
+    outputs = [prediction_overlays(out_dir / "overlays.png", shown, truths, predictions, classes,
                                    row_labels=[f"case {c}, slice {s}" for c, s in where],
                                    title="validation slices" + (f"; {seeds}" if seeds else ""))]
 
     columns = {(i, c): f"{classes[c]}\ncase {where[i][0]}, slice {where[i][1]}" for i, c in targets}
     notes = {name: {columns[i, c]: f"predicts no {classes[c]}: whole-slice score"
                     for i, c in targets if not (predictions[name][i] == c).any()} for name in loaded}
-    backdrops = {columns[i, c]: images[i, 0].numpy() for i, c in targets}
+    backdrops = {columns[i, c]: shown[i] for i, c in targets}
     outlines = {columns[i, c]: truths[i] == c for i, c in targets}
     sal, cam = {}, {}
     for name, model in loaded.items():

@@ -3,11 +3,11 @@
 Per sample: with p=0.5 a random rot90 (k in 0..3) followed by a random flip; otherwise with
 p=0.5 a rotation by an angle in [-20, 20) degrees (image bilinear, label nearest); else unchanged.
 
-A rotation leaves the corners of the square without source pixels. The image there is 0 (the lower
-end of the intensity window, as in TransUNet's ``scipy.ndimage.rotate``); the label there is
-:data:`IGNORE`, so no class is invented for pixels nobody annotated and the segmentation loss skips
-them. A distilled run's teacher sees the same augmented image, so its targets there are what it
-really predicts.
+A rotation leaves the corners of the square without source pixels. The image there is ``fill``, the
+lower end of the intensity window (0 for images in [0, 1], as in TransUNet's ``scipy.ndimage.rotate``);
+the label there is :data:`IGNORE`, so no class is invented for pixels nobody annotated and the
+segmentation loss skips them. A distilled run's teacher sees the same augmented image, so its targets
+there are what it really predicts.
 """
 
 from __future__ import annotations
@@ -46,8 +46,10 @@ def branches(params: dict[str, torch.Tensor]) -> torch.Tensor:
     return params["rot90"].long() + 2 * params["rotate"].long()
 
 
-def apply(params: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Tensor | None = None):
-    """Apply the sampled transforms to ``image`` (B,C,H,W) and the optional ``label`` (B,H,W).
+def apply(params: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Tensor | None = None,
+          fill: float = 0.0):
+    """Apply the sampled transforms to ``image`` (B,C,H,W) and the optional ``label`` (B,H,W); rotated
+    images are ``fill`` outside the rotated support.
 
     Returns ``image`` or ``(image, label)``; rotated labels are :data:`IGNORE` outside the rotated support.
     """
@@ -61,7 +63,10 @@ def apply(params: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Ten
     idx = torch.nonzero(params["rotate"]).flatten()
     if len(idx):
         angles = params["angle"][idx]
-        image[idx] = _rotate(image[idx].float(), angles, "bilinear").to(image.dtype)
+        if fill:
+            image[idx] = (_rotate(image[idx].float() - fill, angles, "bilinear") + fill).to(image.dtype)
+        else:
+            image[idx] = _rotate(image[idx].float(), angles, "bilinear").to(image.dtype)
         if label is not None:
             rotated = _rotate(label[idx, None].float(), angles, "nearest")[:, 0]
             support = _rotate(torch.ones_like(label[idx, None], dtype=torch.float32), angles, "nearest")[:, 0] > 0.5

@@ -32,13 +32,14 @@ from hkd.devices import resolve_device
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
 from hkd.train import augment
-from hkd.train.losses import segmentation_loss
+from hkd.train.losses import LOSSES, segmentation_loss
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
 
 log = logging.getLogger(__name__)
 
 
 PRECISIONS = ("auto", "bf16", "fp32")
+SCHEDULES = ("poly", "cosine")
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
@@ -52,8 +53,11 @@ class TrainConfig:
     teacher: dict | None = None
     epochs: int = 40
     batch_size: int = 24
-    optimizer: str = "sgd"  # sgd | adamw
+    optimizer: str = "sgd"  # sgd | adamw | adam
     lr: float = 0.01
+    schedule: str = "poly"  # poly: lr (1 - t)^poly_power | cosine: from lr down to min_lr
+    min_lr: float = 1e-6  # the cosine schedule's final learning rate
+    loss: str = "ce_dice"  # ce_dice | focal_dice (see hkd.train.losses)
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
@@ -74,7 +78,9 @@ class TrainConfig:
             raise ValueError(f"training config: unknown key(s) {sorted(unknown)}")
         cfg = cls(**d)
         checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
-                  "optimizer": cfg.optimizer in ("sgd", "adamw"), "augment": cfg.augment in ("transunet", "none"),
+                  "optimizer": cfg.optimizer in ("sgd", "adamw", "adam"),
+                  "augment": cfg.augment in ("transunet", "none"), "schedule": cfg.schedule in SCHEDULES,
+                  "min_lr": 0 <= cfg.min_lr <= cfg.lr, "loss": cfg.loss in LOSSES,
                   "weight_decay": cfg.weight_decay >= 0, "poly_power": cfg.poly_power >= 0,
                   "distill_warmup": cfg.distill_warmup >= 0, "precision": cfg.precision in PRECISIONS}
         bad = [k for k, ok in checks.items() if not ok]
@@ -185,6 +191,7 @@ class Run:
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
+        self.fill = float(meta.get("scale", (0.0, 1.0))[0])  # image value outside a rotated slice
         self.device = resolve_device(cfg.device)
         # ``data``: the (training, validation) slices of another run on the same data and device, shared
         self.data = data or (_on_device(load_slices(prepared, "train"), self.device),
@@ -205,6 +212,8 @@ class Run:
         fused = {"fused": True} if cfg.fused and self.device.type in ("cpu", "cuda") else {}
         if cfg.optimizer == "sgd":
             self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
+        elif cfg.optimizer == "adam":
+            self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         else:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         if cfg.channels_last:
@@ -278,6 +287,9 @@ class Run:
 
     # --- training --------------------------------------------------------------------------------
     def _lr(self, step: int) -> float:
+        cfg = self.cfg
+        if cfg.schedule == "cosine":
+            return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * step / self.total_steps))
         return self.cfg.lr * (1.0 - step / self.total_steps) ** self.cfg.poly_power
 
     def _distill_scale(self, step: int) -> float:
@@ -298,13 +310,13 @@ class Run:
                      aug: dict | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Segmentation terms (unweighted) and the method's distillation terms."""
         if aug is not None:
-            x, y = augment.apply(aug, x, label=y)
+            x, y = augment.apply(aug, x, label=y, fill=self.fill)
         tfeats = self.teacher_features(idx, x)  # the teacher sees exactly the augmented slice
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
         with _autocast(self.device, self.cfg.precision):
             sfeats = self.student_forward(x, names=names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
-        return segmentation_loss(sfeats["logits"], y), self.method(tfeats, sfeats, y)
+        return segmentation_loss(sfeats["logits"], y, self.cfg.loss), self.method(tfeats, sfeats, y)
 
     def gradient_norms(self, seg: dict[str, torch.Tensor], dist: dict[str, torch.Tensor]) -> dict[str, float]:
         """Gradient norms w.r.t. the student's weights of the segmentation loss (at the method's weight)

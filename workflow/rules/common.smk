@@ -22,6 +22,7 @@ try:
     from hkd.data.cases import DataError
     from hkd.data.sources import count_cases
     from hkd.data.split import PARTS, check_split, format_ratios, part_sizes
+    from hkd.data.tasks import check_task
 except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
     distill = None
     logger.warning(
@@ -80,11 +81,31 @@ def _check_config(cfg):
         raise ValueError(
             f"config key data.path: required for data.source '{data['source']}'"
         )
+    user_path = data["source"] in ("zip", "folder", "transunet", "kits19", "lits")
+    if user_path and data["path"] and not os.path.exists(data["path"]):
+        raise ValueError(
+            f"config key data.path: {data['path']} does not exist (data.source '{data['source']}')"
+        )
+    if data["source"] == "lits" and not data["path"]:
+        raise ValueError(
+            "config key data.path: required for data.source 'lits' (the LiTS folder or zip you downloaded: "
+            "LiTS is distributed through CodaLab and Academic Torrents, which hkd cannot download)"
+        )
+    phantom = data["phantom"]
+    if phantom["tumours"] is not None and phantom["layout"] == "synapse":
+        raise ValueError(
+            "config key data.phantom.tumours: the synapse layout has no tumour label; "
+            "set data.phantom.layout to kits19 (kidney tumours) or lits (liver tumours)"
+        )
     if data["split"]["preset"] == "file" and not data["split"]["file"]:
         raise ValueError(
             "config key data.split.file: required when data.split.preset is 'file'"
         )
     if distill is not None:
+        try:
+            check_task(data["task"], data["classes"])
+        except DataError as exc:
+            raise ValueError(f"config key {exc}") from None
         _check_methods(cfg)
         _check_split(cfg)
     augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
@@ -99,8 +120,9 @@ def _check_config(cfg):
             f"exact only for students trained with augment 'none' (students train with '{augment}'); "
             "set teacher.cache: [] to run the teacher online on each augmented batch"
         )
-    for key in ("slices", "spacing_xy", "slice_thickness"):
-        lo, hi = data["phantom"][key]
+    ranges = {k: phantom[k] for k in ("slices", "spacing_xy", "slice_thickness")}
+    ranges |= {f"tumours.{k}": v for k, v in (phantom["tumours"] or {}).items()}
+    for key, (lo, hi) in ranges.items():
         if lo > hi:
             raise ValueError(
                 f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}"
@@ -135,6 +157,8 @@ def _source_cases(data, out):
         return data["phantom"]["cases"]
     if data["source"] == "synapse":
         return count_cases(f"{out}/raw/synapse/RawData.zip", "zip")
+    if data["source"] == "kits19" and not data["path"]:
+        return data["kits19"]["cases"]
     return count_cases(data["path"], data["source"])
 
 
@@ -212,30 +236,60 @@ def as_json(obj):
 
 
 # --- data -------------------------------------------------------------------------------------
-SOURCE_FORMAT = "transunet" if DATA["source"] == "transunet" else "rawdata"
+def source_format():
+    """The reader of the source cases (hkd split/prepare --format)."""
+    if DATA["source"] == "phantom":
+        layout = DATA["phantom"]["layout"]
+        return "rawdata" if layout == "synapse" else layout
+    if DATA["source"] in ("transunet", "kits19", "lits"):
+        return DATA["source"]
+    return "rawdata"
+
+
+SOURCE_FORMAT = source_format()
+# kits19 and lits read a folder, or a zip that the extract rule unpacks; kits19 without a path is downloaded.
+ARCHIVE = DATA["source"] in ("kits19", "lits") and os.path.isfile(str(DATA["path"]))
+KITS19_DOWNLOAD = f"{OUT}/raw/kits19/data"
+
+
+def download_arguments():
+    """What `hkd download` fetches: the Synapse archive, or the KiTS19 cases (imaging and labels)."""
+    if DATA["source"] == "kits19":
+        kits = DATA["kits19"]
+        return (
+            f"--source kits19 --cases {kits['cases']} --imaging-url '{kits['imaging_url']}'"
+            f" --labels-url '{kits['labels_url']}'"
+        )
+    md5 = f" --md5 {DATA['md5']}" if DATA["md5"] else ""
+    return f"--entity {DATA['synapse_entity']}{md5}"
 
 
 def raw_source():
     """The folder that holds the source cases for the configured data.source."""
     if DATA["source"] == "phantom":
         return f"{OUT}/raw/phantom"
-    if DATA["source"] in ("synapse", "zip"):
+    if DATA["source"] in ("synapse", "zip") or ARCHIVE:
         return f"{OUT}/raw/{DATA['source']}/RawData"
+    if DATA["source"] == "kits19" and not DATA["path"]:
+        return KITS19_DOWNLOAD
     return DATA["path"]
 
 
 def source_files():
-    """The files of a user's source folder (folder, transunet), as inputs: a folder's own mtime misses
-    a label fixed in place, and a new or removed file changes the set of inputs, which reruns too.
+    """The files of a user's source folder (folder, transunet, kits19, lits), as inputs: a folder's own
+    mtime misses a label fixed in place, and a new or removed file changes the set of inputs, which
+    reruns too.
     """
-    if DATA["source"] not in ("folder", "transunet") or not os.path.isdir(DATA["path"]):
+    if DATA["source"] not in ("folder", "transunet", "kits19", "lits"):
         return []
-    return sorted(
-        os.path.join(d, f)
-        for d, dirs, files in os.walk(DATA["path"])
-        for f in files
-        if not f.startswith(".")
-    )
+    if not DATA["path"] or not os.path.isdir(DATA["path"]):
+        return []
+    found = []
+    for folder, dirs, files in os.walk(DATA["path"]):
+        # hidden folders hold no cases (e.g. a KiTS19 clone's .git)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(os.path.join(folder, f) for f in files if not f.startswith("."))
+    return sorted(found)
 
 
 def split_file():
@@ -376,15 +430,21 @@ FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
 def study_description():
     """What the configuration runs, in words, for the report's first page."""
     phantom = DATA["phantom"]
-    source = (
-        f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
-        if DATA["source"] == "phantom"
-        else f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
-    )
+    if DATA["source"] == "phantom":
+        source = f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
+        if phantom["layout"] != "synapse":
+            tumours = "with tumours" if phantom["tumours"] is not None else "no tumours"
+            source += f", {phantom['layout']} layout, {tumours}"
+    elif DATA["source"] == "kits19" and not DATA["path"]:
+        source = f"kits19: downloaded, cases 0-{DATA['kits19']['cases'] - 1}"
+    else:
+        source = f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
     teacher = config["teacher"]["model"]
     return {
         "data source": source,
-        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']}",
+        "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']} "
+        f"scaled to {DATA['scale']}",
+        "task": f"{DATA['task']}: {', '.join(DATA['classes'][1:])}",
         "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
         "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
         "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",

@@ -1,4 +1,5 @@
-# Data: obtain the source (phantom, Synapse download, zip, folder or TransUNet import),
+# Data: obtain the source (phantom, Synapse or KiTS19 download, zip, folder, KiTS19 or LiTS folder or zip,
+# or TransUNet import),
 # split it by patient and preprocess it into the prepared HDF5 dataset.
 
 
@@ -14,18 +15,27 @@ rule phantom:
     conda:
         ENV
     params:
-        **DATA["phantom"],
+        **{k: v for k, v in DATA["phantom"].items() if k != "tumours"},
+        tumours=(
+            f"--tumours '{as_json(DATA['phantom']['tumours'])}'"
+            if DATA["phantom"]["tumours"] is not None
+            else ""
+        ),
     shell:
         "hkd phantom --out {output} --cases {params.cases} --seed {params.seed} --size {params.size}"
         " --slices {params.slices} --spacing-xy {params.spacing_xy}"
-        " --slice-thickness {params.slice_thickness} > {log} 2>&1"
+        " --slice-thickness {params.slice_thickness} --layout {params.layout} {params.tumours} > {log} 2>&1"
 
 
 rule download:
     input:
         code=code("download"),
     output:
-        f"{OUT}/raw/synapse/RawData.zip",
+        (
+            directory(KITS19_DOWNLOAD)
+            if DATA["source"] == "kits19"
+            else f"{OUT}/raw/synapse/RawData.zip"
+        ),
     log:
         f"{OUT}/logs/download.log",
     benchmark:
@@ -33,12 +43,10 @@ rule download:
     conda:
         ENV
     params:
-        entity=DATA["synapse_entity"],
-        md5=f"--md5 {DATA['md5']}" if DATA["md5"] else "",
+        what=download_arguments(),
         timeout=DATA["download_timeout"],
     shell:
-        "hkd download --entity {params.entity} --out {output} {params.md5}"
-        " --timeout {params.timeout} > {log} 2>&1"
+        "hkd download {params.what} --out {output} --timeout {params.timeout} > {log} 2>&1"
 
 
 rule extract:
@@ -54,7 +62,7 @@ rule extract:
     benchmark:
         f"{OUT}/benchmarks/extract_{{kind}}.tsv"
     wildcard_constraints:
-        kind="synapse|zip",
+        kind="synapse|zip|kits19|lits",
     conda:
         ENV
     params:
@@ -105,7 +113,17 @@ rule prepare:
     params:
         format=SOURCE_FORMAT,
         prep=as_json(
-            {k: DATA[k] for k in ("image_size", "hu_window", "label_map", "classes")}
+            {
+                k: DATA[k]
+                for k in (
+                    "image_size",
+                    "hu_window",
+                    "scale",
+                    "task",
+                    "label_map",
+                    "classes",
+                )
+            }
         ),
     shell:
         "hkd prepare --source {input.source} --format {params.format} --split {input.split}"

@@ -1,0 +1,75 @@
+"""Getting KiTS19 without an account: each labelled case's segmentation and imaging over HTTPS.
+
+The official repository (github.com/neheller/kits19) holds the segmentations under ``data/`` and
+fetches the imaging from a public server (``starter_code/get_imaging.py``); no login is needed. The
+data are licensed CC BY-NC-SA 4.0 (non-commercial use, attribution, share alike). This module
+writes the cases in the official layout, ``case_XXXXX/imaging.nii.gz`` and
+``segmentation.nii.gz``, read back by :mod:`hkd.data.layouts`.
+
+The download follows the Synapse download's rules (:mod:`hkd.data.synapse`): the whole download is
+abandoned after ``timeout`` seconds; it is written to a staging folder that replaces ``out_dir`` only
+when every file arrived, so a failed or interrupted download leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hkd.data.cases import DataError
+from hkd.data.synapse import DOWNLOAD_TIMEOUT, Deadline, time_limit
+from hkd.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+IMAGING_URL = "https://kits19.sfo2.digitaloceanspaces.com/master_{case:05d}.nii.gz"
+LABELS_URL = "https://github.com/neheller/kits19/raw/master/data/case_{case:05d}/segmentation.nii.gz"
+LABELLED_CASES = 210  # case_00000 .. case_00209 have segmentations; 210 .. 299 are the unlabelled test cases
+REQUEST_TIMEOUT = 60.0  # seconds without an answer before one request fails
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _fetch(url: str, target: Path) -> None:
+    """Copy ``url`` to ``target``; DataError naming the URL on any failure or a non-gzip answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=REQUEST_TIMEOUT) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"KiTS19 download of {url} failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc.strerror or exc
+        host = urlsplit(url).netloc
+        if not host:  # a file:// URL
+            raise DataError(f"KiTS19 download of {url} failed: {reason}") from None
+        raise DataError(f"cannot reach {host} while downloading {url} ({reason}); check the network "
+                        "connection") from None
+    with open(target, "rb") as f:
+        if f.read(2) != _GZIP_MAGIC:
+            raise DataError(f"KiTS19 download of {url} is not a gzip-compressed NIfTI file (an error page or a "
+                            "git-lfs pointer?)")
+
+
+def download(out_dir: str | Path, cases: int = LABELLED_CASES, imaging_url: str = IMAGING_URL,
+             labels_url: str = LABELS_URL, timeout: float | None = DOWNLOAD_TIMEOUT) -> Path:
+    """Download the labelled KiTS19 cases 0..``cases``-1 into ``out_dir`` (the official layout).
+
+    ``imaging_url`` and ``labels_url`` are templates with ``{case}`` (the case number).
+    """
+    if not 1 <= cases <= LABELLED_CASES:
+        raise DataError(f"data.kits19.cases: {cases} must lie in 1..{LABELLED_CASES} (the labelled cases)")
+    out_dir = Path(out_dir)
+    try:
+        with time_limit(timeout, "KiTS19 download"), atomic_dir(out_dir) as tmp:
+            for case in range(cases):
+                folder = tmp / f"case_{case:05d}"
+                folder.mkdir()
+                _fetch(labels_url.format(case=case), folder / "segmentation.nii.gz")
+                _fetch(imaging_url.format(case=case), folder / "imaging.nii.gz")
+                log.info("case_%05d downloaded (%d of %d)", case, case + 1, cases)
+    except Deadline as exc:
+        raise DataError(str(exc)) from None
+    return out_dir

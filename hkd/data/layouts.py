@@ -1,0 +1,131 @@
+"""Finding the image/label pairs of the KiTS19 and LiTS folder layouts.
+
+Both datasets are read like the Synapse RawData folders (:func:`hkd.data.cases.find_raw_cases`):
+file names give the case ids and pairs, and :func:`hkd.data.cases.load_raw_case` validates each
+pair and reorients it from its affine. The folder given may be the dataset's own folder or any
+folder above it (an extracted archive, a clone of the KiTS19 repository); hidden folders such as
+``.git`` are not searched.
+
+- ``kits19``: ``case_XXXXX/imaging.nii.gz`` and ``case_XXXXX/segmentation.nii.gz`` (labels 0
+  background, 1 kidney, 2 tumour). Case folders holding only ``imaging`` are the challenge's unlabelled
+  test cases: they are skipped with a warning. A ``segmentation`` without its ``imaging`` is an error:
+  the imaging is downloaded separately from the labels (``hkd download --source kits19``).
+- ``lits``: ``volume-N.nii[.gz]`` and ``segmentation-N.nii[.gz]`` in the same folder, in any
+  subfolder (the training batches); labels 0 background, 1 liver, 2 tumour.
+
+Case ids are the case numbers, zero-padded: five digits for KiTS19 (as its folders), three for LiTS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from hkd.data.cases import DataError, RawCase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    image: re.Pattern  # matched against a file's path relative to the root (POSIX separators)
+    label: re.Pattern
+    digits: int  # zero-padding of case ids
+    unlabelled: str  # what an image without a label is: "skip" (unlabelled test case) or "error"
+    orphan_label: str  # what a label without an image is: "warn" or "error"
+    hint: str  # appended to the error about missing files
+    expected: str  # the file names, for the error about a folder without cases
+
+    def case_id(self, number: str) -> str:
+        return str(int(number)).zfill(self.digits)
+
+    def label_for(self, image: PurePosixPath, number: str, suffix: str) -> PurePosixPath:
+        """Where the label of ``image`` must lie (same folder, same compression)."""
+        if self.name == "kits19":
+            return image.parent / f"segmentation.nii{suffix}"
+        return image.parent / f"segmentation-{number}.nii{suffix}"
+
+
+KITS19 = Layout(
+    "kits19",
+    re.compile(r"(?:^|/)case_(\d+)/imaging\.nii(\.gz)?$"),
+    re.compile(r"(?:^|/)case_(\d+)/segmentation\.nii(\.gz)?$"),
+    digits=5, unlabelled="skip", orphan_label="error",
+    hint="the KiTS19 imaging is downloaded separately from the labels: hkd download --source kits19",
+    expected="case_XXXXX/imaging.nii.gz with case_XXXXX/segmentation.nii.gz",
+)
+LITS = Layout(
+    "lits",
+    re.compile(r"(?:^|/)volume-(\d+)\.nii(\.gz)?$"),
+    re.compile(r"(?:^|/)segmentation-(\d+)\.nii(\.gz)?$"),
+    digits=3, unlabelled="error", orphan_label="warn",
+    hint="LiTS pairs volume-N.nii with segmentation-N.nii in the same folder",
+    expected="volume-N.nii with segmentation-N.nii, or .nii.gz",
+)
+LAYOUTS = {layout.name: layout for layout in (KITS19, LITS)}
+
+
+def _files(root: Path) -> list[str]:
+    """Every file below ``root`` as a relative POSIX path, skipping hidden folders and files."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = PurePosixPath(Path(folder).relative_to(root).as_posix())
+        out.extend(str(rel / f) if str(rel) != "." else f for f in sorted(files) if not f.startswith("."))
+    return out
+
+
+def pair_names(names: list[str], layout: Layout, where: str) -> dict[str, tuple[str, str]]:
+    """Case id -> (image name, label name) among ``names`` (relative POSIX paths, e.g. a zip's entries).
+
+    Raises DataError naming the file for a case stored twice, a missing label (LiTS) or a missing image
+    (KiTS19); logs the skipped unlabelled KiTS19 cases and the LiTS labels without an image.
+    """
+    present = set(names)
+    pairs: dict[str, tuple[str, str]] = {}
+    unlabelled = []
+    for name in names:
+        m = layout.image.search(name)
+        if not m:
+            continue
+        number, suffix = m.group(1), m.group(2) or ""
+        label = str(layout.label_for(PurePosixPath(name), number, suffix))
+        if label not in present:
+            other = label[:-3] if suffix else label + ".gz"  # the other compression is accepted too
+            if other not in present:
+                if layout.unlabelled == "skip":
+                    unlabelled.append(name)
+                    continue
+                raise DataError(f"{where}/{name}: no matching label file {where}/{label}; {layout.hint}")
+            label = other
+        cid = layout.case_id(number)
+        if cid in pairs:
+            raise DataError(f"{where}/{name}: case {cid} is also stored as {where}/{pairs[cid][0]}; "
+                            "keep one of the two files")
+        pairs[cid] = (name, label)
+    used = {label for _, label in pairs.values()}
+    orphans = [n for n in names if layout.label.search(n) and n not in used]
+    if orphans and layout.orphan_label == "error":
+        raise DataError(f"{where}/{orphans[0]}: no image file beside this label; {layout.hint}")
+    if orphans:
+        log.warning("%s: label files without an image, ignored: %s", where, ", ".join(orphans))
+    if unlabelled:
+        log.warning("%s: %d image(s) without a label (unlabelled test cases), skipped: %s", where,
+                    len(unlabelled), ", ".join(unlabelled[:5]) + (", ..." if len(unlabelled) > 5 else ""))
+    if not pairs:
+        raise DataError(f"{where}: no labelled {layout.name} cases (expected {layout.expected})")
+    return dict(sorted(pairs.items()))
+
+
+def find_layout_cases(root: str | Path, fmt: str) -> list[RawCase]:
+    """The labelled cases of a KiTS19 or LiTS folder (``fmt``), sorted by case id."""
+    layout = LAYOUTS[fmt]
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder (expected the {fmt} dataset folder)")
+    pairs = pair_names(_files(root), layout, str(root))
+    return [RawCase(cid, root / image, root / label) for cid, (image, label) in pairs.items()]

@@ -1,0 +1,49 @@
+"""A tiny version of HLFD's LiTS study end to end: the tumour phantom in the LiTS layout, read by the LiTS
+reader, the config's teacher, students and methods, tumour metrics, tables, verdicts, figures and report."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import REPO, copy_tracked_files, snakemake, study_config, tumour_study
+
+pytestmark = pytest.mark.slow
+
+CONFIG = REPO / "workflow" / "configs" / "hlfd-lits.yaml"
+
+
+def test_tiny_hlfd_lits_study_reports_tumour_dice_voe_and_rvd_per_method(tmp_path):
+    root = copy_tracked_files(tmp_path / "repo")
+    config = study_config(tumour_study("lits"), "results/tumour", CONFIG)
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    run = snakemake(root, "--cores", "2", timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    out = root / config["out"]
+
+    meta = json.loads((out / "data" / "prepared" / "dataset.json").read_text())
+    assert meta["classes"] == ["background", "tumour"] and meta["task"] == "tumour"
+    assert meta["scale"] == [-1, 1] and meta["hu_window"] == [-40, 160]
+    split = json.loads((out / "data" / "split.json").read_text())
+    assert sorted(split["train"] + split["val"] + split["test"]) == [f"{i:03d}" for i in range(10)]  # LiTS ids
+    assert len(list((out / "raw" / "phantom").glob("volume-*.nii"))) == 10  # generated in the LiTS layout
+
+    methods = yaml.safe_load(CONFIG.read_text())["students"]["methods"]
+    organs = pd.read_csv(out / "tables" / "organs.csv")
+    assert set(organs["organ"]) == {"tumour"}
+    assert set(organs["method"]) == {"teacher", *methods}
+    for column in ("dice_mean", "voe_mean", "rvd_mean", "hd95_mm_mean"):
+        assert column in organs
+    assert organs["dice_mean"].between(0, 1).all() and organs["voe_mean"].between(0, 1).all()
+    assert (organs["rvd_mean"] >= -1).all()
+    print("\n" + organs[["method", "dice_mean", "voe_mean", "rvd_mean", "hd95_mm_mean", "empty_pred"]]
+          .to_string(index=False))
+
+    verdicts = pd.read_csv(out / "hypotheses.csv")
+    assert set(verdicts.loc[verdicts["quantity"].str.startswith("test Dice"), "method"]) == set(methods) - {"scratch"}
+    report = snakemake(root, "--report", str(tmp_path / "report.html"), timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > 100_000
