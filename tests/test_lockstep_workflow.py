@@ -6,6 +6,7 @@ then one method's option, and a teacher setting, are changed in turn.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 
@@ -16,7 +17,7 @@ from helpers import STUDY, copy_tracked_files, merge, snakemake, study_config
 
 pytestmark = pytest.mark.slow
 
-LOCKSTEP = merge(STUDY, {"teacher": {"cache": []}, "students": {"methods": ["scratch", "logits", "latent"],
+LOCKSTEP = merge(copy.deepcopy(STUDY), {"teacher": {"cache": []}, "students": {"methods": ["scratch", "logits", "latent"],
                                                                 "lockstep": True}})
 
 
