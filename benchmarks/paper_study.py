@@ -10,6 +10,9 @@ batch steps, plus a validation pass) and the whole study: 1 teacher, 4 widths x 
 the device. Prints samples/s, achieved TFLOP/s (``torch.utils.flop_counter``) and its share of this
 device's measured matrix-multiply rate in the same precision.
 
+With ``students.lockstep`` (the paper config), the students of a seed train as one cohort with one
+teacher pass per batch; the lock-step plan is printed too, with runtimes for the cohort jobs.
+
     python benchmarks/paper_study.py [--steps 3] [--threads 2] [--batch 4]   # CPU: a smaller batch
 """
 
@@ -177,6 +180,29 @@ def main() -> None:
           "(teacher first, then the students)")
     print("per-job runtimes for the paper config's resources (minutes, x1.5 margin): "
           + json.dumps({f"{p['job']} {p['model']}": math.ceil(p["hours_each"] * 60 * 1.5) for p in plan}))
+
+    # Lock-step (students.lockstep): one job per seed; per step one teacher forward pass for the whole
+    # cohort, then every student's step without its own teacher pass (a distilled step's time less the
+    # teacher's inference on the batch).
+    teacher = rows[0]
+    teacher_forward = recipe["batch_size"] * teacher[6]
+    steps = math.ceil(TRAIN_SLICES / recipe["batch_size"])
+    cohort_step = teacher_forward
+    student_inference = 0.0
+    for job, model, count, epochs, sec, gflop, t_inf in rows[1:]:
+        per_seed = count // SEEDS
+        cohort_step += per_seed * (sec if job == "scratch" else max(sec - teacher_forward, 0.0))
+        student_inference += per_seed * t_inf
+    cohort_h = s_epochs * (steps * cohort_step + VAL_SLICES * student_inference) / 3600
+    evals_h = TEST_SLICES * student_inference * SEEDS / 3600
+    teacher_h = plan[0]["hours_each"]
+    print(f"lock-step: {cohort_step:.3f} s per cohort step (one teacher pass of {teacher_forward:.3f} s for "
+          f"{sum(r[2] for r in rows[1:]) // SEEDS} students); {cohort_h:.2f} h per seed; whole study "
+          f"{teacher_h + SEEDS * cohort_h + evals_h:.1f} h on one device (teacher, {SEEDS} cohorts one after "
+          "another, evaluations)")
+    print("lock-step runtimes for the paper config's resources (minutes, x1.5 margin): "
+          + json.dumps({"train_teacher": math.ceil(teacher_h * 60 * 1.5),
+                        "train_cohort": math.ceil(cohort_h * 60 * 1.5)}))
 
 
 if __name__ == "__main__":

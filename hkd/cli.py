@@ -178,7 +178,8 @@ def cmd_train(args) -> None:
     _check_train_params(params)
     lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
     # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
-    with claim_gpu(lock_dir) if str(params.get("device", "auto")).startswith(("auto", "cuda")) else nullcontext():
+    uses_gpu = str(params.get("device", "auto")).startswith(("auto", "cuda"))
+    with claim_gpu(lock_dir, slots=args.jobs_per_gpu) if uses_gpu else nullcontext():
         metrics = train(params, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
                         progress=not args.quiet, teacher_cache=args.teacher_cache)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
@@ -208,7 +209,8 @@ def cmd_train_cohort(args) -> None:
         _check_train_params(params, f"--members '{name}'")
     lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
     devices = {str(p.get("device", "auto")) for p in members.values()}
-    with claim_gpu(lock_dir) if any(d.startswith(("auto", "cuda")) for d in devices) else nullcontext():
+    uses_gpu = any(d.startswith(("auto", "cuda")) for d in devices)
+    with claim_gpu(lock_dir, slots=args.jobs_per_gpu) if uses_gpu else nullcontext():
         done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet,
                             publish={name: Path(folder) for name, folder in publish.items()})
     for name in members:
@@ -417,6 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpu-locks", type=Path, default=None,
                    help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
+    p.add_argument("--jobs-per-gpu", type=int, default=1,
+                   help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"), outputs=("out", "work"))
 
@@ -435,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpu-locks", type=Path, default=None,
                    help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
+    p.add_argument("--jobs-per-gpu", type=int, default=1,
+                   help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"), outputs=("manifest", "root"))
 

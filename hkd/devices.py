@@ -177,11 +177,19 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def _lock_first_free(devices: list[str], lock_dir: Path) -> tuple[str, int] | None:
-    for device in devices:
-        fd = _try_lock(lock_dir / _lock_name(device))
-        if fd is not None:
-            return device, fd
+def _slot_lock_name(device: str, slot: int) -> str:
+    """Lock file of one of a GPU's job slots (slot 0 keeps the one-job-per-GPU name)."""
+    name = _lock_name(device)
+    return name if slot == 0 else name[: -len(".lock")] + f".{slot}.lock"
+
+
+def _lock_first_free(devices: list[str], lock_dir: Path, slots: int = 1) -> tuple[str, int] | None:
+    """Lock the first free job slot, filling every GPU's first slot before any second one."""
+    for slot in range(slots):
+        for device in devices:
+            fd = _try_lock(lock_dir / _slot_lock_name(device, slot))
+            if fd is not None:
+                return device, fd
     return None
 
 
@@ -192,8 +200,12 @@ def claim_gpu(
     *,
     timeout: float = 3600.0,
     poll_interval: float = 1.0,
+    slots: int = 1,
 ) -> Iterator[str | None]:
     """Reserve one GPU for this process while the ``with`` block runs.
+
+    ``slots`` is the number of jobs a GPU takes at once (``jobs_per_gpu`` in the config): each GPU has
+    that many locks, and a job takes the first free one, every GPU's first before any GPU's second.
 
     ``visible`` is the list of candidate GPU ids; by default :func:`visible_gpus`
     (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi``). With two or more candidates the
@@ -227,10 +239,13 @@ def claim_gpu(
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     announced = False
-    while (claimed := _lock_first_free(devices, lock_dir)) is None:
+    if slots < 1:
+        raise ValueError(f"jobs per GPU must be at least 1, got {slots}")
+    while (claimed := _lock_first_free(devices, lock_dir, slots)) is None:
         if time.monotonic() >= deadline:
             raise TimeoutError(
-                f"no free GPU among {','.join(devices)} after {timeout:g} s (locks in {lock_dir})"
+                f"no free GPU among {','.join(devices)} ({slots} job(s) each) after {timeout:g} s "
+                f"(locks in {lock_dir})"
             )
         if not announced:
             log.info("all GPUs (%s) are busy; waiting for one to become free", ",".join(devices))
@@ -240,7 +255,7 @@ def claim_gpu(
 
     previous = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = device
-    log.info("claimed GPU %s (lock %s)", device, lock_dir / _lock_name(device))
+    log.info("claimed GPU %s", device)
     try:
         yield device
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import contextlib
 import os
 import queue
 from pathlib import Path
@@ -226,3 +227,17 @@ def test_device_ids_are_sanitised_in_lock_names(tmp_path):
     with claim_gpu(tmp_path, [uuid, "GPU-ffff"]) as dev:
         assert dev == uuid
         assert (tmp_path / "gpu-GPU-1a2b_3c.lock").exists()
+
+
+def test_jobs_per_gpu_fill_every_gpu_once_before_any_twice(tmp_path):
+    held = []
+    with contextlib.ExitStack() as stack:
+        for _ in range(4):
+            held.append(stack.enter_context(claim_gpu(tmp_path, ["0", "1"], slots=2, timeout=1)))
+        assert held == ["0", "1", "0", "1"]
+        with pytest.raises(TimeoutError, match=r"no free GPU among 0,1 \(2 job\(s\) each\)"):
+            with claim_gpu(tmp_path, ["0", "1"], slots=2, timeout=0.2, poll_interval=0.05):
+                pass
+    with pytest.raises(ValueError, match="at least 1"):
+        with claim_gpu(tmp_path, ["0", "1"], slots=0):
+            pass

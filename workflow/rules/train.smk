@@ -17,6 +17,7 @@ rule train_teacher:
     threads: config["train"]["threads"]
     resources:
         **GPU,
+        jobs_per_gpu=config["jobs_per_gpu"],  # scheduling only: a resource, so changing it reruns nothing
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
@@ -29,7 +30,7 @@ rule train_teacher:
         work=f"{OUT}/work/teacher",
     shell:
         "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
-        " --work {params.work} --threads {threads} --quiet > {log} 2>&1"
+        " --work {params.work} --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
 
 
 rule teacher_cache:
@@ -83,6 +84,7 @@ if not config["students"]["lockstep"]:
         threads: config["train"]["threads"]
         resources:
             **GPU,
+            jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"],
         params:
@@ -94,7 +96,8 @@ if not config["students"]["lockstep"]:
             teacher=teacher_argument,
         shell:
             "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
-            " --work {params.work} {params.teacher} --threads {threads} --quiet > {log} 2>&1"
+            " --work {params.work} {params.teacher} --threads {threads}"
+            " --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
 
     # Scratch students need no teacher: their own rule, so that in the report's rule graph (one node per
     # rule and level of the job DAG) they do not show train_student a second time, a level earlier.
@@ -134,6 +137,7 @@ else:
         threads: config["train"]["threads"]
         resources:
             **GPU,
+            jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
             * len(config["students"]["methods"])
@@ -150,4 +154,4 @@ else:
         shell:
             "hkd train-cohort --data {input.data} --members '{params.members}' --root {params.root}"
             " --teacher {input.teacher} --publish '{params.publish}' --manifest {output.manifest}"
-            " --threads {threads} --quiet > {log} 2>&1"
+            " --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
