@@ -5,10 +5,10 @@
 a trainable 1x1 conv on the student side (student channels -> teacher channels); ``align`` moves the
 projected map onto the teacher's grid (the two models' stride-16 cells are centred 7.5 px apart).
 
-Options: ``weight`` (default 10: at weight 1 the term's gradient is about 1/75 of the segmentation
-loss's at initialisation; at 10 it stays within 0.1x-10x over training on the embedded default study
-except at width 1.5 during the all-background plateau of epochs 2-4, where the segmentation gradient
-itself drops and the ratio reaches about 24, ``benchmarks/grad_ratios.py --logs``); ``project``: ``auto`` (default; a projector only when the channel
+Options: ``weight`` (default 4, chosen on the embedded default study from the term's gradient over
+the segmentation loss's, ``benchmarks/grad_ratios.py --logs``: L1's gradient does not shrink as the
+student nears the target, so the ratio is lowest at initialisation and highest on the all-background
+plateau of the first epochs, where the segmentation gradient itself drops); ``project``: ``auto`` (default; a projector only when the channel
 counts differ, so width 1 matches the study, which had none), ``always`` or ``never`` (channel counts
 must then agree).
 """
