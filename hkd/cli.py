@@ -165,32 +165,24 @@ def cmd_describe_data(args) -> None:
 
 
 def cmd_train(args) -> None:
-    import tempfile
-
     import torch
 
-    from hkd.devices import claim_gpu
     from hkd.train.trainer import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
     params = _json_object(args.params, "--params")
     _check_train_params(params)
-    lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
     # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
-    uses_gpu = str(params.get("device", "auto")).startswith(("auto", "cuda"))
-    with claim_gpu(lock_dir, slots=args.jobs_per_gpu) if uses_gpu else nullcontext():
+    with _claimed_gpu(args, {str(params.get("device", "auto"))}):
         metrics = train(params, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
                         progress=not args.quiet, teacher_cache=args.teacher_cache)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
 
 
 def cmd_train_cohort(args) -> None:
-    import tempfile
-
     import torch
 
-    from hkd.devices import claim_gpu
     from hkd.io import write_json
     from hkd.train.lockstep import train_cohort
 
@@ -207,10 +199,7 @@ def cmd_train_cohort(args) -> None:
         if not isinstance(params, dict):
             raise DataError(f"--members: member '{name}' is not a JSON object")
         _check_train_params(params, f"--members '{name}'")
-    lock_dir = args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks"
-    devices = {str(p.get("device", "auto")) for p in members.values()}
-    uses_gpu = any(d.startswith(("auto", "cuda")) for d in devices)
-    with claim_gpu(lock_dir, slots=args.jobs_per_gpu) if uses_gpu else nullcontext():
+    with _claimed_gpu(args, {str(p.get("device", "auto")) for p in members.values()}):
         done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet,
                             publish={name: Path(folder) for name, folder in publish.items()})
     for name in members:
@@ -346,6 +335,27 @@ def cmd_overview(args) -> None:
     log.info("wrote %s", out)
 
 
+def _add_training_job_options(p: argparse.ArgumentParser) -> None:
+    """Threads, GPU choice and quiet output, shared by the training commands."""
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--gpu-locks", type=Path, default=None,
+                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
+    p.add_argument("--jobs-per-gpu", type=int, default=1,
+                   help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _claimed_gpu(args, devices: set[str]):
+    """The GPU claim of a training command whose runs use ``devices`` (none for CPU-only runs)."""
+    import tempfile
+
+    from hkd.devices import claim_gpu
+
+    if not any(d.startswith(("auto", "cuda")) for d in devices):
+        return nullcontext()
+    return claim_gpu(args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks", slots=args.jobs_per_gpu)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hkd", description="Heterogeneous knowledge distillation study: every workflow step is a subcommand, "
@@ -416,12 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for distillation")
     p.add_argument("--teacher-cache", type=Path, default=None,
                    help="teacher feature cache (hkd teacher-cache), used instead of running the teacher")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--gpu-locks", type=Path, default=None,
-                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
-    p.add_argument("--jobs-per-gpu", type=int, default=1,
-                   help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
-    p.add_argument("--quiet", action="store_true")
+    _add_training_job_options(p)
     p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"), outputs=("out", "work"))
 
     p = sub.add_parser("train-cohort", help="train several students of one seed in lock-step, one teacher pass "
@@ -436,12 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON object: member name -> folder that receives a copy of its run (best.pt, last.pt, "
                         "log.csv, metrics.json), every member whether trained now or kept")
     p.add_argument("--manifest", required=True, type=Path, help="JSON written at the end: each member's identity")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--gpu-locks", type=Path, default=None,
-                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
-    p.add_argument("--jobs-per-gpu", type=int, default=1,
-                   help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
-    p.add_argument("--quiet", action="store_true")
+    _add_training_job_options(p)
     p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"), outputs=("manifest", "root"))
 
     p = sub.add_parser("teacher-cache", help="store the teacher's features on the training slices for a method")
