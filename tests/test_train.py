@@ -16,7 +16,7 @@ import torch
 from hkd.data.dataset import load_slices
 from hkd.train.trainer import Run, TrainConfig, load_model, load_state, train, validate
 
-from helpers import CLASSES, TINY_STUDENT as STUDENT
+from helpers import CLASSES, TINY_STUDENT as STUDENT, TINY_TEACHER as TEACHER
 
 
 def _cfg(**kw):
@@ -190,3 +190,29 @@ def test_rotated_corners_take_the_lower_end_of_the_intensity_range():
     for fill in (0.0, -1.0):  # images scaled to [0, 1] or to [-1, 1]
         rotated = augment.apply(params, image, fill=fill)
         assert rotated[0, 0, 0, 0].item() == pytest.approx(fill) and rotated[0, 0, 8, 8].item() == pytest.approx(0.5)
+
+
+def _train_in_own_process(prepared, out, cfg):
+    """`hkd train` in a fresh process: `retain_freed_memory` changes the whole process's allocator."""
+    subprocess.run([sys.executable, "-m", "hkd.cli", "train", "--data", str(prepared), "--params", json.dumps(cfg),
+                    "--out", str(out), "--quiet", "--threads", "1"], check=True)
+    return _numbers(out), torch.load(out / "best.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_fast_step_options_leave_the_numbers_unchanged(prepared, tmp_path, optimizer):
+    """The defaults (fused optimizer update, freed host memory kept) against every fast-step option off, on a
+    tiny TransUNet with dropout: the same log, metrics and weights, bit for bit with SGD; fused AdamW divides
+    in another order, so its weights may differ by rounding, and the metrics agree to 1e-3."""
+    model = {**TEACHER, "dropout": 0.1}
+    cfg = _cfg(model=model, optimizer=optimizer, epochs=2, lr=0.01)
+    (log_fast, m_fast), w_fast = _train_in_own_process(prepared, tmp_path / "fast", cfg)
+    (log_plain, m_plain), w_plain = _train_in_own_process(
+        prepared, tmp_path / "plain", {**cfg, "fused": False, "retain_freed_memory": False})
+    if optimizer == "sgd":
+        pd.testing.assert_frame_equal(log_fast, log_plain)
+        assert m_fast == m_plain
+        assert all(torch.equal(w_fast["model"][k], w_plain["model"][k]) for k in w_plain["model"])
+    else:
+        pd.testing.assert_frame_equal(log_fast, log_plain, check_exact=False, atol=1e-3, rtol=0)
+        assert m_fast["val_dice"] == pytest.approx(m_plain["val_dice"], abs=1e-3)

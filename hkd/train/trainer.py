@@ -32,6 +32,7 @@ from hkd.devices import resolve_device
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
 from hkd.train import augment
+from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
 
@@ -70,6 +71,7 @@ class TrainConfig:
     fused: bool = True  # fused optimizer update (one kernel for all parameters; CPU and CUDA)
     channels_last: bool = False  # channels-last memory format for the model and its inputs
     compile: bool = False  # torch.compile the model (compile time is paid at the first steps)
+    retain_freed_memory: bool = True  # on the CPU, keep freed host memory in the process (hkd.train.host_memory)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -193,6 +195,8 @@ class Run:
         self.size = int(meta["image_size"])
         self.fill = float(meta.get("scale", (0.0, 1.0))[0])  # image value outside a rotated slice
         self.device = resolve_device(cfg.device)
+        if cfg.retain_freed_memory and self.device.type == "cpu":
+            retain_freed_memory()
         # ``data``: the (training, validation) slices of another run on the same data and device, shared
         self.data = data or (_on_device(load_slices(prepared, "train"), self.device),
                              _on_device(load_slices(prepared, "val"), self.device))
