@@ -30,7 +30,11 @@ def dry_run(*args: str, cuda: str, tmp_path) -> tuple[dict[str, set[str]], list[
 
 
 def asks_for_gpu(resources: dict[str, set[str]]) -> set[str]:
-    return {rule for rule, res in resources.items() if any(r.startswith("gpu=") and r != "gpu=0" for r in res)}
+    return {rule for rule, res in resources.items()
+            if any((r.startswith("gpu=") and r != "gpu=0") or r == "gres=gpu:1" for r in res)}
+
+
+BUNDLED = {"train_student", "train_scratch"}  # the SLURM profile bundles them: they ask with gres=gpu:1 there
 
 
 @pytest.mark.slow
@@ -50,8 +54,11 @@ def test_training_jobs_ask_when_cuda_is_visible_or_under_a_cluster_executor(tmp_
     assert asks_for_gpu(resources) == GPU_RULES & set(resources)
     assert len(log) == 1 and "CUDA device(s) 0 visible here" in log[0]
 
+    assert not any("gres=gpu:1" in res for res in resources.values())  # one machine: gpu=1, what --resources counts
+
     resources, log = dry_run("--executor", "slurm", "--jobs", "4", cuda="", tmp_path=tmp_path)
     assert asks_for_gpu(resources) == GPU_RULES & set(resources)
+    assert {rule for rule, res in resources.items() if "gres=gpu:1" in res} == BUNDLED & set(resources)
     assert len(log) == 1 and "cluster executor" in log[0]
 
 

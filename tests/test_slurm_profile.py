@@ -192,14 +192,19 @@ def test_workflow_runs_on_slurm(tmp_path):
     assert "CUDA_VISIBLE_DEVICES=unset" not in gpu_txt  # SLURM assigned the GPU
 
 
-GPU_RULES = {"train_teacher", "train_student", "train_scratch", "teacher_cache"}
+GPU_RULES = {"train_teacher", "teacher_cache"}  # asking for --gpus; bundled students ask with --gres
 LIGHT_RULES = {"tables", "figures", "hypotheses", "describe_data"}  # localrules: run on the submitting host
 
 
+BUNDLES = {"students", "evaluations"}  # the SLURM profile's groups
+
+
 def rule_of(sbatch_call: str) -> str:
-    """Rule name from the slurm plugin's `--comment rule_<name>[_wildcards_<values>]`."""
+    """Rule or bundle name from the slurm plugin's `--comment rule_<name>[_wildcards_<values>]`; a bundle's
+    comment is `rule_<group>_<its rules>`."""
     comment = re.search(r"--comment rule_(\S+)", sbatch_call).group(1)
-    return comment.split("_wildcards_", 1)[0]
+    name = comment.split("_wildcards_", 1)[0]
+    return next((group for group in BUNDLES if name.startswith(group + "_")), name)
 
 
 @pytest.mark.slow
@@ -208,7 +213,9 @@ def rule_of(sbatch_call: str) -> str:
 @pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
 def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     """A small study (helpers.SMALL_STUDY: 14 jobs, one or more of every rule the default runs) through the
-    SLURM profile: GPU rules get --gpus=1, all else none, light rules run on the submitting host."""
+    SLURM profile: the teacher's GPU rules get --gpus=1, the students one bundle (one allocation) with one
+    GPU (--gres=gpu:1), the evaluations of the students another without; light rules run on the
+    submitting host."""
     root = copy_tracked_files(tmp_path / "repo")
     out = tmp_path / "study"
     (root / "config.yaml").write_text(yaml.safe_dump(study_config(SMALL_STUDY, str(out))))
@@ -219,12 +226,16 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     assert proc.returncode == 0, log[-6000:]
     calls = [line.split("--wrap", 1)[0] for line in log.splitlines() if line.startswith("sbatch call:")]
     submitted = sorted(rule_of(c) for c in calls)
-    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "train_scratch",
-                                "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student",
-                                "context"]), submitted
+    # the profile's groups: students (train_scratch + train_student), evaluations (evaluate_scratch + _student)
+    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "students",
+                                "evaluate_teacher", "evaluations", "context"]), submitted
     for call in calls:
-        assert ("--gpus=1" in call) == (rule_of(call) in GPU_RULES), call
+        rule = rule_of(call)
+        assert ("--gpus=1" in call) == (rule in GPU_RULES), call
+        assert ("--gres=gpu:1" in call) == (rule == "students"), call
         assert "-p main" in call and " -A " not in call, call
+    students = (out / "models" / "students").glob("*/w*/s*/best.pt")
+    assert sorted(p.parts[-4] for p in students) == ["logits", "scratch"]
     for rule in LIGHT_RULES:  # ran, but not through sbatch
         assert re.search(rf"^localrule {rule}:", log, re.M), rule
     for name in ("hypotheses.csv", "tables/summary.csv", "tables/organs.csv", "context.csv",

@@ -324,8 +324,23 @@ def gpu_request(device):
 
 
 USES_GPU, _why = gpu_request(config["device"])
-# Spread into a rule's resources: a job that will not use a GPU declares none.
-GPU = {"gpu": 1} if USES_GPU else {}
+
+
+def gpu_resources(bundled=False):
+    """The GPU request of a training job, spread into its resources; none for a job without a GPU.
+
+    `gpu=1`; for rules that the SLURM profile bundles into group jobs (`bundled`), under a cluster
+    executor, `gres="gpu:1"` instead: Snakemake adds up a number like `gpu` over a group's jobs that
+    run side by side (four bundled students would ask for four GPUs), but passes an equal string
+    through once, so a bundle asks SLURM for one GPU and its students share it. A job submitted on
+    its own gets one GPU either way; on one machine `gpu=1` is what `--resources gpu=N` counts.
+    """
+    if not USES_GPU:
+        return {}
+    on_cluster = workflow.remote_exec or workflow.resource_settings.nodes is not None
+    return {"gres": "gpu:1"} if bundled and on_cluster else {"gpu": 1}
+
+
 logger.info(
     f"hkd: training jobs {'ask for' if USES_GPU else 'do not ask for'} a GPU: {_why}"
 )

@@ -16,7 +16,7 @@ rule train_teacher:
         ENV
     threads: config["train"]["threads"]
     resources:
-        **GPU,
+        **gpu_resources(),
         jobs_per_gpu=config["jobs_per_gpu"],  # scheduling only: a resource, so changing it reruns nothing
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
@@ -50,7 +50,7 @@ rule teacher_cache:
         ENV
     threads: config["train"]["threads"]
     resources:
-        **GPU,
+        **gpu_resources(),
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
@@ -83,7 +83,7 @@ if not config["students"]["lockstep"]:
             ENV
         threads: config["train"]["threads"]
         resources:
-            **GPU,
+            **gpu_resources(bundled=True),  # the SLURM profile bundles students
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"],
@@ -136,7 +136,7 @@ else:
             ENV
         threads: config["train"]["threads"]
         resources:
-            **GPU,
+            **gpu_resources(),
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
