@@ -143,6 +143,10 @@ def main() -> None:
             timing = f"{'(noise scale)':>16}{'':>10}"
         print(f"{name:<24}{timing}{np.abs(dw).max():>11.2e}{rel:>12.2e}")
     print(f"weights compared after {args.steps + 1} steps; speed-up: median over steps of plain / variant")
+    if args.against:
+        old = times[f"main@{args.against}"]
+        ratio = statistics.median(o / f for o, f in zip(old, times["fast"]))
+        print(f"fast against main@{args.against}: {ratio:.2f}x (median over steps of its time / fast's time)")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -203,6 +204,10 @@ def main() -> None:
     print("lock-step runtimes for the paper config's resources (minutes, x1.5 margin): "
           + json.dumps({"train_teacher": math.ceil(teacher_h * 60 * 1.5),
                         "train_cohort": math.ceil(cohort_h * 60 * 1.5)}))
+    # One process ran every kind of job above, one after another: its peak host memory bounds each job's.
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    print(f"host memory: peak {peak_mb:.0f} MB over all the jobs above; mem_mb for every training rule "
+          f"(x1.5 margin, an upper bound): {math.ceil(peak_mb * 1.5)}")
 
 
 if __name__ == "__main__":

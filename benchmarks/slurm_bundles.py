@@ -10,7 +10,7 @@ On a node with one GPU, unbundled students queue for the GPU one after another; 
 side by side on it. (`.ci/slurm-cluster.sh` starts a one-node cluster with one fake GPU; there the
 students train on the CPU, so the figures say how the scheduling packs them, not how fast a GPU is.)
 
-    python benchmarks/slurm_bundles.py [--students 4] [--epochs 2]
+    python benchmarks/slurm_bundles.py [--students 4] [--epochs 2] [--cores 2]
 """
 
 from __future__ import annotations
@@ -78,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--students", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--cores", type=int, default=2, help="the profile's cores: CPUs of one allocation")
     args = ap.parse_args()
     profile_src = REPO / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"
     results = {}
@@ -90,12 +91,14 @@ def main() -> None:
             out = repo / "study"
             (repo / "config.yaml").write_text(yaml.safe_dump(study(out, args.students, args.epochs)))
             profile = yaml.safe_load(profile_src.read_text())
+            profile["cores"] = args.cores
             if name != "bundled":
                 profile.pop("groups"), profile.pop("group-components")
             (repo / "profile").mkdir()
             (repo / "profile" / "config.v8+.yaml").write_text(yaml.safe_dump(profile))
             results[name] = run(repo, repo / "profile", out)
-    print(f"small study through the SLURM profile, {args.students} students of {args.epochs} epochs")
+    print(f"small study through the SLURM profile, {args.students} students of {args.epochs} epochs, "
+          f"1 thread each, at most {args.cores} CPUs per allocation")
     print(f"{'':<26}{'sbatch calls':>13}{'wall (s)':>10}{'students span (s)':>19}")
     for name, (wall, calls, span) in results.items():
         print(f"{name:<26}{calls:>13}{wall:>10.0f}{span:>19.0f}")
