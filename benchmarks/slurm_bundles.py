@@ -54,6 +54,7 @@ def run(repo: Path, profile: Path, out: Path) -> tuple[float, int, float]:
                           cwd=repo, capture_output=True, text=True)
     wall = time.monotonic() - t0
     log = proc.stdout + proc.stderr
+    (repo / "snakemake.log").write_text(log)
     if proc.returncode:
         sys.exit(f"snakemake failed in {repo}:\n{log[-4000:]}")
     calls = sum(line.startswith("sbatch call:") for line in log.splitlines())
@@ -79,10 +80,14 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=4)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--cores", type=int, default=2, help="the profile's cores: CPUs of one allocation")
+    ap.add_argument("--keep", type=Path, help="keep both runs (repository copy, study, snakemake.log) here")
     args = ap.parse_args()
     profile_src = REPO / "workflow" / "profiles" / "slurm" / "config.v8+.yaml"
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            tmp = args.keep
+            args.keep.mkdir(parents=True)
         for name in ("bundled", "one job per allocation"):
             repo = Path(tmp) / re.sub(r"\W+", "_", name)
             archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout

@@ -7,6 +7,7 @@ small study through the SLURM profile to a real cluster; they run only with ``HK
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import SMALL_STUDY, copy_tracked_files, snakemake, study_config
+from helpers import SMALL_STUDY, copy_tracked_files, merge, snakemake, study_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "workflow" / "profiles"
@@ -196,7 +197,7 @@ GPU_RULES = {"train_teacher", "teacher_cache"}  # asking for --gpus; bundled stu
 LIGHT_RULES = {"tables", "figures", "hypotheses", "describe_data"}  # localrules: run on the submitting host
 
 
-BUNDLES = {"students", "evaluations"}  # the SLURM profile's groups
+BUNDLES = {"students", "scratch_students", "evaluations", "scratch_evaluations"}  # the SLURM profile's groups
 
 
 def rule_of(sbatch_call: str) -> str:
@@ -204,7 +205,7 @@ def rule_of(sbatch_call: str) -> str:
     comment is `rule_<group>_<its rules>`."""
     comment = re.search(r"--comment rule_(\S+)", sbatch_call).group(1)
     name = comment.split("_wildcards_", 1)[0]
-    return next((group for group in BUNDLES if name.startswith(group + "_")), name)
+    return max((group for group in BUNDLES if name.startswith(group + "_")), key=len, default=name)
 
 
 @pytest.mark.slow
@@ -212,13 +213,14 @@ def rule_of(sbatch_call: str) -> str:
 @pytest.mark.timeout(1500)
 @pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
 def test_small_study_runs_end_to_end_on_slurm(tmp_path):
-    """A small study (helpers.SMALL_STUDY: 14 jobs, one or more of every rule the default runs) through the
-    SLURM profile: the teacher's GPU rules get --gpus=1, the students one bundle (one allocation) with one
-    GPU (--gres=gpu:1), the evaluations of the students another without; light rules run on the
-    submitting host."""
+    """A small study (helpers.SMALL_STUDY with two widths: one or more of every rule the default runs) through
+    the SLURM profile: the teacher's GPU rules get --gpus=1; the two scratch students share one allocation
+    and one GPU (--gres=gpu:1), the two distilled students another; their evaluations go two to an
+    allocation without a GPU; light rules run on the submitting host."""
     root = copy_tracked_files(tmp_path / "repo")
     out = tmp_path / "study"
-    (root / "config.yaml").write_text(yaml.safe_dump(study_config(SMALL_STUDY, str(out))))
+    two_widths = merge(copy.deepcopy(SMALL_STUDY), {"students": {"widths": ["0.25", "0.5"]}})
+    (root / "config.yaml").write_text(yaml.safe_dump(study_config(two_widths, str(out))))
     proc = snakemake(root, "--profile", str(root / "workflow" / "profiles" / "slurm"), "--verbose",
                      "--slurm-init-seconds-before-status-checks", "5", timeout=1500)
     log = proc.stdout + proc.stderr
@@ -226,16 +228,19 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     assert proc.returncode == 0, log[-6000:]
     calls = [line.split("--wrap", 1)[0] for line in log.splitlines() if line.startswith("sbatch call:")]
     submitted = sorted(rule_of(c) for c in calls)
-    # the profile's groups: students (train_scratch + train_student), evaluations (evaluate_scratch + _student)
-    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "students",
-                                "evaluate_teacher", "evaluations", "context"]), submitted
+    assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "scratch_students",
+                                "students", "evaluate_teacher", "scratch_evaluations", "evaluations",
+                                "context"]), submitted
     for call in calls:
         rule = rule_of(call)
         assert ("--gpus=1" in call) == (rule in GPU_RULES), call
-        assert ("--gres=gpu:1" in call) == (rule == "students"), call
+        assert ("--gres=gpu:1" in call) == (rule in {"students", "scratch_students"}), call
         assert "-p main" in call and " -A " not in call, call
-    students = (out / "models" / "students").glob("*/w*/s*/best.pt")
-    assert sorted(p.parts[-4] for p in students) == ["logits", "scratch"]
+    bundles = {rule_of(c): c for c in calls if rule_of(c) in BUNDLES}
+    assert all("--cpus-per-task=2" in bundles[b] for b in ("students", "scratch_students")), bundles  # side by side
+    trained = (out / "models" / "students").glob("*/w*/s*/best.pt")
+    assert sorted((p.parts[-4], p.parts[-3]) for p in trained) == [
+        ("logits", "w0.25"), ("logits", "w0.5"), ("scratch", "w0.25"), ("scratch", "w0.5")]
     for rule in LIGHT_RULES:  # ran, but not through sbatch
         assert re.search(rf"^localrule {rule}:", log, re.M), rule
     for name in ("hypotheses.csv", "tables/summary.csv", "tables/organs.csv", "context.csv",
