@@ -202,8 +202,9 @@ def _train_in_own_process(prepared, out, cfg):
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_fast_step_options_leave_the_numbers_unchanged(prepared, tmp_path, optimizer):
     """The defaults (fused optimizer update, freed host memory kept) against every fast-step option off, on a
-    tiny TransUNet with dropout: the same log, metrics and weights, bit for bit with SGD; fused AdamW divides
-    in another order, so its weights may differ by rounding, and the metrics agree to 1e-3."""
+    tiny TransUNet with dropout: the same log, metrics and weights, bit for bit with SGD; fused AdamW rounds
+    differently (Adam divides by the root of tiny second moments, which amplifies it): its losses agree to 1e-4
+    and its weights, as one vector, to 1e-3 (relative L2)."""
     model = {**TEACHER, "dropout": 0.1}
     cfg = _cfg(model=model, optimizer=optimizer, epochs=1, lr=0.01)
     (log_fast, m_fast), w_fast = _train_in_own_process(prepared, tmp_path / "fast", cfg)
@@ -213,6 +214,8 @@ def test_fast_step_options_leave_the_numbers_unchanged(prepared, tmp_path, optim
         pd.testing.assert_frame_equal(log_fast, log_plain)
         assert m_fast == m_plain
         assert all(torch.equal(w_fast["model"][k], w_plain["model"][k]) for k in w_plain["model"])
-    else:
-        pd.testing.assert_frame_equal(log_fast, log_plain, check_exact=False, atol=1e-3, rtol=0)
-        assert m_fast["val_dice"] == pytest.approx(m_plain["val_dice"], abs=1e-3)
+    else:  # rounding only: the losses and weights agree closely (a Dice on a few pixels may still flip one)
+        pd.testing.assert_frame_equal(log_fast[["loss", "ce", "dice"]], log_plain[["loss", "ce", "dice"]],
+                                      check_exact=False, rtol=1e-4)
+        fast, plain = (torch.cat([w["model"][k].float().flatten() for k in w_plain["model"]]) for w in (w_fast, w_plain))
+        assert (fast - plain).norm() / plain.norm() < 1e-3, (fast - plain).norm() / plain.norm()  # 1.4e-4 here
