@@ -66,11 +66,12 @@ def worker(conn, model: dict, options: dict, threads: int, batch: int, optimizer
         conn.send(torch.cat([p.detach().float().flatten() for p in run.model.parameters()]).numpy())
 
 
-def export_revision(rev: str, dest: Path) -> str:
-    """The ``hkd`` package of git revision ``rev`` of this repository, unpacked under ``dest``."""
+def export_revision(rev: str, dest: Path, *paths: str) -> str:
+    """``paths`` (default: the ``hkd`` package) of git revision ``rev`` of this repository, unpacked under ``dest``."""
     dest.mkdir(parents=True)
     repo = Path(__file__).resolve().parents[1]
-    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "hkd"], check=True, capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, *(paths or ("hkd",))], check=True,
+                             capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
     return str(dest)
 

@@ -23,15 +23,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
+from fast_step import export_revision  # noqa: E402  (same folder)
+
 REPO = Path(__file__).resolve().parents[1]
-TINY_TEACHER = {"arch": "transunet", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
-                "block_units": [1, 1, 1], "resnet_width": 8, "decoder_channels": [32, 16, 8, 8]}
 
 
 def study(out: Path, students: int, epochs: int) -> dict:
-    """The default config, shrunk: a tiny teacher, ``students`` students (scratch and logits, widths 0.25...)."""
+    """The default config, shrunk: 6 small cases, 2 teacher epochs, ``students`` students (scratch and logits,
+    widths 0.25, 0.5, ...)."""
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     widths = [str(0.25 * (i + 1)) for i in range((students + 1) // 2)]
     config.update({
@@ -39,7 +41,7 @@ def study(out: Path, students: int, epochs: int) -> dict:
         "data": {**config["data"], "phantom": {**config["data"]["phantom"], "cases": 6, "size": 64,
                                                 "slices": [10, 14]}, "image_size": 32},
         "train": {**config["train"], "epochs": epochs, "batch_size": 8, "threads": 1},
-        "teacher": {**config["teacher"], "model": TINY_TEACHER, "train": {"epochs": 2}},
+        "teacher": {**config["teacher"], "train": {"epochs": 2}},
         "students": {**config["students"], "methods": ["scratch", "logits"], "widths": widths, "seeds": [0]},
         "report": {**config["report"], "n_slices": 1, "context_slices": 4},
     })
@@ -70,7 +72,7 @@ def students_span(out: Path) -> float:
     for p in runs:
         method, width, seed = p.parts[-3], p.parts[-2][1:], p.parts[-1][1:]
         bench = out / "benchmarks" / "train_student" / f"{method}_w{width}_s{seed}.tsv"
-        seconds = float(bench.read_text().splitlines()[1].split("\t")[0])
+        seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0])  # Snakemake's benchmark: wall seconds
         starts.append((p / "metrics.json").stat().st_mtime - seconds)
     return max(ends) - min(starts)
 
@@ -90,9 +92,7 @@ def main() -> None:
             args.keep.mkdir(parents=True)
         for name in ("bundled", "one job per allocation"):
             repo = Path(tmp) / re.sub(r"\W+", "_", name)
-            archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
-            repo.mkdir()
-            subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
+            export_revision("HEAD", repo, ".")
             out = repo / "study"
             (repo / "config.yaml").write_text(yaml.safe_dump(study(out, args.students, args.epochs)))
             profile = yaml.safe_load(profile_src.read_text())

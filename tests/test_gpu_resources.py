@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -34,7 +35,9 @@ def asks_for_gpu(resources: dict[str, set[str]]) -> set[str]:
             if any((r.startswith("gpu=") and r != "gpu=0") or r == "gres=gpu:1" for r in res)}
 
 
-BUNDLED = {"train_student", "train_scratch"}  # the SLURM profile bundles them: they ask with gres=gpu:1 there
+# GPU rules the SLURM profile bundles: under a cluster executor they ask with gres=gpu:1
+BUNDLED = GPU_RULES & {item.split("=")[0] for item in
+                       yaml.safe_load((REPO / "workflow/profiles/slurm/config.v8+.yaml").read_text())["groups"]}
 
 
 @pytest.mark.slow

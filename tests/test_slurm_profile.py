@@ -197,7 +197,9 @@ GPU_RULES = {"train_teacher", "teacher_cache"}  # asking for --gpus; bundled stu
 LIGHT_RULES = {"tables", "figures", "hypotheses", "describe_data"}  # localrules: run on the submitting host
 
 
-BUNDLES = {"students", "scratch_students", "evaluations", "scratch_evaluations"}  # the SLURM profile's groups
+BUNDLE_OF = dict(item.split("=") for item in _load(SLURM)["groups"])  # rule -> the SLURM profile's group
+BUNDLES = set(BUNDLE_OF.values())
+GPU_BUNDLES = {BUNDLE_OF[rule] for rule in ("train_student", "train_scratch")}  # they ask with --gres=gpu:1
 
 
 def rule_of(sbatch_call: str) -> str:
@@ -234,10 +236,10 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     for call in calls:
         rule = rule_of(call)
         assert ("--gpus=1" in call) == (rule in GPU_RULES), call
-        assert ("--gres=gpu:1" in call) == (rule in {"students", "scratch_students"}), call
+        assert ("--gres=gpu:1" in call) == (rule in GPU_BUNDLES), call
         assert "-p main" in call and " -A " not in call, call
     bundles = {rule_of(c): c for c in calls if rule_of(c) in BUNDLES}
-    assert all("--cpus-per-task=2" in bundles[b] for b in ("students", "scratch_students")), bundles  # side by side
+    assert all("--cpus-per-task=2" in bundles[b] for b in GPU_BUNDLES), bundles  # two students side by side
     trained = (out / "models" / "students").glob("*/w*/s*/best.pt")
     assert sorted((p.parts[-4], p.parts[-3]) for p in trained) == [
         ("logits", "w0.25"), ("logits", "w0.5"), ("scratch", "w0.25"), ("scratch", "w0.5")]

@@ -298,6 +298,10 @@ def split_file():
 
 
 # --- training ---------------------------------------------------------------------------------
+# Under a cluster executor (which needs --jobs; a cluster job also parses the workflow, as a remote job).
+ON_CLUSTER = workflow.remote_exec or workflow.resource_settings.nodes is not None
+
+
 def gpu_request(device):
     """Whether training jobs declare `resources: gpu=1`, and why, decided when the workflow is parsed.
 
@@ -309,7 +313,7 @@ def gpu_request(device):
         return True, f"device: {device}"
     if device != "auto":
         return False, f"device: {device}"
-    if workflow.remote_exec or workflow.resource_settings.nodes is not None:
+    if ON_CLUSTER:
         return (
             True,
             "device: auto under a cluster executor (--jobs given): the job may run on a GPU node",
@@ -337,8 +341,7 @@ def gpu_resources(bundled=False):
     """
     if not USES_GPU:
         return {}
-    on_cluster = workflow.remote_exec or workflow.resource_settings.nodes is not None
-    return {"gres": "gpu:1"} if bundled and on_cluster else {"gpu": 1}
+    return {"gres": "gpu:1"} if bundled and ON_CLUSTER else {"gpu": 1}
 
 
 logger.info(
