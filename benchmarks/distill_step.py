@@ -84,7 +84,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from hkd.train.teacher_cache import write_cache
-    from hkd.train.trainer import Run, TrainConfig, load_model
+    from hkd.models.checkpoint import load_model
+    from hkd.train.trainer import Run, TrainConfig
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:

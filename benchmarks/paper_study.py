@@ -125,7 +125,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from hkd.models import SQUEEZEUNET_PRESETS
-    from hkd.train.trainer import Run, TrainConfig, _autocast, _save_state
+    from hkd.devices import autocast
+    from hkd.models.checkpoint import save_state
+    from hkd.train.trainer import Run, TrainConfig
 
     cfg = yaml.safe_load(args.config.read_text())
     recipe = {k: v for k, v in cfg["train"].items() if k != "threads"}
@@ -146,9 +148,9 @@ def main() -> None:
         prepared = make_data(tmp / "prep", max(recipe["batch_size"] * (args.steps + 1), 16))
         teacher_run = Run(TrainConfig.from_dict({**recipe, "model": teacher_spec, "device": str(device)}),
                           prepared, tmp / "teacher", None, None, progress=False)
-        _save_state(tmp / "teacher.pt", teacher_run._model_state(0))
+        save_state(tmp / "teacher.pt", teacher_run._model_state(0))
         sec, gflop = time_run(teacher_run, args.steps, device)
-        t_inf = time_inference(teacher_run.model, 8, device, lambda: _autocast(device, recipe.get("precision", "auto")))
+        t_inf = time_inference(teacher_run.model, 8, device, lambda: autocast(device, recipe.get("precision", "auto")))
         rows.append(("teacher", "TransUNet", 1, t_epochs, sec, gflop, t_inf))
         del teacher_run
         for preset in SQUEEZEUNET_PRESETS:
@@ -159,7 +161,7 @@ def main() -> None:
                           prepared, tmp / f"{preset}_{method}", None,
                           tmp / "teacher.pt" if method != "scratch" else None, progress=False)
                 sec, gflop = time_run(run, args.steps, device)
-                t_inf = time_inference(run.model, 8, device, lambda: _autocast(device, recipe.get("precision", "auto")))
+                t_inf = time_inference(run.model, 8, device, lambda: autocast(device, recipe.get("precision", "auto")))
                 count = SEEDS * (1 if method == "scratch" else DISTILLED_METHODS)
                 rows.append((method if method == "scratch" else "distilled", preset, count, s_epochs, sec, gflop, t_inf))
                 del run

@@ -69,7 +69,8 @@ def main() -> None:
     from hkd.data.dataset import load_slices
     from hkd.train import augment
     from hkd.train.teacher_cache import write_cache
-    from hkd.train.trainer import Run, TrainConfig, load_model
+    from hkd.models.checkpoint import load_model
+    from hkd.train.trainer import Run, TrainConfig
 
     teacher, spec = load_model(args.teacher)
     names = [n for n in teacher.feature_names() if n != "vit"]

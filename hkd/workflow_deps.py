@@ -1,16 +1,22 @@
-"""The ``hkd`` source files each CLI command executes, read from the package's own import statements.
+"""The ``hkd`` source files one job executes, read from the package's own import statements.
 
-The workflow declares these files as inputs of the rule that runs the command, so editing one reruns
-exactly the rules whose command imports it. Nothing is imported here (no torch): the files are parsed
-with :mod:`ast`. :mod:`modulefinder` would also follow third-party imports and cannot see the
-registry's dynamic imports, hence this small walker over ``hkd`` alone.
+The workflow declares these files as inputs of the job, so editing one reruns exactly the jobs that
+run it. Nothing is imported here (no torch): the files are parsed with :mod:`ast`. :mod:`modulefinder`
+would also follow third-party imports and cannot see the registries' imports by name, hence this small
+walker over ``hkd`` alone.
 
-A command executes ``hkd/cli.py``, the modules its ``cmd_<name>`` function (and the ``cli.py``
-helpers it calls) imports, ``cli.py``'s module-level imports, and the transitive closure of those
-modules' ``hkd`` imports at any depth (a function-level import runs when the function does, which
-cannot be known statically, so it counts). Importing ``hkd.a.b`` also runs ``hkd/__init__.py`` and
-``hkd/a/__init__.py``. A package that imports its own modules at run time (``pkgutil.iter_modules``
-or ``importlib.import_module``, as the distillation registry does) counts as importing all of them.
+``hkd <command>`` runs the dispatcher ``hkd/cli.py`` (all of it), the command's module of
+:mod:`hkd.commands` (named in the dispatcher's ``COMMANDS`` table): that module's top level, its
+``parser_<command>`` and ``cmd_<command>`` functions and the functions of the module they call, and
+the transitive closure of those imports at any depth (in other modules a function-level import runs
+when the function does, which cannot be known statically, so it counts). Importing ``hkd.a.b`` also
+runs ``hkd/__init__.py`` and ``hkd/a/__init__.py``.
+
+A registry imports modules by name at run time (``importlib.import_module``): the distillation methods
+(``hkd/distill/__init__.py``, every module of its package) and the source readers
+(``hkd/data/sources.py``, the ``hkd.*`` module names written in it). A job names the modules it makes a
+registry load (``loads``: its method, its reader); of a registry's modules only those count then.
+A registry that a job names nothing for counts as loading all of its modules.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "hkd"
+DISPATCHER = f"{PACKAGE}/cli.py"
 _DYNAMIC = {("pkgutil", "iter_modules"), ("pkgutil", "walk_packages"), ("importlib", "import_module")}
 
 
@@ -61,13 +68,22 @@ def _imported_names(node: ast.AST, current: str, is_package: bool) -> set[str]:
 
 
 def _is_dynamic(tree: ast.AST) -> bool:
-    """Whether a module imports modules of its own package by name at run time."""
+    """Whether a module imports modules by name at run time."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             owner = node.func.value
             if isinstance(owner, ast.Name) and (owner.id, node.func.attr) in _DYNAMIC:
                 return True
     return False
+
+
+def _registry_modules(root: Path, path: Path, tree: ast.AST) -> set[Path]:
+    """The modules a registry may import by name: for a package's ``__init__.py``, every module of the
+    package; for a module, the ``hkd`` modules whose names it spells out as strings."""
+    if path.name == "__init__.py":
+        return {p for p in path.parent.glob("*.py") if p != path}
+    named = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    return {f for name in named if name.startswith(f"{PACKAGE}.") and (f := _module_file(root, name)) is not None}
 
 
 @lru_cache(maxsize=None)
@@ -86,7 +102,9 @@ def _with_parents(root: Path, name: str) -> set[Path]:
     return files
 
 
-def _closure(root: Path, start: set[str]) -> set[Path]:
+def _closure(root: Path, start: set[str], loads: set[Path], opaque: frozenset[Path] = frozenset()) -> set[Path]:
+    """The files that importing ``start`` runs; a registry loads only its modules in ``loads`` (all of
+    them if none is); an ``opaque`` file is counted but its imports are not followed."""
     todo = [f for name in start for f in _with_parents(root, name)]
     seen: set[Path] = set()
     while todo:
@@ -94,45 +112,80 @@ def _closure(root: Path, start: set[str]) -> set[Path]:
         if path in seen:
             continue
         seen.add(path)
+        if path in opaque:
+            continue
         tree = _parse(path)
         name = _module_name(root, path)
-        is_package = path.name == "__init__.py"
-        for imported in _imported_names(tree, name, is_package):
+        for imported in _imported_names(tree, name, path.name == "__init__.py"):
             todo.extend(_with_parents(root, imported))
-        if is_package and _is_dynamic(tree):
-            todo.extend(p for p in path.parent.glob("*.py") if p != path)
+        if _is_dynamic(tree):
+            registry = _registry_modules(root, path, tree)
+            for loaded in registry & loads or registry:  # with the packages above it
+                todo.extend(_with_parents(root, _module_name(root, loaded)))
     return seen
 
 
-def command_function(cli: ast.Module, command: str) -> ast.FunctionDef:
-    """The ``cmd_<command>`` function of ``hkd/cli.py`` (dashes become underscores)."""
-    wanted = "cmd_" + command.replace("-", "_")
-    for node in cli.body:
-        if isinstance(node, ast.FunctionDef) and node.name == wanted:
-            return node
-    raise ValueError(f"hkd/cli.py has no function {wanted} for the command '{command}'")
+def _functions(tree: ast.Module) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def command_modules(command: str, root: str | Path) -> list[str]:
-    """Paths (relative to ``root``, the folder holding ``hkd/``) of the modules ``hkd <command>`` executes."""
-    root = Path(root).resolve()
-    cli_path = root / PACKAGE / "cli.py"
-    cli = _parse(cli_path)
-    functions = {n.name: n for n in cli.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    # cli.py at module level (its top-level imports), then the command and the cli helpers it calls
-    top_level = ast.Module(body=[n for n in cli.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))],
-                           type_ignores=[])
-    start = _imported_names(top_level, f"{PACKAGE}.cli", False)
-    todo, done = [command_function(cli, command)], set()
+def _top_level(tree: ast.Module) -> ast.Module:
+    return ast.Module(body=[n for n in tree.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                       ast.ClassDef))], type_ignores=[])
+
+
+def command_table(root: str | Path) -> dict[str, str]:
+    """The dispatcher's ``COMMANDS``: command -> the module that defines it."""
+    tree = _parse(Path(root).resolve() / DISPATCHER)
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == "COMMANDS" for t in targets):
+                return ast.literal_eval(node.value)
+    raise ValueError(f"{DISPATCHER} has no COMMANDS table")
+
+
+def _command_start(root: Path, command: str) -> tuple[Path, set[str]]:
+    """The command's module and what its command runs there: the modules imported at its top level and
+    by ``parser_<command>``, ``cmd_<command>`` and the functions of the module they call."""
+    table = command_table(root)
+    if command not in table:
+        raise ValueError(f"{DISPATCHER} has no command '{command}' (COMMANDS: {', '.join(table)})")
+    path = _module_file(root, table[command])
+    if path is None:
+        raise ValueError(f"{DISPATCHER}: the module {table[command]} of command '{command}' does not exist")
+    tree, name = _parse(path), table[command]
+    functions = _functions(tree)
+    entry = [f"{kind}_{command.replace('-', '_')}" for kind in ("parser", "cmd")]
+    missing = [f for f in entry if f not in functions]
+    if missing:
+        raise ValueError(f"{path.relative_to(root)} has no function {missing[0]} for the command '{command}'")
+    start = _imported_names(_top_level(tree), name, False)
+    todo, done = [functions[f] for f in entry], set()
     while todo:
         func = todo.pop()
         if func.name in done:
             continue
         done.add(func.name)
-        start |= _imported_names(func, f"{PACKAGE}.cli", False)
-        todo.extend(functions[n.id] for n in ast.walk(func) if isinstance(n, ast.Name) and n.id in functions)
-    files = _closure(root, start) | {cli_path, root / PACKAGE / "__init__.py"}
-    return sorted(str(p.relative_to(root)) for p in files)
+        start |= _imported_names(func, name, False)
+        todo.extend(functions[n.func.id] for n in ast.walk(func)
+                    if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in functions)
+    return path, start
+
+
+@lru_cache(maxsize=None)
+def _command_modules(command: str, root: Path, loads: frozenset[str]) -> tuple[str, ...]:
+    module, start = _command_start(root, command)
+    load_files = {f for name in loads for f in _with_parents(root, name)} | {module}
+    # the dispatcher loads the command's module, whose own part was read by _command_start
+    files = _closure(root, start | {f"{PACKAGE}.cli"}, load_files, opaque=frozenset({module}))
+    return tuple(sorted(str(p.relative_to(root)) for p in files))
+
+
+def command_modules(command: str, root: str | Path, loads=()) -> list[str]:
+    """Paths (relative to ``root``, the folder holding ``hkd/``) of the modules ``hkd <command>`` executes
+    when it makes the registries load the modules ``loads`` (dotted names, e.g. ``hkd.distill.hlfd``)."""
+    return list(_command_modules(command, Path(root).resolve(), frozenset(loads)))
 
 
 def package_modules(root: str | Path) -> list[str]:

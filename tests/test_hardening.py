@@ -33,7 +33,8 @@ from hkd.data import synapse
 from hkd.data.cases import DataError, find_raw_cases, load_raw_case
 from hkd.data.split import make_split
 from hkd.lock import LOCK_NAME, LockError, OutLock
-from hkd.train.trainer import load_model, train
+from hkd.models.checkpoint import load_model
+from hkd.train.trainer import train
 
 from conftest import LPS_AFFINE, REPO, make_case, write_nifti, write_rawdata
 from helpers import merge as _merge
@@ -730,11 +731,12 @@ def test_kits19_download_ends_at_the_time_limit_and_removes_staging(tmp_path, ca
 
 @pytest.mark.parametrize("fmt", ["kits19", "lits"])
 def test_a_corrupt_kits19_or_lits_label_is_one_line_naming_the_file(fmt, tmp_path, capsys):
-    from hkd.cli import SOURCE_FORMATS
+    from hkd.cli import build_parser
     from hkd.data.phantom import write_phantom_dataset
     from hkd.data.sources import FORMATS
 
-    assert set(SOURCE_FORMATS) == set(FORMATS)  # the CLI offers every reader
+    split = build_parser(["split"])._subparsers._group_actions[0].choices["split"]
+    assert set(split._option_string_actions["--format"].choices) == set(FORMATS)  # the CLI offers every reader
     root = tmp_path / fmt
     write_phantom_dataset(root, n_cases=3, seed=0, size=32, slices=(4, 5), layout=fmt, tumours={})
     code, err = run_cli(capsys, "split", "--source", root, "--format", fmt, "--ratios", 0.34, 0.33, 0.33,

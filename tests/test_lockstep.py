@@ -11,7 +11,8 @@ import torch
 
 from hkd.data.dataset import load_slices
 from hkd.train.lockstep import train_cohort
-from hkd.train.trainer import load_state, train
+from hkd.models.checkpoint import load_state
+from hkd.train.trainer import train
 
 from conftest import TINY_TEACHER
 

@@ -18,7 +18,8 @@ from hkd import distill
 from hkd.data.dataset import load_slices
 from hkd.train import augment
 from hkd.train.teacher_cache import load_cache, write_cache
-from hkd.train.trainer import Run, TrainConfig, load_model, load_state, train
+from hkd.models.checkpoint import load_model, load_state
+from hkd.train.trainer import Run, TrainConfig, train
 
 from conftest import TINY_TEACHER
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from hkd.data.dataset import load_slices
-from hkd.train.trainer import Run, TrainConfig, load_model, load_state, train, validate
+from hkd.models.checkpoint import load_model, load_state
+from hkd.train.trainer import Run, TrainConfig, train, validate
 
 from helpers import CLASSES, TINY_STUDENT as STUDENT, TINY_TEACHER as TEACHER
 

@@ -134,59 +134,103 @@ def _package(root, files: dict[str, str]):
 
 
 def test_command_modules_follow_every_kind_of_import(tmp_path):
-    """Absolute, relative and from-imports, package __init__ files, function-level imports, the cli
-    helpers a command calls, and a registry that imports its package's modules by name."""
+    """Absolute, relative and from-imports, package __init__ files, function-level imports, the functions
+    of its module a command calls (not the module's other commands), and registries that import modules by
+    name: all of their modules, or those a job names."""
     root = _package(tmp_path, {
         "hkd/__init__.py": "",
         "hkd/cli.py": """
+            import importlib
             from hkd.core import base
+
+            COMMANDS = {"one": "hkd.cmds.first", "two": "hkd.cmds.first", "three": "hkd.cmds.second"}
+
+            def main(name):
+                importlib.import_module(COMMANDS[name])
+        """,
+        "hkd/cmds/__init__.py": "",
+        "hkd/cmds/first.py": """
+            from hkd.core import args
 
             def _helper():
                 from hkd.extra import thing
+
+            def parser_one(sub):
+                from hkd.core import opts
 
             def cmd_one(args):
                 import hkd.reg as reg
                 _helper()
 
+            def parser_two(sub):
+                pass
+
             def cmd_two(args):
                 from hkd.pkg import leaf
+                from hkd import readers
         """,
+        "hkd/cmds/second.py": "from hkd import unused\ndef parser_three(sub):\n    pass\n",
         "hkd/core/__init__.py": "",
         "hkd/core/base.py": "",
+        "hkd/core/args.py": "",
+        "hkd/core/opts.py": "",
         "hkd/extra.py": "def f():\n    from .pkg.deep import g\n",
         "hkd/pkg/__init__.py": "",
         "hkd/pkg/leaf.py": "from . import sibling\n",
         "hkd/pkg/sibling.py": "",
         "hkd/pkg/deep.py": "",
-        "hkd/reg/__init__.py": "import importlib, pkgutil\n"
-                               "for m in pkgutil.iter_modules(__path__):\n"
-                               "    importlib.import_module(f'{__name__}.{m.name}')\n",
+        "hkd/reg/__init__.py": "import importlib\n"
+                               "def get(name):\n"
+                               "    return importlib.import_module(f'{__name__}.{name}')\n",
         "hkd/reg/a.py": "",
         "hkd/reg/b.py": "",
+        "hkd/readers.py": "import importlib\nREADERS = {'x': 'hkd.pkg.deep', 'y': 'hkd.unused'}\n"
+                          "def read(f):\n    return importlib.import_module(READERS[f])\n",
         "hkd/unused.py": "",
     })
-    common = {"hkd/__init__.py", "hkd/cli.py", "hkd/core/__init__.py", "hkd/core/base.py"}
-    assert set(command_modules("one", root)) == common | {
-        "hkd/extra.py", "hkd/pkg/__init__.py", "hkd/pkg/deep.py", "hkd/reg/__init__.py", "hkd/reg/a.py",
-        "hkd/reg/b.py"}
-    assert set(command_modules("two", root)) == common | {"hkd/pkg/__init__.py", "hkd/pkg/leaf.py",
-                                                         "hkd/pkg/sibling.py"}
+    common = {"hkd/__init__.py", "hkd/cli.py", "hkd/core/__init__.py", "hkd/core/base.py", "hkd/cmds/__init__.py",
+              "hkd/cmds/first.py", "hkd/core/args.py"}
+    one = common | {"hkd/core/opts.py", "hkd/extra.py", "hkd/pkg/__init__.py", "hkd/pkg/deep.py",
+                    "hkd/reg/__init__.py"}
+    assert set(command_modules("one", root)) == one | {"hkd/reg/a.py", "hkd/reg/b.py"}
+    assert set(command_modules("one", root, ["hkd.reg.b"])) == one | {"hkd/reg/b.py"}
+    two = common | {"hkd/pkg/__init__.py", "hkd/pkg/leaf.py", "hkd/pkg/sibling.py", "hkd/readers.py"}
+    assert set(command_modules("two", root)) == two | {"hkd/pkg/deep.py", "hkd/unused.py"}
+    assert set(command_modules("two", root, ["hkd.pkg.deep"])) == two | {"hkd/pkg/deep.py"}
     with pytest.raises(ValueError, match="cmd_three"):
         command_modules("three", root)
+    with pytest.raises(ValueError, match="no command 'four'"):
+        command_modules("four", root)
 
 
 def test_every_cli_command_has_its_code_inputs():
-    """Each subcommand of the real CLI resolves, and the distillation registry counts as all its methods."""
-    from hkd.cli import build_parser
+    """Each subcommand of the real CLI resolves to existing files; the dispatcher runs no command module
+    but the command's own, and no data reader; a job runs its own method, and no other."""
+    from hkd.cli import COMMANDS, build_parser
 
-    commands = build_parser()._subparsers._group_actions[0].choices
-    distill = {f"hkd/distill/{p.name}" for p in (REPO / "hkd" / "distill").glob("*.py")}
-    for command in commands:
+    assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
+    methods = {f"hkd/distill/{p.name}" for p in (REPO / "hkd" / "distill").glob("*.py")} - {
+        "hkd/distill/__init__.py", "hkd/distill/base.py", "hkd/distill/functional.py"}
+    readers = {"hkd/data/cases.py", "hkd/data/layouts.py", "hkd/data/transunet_format.py", "hkd/data/synapse.py",
+               "hkd/data/kits19.py"}
+    for command, module in COMMANDS.items():
         modules = set(command_modules(command, REPO))
-        assert {"hkd/cli.py", "hkd/__init__.py"} <= modules, command
+        assert {"hkd/cli.py", "hkd/__init__.py", module.replace(".", "/") + ".py"} <= modules, command
+        assert not {m.replace(".", "/") + ".py" for m in COMMANDS.values()} - {module.replace(".", "/") + ".py"} \
+            & modules, command
         assert all((REPO / m).is_file() for m in modules), command
-        if "hkd/distill/__init__.py" in modules:
-            assert distill <= modules, command
+    for command in ("train", "teacher-cache"):
+        assert set(command_modules(command, REPO, ["hkd.distill.hlfd"])) & methods == {"hkd/distill/hlfd.py"}
+    assert set(command_modules("train", REPO, ["hkd.distill.scratch"])) & methods == {"hkd/distill/scratch.py"}
+    assert set(command_modules("train-cohort", REPO, ["hkd.distill.logits", "hkd.distill.scratch"])) & methods == {
+        "hkd/distill/logits.py", "hkd/distill/scratch.py"}
+    assert set(command_modules("split", REPO, ["hkd.data.cases"])) & readers == {"hkd/data/cases.py"}
+    assert set(command_modules("prepare", REPO, ["hkd.data.layouts"])) & readers == {"hkd/data/cases.py",
+                                                                                      "hkd/data/layouts.py"}
+    for command in ("phantom", "describe-data", "evaluate", "tables", "hypotheses", "context", "figures",
+                    "overview"):
+        modules = set(command_modules(command, REPO))
+        assert not modules & (methods | readers | {"hkd/distill/__init__.py", "hkd/train/trainer.py"}), command
     assert "hkd/train/teacher_cache.py" in command_modules("teacher-cache", REPO)
     assert "hkd/models/base.py" in command_modules("teacher-cache", REPO)
     assert not {m for m in command_modules("tables", REPO) if m.startswith(("hkd/figures", "hkd/train"))}

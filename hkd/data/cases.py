@@ -10,35 +10,18 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener
 
+from hkd.data.case import Case, RawCase
+from hkd.errors import DataError  # noqa: F401 (also imported from here)
+
 log = logging.getLogger(__name__)
 
-
-class DataError(ValueError):
-    """A source file or value that cannot be used; the message names the file or key."""
-
-
-@dataclass
-class Case:
-    case_id: str
-    image: np.ndarray  # (D, H, W); HU (float32) or already scaled to [0, 1]
-    label: np.ndarray  # (D, H, W) uint8, source label ids
-    spacing: tuple[float, float, float]  # mm along (z, row, column)
-    scaled: bool = False  # True when the image is already windowed to [0, 1]
-    source: str = ""  # the file the label came from, for error messages
-
-
-@dataclass(frozen=True)
-class RawCase:
-    case_id: str
-    image_path: Path
-    label_path: Path
+_ZIP_IMG_RE = re.compile(r"(^|/)Training/img/img\d+\.nii(\.gz)?$")
 
 
 _IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
@@ -189,3 +172,35 @@ def raw_depth(raw: RawCase) -> int:
     ornt = nib.orientations.io_orientation(img.affine)
     (axis,) = np.flatnonzero(ornt[:, 0] == 2)  # the voxel axis that runs inferior-superior
     return int(img.shape[axis])
+
+
+# --- the reader interface of hkd.data.sources (format 'rawdata') -------------------------------------
+def zip_names(path: Path) -> list[str]:
+    """The member names of a zip archive, with POSIX separators."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [n.replace("\\", "/") for n in archive.namelist()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError(f"{path}: not a readable zip file ({exc})") from exc
+
+
+def list_cases(root: str | Path, fmt: str = "rawdata") -> dict[str, int]:
+    """Case id -> number of axial slices, from the headers."""
+    return {raw.case_id: raw_depth(raw) for raw in find_raw_cases(root)}
+
+
+def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
+    """The validated cases ``case_ids``, one at a time."""
+    wanted = set(case_ids)
+    for raw in find_raw_cases(root):
+        if raw.case_id in wanted:
+            yield load_raw_case(raw)
+
+
+def count_cases(path: Path, fmt: str = "rawdata") -> int:
+    """Number of cases of a RawData folder or zip, from file names only."""
+    if path.is_file():
+        return len({Path(n).name.split(".")[0] for n in zip_names(path) if _ZIP_IMG_RE.search(n)})
+    return len(find_raw_cases(path))

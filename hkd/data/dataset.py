@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import torch
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 
 
 @dataclass

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 from hkd.data.synapse import DOWNLOAD_TIMEOUT, Deadline, time_limit
 from hkd.io import atomic_dir
 

@@ -24,7 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from hkd.data.cases import DataError, RawCase
+from hkd.data.case import RawCase
+from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +130,30 @@ def find_layout_cases(root: str | Path, fmt: str) -> list[RawCase]:
         raise DataError(f"{root}: not a folder (expected the {fmt} dataset folder)")
     pairs = pair_names(_files(root), layout, str(root))
     return [RawCase(cid, root / image, root / label) for cid, (image, label) in pairs.items()]
+
+
+# --- the reader interface of hkd.data.sources (formats 'kits19' and 'lits') --------------------------
+def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
+    """Case id -> number of axial slices, from the headers."""
+    from hkd.data.cases import raw_depth
+
+    return {raw.case_id: raw_depth(raw) for raw in find_layout_cases(root, fmt)}
+
+
+def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
+    """The validated cases ``case_ids``, one at a time."""
+    from hkd.data.cases import load_raw_case
+
+    wanted = set(case_ids)
+    for raw in find_layout_cases(root, fmt):
+        if raw.case_id in wanted:
+            yield load_raw_case(raw)
+
+
+def count_cases(path: Path, fmt: str) -> int:
+    """Number of labelled cases of a folder or zip, from file names only."""
+    from hkd.data.cases import zip_names
+
+    if path.is_file():
+        return len(pair_names(zip_names(path), LAYOUTS[fmt], str(path)))
+    return len(find_layout_cases(path, fmt))

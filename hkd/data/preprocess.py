@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hkd.data.cases import Case, DataError
+from hkd.data.case import Case
+from hkd.errors import DataError
 from hkd.data.tasks import TUMOUR, check_task
 from hkd.io import atomic_dir
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 
 PARTS = ("train", "val", "test")
 # TransUNet's Synapse split: 18 training cases; its 12 test cases are divided into val and test here.

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 from hkd.data.dataset import read_meta
 from hkd.data.split import PARTS
 

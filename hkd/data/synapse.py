@@ -13,7 +13,7 @@ import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 from hkd.io import atomic_dir
 
 TOKEN_HELP = (

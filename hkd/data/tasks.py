@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 
 TUMOUR = "tumour"
 TASKS = {"organs": None, "organ+tumour": 3, "tumour": 2}  # task -> number of classes it needs

@@ -10,13 +10,14 @@ checks the configured order: the class configured as the liver must be the large
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from hkd.data.cases import Case, DataError
+from hkd.data.case import Case
+from hkd.errors import DataError
 
 _NPZ_RE = re.compile(r"^case(\d+)_slice(\d+)\.npz$")
 _H5_RE = re.compile(r"^case(\d+)\.npy\.h5$")
@@ -107,3 +108,27 @@ def check_label_order(voxel_counts: dict[int, int], liver_id: int, source: str) 
             raise DataError(
                 f"{source}: label order check failed: the largest organ is id {largest}, but the configured "
                 f"map puts the liver at id {liver_id}; set data.label_map to match these files")
+
+
+# --- the reader interface of hkd.data.sources (format 'transunet') -----------------------------------
+def list_cases(root: str | Path, fmt: str = "transunet") -> dict[str, int]:
+    """Case id -> slice count."""
+    return transunet_cases(root)
+
+
+def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
+    """The cases ``case_ids``, one at a time; ``liver_id`` (the source id the label map sends to the
+    liver) is checked against the data after the last case: the liver must be the largest organ."""
+    counts: Counter[int] = Counter()
+    for cid in sorted(set(case_ids)):
+        case = load_transunet_case(root, cid)
+        values, n = np.unique(case.label, return_counts=True)
+        counts.update(dict(zip(values.tolist(), n.tolist())))
+        yield case
+    if liver_id is not None:
+        check_label_order(dict(counts), liver_id, str(root))
+
+
+def count_cases(path: Path, fmt: str = "transunet") -> int:
+    """Number of cases, from file names only."""
+    return len(transunet_case_ids(path))

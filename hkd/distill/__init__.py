@@ -1,19 +1,24 @@
 """Registry of distillation methods: one module per method in this package, registered by name.
 
-Adding a method is adding one file here that defines a :class:`DistillMethod` subclass decorated
-with :func:`register`; every module in the package is imported when the registry is first used.
+Adding a method is adding one file here, named as the method, that defines a :class:`DistillMethod`
+subclass decorated with :func:`register`. The names are the package's file names (:func:`available`
+reads the folder, imports nothing), and :func:`get` imports only the file of the method it is asked
+for, so a run executes the code of its own method and no other (``hkd/workflow_deps.py`` declares
+exactly that file as the run's code input).
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
+from pathlib import Path
 
 from hkd.distill.base import DistillMethod
 from hkd.models.base import FeatureSpecs
 
+#: Modules of this package that are not methods.
+SUPPORT = ("base", "functional")
+
 _REGISTRY: dict[str, type[DistillMethod]] = {}
-_LOADED = False
 
 
 def register(cls: type[DistillMethod]) -> type[DistillMethod]:
@@ -26,26 +31,25 @@ def register(cls: type[DistillMethod]) -> type[DistillMethod]:
     return cls
 
 
-def _load_all() -> None:
-    global _LOADED
-    if not _LOADED:
-        for info in pkgutil.iter_modules(__path__):
-            if info.name != "base":
-                importlib.import_module(f"{__name__}.{info.name}")
-        _LOADED = True
-
-
 def available() -> list[str]:
-    """Names of all registered methods."""
-    _load_all()
-    return sorted(_REGISTRY)
+    """Names of all methods: the package's method files, none of them imported."""
+    return sorted(p.stem for p in Path(__file__).parent.glob("*.py")
+                  if not p.stem.startswith("_") and p.stem not in SUPPORT)
+
+
+def module_of(name: str) -> str:
+    """The module that defines method ``name``."""
+    return f"{__name__}.{name}"
 
 
 def get(name: str) -> type[DistillMethod]:
-    """The method class registered as ``name``."""
-    _load_all()
+    """The method class registered as ``name``; imports its file (and no other method's)."""
+    if name not in available():
+        raise KeyError(f"unknown distillation method '{name}'; available: {', '.join(available())}")
+    importlib.import_module(module_of(name))
     if name not in _REGISTRY:
-        raise KeyError(f"unknown distillation method '{name}'; available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"{module_of(name)} registers no method named '{name}' (a method's file is named "
+                         "as the method)")
     return _REGISTRY[name]
 
 
@@ -55,4 +59,4 @@ def build(name: str, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, n
     return get(name)(teacher_specs, student_specs, num_classes, **options)
 
 
-__all__ = ["DistillMethod", "FeatureSpecs", "register", "available", "get", "build"]
+__all__ = ["DistillMethod", "FeatureSpecs", "register", "available", "get", "build", "module_of"]

@@ -15,13 +15,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 from hkd.data.dataset import load_volume, read_meta
 from hkd.data.preprocess import pad_to_square, resize_slices
 from hkd.devices import resolve_device
 from hkd.evaluate.metrics import case_metrics
 from hkd.models import count_parameters
-from hkd.train.trainer import load_model
+from hkd.models.checkpoint import load_model
 
 COLUMNS = ["model", "method", "width", "params", "seed", "status", "case", "organ", "empty", "metric", "value"]
 METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from hkd.data.dataset import load_slices, read_meta
 from hkd.explain.attribution import gradcam, outside_mass
-from hkd.train.trainer import load_model
+from hkd.models.checkpoint import load_model
 
 COLUMNS = ["model", "method", "width", "seed", "case", "slice", "organ", "outside_mass"]
 

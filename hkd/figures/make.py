@@ -21,7 +21,7 @@ from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
 from hkd.figures.runs import parse_run
 from hkd.figures.scaling import dice_vs_params
-from hkd.train.trainer import load_model
+from hkd.models.checkpoint import load_model
 
 MAX_DEFAULT_ORGANS = 4
 LATENT_SLICES = 64  # validation slices in the latent PCA (chosen by organ coverage, across patients)

@@ -26,7 +26,9 @@ import torch
 from hkd import distill
 from hkd.io import atomic_path, write_json
 from hkd.train.teacher_targets import OnlineTeacher
-from hkd.train.trainer import Run, TrainConfig, _autocast, load_model
+from hkd.devices import autocast
+from hkd.models.checkpoint import load_model
+from hkd.train.trainer import Run, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +93,13 @@ def _digest(paths, extra: str = "") -> str:
     return h.hexdigest()
 
 
-def code_digest() -> str:
-    """Digest of the package files a cohort's training runs (what the workflow declares as its code)."""
+def code_digest(method: str) -> str:
+    """Digest of the package files a cohort member of ``method`` runs: the cohort's training code and its
+    own method's file, as the workflow declares them, so editing one method retrains only its members."""
     from hkd.workflow_deps import command_modules
 
     root = Path(__file__).resolve().parents[2]
-    return _digest([root / m for m in sorted(command_modules("train-cohort", root))])
+    return _digest([root / m for m in command_modules("train-cohort", root, [distill.module_of(method)])])
 
 
 def member_identity(run: Run, prepared: Path, teacher_ckpt: Path | None, code: str) -> str:
@@ -149,7 +152,6 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     if len(schedule) > 1:
         raise ValueError("cohort members must share seed, epochs, batch_size, augment and device; got "
                          f"{sorted(schedule)}")
-    code = code_digest()
     shared = None
     runs, identities, trained, data = [], {}, {}, None
     for name, cfg in cfgs.items():
@@ -160,11 +162,11 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
             teacher, _ = load_model(teacher_ckpt)
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
             shared = SharedTeacher(teacher, int(image_size), _device_of(cfg),
-                                   lambda c=cfg: _autocast(_device_of(c), c.precision), ())
+                                   lambda c=cfg: autocast(_device_of(c), c.precision), ())
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
                   teacher=shared if distilled else None, data=data)
         data = run.data
-        identities[name] = member_identity(run, prepared, teacher_ckpt, code)
+        identities[name] = member_identity(run, prepared, teacher_ckpt, code_digest(cfg.method))
         trained[name] = not is_complete(root / name, identities[name])
         if trained[name]:
             (root / name / IDENTITY_FILE).unlink(missing_ok=True)

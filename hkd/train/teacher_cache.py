@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 import torch
 
-from hkd.data.cases import DataError
+from hkd.errors import DataError
 from hkd.data.dataset import load_slices
 from hkd.io import atomic_path
 from hkd.models.base import Feature

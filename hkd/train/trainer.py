@@ -28,9 +28,10 @@ from tqdm import tqdm
 
 from hkd import distill
 from hkd.data.dataset import SliceSet, load_slices, read_meta
-from hkd.devices import resolve_device
+from hkd.devices import autocast, resolve_device
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
+from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment
 from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
@@ -94,45 +95,6 @@ class TrainConfig:
         return cfg
 
 
-def _save_state(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_state(path: str | Path) -> dict:
-    """Load a checkpoint written by the trainer (plain state dicts, ``weights_only=True``)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable hkd checkpoint ({exc})") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not an hkd checkpoint (a {type(state).__name__}, not a dict with 'spec')")
-    return state
-
-
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a trained model from a checkpoint; returns (model in eval mode, its spec)."""
-    state = load_state(path)
-    for key in ("spec", "model"):
-        if key not in state:
-            raise ValueError(f"{path}: not an hkd checkpoint (no '{key}')")
-    try:
-        spec = json.loads(state["spec"])
-        if not isinstance(spec, dict):
-            raise TypeError(f"a {type(spec).__name__}")
-    except (TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not an hkd checkpoint ('spec' is not a JSON model spec: {exc})") from None
-    model = build_model(spec)  # an unknown arch or bad spec raises ValueError naming it
-    if not isinstance(state["model"], dict):
-        raise ValueError(f"{path}: not an hkd checkpoint ('model' is not a state dict)")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"{path}: weights do not fit the model its spec describes ({first})") from None
-    return model.eval(), spec
-
-
 @torch.no_grad()
 def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, batch_size: int = 32,
              precision: str = "auto") -> dict:
@@ -144,7 +106,7 @@ def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, b
     for i in range(0, len(data), batch_size):
         x = data.image[i:i + batch_size].to(device).float()
         y = data.label[i:i + batch_size].cpu()
-        with _autocast(device, precision):
+        with autocast(device, precision):
             pred = model(x).argmax(1).cpu()
         for c in range(num_classes):
             p, g = pred == c, y == c
@@ -156,17 +118,6 @@ def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, b
     fg = slice(1, num_classes)
     return {"dice": dice.tolist(), "iou": iou.tolist(),
             "mean_dice": float(torch.nanmean(dice[fg])), "mean_iou": float(torch.nanmean(iou[fg]))}
-
-
-def _autocast(device: torch.device, precision: str):
-    """bf16 autocast where ``precision`` asks for it: 'bf16' anywhere, 'auto' on CUDA only.
-
-    On the CPU, bf16 pays off where the CPU has bf16 matrix units: 1.8x for a paper-size TransUNet
-    step on a Xeon with AMX (benchmarks/train_step.py --cpu-bf16).
-    """
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
 
 
 def _on_device(data: SliceSet, device: torch.device) -> SliceSet:
@@ -251,7 +202,7 @@ class Run:
         if teacher_ckpt is None:
             raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint or a teacher cache")
         teacher, _ = load_model(teacher_ckpt)
-        return OnlineTeacher(teacher, self.size, self.device, lambda: _autocast(self.device, cfg.precision))
+        return OnlineTeacher(teacher, self.size, self.device, lambda: autocast(self.device, cfg.precision))
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
@@ -317,7 +268,7 @@ class Run:
             x, y = augment.apply(aug, x, label=y, fill=self.fill)
         tfeats = self.teacher_features(idx, x)  # the teacher sees exactly the augmented slice
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
-        with _autocast(self.device, self.cfg.precision):
+        with autocast(self.device, self.cfg.precision):
             sfeats = self.student_forward(x, names=names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
         return segmentation_loss(sfeats["logits"], y, self.cfg.loss), self.method(tfeats, sfeats, y)
@@ -419,14 +370,14 @@ class Run:
             if val["mean_dice"] > self.best:
                 self.best = val["mean_dice"]
                 self.best_val = val
-                _save_state(self.work_dir / "best.pt", {**self._model_state(epoch), "val": json.dumps(val)})
+                save_state(self.work_dir / "best.pt", {**self._model_state(epoch), "val": json.dumps(val)})
             if self.resume_path:
-                _save_state(self.resume_path, self._state(epoch))
+                save_state(self.resume_path, self._state(epoch))
         self.metrics = self._finish(status, diverged_at, time.time() - started)
 
     def _finish(self, status: str, diverged_at: dict | None, seconds: float) -> dict:
         epoch = self.history[-1]["epoch"] if self.history else 0
-        _save_state(self.out_dir / "last.pt", self._model_state(epoch))
+        save_state(self.out_dir / "last.pt", self._model_state(epoch))
         best = self.work_dir / "best.pt"
         if not best.exists():  # diverged before the first validation: the last finite state
             shutil.copyfile(self.out_dir / "last.pt", best)

@@ -4,199 +4,36 @@ import os
 import re
 import sys
 
-import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-# The checks below ask this checkout's hkd package (its method registry, its split rules).
+# This checkout's hkd package: its config checks, source registry and import walker (standard library only).
 sys.path.insert(0, workflow.basedir)
 
-from hkd.devices import visible_gpus  # standard library only (torch is imported lazily)
-from hkd.lock import OutLock  # standard library only
-from hkd.workflow_deps import command_modules  # standard library only
-
-try:
-    from hkd import distill
-    from hkd.data.cases import DataError
-    from hkd.data.sources import count_cases
-    from hkd.data.split import PARTS, check_split, format_ratios, part_sizes
-    from hkd.data.tasks import check_task
-except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
-    distill = None
-    logger.warning(
-        f"hkd cannot be imported by Snakemake ({exc}): method names, distill options and split "
-        "sizes are checked only when the jobs run; install hkd where Snakemake runs to check them now"
-    )
+from hkd.config_checks import check_against_package, check_config, schema_error
+from hkd.data import sources
+from hkd.devices import visible_gpus  # torch is imported lazily
+from hkd.lock import OutLock
+from hkd.workflow_deps import command_modules
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-
-
-def _schema_error(cfg):
-    """The first schema violation of ``cfg`` as one line: the key and the rule it breaks."""
-    schema = yaml.safe_load(open(SCHEMA))
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(cfg)
-    )
-    if error is None:
-        return None
-    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-    if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        key = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else key
-        broken = f"unknown key; known keys here: {sorted(error.schema.get('properties', {}))}"
-    else:
-        broken = f"{error.message} (schema rule '{error.validator}')"
-    return f"config key {key}: {broken}"
-
 
 try:
     validate(config, SCHEMA)
 except WorkflowError as exc:
-    message = _schema_error(config)
+    message = schema_error(config, SCHEMA)
     if message is None:
         raise
     raise WorkflowError(message) from None
-
-
-def _check_config(cfg):
-    """Rules a JSON schema cannot express; each error names the key."""
-    data = cfg["data"]
-    ratios = data["split"]["ratios"]
-    if abs(sum(ratios) - 1.0) > 1e-6:
-        raise ValueError(f"config key data.split.ratios: {ratios} must sum to 1")
-    lo, hi = data["hu_window"]
-    if not hi > lo:
-        raise ValueError(
-            f"config key data.hu_window: upper bound {hi} must exceed lower bound {lo}"
-        )
-    n_classes = len(data["classes"])
-    bad = {k: v for k, v in data["label_map"].items() if v >= n_classes}
-    if bad:
-        raise ValueError(
-            f"config key data.label_map: class ids {sorted(set(bad.values()))} have no name in data.classes"
-        )
-    if data["source"] in ("zip", "folder", "transunet") and not data["path"]:
-        raise ValueError(
-            f"config key data.path: required for data.source '{data['source']}'"
-        )
-    user_path = data["source"] in ("zip", "folder", "transunet", "kits19", "lits")
-    if user_path and data["path"] and not os.path.exists(data["path"]):
-        raise ValueError(
-            f"config key data.path: {data['path']} does not exist (data.source '{data['source']}')"
-        )
-    if data["source"] == "lits" and not data["path"]:
-        raise ValueError(
-            "config key data.path: required for data.source 'lits' (the LiTS folder or zip you downloaded: "
-            "LiTS is distributed through CodaLab and Academic Torrents, which hkd cannot download)"
-        )
-    phantom = data["phantom"]
-    if phantom["tumours"] is not None and phantom["layout"] == "synapse":
-        raise ValueError(
-            "config key data.phantom.tumours: the synapse layout has no tumour label; "
-            "set data.phantom.layout to kits19 (kidney tumours) or lits (liver tumours)"
-        )
-    if data["split"]["preset"] == "file" and not data["split"]["file"]:
-        raise ValueError(
-            "config key data.split.file: required when data.split.preset is 'file'"
-        )
-    if distill is not None:
-        try:
-            check_task(data["task"], data["classes"])
-        except DataError as exc:
-            raise ValueError(f"config key {exc}") from None
-        _check_methods(cfg)
-        _check_split(cfg)
-    augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
-    if cfg["teacher"]["cache"] and cfg["students"]["lockstep"]:
-        raise ValueError(
-            "config keys students.lockstep and teacher.cache: a lock-step cohort runs the teacher once per "
-            "batch for all its students; use one or the other"
-        )
-    if cfg["teacher"]["cache"] and augment != "none":
-        raise ValueError(
-            f"config key teacher.cache: a teacher cache holds the features of the un-augmented slices, so it is "
-            f"exact only for students trained with augment 'none' (students train with '{augment}'); "
-            "set teacher.cache: [] to run the teacher online on each augmented batch"
-        )
-    ranges = {k: phantom[k] for k in ("slices", "spacing_xy", "slice_thickness")}
-    ranges |= {f"tumours.{k}": v for k, v in (phantom["tumours"] or {}).items()}
-    for key, (lo, hi) in ranges.items():
-        if lo > hi:
-            raise ValueError(
-                f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}"
-            )
-
-
-def _check_methods(cfg):
-    """Method names and options against the registry (hkd/distill), the one source of truth."""
-    available = distill.available()
-    for key, names in (
-        ("students.methods", cfg["students"]["methods"]),
-        ("teacher.cache", cfg["teacher"]["cache"]),
-        ("distill", list(cfg["distill"])),
-    ):
-        unknown = sorted(set(names) - set(available))
-        if unknown:
-            raise ValueError(
-                f"config key {key}: unknown method(s) {unknown}; available: {available}"
-            )
-    for name, options in cfg["distill"].items():
-        known = distill.get(name).option_defaults()
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(
-                f"config key distill.{name}: unknown option(s) {unknown}; {name} takes {sorted(known)}"
-            )
-
-
-def _source_cases(data, out):
-    """Number of cases the source will hold, where known before any job runs (else None)."""
-    if data["source"] == "phantom":
-        return data["phantom"]["cases"]
-    if data["source"] == "synapse":
-        return count_cases(f"{out}/raw/synapse/RawData.zip", "zip")
-    if data["source"] == "kits19" and not data["path"]:
-        return data["kits19"]["cases"]
-    return count_cases(data["path"], data["source"])
-
-
-def _check_split(cfg):
-    """Split settings that would leave a part empty, found before the expensive work."""
-    split = cfg["data"]["split"]
-    if split["preset"] == "file":
-        path = split["file"]
-        if not os.path.isfile(path):
-            raise ValueError(f"config key data.split.file: {path} does not exist")
-        try:
-            parts = json.loads(open(path).read())
-            check_split({part: list(parts[part]) for part in PARTS})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(
-                f"config key data.split.file: {path}: not a split file with non-empty "
-                f"'train', 'val' and 'test' lists ({exc})"
-            ) from None
-    if split["preset"] != "random":
-        return
-    zero = [part for part, r in zip(PARTS, split["ratios"]) if r == 0]
-    if zero:
-        raise ValueError(
-            f"config key data.split.ratios: {format_ratios(split['ratios'])} leave the "
-            f"'{zero[0]}' part empty"
-        )
-    try:
-        n = _source_cases(cfg["data"], cfg["out"])
-    except DataError as exc:
-        raise ValueError(f"config key data.path: {exc}") from None
-    try:
-        if n is not None:
-            part_sizes(n, split["ratios"])
-    except DataError as exc:
-        raise ValueError(f"config key {exc}") from None
-
-
-_check_config(config)
+check_config(config)
+try:
+    check_against_package(config)
+except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
+    logger.warning(
+        f"hkd cannot be imported by Snakemake ({exc}): method names, distill options and split "
+        "sizes are checked only when the jobs run; install hkd where Snakemake runs to check them now"
+    )
 
 OUT = config["out"]
 # One run per output folder, from any working directory; taken when jobs start (never for a dry run).
@@ -221,13 +58,20 @@ ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 os.environ.update(HKD_SOURCE=workflow.basedir)
 
 
-def code(command):
-    """The hkd source files `hkd <command>` executes (derived from its imports), declared as inputs
-    so that editing one reruns exactly the rules whose command imports it."""
+def code(command, loads=()):
+    """The hkd source files a job of `hkd <command>` executes when the registries load the modules
+    `loads` (its method, its reader), derived from the imports (hkd/workflow_deps.py) and declared as
+    inputs, so that editing one reruns exactly the jobs that run it. Relative paths: a moved or
+    re-cloned project with the same files is the same study."""
     return [
-        os.path.join(workflow.basedir, path)
-        for path in command_modules(command, workflow.basedir)
+        os.path.relpath(os.path.join(workflow.basedir, path))
+        for path in command_modules(command, workflow.basedir, loads)
     ]
+
+
+def method_code(command, methods):
+    """The code of a job that runs the distillation `methods` (hkd.distill.<method>: one file each)."""
+    return code(command, [f"hkd.distill.{method}" for method in methods])
 
 
 def as_json(obj):
@@ -235,26 +79,26 @@ def as_json(obj):
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-# --- data -------------------------------------------------------------------------------------
-def source_format():
-    """The reader of the source cases (hkd split/prepare --format)."""
-    if DATA["source"] == "phantom":
-        layout = DATA["phantom"]["layout"]
-        return "rawdata" if layout == "synapse" else layout
-    if DATA["source"] in ("transunet", "kits19", "lits"):
-        return DATA["source"]
-    return "rawdata"
-
-
-SOURCE_FORMAT = source_format()
-# kits19 and lits read a folder, or a zip that the extract rule unpacks; kits19 without a path is downloaded.
-ARCHIVE = DATA["source"] in ("kits19", "lits") and os.path.isfile(str(DATA["path"]))
-KITS19_DOWNLOAD = f"{OUT}/raw/kits19/data"
+# --- data: what data.source is (hkd/data/sources.py) -------------------------------------------
+SOURCE = sources.source_of(DATA)
+SOURCE_FORMAT = sources.case_format(DATA)  # hkd split/prepare --format
+READER = sources.FORMATS[SOURCE_FORMAT]  # the module that reads the case files
+PACKED = sources.packed(DATA)  # zip: extracted by the extract rule first
+DOWNLOADS = sources.downloads(DATA)
+# What `hkd download` writes: the Synapse archive, or the KiTS19 cases' folder.
+DOWNLOADED = f"{OUT}/raw/{SOURCE.name}/" + (
+    "RawData.zip" if PACKED == "zip" else "data"
+)
+# The zip the extract rule unpacks, downloaded or the user's.
+ARCHIVE = DOWNLOADED if DOWNLOADS else DATA["path"]
+EXTRACTED = "|".join(
+    s.name for s in sources.SOURCES.values() if s.packed in ("zip", "either")
+)
 
 
 def download_arguments():
     """What `hkd download` fetches: the Synapse archive, or the KiTS19 cases (imaging and labels)."""
-    if DATA["source"] == "kits19":
+    if SOURCE.name == "kits19":
         kits = DATA["kits19"]
         return (
             f"--source kits19 --cases {kits['cases']} --imaging-url '{kits['imaging_url']}'"
@@ -265,30 +109,25 @@ def download_arguments():
 
 
 def raw_source():
-    """The folder that holds the source cases for the configured data.source."""
-    if DATA["source"] == "phantom":
+    """The folder that holds the source cases."""
+    if SOURCE.name == "phantom":
         return f"{OUT}/raw/phantom"
-    if DATA["source"] in ("synapse", "zip") or ARCHIVE:
-        return f"{OUT}/raw/{DATA['source']}/RawData"
-    if DATA["source"] == "kits19" and not DATA["path"]:
-        return KITS19_DOWNLOAD
-    return DATA["path"]
+    if PACKED == "zip":
+        return f"{OUT}/raw/{SOURCE.name}/RawData"
+    return DOWNLOADED if DOWNLOADS else DATA["path"]
 
 
 def source_files():
-    """The files of a user's source folder (folder, transunet, kits19, lits), as inputs: a folder's own
-    mtime misses a label fixed in place, and a new or removed file changes the set of inputs, which
-    reruns too.
-    """
-    if DATA["source"] not in ("folder", "transunet", "kits19", "lits"):
-        return []
-    if not DATA["path"] or not os.path.isdir(DATA["path"]):
+    """The files of a user's source folder, as inputs: a folder's own mtime misses a label fixed in
+    place, and a new or removed file changes the set of inputs, which reruns too."""
+    folder = sources.user_folder(DATA)
+    if folder is None or not os.path.isdir(folder):
         return []
     found = []
-    for folder, dirs, files in os.walk(DATA["path"]):
+    for parent, dirs, files in os.walk(folder):
         # hidden folders hold no cases (e.g. a KiTS19 clone's .git)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found.extend(os.path.join(folder, f) for f in files if not f.startswith("."))
+        found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
     return sorted(found)
 
 
@@ -350,6 +189,21 @@ logger.info(
 TEACHER_DIR = f"{OUT}/models/teacher"
 STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")
+METHODS = config["students"]["methods"]
+# The study's students, one row per method x width x seed: every list of runs below is read from it.
+RUNS = [
+    {
+        "name": f"{method}_w{width}_s{seed}",
+        "model": f"{method}_w{width}",
+        "method": method,
+        "width": width,
+        "seed": seed,
+        "dir": STUDENT_DIR.format(method=method, width=width, seed=seed),
+    }
+    for method in METHODS
+    for width in config["students"]["widths"]
+    for seed in config["students"]["seeds"]
+]
 
 
 def train_config(section, model, seed, method="scratch"):
@@ -383,28 +237,21 @@ def teacher_argument(w, input):
     return f"{flag} {input.teacher}"
 
 
-def cohort_names():
-    """Lock-step cohort member name -> (method, width), for every student of a seed."""
-    return {
-        f"{method}_w{width}": (method, width)
-        for method in config["students"]["methods"]
-        for width in config["students"]["widths"]
-    }
+def cohort_runs(seed):
+    """The students of one seed, a lock-step cohort: member name (METHOD_wWIDTH) -> run."""
+    return {run["model"]: run for run in RUNS if str(run["seed"]) == str(seed)}
 
 
 def cohort_members(seed):
     """The students of one seed as lock-step cohort members: name -> training config."""
     return {
-        name: train_config("students", student_model(width), seed, method)
-        for name, (method, width) in cohort_names().items()
+        name: train_config("students", student_model(run["width"]), seed, run["method"])
+        for name, run in cohort_runs(seed).items()
     }
 
 
 # Wildcard constraint of the distilled students' rules (scratch students have their own).
-DISTILLED_METHODS = (
-    "|".join(re.escape(m) for m in config["students"]["methods"] if m != "scratch")
-    or "(?!)"
-)
+DISTILLED_METHODS = "|".join(re.escape(m) for m in METHODS if m != "scratch") or "(?!)"
 
 
 def student_model(width):
@@ -415,45 +262,32 @@ def run_outputs(folder):
     return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
 
 
-STUDENT_RUNS = expand(
-    f"{STUDENT_DIR}/metrics.json",
-    method=config["students"]["methods"],
-    width=config["students"]["widths"],
-    seed=config["students"]["seeds"],
-)
+STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]
 
 
 # --- evaluation, figures, report ----------------------------------------------------------------
-EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + expand(
-    f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
-    method=config["students"]["methods"],
-    width=config["students"]["widths"],
-    seed=config["students"]["seeds"],
-)
+EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + [
+    f"{OUT}/eval/students/{run['name']}.csv" for run in RUNS
+]
 FIGURE_SEED = config["students"]["seeds"][0]
 FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
-    f"{m}_w{w}_s{FIGURE_SEED}": STUDENT_DIR.format(method=m, width=w, seed=FIGURE_SEED)
-    for m in config["students"]["methods"]
-    for w in config["students"]["widths"]
+    run["model"]: run["dir"] for run in RUNS if run["seed"] == FIGURE_SEED
 }
 # Training logs of every run (all seeds): training curves and gradient ratios.
 FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
-    f"{m}_w{w}_s{s}": f"{STUDENT_DIR.format(method=m, width=w, seed=s)}/log.csv"
-    for m in config["students"]["methods"]
-    for w in config["students"]["widths"]
-    for s in config["students"]["seeds"]
+    run["name"]: f"{run['dir']}/log.csv" for run in RUNS
 }
 
 
 def study_description():
     """What the configuration runs, in words, for the report's first page."""
     phantom = DATA["phantom"]
-    if DATA["source"] == "phantom":
+    if SOURCE.name == "phantom":
         source = f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
         if phantom["layout"] != "synapse":
             tumours = "with tumours" if phantom["tumours"] is not None else "no tumours"
             source += f", {phantom['layout']} layout, {tumours}"
-    elif DATA["source"] == "kits19" and not DATA["path"]:
+    elif DOWNLOADS and SOURCE.name == "kits19":
         source = f"kits19: downloaded, cases 0-{DATA['kits19']['cases'] - 1}"
     else:
         source = f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
@@ -475,18 +309,9 @@ def study_description():
 
 
 CONTEXT_RUNS = [
-    {
-        "model": f"{m}_w{w}_s{s}",
-        "method": m,
-        "width": w,
-        "seed": s,
-        "checkpoint": os.path.join(
-            STUDENT_DIR.format(method=m, width=w, seed=s), "best.pt"
-        ),
-    }
-    for m in config["students"]["methods"]
-    for w in config["students"]["widths"]
-    for s in config["students"]["seeds"]
+    {key: run[key] for key in ("method", "width", "seed")}
+    | {"model": run["name"], "checkpoint": f"{run['dir']}/best.pt"}
+    for run in RUNS
 ]
 FIGURES = [
     "overlays",

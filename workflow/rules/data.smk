@@ -31,11 +31,7 @@ rule download:
     input:
         code=code("download"),
     output:
-        (
-            directory(KITS19_DOWNLOAD)
-            if DATA["source"] == "kits19"
-            else f"{OUT}/raw/synapse/RawData.zip"
-        ),
+        DOWNLOADED if PACKED == "zip" else directory(DOWNLOADED),
     log:
         f"{OUT}/logs/download.log",
     benchmark:
@@ -51,9 +47,7 @@ rule download:
 
 rule extract:
     input:
-        zip=lambda w: (
-            f"{OUT}/raw/synapse/RawData.zip" if w.kind == "synapse" else DATA["path"]
-        ),
+        zip=lambda w: ARCHIVE,
         code=code("extract"),
     output:
         directory(f"{OUT}/raw/{{kind}}/RawData"),
@@ -62,7 +56,7 @@ rule extract:
     benchmark:
         f"{OUT}/benchmarks/extract_{{kind}}.tsv"
     wildcard_constraints:
-        kind="synapse|zip|kits19|lits",
+        kind=EXTRACTED,
     conda:
         ENV
     params:
@@ -76,7 +70,7 @@ rule split:
         source=raw_source(),
         files=source_files(),
         split_file=split_file(),
-        code=code("split"),
+        code=code("split", [READER]),
     output:
         f"{OUT}/data/split.json",
     log:
@@ -101,7 +95,7 @@ rule prepare:
         source=raw_source(),
         files=source_files(),
         split=rules.split.output[0],
-        code=code("prepare"),
+        code=code("prepare", [READER]),
     output:
         directory(f"{OUT}/data/prepared"),
     log:

@@ -9,7 +9,7 @@ rule figures:
         summary=rules.tables.output.summary,
         split=rules.split.output[0],
         hypotheses=rules.hypotheses.output.html,
-        code=code("figures") + code("overview"),
+        code=sorted(set(code("figures") + code("overview"))),
     output:
         **{
             name: report(

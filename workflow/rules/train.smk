@@ -5,7 +5,7 @@
 rule train_teacher:
     input:
         data=rules.prepare.output[0],
-        code=code("train"),
+        code=method_code("train", ["scratch"]),  # the teacher learns from the labels alone
     output:
         **run_outputs(TEACHER_DIR),
     log:
@@ -37,7 +37,7 @@ rule teacher_cache:
     input:
         teacher=rules.train_teacher.output.best_pt,
         data=rules.prepare.output[0],
-        code=code("teacher-cache"),
+        code=lambda w: method_code("teacher-cache", [w.method]),
     output:
         f"{OUT}/models/teacher/cache/{{method}}.h5",
     log:
@@ -68,7 +68,7 @@ if not config["students"]["lockstep"]:
         input:
             data=rules.prepare.output[0],
             teacher=teacher_input,
-            code=code("train"),
+            code=lambda w: method_code("train", [w.method]),
         output:
             **run_outputs(STUDENT_DIR),
         log:
@@ -117,12 +117,12 @@ else:
         input:
             data=rules.prepare.output[0],
             teacher=rules.train_teacher.output.best_pt,
-            code=code("train-cohort"),
+            code=method_code("train-cohort", METHODS),
         output:
             manifest=f"{OUT}/cohorts/s{{seed}}.json",
             runs=expand(
                 f"{OUT}/models/students/{{method}}/w{{width}}/s{{{{seed}}}}/{{file}}",
-                method=config["students"]["methods"],
+                method=METHODS,
                 width=config["students"]["widths"],
                 file=RUN_FILES,
             ),
@@ -145,10 +145,7 @@ else:
         params:
             members=lambda w: as_json(cohort_members(w.seed)),
             publish=lambda w: as_json(
-                {
-                    name: STUDENT_DIR.format(method=m, width=width, seed=w.seed)
-                    for name, (m, width) in cohort_names().items()
-                }
+                {name: run["dir"] for name, run in cohort_runs(w.seed).items()}
             ),
             root=f"{OUT}/cohorts/s{{seed}}",
         shell:

@@ -1,0 +1,105 @@
+"""Report commands: the Grad-CAM context table, the figures and the report's first page.
+
+Each command is ``parser_<name>`` (its arguments) and ``cmd_<name>`` (what it does); the modules
+they use are imported inside them, so a command runs only its own code (``hkd/workflow_deps.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hkd.commands.args import json_arg, json_object
+from hkd.errors import DataError
+
+log = logging.getLogger("hkd")
+
+
+def _models_arg(items: list[str]) -> dict[str, str]:
+    """``NAME=RUN_FOLDER`` pairs of ``hkd figures --models``."""
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"--models: expected NAME=RUN_FOLDER, got {bad}")
+    return dict(item.split("=", 1) for item in items)
+
+
+def parser_context(sub) -> None:
+    p = sub.add_parser("context", help="Grad-CAM mass outside the dilated organ, per run, slice and organ")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--runs", required=True,
+                   help="JSON list of {model, method, width, seed, checkpoint} (inline or file)")
+    p.add_argument("--dilation", type=int, default=3, help="pixels around the organ that count as inside")
+    p.add_argument("--n-slices", type=int, default=16, help="validation slices sampled")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_context, inputs=("data", "runs"), outputs=("out",))
+
+
+def cmd_context(args) -> None:
+    from hkd.explain.context import context_table
+    from hkd.io import atomic_path
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    table = context_table(args.data, json_arg(args.runs, "--runs"), dilation=args.dilation, n_slices=args.n_slices,
+                          seed=args.seed)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%s", table.groupby(["method", "width"])["outside_mass"].mean().to_string())
+
+
+def parser_figures(sub) -> None:
+    p = sub.add_parser("figures", help="qualitative and summary figures: overlays, saliency, Grad-CAM, latent PCA, "
+                       "training curves, Dice vs parameters (the Grad-CAM context table is 'hkd context')")
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
+    p.add_argument("--models", required=True, nargs="+", help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher")
+    p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
+    p.add_argument("--logs", nargs="+", default=None,
+                   help="NAME=LOG_CSV of every run for the curves and gradient ratios (NAME: METHOD_wWIDTH_sSEED or "
+                        "teacher); default: each --models folder's log.csv")
+    p.add_argument("--slices", default='"coverage"', help='JSON: "coverage" or [[case, slice], ...]')
+    p.add_argument("--n-slices", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out-dir", required=True, type=Path)
+    p.set_defaults(func=cmd_figures, inputs=("data", "models", "summary", "slices"), outputs=("out_dir",))
+
+
+def cmd_figures(args) -> None:
+    from hkd.figures.make import make_study_figures
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    runs = _models_arg(args.models)
+    slices = json_arg(args.slices, "--slices")
+    slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
+    bad = [item for item in args.logs or [] if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"--logs: expected NAME=LOG_CSV, got {bad}")
+    logs = dict(item.split("=", 1) for item in args.logs) if args.logs else {n: Path(d) / "log.csv" for n, d in runs.items()}
+    paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
+                               slice_selection=slices, n_slices=args.n_slices, logs=logs, summary_csv=args.summary)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+
+
+def parser_overview(sub) -> None:
+    p = sub.add_parser("overview", help="the report's first page: what the study ran and what came out (HTML)")
+    p.add_argument("--run", required=True, help="JSON object: what the configuration ran, shown as given")
+    p.add_argument("--split", required=True, type=Path, help="split.json from hkd split")
+    p.add_argument("--summary", required=True, type=Path, help="summary.csv from hkd tables")
+    p.add_argument("--hypotheses", required=True, type=Path, help="the verdict page from hkd hypotheses")
+    p.add_argument("--figure", required=True, type=Path, help="dice_vs_params.png from hkd figures")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_overview, inputs=("split", "summary", "hypotheses", "figure"), outputs=("out",))
+
+
+def cmd_overview(args) -> None:
+    from hkd.figures.overview import write_overview
+
+    out = write_overview(args.out, json_object(args.run, "--run"), args.split, args.summary, args.hypotheses,
+                         args.figure)
+    log.info("wrote %s", out)

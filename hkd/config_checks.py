@@ -1,0 +1,157 @@
+"""Checks of a study configuration that its JSON schema cannot express; each error names the key.
+
+The workflow runs them when it parses the configuration (``workflow/rules/common.smk``), before any
+job. :func:`check_config` needs only the standard library; :func:`check_against_package` asks the
+package itself (the method registry, the task and split rules, the source's case count) and needs
+hkd's requirements installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from hkd.data.sources import downloads, source_of
+
+
+def schema_error(cfg: dict, schema_path: str | Path) -> str | None:
+    """The first schema violation of ``cfg`` as one line (the key and the rule it breaks), or None."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if error is None:
+        return None
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        key = ".".join([*map(str, error.absolute_path), extra[0]]) if extra else key
+        broken = f"unknown key; known keys here: {sorted(error.schema.get('properties', {}))}"
+    else:
+        broken = f"{error.message} (schema rule '{error.validator}')"
+    return f"config key {key}: {broken}"
+
+
+def check_config(cfg: dict) -> None:
+    """Raise ValueError naming the key for what the schema cannot say."""
+    data = cfg["data"]
+    ratios = data["split"]["ratios"]
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise ValueError(f"config key data.split.ratios: {ratios} must sum to 1")
+    lo, hi = data["hu_window"]
+    if not hi > lo:
+        raise ValueError(f"config key data.hu_window: upper bound {hi} must exceed lower bound {lo}")
+    n_classes = len(data["classes"])
+    bad = {k: v for k, v in data["label_map"].items() if v >= n_classes}
+    if bad:
+        raise ValueError(
+            f"config key data.label_map: class ids {sorted(set(bad.values()))} have no name in data.classes")
+    source = source_of(data)
+    if source.path == "required" and not data["path"]:
+        raise ValueError(f"config key data.path: required for data.source '{source.name}' ({source.description})")
+    if source.path != "none" and data["path"] and not os.path.exists(data["path"]):
+        raise ValueError(f"config key data.path: {data['path']} does not exist (data.source '{source.name}')")
+    phantom = data["phantom"]
+    if phantom["tumours"] is not None and phantom["layout"] == "synapse":
+        raise ValueError(
+            "config key data.phantom.tumours: the synapse layout has no tumour label; "
+            "set data.phantom.layout to kits19 (kidney tumours) or lits (liver tumours)")
+    if data["split"]["preset"] == "file" and not data["split"]["file"]:
+        raise ValueError("config key data.split.file: required when data.split.preset is 'file'")
+    augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
+    if cfg["teacher"]["cache"] and cfg["students"]["lockstep"]:
+        raise ValueError(
+            "config keys students.lockstep and teacher.cache: a lock-step cohort runs the teacher once per "
+            "batch for all its students; use one or the other")
+    if cfg["teacher"]["cache"] and augment != "none":
+        raise ValueError(
+            f"config key teacher.cache: a teacher cache holds the features of the un-augmented slices, so it is "
+            f"exact only for students trained with augment 'none' (students train with '{augment}'); "
+            "set teacher.cache: [] to run the teacher online on each augmented batch")
+    ranges = {k: phantom[k] for k in ("slices", "spacing_xy", "slice_thickness")}
+    ranges |= {f"tumours.{k}": v for k, v in (phantom["tumours"] or {}).items()}
+    for key, (lo, hi) in ranges.items():
+        if lo > hi:
+            raise ValueError(f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}")
+
+
+def check_against_package(cfg: dict) -> None:
+    """Raise ValueError naming the key for method names and options unknown to the registry, a task
+    the classes cannot express, and split settings that would leave a part empty."""
+    from hkd.data.tasks import check_task
+    from hkd.errors import DataError
+
+    data = cfg["data"]
+    try:
+        check_task(data["task"], data["classes"])
+    except DataError as exc:
+        raise ValueError(f"config key {exc}") from None
+    check_methods(cfg)
+    check_split(cfg)
+
+
+def check_methods(cfg: dict) -> None:
+    """Method names and options against the registry (hkd/distill), the one source of truth."""
+    from hkd import distill
+
+    available = distill.available()
+    for key, names in (("students.methods", cfg["students"]["methods"]), ("teacher.cache", cfg["teacher"]["cache"]),
+                       ("distill", list(cfg["distill"]))):
+        unknown = sorted(set(names) - set(available))
+        if unknown:
+            raise ValueError(f"config key {key}: unknown method(s) {unknown}; available: {available}")
+    for name, options in cfg["distill"].items():
+        known = distill.get(name).option_defaults()
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"config key distill.{name}: unknown option(s) {unknown}; {name} takes {sorted(known)}")
+
+
+def source_cases(data: dict, out: str) -> int | None:
+    """Number of cases the source will hold, where known before any job runs (else None)."""
+    from hkd.data.sources import count_cases
+
+    source = source_of(data)
+    if source.name == "phantom":
+        return data["phantom"]["cases"]
+    if source.name == "synapse":
+        return count_cases(f"{out}/raw/synapse/RawData.zip", "zip")
+    if downloads(data):
+        return data[source.name]["cases"]
+    return count_cases(data["path"], source.name)
+
+
+def check_split(cfg: dict) -> None:
+    """Split settings that would leave a part empty, found before the expensive work."""
+    from hkd.data.split import PARTS, check_split as check_parts, format_ratios, part_sizes
+    from hkd.errors import DataError
+
+    split = cfg["data"]["split"]
+    if split["preset"] == "file":
+        path = split["file"]
+        if not os.path.isfile(path):
+            raise ValueError(f"config key data.split.file: {path} does not exist")
+        try:
+            parts = json.loads(open(path).read())
+            check_parts({part: list(parts[part]) for part in PARTS})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"config key data.split.file: {path}: not a split file with non-empty "
+                             f"'train', 'val' and 'test' lists ({exc})") from None
+    if split["preset"] != "random":
+        return
+    zero = [part for part, r in zip(PARTS, split["ratios"]) if r == 0]
+    if zero:
+        raise ValueError(f"config key data.split.ratios: {format_ratios(split['ratios'])} leave the "
+                         f"'{zero[0]}' part empty")
+    try:
+        n = source_cases(cfg["data"], cfg["out"])
+    except DataError as exc:
+        raise ValueError(f"config key data.path: {exc}") from None
+    try:
+        if n is not None:
+            part_sizes(n, split["ratios"])
+    except DataError as exc:
+        raise ValueError(f"config key {exc}") from None
+
