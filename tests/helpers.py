@@ -125,14 +125,3 @@ def snakemake(root: Path, *args: str, env: dict | None = None, timeout: float | 
     return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(root), "--snakefile",
                            str(root / "Snakefile"), *args], cwd=root, capture_output=True, text=True, env=env,
                           timeout=timeout)
-
-
-def job_reasons(dry_run_output: str) -> list[tuple[str, str]]:
-    """(rule, reason) of every job a ``snakemake -n`` output lists."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", dry_run_output):
-        head = re.match(r"(?:local)?rule (\w+):", block)
-        reason = re.search(r"^\s*reason: (.*)$", block, re.M)
-        if head and reason and head.group(1) != "all":
-            jobs.append((head.group(1), reason.group(1)))
-    return jobs

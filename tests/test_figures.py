@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -11,8 +12,13 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from hkd.figures import (attribution_grid, dice_vs_params, gradient_ratios, latent_pca, pca_2d,
-                         prediction_overlays, training_curves)
+from hkd.figures import FIGURES
+from hkd.figures.attributions import attribution_grid
+from hkd.figures.curves import training_curves
+from hkd.figures.gradients import gradient_ratios
+from hkd.figures.latent import latent_pca, pca_2d
+from hkd.figures.overlays import prediction_overlays
+from hkd.figures.scaling import dice_vs_params
 from hkd.figures.gradients import ratio_terms
 from hkd.figures.runs import parse_run
 from hkd.explain.context import context_table
@@ -21,6 +27,7 @@ from hkd.figures.make import cell_organs, make_study_figures, select_slices
 from hkd.models import build_model
 
 from conftest import CLASSES
+from helpers import REPO
 
 S = 32
 SIZE, DPI = (3.0, 2.0), 100
@@ -99,6 +106,36 @@ def test_training_curves_and_dice_vs_params_sizes(tmp_path):
     assert _pixels(dice_vs_params(tmp_path / "e.png", table, None, size=SIZE, dpi=DPI)) == (200, 300)
     with pytest.raises(ValueError):
         dice_vs_params(tmp_path / "f.png", table.drop(columns="dice_std"), None)
+
+
+def test_runs_described_as_data_draw_what_their_names_would(tmp_path):
+    """Runs given as data (the workflow's --runs) draw the same curves as the names parse_run reads; a name
+    that parse_run cannot read is drawn from its description."""
+    logs = {name: pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5 + k], "val_dice": [0.2, 0.4],
+                                "gradnorm_seg": [1.0, 1.0], "gradnorm_kd": [0.5, 2.0]})
+            for k, name in enumerate(("logits_w0.4M_s0", "logits_w0.4M_s1"))}
+    described = {name: {"model": "logits_w0.4M", "method": "logits", "width": "0.4M", "seed": s}
+                 for s, name in enumerate(logs)}
+    for draw in (training_curves, gradient_ratios):
+        by_name, by_data = draw(tmp_path / "a.png", logs).read_bytes(), draw(tmp_path / "b.png", logs, runs=described)
+        assert by_data.read_bytes() == by_name
+    renamed = {f"run {i}": log for i, log in enumerate(logs.values())}
+    assert gradient_ratios(tmp_path / "c.png", renamed, runs=dict(zip(renamed, described.values()))).read_bytes() \
+        == gradient_ratios(tmp_path / "d.png", logs).read_bytes()
+
+
+def test_the_figure_list_names_existing_functions_and_captions():
+    import importlib
+
+    from hkd.figures import figure_path
+
+    for figure in FIGURES:
+        module, function = figure.function.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(f"hkd.figures.{module}"), function)), figure
+        assert (REPO / "workflow" / "report" / figure.caption).is_file(), figure
+        assert figure_path("out", figure.name) == Path("out") / f"{figure.name}.png"
+    with pytest.raises(ValueError, match="unknown figure"):
+        figure_path("out", "nope")
 
 
 def test_cell_organs_label_cells_by_the_organ_they_hold():

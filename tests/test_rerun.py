@@ -2,24 +2,27 @@
 change reruns exactly the jobs that depend on it, checked with dry runs on the study's copy of the
 repository. The README's "Reruns" table is ``README_TABLE`` below, one test per row.
 
-Code inputs: every rule declares the ``hkd`` modules its command imports (``hkd/workflow_deps.py``).
-Checked three ways: the declared files are the helper's set for the command the rule's shell runs;
-every module a job imported at run time (``PYTHONPROFILEIMPORTTIME`` in its log) is declared; and
-editing modules plans exactly the rules that import them (every module is edited once, together with
-the modules imported by the same rules: one dry run per such group).
+Code inputs: every job declares the ``hkd`` modules its command runs with its own method and reader
+(``hkd/workflow_deps.py``), as paths relative to the project. Checked three ways: the declared files
+are the helper's set for the command the job's shell runs; every module a job imported at run time
+(``PYTHONPROFILEIMPORTTIME`` in its log) is declared; and editing modules plans exactly the jobs that
+run them (every module is edited once, together with the modules run by the same jobs: one dry run
+per such group).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers import REPO, job_reasons, merge, runnable, snakemake
+from helpers import REPO, STUDY, default_config, merge, runnable, snakemake
 from hkd.workflow_deps import command_modules, package_modules
 
 pytestmark = pytest.mark.slow
@@ -35,9 +38,37 @@ STUDY_COMMANDS = {"phantom": ("phantom",), "split": ("split",), "prepare": ("pre
                   "figures": ("figures", "overview"), "context": ("context",)}
 
 
-def modules_of(commands, root) -> set[str]:
+def study_loads(rule: str, method: str | None) -> tuple[str, ...]:
+    """What a job of the study (a phantom in the Synapse layout) makes the registries load: the data steps
+    the RawData reader, a training job its own method (the teacher learns from the labels alone)."""
+    if rule in ("split", "prepare"):
+        return ("hkd.data.cases",)
+    if rule == "train_teacher":
+        return ("hkd.distill.scratch",)
+    if rule in ("train_scratch", "train_student", "teacher_cache"):
+        return (f"hkd.distill.{method}",)
+    return ()
+
+
+def modules_of(commands, root, loads=()) -> set[str]:
     """The hkd files the rule's commands execute together."""
-    return set().union(*(command_modules(c, root) for c in commands))
+    return set().union(*(command_modules(c, root, loads) for c in commands))
+
+
+def study_jobs(methods) -> dict[tuple[str, str | None], set[str]]:
+    """(rule, method) of every job kind of the study -> the hkd files it runs."""
+    jobs = {}
+    for rule, commands in STUDY_COMMANDS.items():
+        if rule in ("train_student", "evaluate_student", "teacher_cache"):
+            keys = [(rule, m) for m in methods if m != "scratch"]
+        elif rule in ("train_scratch", "evaluate_scratch"):
+            keys = [(rule, "scratch")]
+        else:
+            keys = [(rule, None)]
+        for key in keys:
+            jobs[key] = modules_of(commands, REPO, study_loads(*key))
+    return jobs
+
 
 # The README's "Reruns" table: change -> what reruns.
 README_TABLE = {
@@ -50,7 +81,13 @@ README_TABLE = {
     "A figure function (`hkd/figures/curves.py`)": "the figures only",
     "A model (`hkd/models/squeezeunet.py`)": "every rule whose command imports `hkd.models`, the teacher's "
                                              "included (`hkd.models` imports both architectures)",
-    "Any `hkd` module": "the rules whose command imports it (`hkd/workflow_deps.py`), and what depends on them",
+    "A method (`hkd/distill/hlfd.py`)": "that method's students, their evaluations, and the tables, figures "
+                                        "and verdicts built from them; not the teacher",
+    "A reader the study does not use (`hkd/data/synapse.py` for the phantom)": "nothing",
+    "One command's module (`hkd/commands/evaluate.py`)": "the jobs of its commands, and what depends on them",
+    "The dispatcher (`hkd/cli.py`)": "every job (each runs it)",
+    "The project folder, copied or moved with its results": "nothing",
+    "Any `hkd` module": "the jobs that run it (`hkd/workflow_deps.py`), and what depends on them",
 }
 
 
@@ -114,43 +151,67 @@ def _job_blocks(out: str):
             yield head.group(1), block
 
 
+def _method(block: str) -> str | None:
+    wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+    found = re.search(r"(?:^|, )method=([\w]+)", wildcards.group(1)) if wildcards else None
+    return found.group(1) if found else None
+
+
 @pytest.fixture(scope="module")
 def rule_code(study, tmp_path_factory):
-    """Rule -> (its hkd command, its declared hkd files, its jobs' log files), from a forced dry run of the
-    study and of every config in workflow/configs (for the download and extract rules)."""
+    """(rule, method) -> (its hkd command, its declared hkd files, its jobs' log files), from a forced dry
+    run of the study and of every config in workflow/configs (for the download and extract rules)."""
     outputs = [dry_run(study, "--forceall", "-p")]
     for config in sorted((study / "workflow" / "configs").glob("*.yaml")):
         out_dir = tmp_path_factory.mktemp(config.stem)
         config = runnable(config, tmp_path_factory.mktemp(f"{config.stem}-data"), root=study)
         outputs.append(dry_run(study, "--forceall", "-p", "--configfile", str(config), "--config",
                                f"out={out_dir}"))
-    rules: dict[str, tuple[str, set[str], list[Path]]] = {}
+    jobs: dict[tuple[str, str | None], tuple[tuple[str, ...], set[str], list[Path]]] = {}
     for out in outputs:
         for rule, block in _job_blocks(out):
             shell = block.split("Shell command:", 1)[1]
             command = tuple(dict.fromkeys(re.findall(r"(?:^|\s)hkd ([\w-]+)", shell)))
             inputs = re.search(r"^\s*input: (.*)$", block, re.M).group(1).split(", ")
-            code = {os.path.relpath(f, study) for f in inputs if f.startswith(str(study / "hkd"))}
+            assert not [f for f in inputs if os.path.isabs(f) and "/hkd/" in f], f"{rule}: absolute code paths"
+            code = {f for f in inputs if f.startswith("hkd/")}
             log = re.search(r"^\s*log: (.*)$", block, re.M).group(1)
-            known = rules.setdefault(rule, (command, code, []))
-            assert known[:2] == (command, code), f"jobs of rule {rule} differ in command or code inputs"
+            key = (rule, _method(block))
+            if out is not outputs[0]:
+                key = (rule, "other study") if rule in ("split", "prepare") else key
+            known = jobs.setdefault(key, (command, code, []))
+            assert known[:2] == (command, code), f"jobs {key} differ in command or code inputs"
             if out is outputs[0]:
                 known[2].append(study / log)
-    width = max(map(len, rules))
-    print("\nrule code inputs (hkd/ omitted):")
-    for rule, (command, code, _) in sorted(rules.items()):
-        print(f"  {rule:<{width}}  hkd {' + '.join(command)}: {' '.join(sorted(c[4:] for c in code))}")
-    return rules
+    width = max(len(f"{r} {m or ''}") for r, m in jobs)
+    print("\njob code inputs (hkd/ omitted):")
+    for (rule, method), (command, code, _) in sorted(jobs.items(), key=str):
+        name = f"{rule} {method or ''}"
+        print(f"  {name:<{width}}  hkd {' + '.join(command)} ({len(code)}): {' '.join(sorted(c[4:] for c in code))}")
+    return jobs
 
 
-def test_every_rule_declares_the_modules_its_command_imports(rule_code, study):
+def test_every_job_declares_the_modules_its_command_and_method_run(rule_code, study):
     assert {"phantom", "download", "extract", "split", "prepare", "train_teacher", "teacher_cache",
             "train_scratch", "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student", "tables",
-            "hypotheses", "figures",
-            "context"} <= set(rule_code)
-    for rule, (command, code, _) in rule_code.items():
-        assert code == modules_of(command, study), rule
+            "hypotheses", "figures", "context"} <= {rule for rule, _ in rule_code}
+    methods = {f"hkd/distill/{m}.py" for m in available_methods()}
+    for (rule, method), (command, code, _) in rule_code.items():
         assert STUDY_COMMANDS.get(rule, command) == command, rule
+        if method != "other study":
+            assert code == modules_of(command, study, study_loads(rule, method)), (rule, method)
+        assert code & methods == ({f"hkd/distill/{method}.py"} if rule.startswith(("train_", "teacher_cache"))
+                                  and rule != "train_teacher" else
+                                  {"hkd/distill/scratch.py"} if rule == "train_teacher" else set()), (rule, method)
+        if rule not in ("download", "extract", "split", "prepare"):  # the phantom's rules read no other source
+            assert not code & {"hkd/data/synapse.py", "hkd/data/kits19.py", "hkd/data/layouts.py",
+                               "hkd/data/transunet_format.py"}, rule
+
+
+def available_methods() -> list[str]:
+    from hkd import distill
+
+    return distill.available()
 
 
 def _imported_at_run_time(log: Path, root: Path) -> set[str]:
@@ -166,16 +227,16 @@ def _imported_at_run_time(log: Path, root: Path) -> set[str]:
 
 def test_every_module_a_job_imported_is_declared(rule_code, study):
     seen = set()
-    for rule, (_, code, logs) in rule_code.items():
+    for (rule, method), (_, code, logs) in rule_code.items():
         unused = set(code)
         for log in logs:
             imported = _imported_at_run_time(log, study)
             assert imported, f"{log} lists no imports"
-            assert imported <= code, f"{rule} imported undeclared modules {sorted(imported - code)}"
+            assert imported <= code, f"{rule} {method} imported undeclared modules {sorted(imported - code)}"
             unused -= imported
             seen.add(rule)
         if logs:  # declared for imports on paths this study does not take
-            print(f"{rule}: declared, not imported here: {' '.join(sorted(m[4:] for m in unused)) or '-'}")
+            print(f"{rule} {method or ''}: declared, not imported here: {' '.join(sorted(m[4:] for m in unused)) or '-'}")
     assert seen >= {"phantom", "train_teacher", "teacher_cache", "train_scratch", "train_student", "evaluate_student",
                     "tables",
                     "hypotheses", "figures", "context"}
@@ -204,41 +265,51 @@ def _downstream(rules: set[str], edges: dict[str, set[str]]) -> set[str]:
     return found
 
 
-def _groups() -> dict[frozenset[str], list[str]]:
-    """The modules grouped by the set of study rules whose command imports them."""
-    imports = {rule: modules_of(commands, REPO) for rule, commands in STUDY_COMMANDS.items()}
+def _groups() -> dict[frozenset[tuple[str, str | None]], list[str]]:
+    """The modules grouped by the set of the study's jobs (rule, method) that run them."""
+    methods = merge(copy.deepcopy(default_config()), STUDY)["students"]["methods"]
+    imports = study_jobs(methods)
     groups = defaultdict(list)
     for module in MODULES:
-        groups[frozenset(rule for rule, code in imports.items() if module in code)].append(module)
+        groups[frozenset(job for job, code in imports.items() if module in code)].append(module)
     return groups
 
 
 GROUPS = _groups()
 
 
+def _planned_jobs(out: str) -> list[tuple[str, str | None, str]]:
+    """(rule, method, reason) of every job a dry-run output lists."""
+    jobs = []
+    for rule, block in _job_blocks(out):
+        reason = re.search(r"^\s*reason: (.*)$", block, re.M)
+        if reason:
+            jobs.append((rule, _method(block), reason.group(1)))
+    return jobs
+
+
 @pytest.mark.parametrize("importers, modules", GROUPS.items(),
                          ids=[f"{m[0][4:]}+{len(m) - 1}" for m in GROUPS.values()])
-def test_editing_modules_reruns_exactly_the_rules_that_import_them(importers, modules, rule_graph, restore):
-    """The modules of one group edited at once (every module is in one group): the rules that import them
-    are planned for exactly these files, everything else only as their downstream jobs or not at all."""
+def test_editing_modules_reruns_exactly_the_jobs_that_run_them(importers, modules, rule_graph, restore):
+    """The modules of one group edited at once (every module is in one group): exactly the jobs that run
+    them are planned for these files, every other planned job only because an upstream job reruns, and
+    only in the rules downstream of theirs."""
     for module in modules:
         _edit(restore / module)
-    jobs = job_reasons(dry_run(restore))
-    planned = {rule for rule, _ in jobs}
-    print(f"{len(modules)} module(s) {', '.join(m[4:] for m in modules)}: imported by {sorted(importers)}; "
-          f"planned {sorted(planned)}")
-    assert planned == importers | _downstream(importers, rule_graph)
-    direct = set()
-    for rule, reason in jobs:
+    jobs = _planned_jobs(dry_run(restore))
+    planned = {(rule, method) for rule, method, _ in jobs}
+    rules = {rule for rule, _ in importers}
+    print(f"{len(modules)} module(s) {', '.join(m[4:] for m in modules)}: run by {sorted(importers, key=str)}; "
+          f"planned {sorted(planned, key=str)}")
+    assert importers <= planned  # no job that runs an edited file is missed
+    assert {rule for rule, _ in planned} <= rules | _downstream(rules, rule_graph)
+    for rule, method, reason in jobs:
         parts = dict(part.split(": ", 1) for part in reason.split("; "))
         if "Updated input files" in parts:  # planned because of the edit itself
             updated = {os.path.relpath(f, restore) for f in parts["Updated input files"].split(", ")}
-            assert rule in importers and updated == set(modules), (rule, reason)
-            direct.add(rule)
+            assert (rule, method) in importers and updated == set(modules), (rule, method, reason)
         else:  # planned only because an upstream job reruns
-            assert set(parts) == {"Input files updated by another job"}, (rule, reason)
-    # every importer not fed by another importer shows the edit as its own reason
-    assert direct >= {rule for rule in importers if rule not in _downstream(importers - {rule}, rule_graph)}
+            assert set(parts) == {"Input files updated by another job"}, (rule, method, reason)
 
 
 # ------------------------------------------------------------------------------ the README's table
@@ -294,3 +365,47 @@ def test_editing_the_student_model_reruns_every_rule_that_imports_the_models(res
     assert jobs["train_student"] + jobs["train_scratch"] == n_students
     assert jobs["evaluate_student"] + jobs["evaluate_scratch"] == n_students
     assert {"teacher_cache", "figures", "context"} <= set(jobs) and not DATA_JOBS & set(jobs)
+
+
+def _all_jobs(root: Path) -> dict[str, int]:
+    out = dry_run(root, "--forceall")
+    table = out.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) not in ("total", "all")}
+
+
+def test_editing_a_method_reruns_only_its_students_and_what_is_built_from_them(restore):
+    _edit(restore / "hkd" / "distill" / "hlfd.py")
+    assert planned_jobs(restore) == {"train_student": 1, "evaluate_student": 1, "context": 1, "tables": 1,
+                                     "hypotheses": 1, "figures": 1}
+
+
+@pytest.mark.parametrize("reader", ["synapse", "kits19", "layouts", "transunet_format"])
+def test_editing_a_reader_the_study_does_not_use_reruns_nothing(restore, reader):
+    _edit(restore / "hkd" / "data" / f"{reader}.py")
+    assert planned_jobs(restore) == {}
+
+
+def test_editing_the_reader_the_study_uses_reruns_its_data_steps_and_all_after(restore):
+    """No false negative: the phantom's cases are read by hkd/data/cases.py."""
+    _edit(restore / "hkd" / "data" / "cases.py")
+    assert planned_jobs(restore) == {rule: n for rule, n in _all_jobs(restore).items() if rule != "phantom"}
+
+
+def test_editing_one_command_module_reruns_its_commands_only(restore):
+    _edit(restore / "hkd" / "commands" / "evaluate.py")
+    n = len(_config(restore)["students"]["methods"])
+    assert planned_jobs(restore) == {"evaluate_teacher": 1, "evaluate_scratch": 1, "evaluate_student": n - 1,
+                                     "tables": 1, "hypotheses": 1, "figures": 1}
+
+
+def test_editing_the_dispatcher_reruns_every_job(restore):
+    _edit(restore / "hkd" / "cli.py")
+    assert planned_jobs(restore) == _all_jobs(restore)
+
+
+def test_a_copied_project_folder_plans_nothing(study, tmp_path):
+    """Code inputs are relative paths: the same project in another folder is the same finished study."""
+    moved = tmp_path / "moved"
+    subprocess.run(["cp", "-a", str(study), str(moved)], check=True)
+    assert planned_jobs(moved) == {}

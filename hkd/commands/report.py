@@ -55,7 +55,11 @@ def parser_figures(sub) -> None:
     p = sub.add_parser("figures", help="qualitative and summary figures: overlays, saliency, Grad-CAM, latent PCA, "
                        "training curves, Dice vs parameters (the Grad-CAM context table is 'hkd context')")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
-    p.add_argument("--models", required=True, nargs="+", help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher")
+    p.add_argument("--runs", default=None,
+                   help="JSON list (inline or file) of the runs, each {name, model, method, width, seed, log} and, for "
+                        "the runs shown in the qualitative figures, checkpoint; instead of --models and --logs")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher (or give --runs)")
     p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
     p.add_argument("--logs", nargs="+", default=None,
                    help="NAME=LOG_CSV of every run for the curves and gradient ratios (NAME: METHOD_wWIDTH_sSEED or "
@@ -64,7 +68,17 @@ def parser_figures(sub) -> None:
     p.add_argument("--n-slices", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_figures, inputs=("data", "models", "summary", "slices"), outputs=("out_dir",))
+    p.set_defaults(func=cmd_figures, inputs=("data", "runs", "models", "summary", "slices"), outputs=("out_dir",))
+
+
+def _runs_arg(runs) -> tuple[dict, dict, dict]:
+    """The checkpoints shown (by model), the logs (by run name) and every run's description, from ``--runs``."""
+    keys = ("name", "model", "method", "width", "seed")
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and set(keys) <= set(r) for r in runs):
+        raise DataError(f"--runs: expected a JSON list of objects with keys {list(keys)}")
+    described = {r["name"]: r for r in runs} | {r["model"]: r for r in runs if r.get("checkpoint")}
+    models = {r["model"]: Path(r["checkpoint"]) for r in runs if r.get("checkpoint")}
+    return models, {r["name"]: Path(r["log"]) for r in runs if r.get("log")}, described
 
 
 def cmd_figures(args) -> None:
@@ -74,15 +88,22 @@ def cmd_figures(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    runs = _models_arg(args.models)
     slices = json_arg(args.slices, "--slices")
     slices = slices if slices == "coverage" else [(str(c), int(i)) for c, i in slices]
-    bad = [item for item in args.logs or [] if "=" not in item or not item.split("=", 1)[0]]
-    if bad:
-        raise DataError(f"--logs: expected NAME=LOG_CSV, got {bad}")
-    logs = dict(item.split("=", 1) for item in args.logs) if args.logs else {n: Path(d) / "log.csv" for n, d in runs.items()}
-    paths = make_study_figures(args.data, {name: Path(d) / "best.pt" for name, d in runs.items()}, args.out_dir,
-                               slice_selection=slices, n_slices=args.n_slices, logs=logs, summary_csv=args.summary)
+    if args.runs is not None:
+        models, logs, described = _runs_arg(json_arg(args.runs, "--runs"))
+    elif args.models:
+        folders = _models_arg(args.models)
+        models, described = {name: Path(d) / "best.pt" for name, d in folders.items()}, None
+        bad = [item for item in args.logs or [] if "=" not in item or not item.split("=", 1)[0]]
+        if bad:
+            raise DataError(f"--logs: expected NAME=LOG_CSV, got {bad}")
+        logs = (dict(item.split("=", 1) for item in args.logs) if args.logs
+                else {n: Path(d) / "log.csv" for n, d in folders.items()})
+    else:
+        raise DataError("--runs or --models: which runs to show")
+    paths = make_study_figures(args.data, models, args.out_dir, slice_selection=slices, n_slices=args.n_slices,
+                               logs=logs, summary_csv=args.summary, runs=described)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
 
 

@@ -7,22 +7,23 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from hkd.figures.runs import parse_run
+from hkd.figures.runs import describe
 from hkd.figures.style import new_figure, save_figure
 
 PANELS = (("loss", "training loss"), ("val_dice", "validation Dice"))
 SEED_STYLES = ("-", "--", ":", "-.")
 
 
-def training_curves(out_png: str | Path, logs: dict[str, pd.DataFrame], *,
+def training_curves(out_png: str | Path, logs: dict[str, pd.DataFrame], *, runs: dict[str, dict] | None = None,
                     size: tuple[float, float] = (10.0, 3.8), dpi: int = 100) -> Path:
     """Two panels (loss, val_dice vs epoch), one line per run: a colour per model, a line style per seed.
 
-    Run names follow :func:`hkd.figures.runs.parse_run`; a column a log lacks is skipped.
+    ``runs`` describes each log's run (model, method, width, seed); without it the names are read by
+    :func:`hkd.figures.runs.describe`. A column a log lacks is skipped.
     """
     fig = new_figure(size, dpi)
     axes = fig.subplots(1, len(PANELS), squeeze=False)[0]
-    runs = {name: parse_run(name) for name in logs}
+    runs = {name: describe(name, runs) for name in logs}
     models = list(dict.fromkeys(r["model"] for r in runs.values()))
     seeds = sorted({r["seed"] for r in runs.values() if r["seed"] is not None}, key=int)
     colour = {m: f"C{i % 10}" for i, m in enumerate(models)}

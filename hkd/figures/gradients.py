@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from hkd.figures.runs import parse_run
+from hkd.figures.runs import describe
 from hkd.figures.style import new_figure, save_figure
 
 SEG = "gradnorm_seg"
@@ -29,17 +29,18 @@ def ratio_terms(log: pd.DataFrame) -> list[str]:
     return [c[len(PREFIX):] for c in log.columns if c.startswith(PREFIX) and c != SEG]
 
 
-def gradient_ratios(out_png: str | Path, logs: dict[str, pd.DataFrame], *,
+def gradient_ratios(out_png: str | Path, logs: dict[str, pd.DataFrame], *, runs: dict[str, dict] | None = None,
                     size: tuple[float, float] | None = None, dpi: int = 100) -> Path:
     """One panel per distilled method: gradnorm_<term> / gradnorm_seg per epoch, log y axis, 0.1x-10x shaded.
 
-    Every run (width and seed) is a line: a colour per width, a line style per term. Run names follow
-    :func:`hkd.figures.runs.parse_run`; runs without distillation gradient norms are left out, and a
+    Every run (width and seed) is a line: a colour per width, a line style per term. ``runs`` describes
+    each log's run (method, width, seed); without it the names are read by
+    :func:`hkd.figures.runs.describe`. Runs without distillation gradient norms are left out, and a
     figure without any says so.
     """
     series: dict[str, list[tuple[dict, str, pd.DataFrame]]] = {}
     for name, log in logs.items():
-        run = parse_run(name)
+        run = describe(name, runs)
         for term in ratio_terms(log):
             series.setdefault(run["method"], []).append((run, term, log))
     methods = list(series) or [""]

@@ -15,11 +15,12 @@ import torch
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.explain import gradcam, saliency
 from hkd.figures.attributions import attribution_grid
+from hkd.figures import figure_path
 from hkd.figures.curves import training_curves
 from hkd.figures.gradients import gradient_ratios
 from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
-from hkd.figures.runs import parse_run
+from hkd.figures.runs import describe
 from hkd.figures.scaling import dice_vs_params
 from hkd.models.checkpoint import load_model
 
@@ -116,23 +117,25 @@ def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
 
 
-def _seeds_note(names) -> str:
-    seeds = sorted({parse_run(n)["seed"] for n in names} - {None}, key=int)
+def _seeds_note(names, runs: dict[str, dict] | None) -> str:
+    seeds = sorted({describe(n, runs)["seed"] for n in names} - {None}, key=int)
     return f"students of seed {', '.join(seeds)}" if seeds else ""
 
 
 def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *,
                        slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
                        n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: Path | None = None,
-                       device: str = "cpu") -> list[Path]:
+                       device: str = "cpu", runs: dict[str, dict] | None = None) -> list[Path]:
     """Write the study figures into ``out_dir``; returns the written paths.
 
     ``models`` maps display names to checkpoints (in display order). Attributions are computed for
     ``organs`` (default: the largest few organs in the chosen slices) wherever the organ is in the
     ground truth (the organ's outline is drawn over the maps).
     ``logs`` maps run names (``METHOD_wWIDTH_sSEED`` or ``teacher``, every seed) to ``log.csv`` files for
-    the training curves and the gradient ratios; ``summary_csv`` has columns method, params,
-    dice_mean, dice_std, with the teacher as the row whose method is 'teacher'.
+    the training curves and the gradient ratios; ``runs`` describes each name of ``models`` and ``logs``
+    (model, method, width, seed; default: read from the name by :func:`hkd.figures.runs.describe`).
+    ``summary_csv`` has columns method, params, dice_mean, dice_std, with the teacher as the row whose
+    method is 'teacher'. The files written are those of :data:`hkd.figures.catalog.FIGURES`.
     """
     prepared, out_dir = Path(prepared), Path(out_dir)
     if not models:
@@ -159,9 +162,9 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     dev = torch.device(device)
     loaded = {name: load_model(path)[0].to(dev) for name, path in models.items()}
     predictions = {name: _predict(m, images, dev) for name, m in loaded.items()}
-    seeds = _seeds_note(models)
+    seeds = _seeds_note(models, runs)
     shown = ((images[:, 0] - lo) / (hi - lo)).numpy()  # the grey scale of the figures is [0, 1]
-    outputs = [prediction_overlays(out_dir / "overlays.png", shown, truths, predictions, classes,
+    outputs = [prediction_overlays(figure_path(out_dir, "overlays"), shown, truths, predictions, classes,
                                    row_labels=[f"case {c}, slice {s}" for c, s in where],
                                    title="validation slices" + (f"; {seeds}" if seeds else ""))]
 
@@ -178,10 +181,10 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
             sal[name][columns[i, c]] = saliency(model, x, c)
             cam[name][columns[i, c]] = gradcam(model, x, c)
     kind = "Saliency" + (f" ({seeds})" if seeds else "")
-    outputs.append(attribution_grid(out_dir / "saliency.png", backdrops, sal, kind, outlines=outlines, notes=notes,
+    outputs.append(attribution_grid(figure_path(out_dir, "saliency"), backdrops, sal, kind, outlines=outlines, notes=notes,
                                     blank_note="zero map"))
     kind = "Grad-CAM" + (f" ({seeds})" if seeds else "")
-    outputs.append(attribution_grid(out_dir / "gradcam.png", backdrops, cam, kind, outlines=outlines, notes=notes,
+    outputs.append(attribution_grid(figure_path(out_dir, "gradcam"), backdrops, cam, kind, outlines=outlines, notes=notes,
                                     blank_note="zero map: no positive evidence"))
 
     latent_rows = select_slices(data, "coverage", LATENT_SLICES, n_classes)
@@ -194,12 +197,12 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     note = (f"a point: one latent position of one of {len(latent_rows)} validation slices "
             f"({len({data.case[r] for r in latent_rows})} cases), i.e. a {' or '.join(sorted(cells))}-pixel cell, "
             f"coloured by the organ covering most of the cell if at least {LATENT_MIN_SHARE:.0%} of it, else grey")
-    outputs.append(latent_pca(out_dir / "latent_pca.png", latents, organ_labels, classes, note=note))
+    outputs.append(latent_pca(figure_path(out_dir, "latent_pca"), latents, organ_labels, classes, note=note))
 
     if logs:
         tables = {run: pd.read_csv(path) for run, path in logs.items()}
-        outputs.append(training_curves(out_dir / "training_curves.png", tables))
-        outputs.append(gradient_ratios(out_dir / "grad_ratios.png", tables))
+        outputs.append(training_curves(figure_path(out_dir, "training_curves"), tables, runs=runs))
+        outputs.append(gradient_ratios(figure_path(out_dir, "grad_ratios"), tables, runs=runs))
     if summary_csv is not None:
         table = pd.read_csv(summary_csv)
         is_teacher = table["method"].astype(str).eq("teacher") if "method" in table else None
@@ -207,5 +210,5 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
         if is_teacher is not None and is_teacher.any():
             teacher = float(table.loc[is_teacher, "dice_mean"].mean())
             table = table.loc[~is_teacher]
-        outputs.append(dice_vs_params(out_dir / "dice_vs_params.png", table, teacher))
+        outputs.append(dice_vs_params(figure_path(out_dir, "dice_vs_params"), table, teacher))
     return outputs

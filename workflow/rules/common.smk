@@ -14,6 +14,7 @@ sys.path.insert(0, workflow.basedir)
 from hkd.config_checks import check_against_package, check_config, schema_error
 from hkd.data import sources
 from hkd.devices import visible_gpus  # torch is imported lazily
+from hkd.figures import FIGURES
 from hkd.lock import OutLock
 from hkd.workflow_deps import command_modules
 
@@ -270,13 +271,24 @@ EVAL_FILES = [f"{OUT}/eval/teacher.csv"] + [
     f"{OUT}/eval/students/{run['name']}.csv" for run in RUNS
 ]
 FIGURE_SEED = config["students"]["seeds"][0]
-FIGURE_MODELS = {"teacher": TEACHER_DIR} | {
-    run["model"]: run["dir"] for run in RUNS if run["seed"] == FIGURE_SEED
-}
-# Training logs of every run (all seeds): training curves and gradient ratios.
-FIGURE_LOGS = {"teacher": f"{TEACHER_DIR}/log.csv"} | {
-    run["name"]: f"{run['dir']}/log.csv" for run in RUNS
-}
+# Every run for the figures: the training curves and gradient ratios show all seeds, the qualitative
+# figures the checkpoints of the teacher and of the students of the first seed.
+FIGURE_RUNS = [
+    {
+        "name": "teacher",
+        "model": "teacher",
+        "method": "teacher",
+        "width": None,
+        "seed": None,
+        "checkpoint": f"{TEACHER_DIR}/best.pt",
+        "log": f"{TEACHER_DIR}/log.csv",
+    }
+] + [
+    {key: run[key] for key in ("name", "model", "method", "width", "seed")}
+    | {"log": f"{run['dir']}/log.csv"}
+    | ({"checkpoint": f"{run['dir']}/best.pt"} if run["seed"] == FIGURE_SEED else {})
+    for run in RUNS
+]
 
 
 def study_description():
@@ -312,13 +324,4 @@ CONTEXT_RUNS = [
     {key: run[key] for key in ("method", "width", "seed")}
     | {"model": run["name"], "checkpoint": f"{run['dir']}/best.pt"}
     for run in RUNS
-]
-FIGURES = [
-    "overlays",
-    "saliency",
-    "gradcam",
-    "latent_pca",
-    "training_curves",
-    "grad_ratios",
-    "dice_vs_params",
 ]

@@ -4,20 +4,20 @@
 rule figures:
     input:
         data=rules.prepare.output[0],
-        ckpts=[f"{d}/best.pt" for d in FIGURE_MODELS.values()],
-        logs=list(FIGURE_LOGS.values()),
+        ckpts=[run["checkpoint"] for run in FIGURE_RUNS if "checkpoint" in run],
+        logs=[run["log"] for run in FIGURE_RUNS],
         summary=rules.tables.output.summary,
         split=rules.split.output[0],
         hypotheses=rules.hypotheses.output.html,
         code=sorted(set(code("figures") + code("overview"))),
     output:
         **{
-            name: report(
-                f"{OUT}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
+            figure.name: report(
+                f"{OUT}/figures/{figure.name}.png",
+                caption=f"../report/{figure.caption}",
                 category="Figures",
             )
-            for name in FIGURES
+            for figure in FIGURES
         },
         # the report's first page (workflow/report/workflow.rst includes it)
         overview=report(
@@ -33,14 +33,13 @@ rule figures:
         ENV
     threads: config["train"]["threads"]
     params:
-        models=" ".join(f"{name}={d}" for name, d in FIGURE_MODELS.items()),
-        logs=" ".join(f"{name}={path}" for name, path in FIGURE_LOGS.items()),
+        runs=as_json(FIGURE_RUNS),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
         run=as_json(study_description()),
     shell:
-        "hkd figures --data {input.data} --models {params.models} --logs {params.logs} --summary {input.summary}"
+        "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
         " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
