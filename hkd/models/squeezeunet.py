@@ -108,6 +108,11 @@ class SqueezeUNet(FeatureModel):
             c = _expand(e, w)
         self.head = nn.Conv2d(c, num_classes, 1)
 
+    def _blocks(self) -> dict[str, list[nn.Module]]:
+        """One block per fire module (encoder stages, bottleneck, decoder stages) and the head."""
+        return {**{f"enc{i + 1}": [m] for i, m in enumerate(self.encoder)}, "bottleneck": [self.bottleneck],
+                **{f"dec{i + 1}": [m] for i, m in enumerate(self.decoder)}, "head": [self.head]}
+
     def _features(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
