@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from hkd.figures.runs import parse_run
 from hkd.figures.style import new_figure, save_figure
@@ -77,7 +78,8 @@ def gradient_ratios(out_png: str | Path, logs: dict[str, pd.DataFrame], *,
                 ax.text(0.02, 0.02, "0 in " + ", ".join(unreached), transform=ax.transAxes, fontsize=6,
                         va="bottom", color="0.3")
             ax.set_yscale("log")
-            ax.grid(alpha=0.3, which="both")
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.tick_params(labelsize=7)
             if r == 0:
                 ax.set_title(f"{method}: {term}" if method else "no distillation gradient norms in the training logs",
