@@ -256,7 +256,11 @@ DISTILLED_METHODS = "|".join(re.escape(m) for m in METHODS if m != "scratch") or
 
 
 def student_model(width):
-    return {"arch": config["students"]["arch"], "width": width}
+    return {
+        "arch": config["students"]["arch"],
+        "width": width,
+        "init": config["students"]["init"],
+    }
 
 
 def run_outputs(folder):
