@@ -55,11 +55,14 @@ def modules_of(commands, root, loads=()) -> set[str]:
     return set().union(*(command_modules(c, root, loads) for c in commands))
 
 
-def study_jobs(methods) -> dict[tuple[str, str | None], set[str]]:
+def study_jobs(students: dict, cached: list[str]) -> dict[tuple[str, str | None], set[str]]:
     """(rule, method) of every job kind of the study -> the hkd files it runs."""
     jobs = {}
+    methods = students["methods"]
     for rule, commands in STUDY_COMMANDS.items():
-        if rule in ("train_student", "evaluate_student", "teacher_cache"):
+        if rule == "teacher_cache":
+            keys = [(rule, m) for m in methods if m in cached]
+        elif rule in ("train_student", "evaluate_student"):
             keys = [(rule, m) for m in methods if m != "scratch"]
         elif rule in ("train_scratch", "evaluate_scratch"):
             keys = [(rule, "scratch")]
@@ -267,8 +270,8 @@ def _downstream(rules: set[str], edges: dict[str, set[str]]) -> set[str]:
 
 def _groups() -> dict[frozenset[tuple[str, str | None]], list[str]]:
     """The modules grouped by the set of the study's jobs (rule, method) that run them."""
-    methods = merge(copy.deepcopy(default_config()), STUDY)["students"]["methods"]
-    imports = study_jobs(methods)
+    config = merge(copy.deepcopy(default_config()), STUDY)
+    imports = study_jobs(config["students"], config["teacher"]["cache"])
     groups = defaultdict(list)
     for module in MODULES:
         groups[frozenset(job for job, code in imports.items() if module in code)].append(module)
@@ -306,7 +309,7 @@ def test_editing_modules_reruns_exactly_the_jobs_that_run_them(importers, module
     for rule, method, reason in jobs:
         parts = dict(part.split(": ", 1) for part in reason.split("; "))
         if "Updated input files" in parts:  # planned because of the edit itself
-            updated = {os.path.relpath(f, restore) for f in parts["Updated input files"].split(", ")}
+            updated = set(parts["Updated input files"].split(", "))  # code inputs are relative paths
             assert (rule, method) in importers and updated == set(modules), (rule, method, reason)
         else:  # planned only because an upstream job reruns
             assert set(parts) == {"Input files updated by another job"}, (rule, method, reason)
