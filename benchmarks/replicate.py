@@ -152,8 +152,8 @@ class Replication:
     first: Path
     second: Path
     seeds: tuple[list[int], list[int]]
-    configs: list[str]  # the first study's --configfile arguments (none for the default)
-    args: list[str]  # B's: its config files, then its target
+    linked: list[str]  # what B took over from A this time (nothing when B already held it)
+    args: list[str]  # B's snakemake arguments: its config files, then its target
 
 
 def prepare(root: Path, configfile: Path | None = None, seeds: list[int] | None = None,
@@ -165,11 +165,11 @@ def prepare(root: Path, configfile: Path | None = None, seeds: list[int] | None 
     chosen = disjoint_seeds(config["students"]["seeds"], seeds)
     second = out.resolve() if out else first.with_name(first.name + "-replicate")
     configs = ["--configfile", str(configfile.resolve())] if configfile else []
-    reuse_upstream(first, second)
+    linked = reuse_upstream(first, second)
     override = second / "replicate.yaml"  # kept in B's folder: what B changed, for the record
     override.write_text(yaml.safe_dump({"out": str(second), "students": {"seeds": chosen}}))
     args = ["--configfile", *configs[1:], str(override), "--", str(second / "hypotheses.csv")]
-    return Replication(first, second, (list(config["students"]["seeds"]), chosen), configs, args)
+    return Replication(first, second, (list(config["students"]["seeds"]), chosen), linked, args)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                                                          else []))
     rep = prepare(ROOT, args.configfile, args.seeds, args.out)
     print(f"study A: {rep.first} (seeds {rep.seeds[0]}); study B: {rep.second} (seeds {rep.seeds[1]}), "
-          f"with A's {', '.join(UPSTREAM)}", flush=True)
+          f"with A's {', '.join(UPSTREAM)} ({', '.join(rep.linked) or 'none'} linked now)", flush=True)
     planned = planned_jobs(run("study B, dry run", "-n", *rep.args))
     upstream = sorted(UPSTREAM_RULES & set(planned))
     if upstream:
