@@ -146,7 +146,7 @@ def test_min_detectable_effect_grows_with_the_sd_and_the_correction_and_shrinks_
     d = unit_sd(10)
     mdes = [min_detectable_effect(d * sd) for sd in (0.01, 0.05, 0.1, 0.2)]
     assert all(a < b for a, b in zip(mdes, mdes[1:]))
-    assert min_detectable_effect(d) < min_detectable_effect(d, alpha=0.05 / 4) < min_detectable_effect(d, alpha=0.05 / 8)
+    assert min_detectable_effect(d) < min_detectable_effect(d, alpha=0.05 / 4) < min_detectable_effect(d, 0.05 / 8)
     assert min_detectable_effect(unit_sd(12)) < min_detectable_effect(unit_sd(8)) < min_detectable_effect(unit_sd(6))
 
 
@@ -155,8 +155,9 @@ def test_min_detectable_effect_is_infinite_where_the_wilcoxon_test_cannot_reach_
     assert np.isfinite(min_detectable_effect([0.1, 0.2, 0.3, 0.1, 0.2]))  # 1/32 < 0.05
     # 6 cases reach 1/64 = 0.0156 at best: below 0.05 / 3, not below 0.05 / 4 (Holm's first step over 4 claims)
     six = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3]
-    assert np.isfinite(min_detectable_effect(six, alpha=0.05 / 3)) and np.isinf(min_detectable_effect(six, alpha=0.05 / 4))
-    assert np.isinf(min_detectable_effect(six, alpha=0.05 / 12)) and np.isfinite(min_detectable_effect(six * 2, alpha=0.05 / 12))
+    assert np.isfinite(min_detectable_effect(six, alpha=0.05 / 3)) and np.isinf(min_detectable_effect(six, 0.05 / 4))
+    assert np.isinf(min_detectable_effect(six, alpha=0.05 / 12))
+    assert np.isfinite(min_detectable_effect(six * 2, alpha=0.05 / 12))  # 12 cases: 1/4096
     assert np.isinf(min_detectable_effect([0.1]))
     assert min_detectable_effect(np.full(8, 0.2)) == 0.0
     assert wilcoxon_power(10.0, 6, 0.05 / 4) == 0.0

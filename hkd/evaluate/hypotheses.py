@@ -58,8 +58,8 @@ CLAIMS = {
 MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
 COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
-           "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean", "note", "quantity",
-           "diverged_runs"]
+           "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean", "note",
+           "quantity", "diverged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
