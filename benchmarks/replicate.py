@@ -192,8 +192,7 @@ def main(argv: list[str] | None = None) -> None:
 
     config = study_config(ROOT, args.configfile)
     disjoint_seeds(config["students"]["seeds"], args.seeds)  # before any work
-    run("study A (nothing to do if it has finished)", *(["--configfile", str(args.configfile)] if args.configfile
-                                                         else []))
+    run("study A", *(["--configfile", str(args.configfile)] if args.configfile else []))  # reused if finished
     rep = prepare(ROOT, args.configfile, args.seeds, args.out)
     print(f"study A: {rep.first} (seeds {rep.seeds[0]}); study B: {rep.second} (seeds {rep.seeds[1]}), "
           f"with A's {', '.join(UPSTREAM)} ({', '.join(rep.linked) or 'none'} linked now)", flush=True)
@@ -202,10 +201,15 @@ def main(argv: list[str] | None = None) -> None:
     if upstream:
         raise SystemExit(f"study B would rerun {upstream}: its data or teacher differ from study A's "
                          f"(see `snakemake -n {' '.join(rep.args)}`)")
-    print(f"study B plans {sum(planned.values())} jobs: " + ", ".join(f"{k} {v}" for k, v in planned.items()))
-    run("study B", *rep.args)
-    labels = tuple(f"{name} (seeds {','.join(map(str, s))})" for name, s in zip("AB", rep.seeds))
-    print("\n" + side_by_side(rep.first / "hypotheses.csv", rep.second / "hypotheses.csv", labels=labels))
+    if planned:
+        print(f"study B plans {sum(planned.values())} jobs: " + ", ".join(f"{k} {v}" for k, v in planned.items()))
+        run("study B", *rep.args)
+    else:
+        print("study B has finished")
+    print()
+    for name, folder, seeds in zip("AB", (rep.first, rep.second), rep.seeds):
+        print(f"{name}: seeds {', '.join(map(str, seeds))} ({folder / 'hypotheses.csv'})")
+    print("\n" + side_by_side(rep.first / "hypotheses.csv", rep.second / "hypotheses.csv"))
     print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
 
 
