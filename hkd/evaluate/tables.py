@@ -173,10 +173,10 @@ def format_p(p: float) -> str:
 
 
 def display(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The table as text: floats to ``digits``, p-values by :func:`format_p`, undefined values ``n/a``."""
+    """The table as text: floats to ``digits``, p-values (raw and Holm-adjusted) by :func:`format_p`, undefined values ``n/a``."""
     shown = df.copy()
     for col in shown.columns:
-        if col == "p_value":
+        if col in ("p_value", "p_holm"):
             shown[col] = shown[col].map(format_p)
         elif col == "multiplier":  # as configured: 1.5, not 1.500
             shown[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:g}")
