@@ -139,10 +139,10 @@ def mark_own(folder: str | os.PathLike) -> None:
     (Path(folder) / OUTPUT_MARKER).write_text(_MARKER_TEXT)
 
 
-def claim_folder(folder: str | os.PathLike, flag: str, own_files: tuple[str, ...] = ()) -> Path:
+def claim_folder(folder: str | os.PathLike, flag: str, own_files: tuple[str, ...] = (), create: bool = True) -> Path:
     """Create ``folder`` for hkd's own use, or take it over when it is empty, already hkd's, or holds only
     ``own_files`` (files hkd writes there, left by a version that did not mark its folders); otherwise
-    refuse, naming ``flag``. The folder is marked as hkd's."""
+    refuse, naming ``flag``. The folder is marked as hkd's (with ``create`` False: only checked)."""
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise InputOverwriteError(f"{flag} {folder} is not a folder hkd created; choose another path")
@@ -152,8 +152,9 @@ def claim_folder(folder: str | os.PathLike, flag: str, own_files: tuple[str, ...
             raise InputOverwriteError(f"{flag} {folder} holds files hkd did not write ({', '.join(foreign[:3])}"
                                       f"{', ...' if len(foreign) > 3 else ''}) and is deleted when the run ends; "
                                       "choose an empty or new folder (nothing was written)")
-    folder.mkdir(parents=True, exist_ok=True)
-    mark_own(folder)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+        mark_own(folder)
     return folder
 
 

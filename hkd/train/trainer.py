@@ -29,6 +29,7 @@ from tqdm import tqdm
 from hkd import distill
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import resolve_device
+from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
 from hkd.train import augment
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("poly", "cosine")
+WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
@@ -190,6 +192,9 @@ class Run:
         # output, so a workflow manager does not delete it when a killed run is restarted.
         self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
         self.resume_path = self.work_dir / "state.pt" if resume_dir else None
+        if resume_dir:  # deleted when the run ends: never the output folder, never a folder of the user's
+            check_apart("--work", self.work_dir, "--out", self.out_dir)
+            claim_folder(self.work_dir, "--work", WORK_FILES, create=False)
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
@@ -266,6 +271,8 @@ class Run:
 
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""
+        if self.resume_path:
+            claim_folder(self.work_dir, "--work", WORK_FILES)
         if self.resume_path and self.resume_path.exists():
             try:
                 state = load_state(self.resume_path)
@@ -277,8 +284,8 @@ class Run:
                 return
             if state:
                 log.info("ignoring %s: written by a run with another configuration", self.resume_path)
-        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -454,7 +461,7 @@ class Run:
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
         if self.resume_path:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            remove_own(self.work_dir, WORK_FILES)
         return metrics
 
 

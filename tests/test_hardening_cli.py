@@ -1,0 +1,68 @@
+"""The command line never destroys what it did not write; bad input is refused before any work.
+
+One test per row of the second bad-input audit (D1-D9 and the messages), each reproducing the row as a
+user would meet it and asserting the one line the user sees and that nothing was destroyed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hkd.cli import main
+from hkd.data.cases import DataError, find_raw_cases, load_raw_case
+from hkd.train.trainer import load_model, train
+
+from conftest import REPO, TINY_TEACHER, make_case, write_rawdata
+from test_hardening import _patch_header, _replace_case, one_line_error, run_cli, snapshot, snakemake
+
+SMALL = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu"}
+
+
+# --- D1: the trainer's work folder ------------------------------------------------------------------
+
+def test_d1_a_work_folder_holding_user_files_is_refused_and_kept(prepared, tmp_path, capsys):
+    work = tmp_path / "u"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", tmp_path / "run1", "--work", work, "--quiet")
+    line = one_line_error(err)
+    assert code == 1 and f"--work {work} holds files hkd did not write (thesis.tex)" in line, line
+    assert (work / "thesis.tex").read_text() == "years of work"
+    assert not (tmp_path / "run1").exists()
+
+
+def test_d1_a_work_folder_that_is_the_output_is_refused(prepared, tmp_path, capsys):
+    run2 = tmp_path / "run2"
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", run2, "--work", run2, "--quiet")
+    line = one_line_error(err)
+    assert code == 1 and f"--work {run2} is --out {run2}" in line, line
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", run2 / "inner", "--work", run2, "--quiet")
+    assert code == 1 and "contains --out" in one_line_error(err)
+
+
+def test_d1_the_work_folder_is_hkds_and_removed_but_nothing_else(prepared, tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", out, "--work", work, "--quiet")
+    assert code == 0, err
+    assert not work.exists() and load_model(out / "best.pt")[1]["arch"] == "squeezeunet"
+    # a work folder left by an earlier version (its own files only, no marker) is taken over and removed
+    work.mkdir()
+    torch.save(torch.zeros(2), work / "state.pt")
+    assert run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL), "--out", out,
+                   "--work", work, "--quiet")[0] == 0
+    assert not work.exists()
