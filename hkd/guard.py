@@ -7,7 +7,8 @@ Three rules, checked before any work:
 * A folder is replaced or deleted only when it is empty or carries :data:`OUTPUT_MARKER`, the file
   hkd puts into every folder it creates (outputs written by :func:`hkd.io.atomic_dir`, the trainer's
   work folder). Files hkd deletes in a folder it did not create are deleted by name, one by one.
-* A file is replaced only when it is empty or has the form hkd gives the files it writes, recognised
+* A file is replaced only when it lies in a folder hkd created (marked as above), is empty, or has the
+  form hkd gives the files it writes, recognised
   by suffix and content (:func:`written_by_hkd`): ``.json`` an object with the keys of one of hkd's
   JSON files, ``.csv`` a header naming one of hkd's columns, ``.md`` a table or hkd's verdict page,
   ``.html`` a page with hkd's table or overview classes, ``.pt`` a torch checkpoint, ``.h5`` HDF5,
@@ -118,7 +119,8 @@ def written_by_hkd(path: str | os.PathLike) -> bool:
 
 
 def check_replaceable(path: str | os.PathLike) -> None:
-    """Raise unless ``path`` is absent, an empty folder, a folder hkd created, or a file hkd wrote."""
+    """Raise unless ``path`` is absent, an empty folder, a folder hkd created, or a file hkd wrote (or one
+    in a folder hkd created)."""
     path = Path(path)
     if not path.exists() and not path.is_symlink():
         return
@@ -127,7 +129,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
             return
         raise InputOverwriteError(f"{path} exists and is not an earlier output of hkd (no {OUTPUT_MARKER}); "
                                   "refusing to replace it: remove it yourself or choose another output path")
-    if path.is_file() and not path.is_symlink() and written_by_hkd(path):
+    if path.is_file() and not path.is_symlink() and (written_by_hkd(path) or (path.parent / OUTPUT_MARKER).is_file()):
         return
     raise InputOverwriteError(f"{path} exists and is not a file hkd wrote (not a {path.suffix or 'suffix-less'} "
                               "file of hkd's form); refusing to replace it: remove it yourself or choose another "
