@@ -146,3 +146,34 @@ def test_d4_a_truncated_store_file_is_retrained_and_the_good_copy_published(prep
     for path in (store / "a" / "best.pt", pub / "best.pt"):  # retrained and published: the same weights
         again = load_model(path)[0].state_dict()
         assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+# --- D5 and a huge header: geometry refused where the data enters -----------------------------------
+
+def test_d5_zero_spacing_is_refused_whatever_the_header_codes(rawdata, tmp_path, capsys):
+    img, lab = _replace_case(rawdata, "0003")
+    for path in (img, lab):
+        _patch_header(path, pixdim=[0.8, 0.8, 0.0], codes=[1, 0])
+    assert nib.load(img).header.get_zooms()[2] == 1.0  # what nibabel alone would have used
+    code, err = run_cli(capsys, "split", "--source", rawdata, "--out", tmp_path / "split.json")
+    line = one_line_error(err)
+    assert code == 1 and f"{img}: voxel spacing (pixdim) [0.8" in line and "qform_code 1" in line, line
+    assert not (tmp_path / "split.json").exists()
+
+
+def test_a_header_declaring_a_huge_volume_is_refused_naming_the_limit(rawdata, tmp_path, capsys):
+    img, lab = _replace_case(rawdata, "0002")
+    data = bytearray(img.read_bytes())
+    data[42:48] = np.asarray([4000, 4000, 4000], "<i2").tobytes()  # dim[1:4]
+    img.write_bytes(bytes(data))
+    split = tmp_path / "s.json"
+    split.write_text(json.dumps({"train": ["0001", "0002"], "val": ["0003"], "test": ["0004"]}))
+    prep = {"image_size": 16, "hu_window": [-125, 275], "classes": ["background", "liver"],
+            "label_map": {"0": 0, "6": 1}}
+    for argv in (["split", "--source", rawdata, "--out", tmp_path / "split.json"],
+                 ["prepare", "--source", rawdata, "--split", split, "--params", json.dumps(prep),
+                  "--out", tmp_path / "prep", "--quiet"]):
+        code, err = run_cli(capsys, *argv)
+        line = one_line_error(err)
+        assert code == 1 and f"{img}: header declares 4000 x 4000 x 4000 voxels, more than the limit" in line, line
+    assert not (tmp_path / "split.json").exists() and not (tmp_path / "prep").exists()
