@@ -177,3 +177,22 @@ def test_a_header_declaring_a_huge_volume_is_refused_naming_the_limit(rawdata, t
         line = one_line_error(err)
         assert code == 1 and f"{img}: header declares 4000 x 4000 x 4000 voxels, more than the limit" in line, line
     assert not (tmp_path / "split.json").exists() and not (tmp_path / "prep").exists()
+
+
+# --- D6-D8: the configuration, checked by the dry run ----------------------------------------------
+
+@pytest.mark.slow
+def test_d6_tuple_form_report_slices_pass_the_schema(tmp_path):
+    result = snakemake(tmp_path, {"report": {"slices": [["0004", 2]]}}, "-n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    result = snakemake(tmp_path, {"report": {"slices": [["0004", "two"]]}}, "-n")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "config key report.slices" in text and "AttributeError" not in text, text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("out", ["", "  "])
+def test_d7_an_empty_out_fails_the_dry_run(out, tmp_path):
+    result = snakemake(tmp_path, {"out": out}, "-n")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "config key out: " in text and "/data/split.json" not in text, text[-2000:]
