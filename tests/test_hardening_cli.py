@@ -196,3 +196,20 @@ def test_d7_an_empty_out_fails_the_dry_run(out, tmp_path):
     result = snakemake(tmp_path, {"out": out}, "-n")
     text = result.stdout + result.stderr
     assert result.returncode != 0 and "config key out: " in text and "/data/split.json" not in text, text[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("patch, message", [
+    ({"students": {"methods": ["scratch", "logits"]}, "distill": {"logits": {"temperature": -1}}},
+     "config key distill.logits: distillation method 'logits': option 'temperature' must be positive, got -1"),
+    ({"students": {"widths": ["0"]}}, "config key students.widths ('0'): SqueezeUNet width multiplier must be "
+                                      "positive"),
+    ({"teacher": {"model": {"arch": "transunet", "hidden_size": 100, "num_heads": 3}}},
+     "config key teacher.model: hidden size 100 is not divisible by 3 heads"),
+    ({"train": {"schedule": "cosine", "lr": 0.001, "min_lr": 0.01}},
+     "config key train or teacher.train: training config: invalid value for min_lr"),
+])
+def test_d8_method_and_model_options_fail_the_dry_run(patch, message, tmp_path):
+    result = snakemake(tmp_path, patch, "-n")
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and message in text, text[-2000:]

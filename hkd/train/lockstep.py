@@ -27,7 +27,7 @@ from hkd import distill
 from hkd.guard import InputOverwriteError, check_outputs_spare_inputs, claim_folder
 from hkd.io import atomic_path, write_json
 from hkd.train.teacher_targets import OnlineTeacher
-from hkd.train.trainer import Run, TrainConfig, _autocast, load_model
+from hkd.train.trainer import Run, TrainConfig, _autocast, check_teacher_spec, load_model
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,8 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
         if distilled and shared is None:
             if teacher_ckpt is None:
                 raise ValueError(f"cohort member '{name}' (method '{cfg.method}') needs --teacher")
-            teacher, _ = load_model(teacher_ckpt)
+            teacher, spec = load_model(teacher_ckpt)
+            check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
             shared = SharedTeacher(teacher, int(image_size), _device_of(cfg),
                                    lambda c=cfg: _autocast(_device_of(c), c.precision), ())
