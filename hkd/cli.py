@@ -132,11 +132,10 @@ def cmd_split(args) -> None:
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
     from hkd.data.sources import iter_cases
-    from hkd.data.split import PARTS
+    from hkd.data.split import split_argument
 
     p = _json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
-    split_file = _json_object(str(args.split), "--split", PARTS)
-    split = {part: split_file[part] for part in PARTS}
+    split = split_argument(_json_arg(str(args.split), "--split"), "--split")
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
     classes = list(p["classes"])
     liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []

@@ -213,3 +213,24 @@ def test_d8_method_and_model_options_fail_the_dry_run(patch, message, tmp_path):
     result = snakemake(tmp_path, patch, "-n")
     text = result.stdout + result.stderr
     assert result.returncode != 0 and message in text, text[-2000:]
+
+
+# --- D9: prepare checks the split it is given --------------------------------------------------------
+
+PREP = {"image_size": 16, "hu_window": [-125, 275], "classes": ["background", "liver"], "label_map": {"0": 0, "6": 1}}
+
+
+@pytest.mark.parametrize("split, message", [
+    ({"train": ["0001", "0002"], "val": [], "test": ["0003"]}, "--split: split: the 'val' part is empty"),
+    ({"train": ["0001"], "val": ["0002"], "test": ["0002", "0003"]},
+     "--split: split: case 0002 is in both 'val' and 'test'"),
+    ({"train": ["0001"], "val": "0002", "test": ["0003"]}, "--split: expected a JSON object with 'train'"),
+])
+def test_d9_prepare_checks_the_split_as_split_does(split, message, rawdata, tmp_path, capsys):
+    for value in (json.dumps(split), tmp_path / "s.json"):
+        (tmp_path / "s.json").write_text(json.dumps(split))
+        code, err = run_cli(capsys, "prepare", "--source", rawdata, "--split", value, "--params", json.dumps(PREP),
+                            "--out", tmp_path / "prep", "--quiet")
+        line = one_line_error(err)
+        assert code == 1 and message in line, line
+        assert not (tmp_path / "prep").exists()
