@@ -243,9 +243,9 @@ def cmd_evaluate(args) -> None:
 
 
 def _read_evals(paths) -> "pd.DataFrame":
-    import pandas as pd
+    from hkd.evaluate.tables import read_evals
 
-    return pd.concat([pd.read_csv(p, dtype={"case": str, "width": str}) for p in paths], ignore_index=True)
+    return read_evals(paths)
 
 
 def cmd_tables(args) -> None:

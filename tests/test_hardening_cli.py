@@ -234,3 +234,19 @@ def test_d9_prepare_checks_the_split_as_split_does(split, message, rawdata, tmp_
         line = one_line_error(err)
         assert code == 1 and message in line, line
         assert not (tmp_path / "prep").exists()
+
+
+# --- Messages: one line naming the file or argument ---------------------------------------------------
+
+def test_an_evaluation_csv_with_only_its_header_is_named_by_tables_and_hypotheses(tmp_path, capsys):
+    from hkd.evaluate.volume import COLUMNS
+
+    evals = tmp_path / "eval.csv"
+    evals.write_text(",".join(COLUMNS) + "\n")
+    for argv, outs in ((["tables", "--evals", evals, "--out-dir", tmp_path / "tables"], [tmp_path / "tables"]),
+                       (["hypotheses", "--evals", evals, "--out-csv", tmp_path / "h.csv", "--out-md", tmp_path / "h.md",
+                         "--out-html", tmp_path / "h.html"], [tmp_path / "h.csv", tmp_path / "h.md"])):
+        code, err = run_cli(capsys, *argv)
+        line = one_line_error(err)
+        assert code == 1 and f"{evals}: evaluation CSV without rows (only its header)" in line, line
+        assert not any(p.exists() for p in outs)
