@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import logging
@@ -21,11 +22,28 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class NoSpaceError(OSError):
+    """A write that failed for want of space (disk full, quota or file-size limit); names the file."""
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# How torch.save reports a short write (its zip writer checks every write's position).
+_TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_SHORT_WRITE)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    An existing ``path`` is replaced only when hkd wrote it (:func:`hkd.guard.check_replaceable`).
+    An existing ``path`` is replaced only when hkd wrote it (:func:`hkd.guard.check_replaceable`). A
+    write that fails for want of space raises :class:`NoSpaceError` naming ``path``, which keeps its
+    earlier content.
     """
     path = Path(path)
     check_replaceable(path)
@@ -36,9 +54,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _out_of_space(exc):
+            kept = "its earlier content is kept" if path.exists() else "nothing was written"
+            raise NoSpaceError(f"no space left while writing {path} ({kept})") from None
         raise
 
 

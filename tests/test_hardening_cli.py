@@ -250,3 +250,52 @@ def test_an_evaluation_csv_with_only_its_header_is_named_by_tables_and_hypothese
         line = one_line_error(err)
         assert code == 1 and f"{evals}: evaluation CSV without rows (only its header)" in line, line
         assert not any(p.exists() for p in outs)
+
+
+class _Pickled:  # an object torch.load refuses with weights_only=True
+    pass
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickled object"])
+def test_a_truncated_or_foreign_checkpoint_is_one_line(kind, prepared, teacher_ckpt, tmp_path, capsys):
+    path = tmp_path / "t.pt"
+    if kind == "truncated":
+        data = teacher_ckpt.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+        expected = f"{path}: not a readable hkd checkpoint, truncated or not written by torch.save"
+    else:
+        torch.save({"model": _Pickled()}, path)
+        expected = f"{path}: not an hkd checkpoint (it holds Python objects"
+    code, err = run_cli(capsys, "teacher-cache", "--teacher", path, "--data", prepared, "--method", "logits",
+                        "--out", tmp_path / "cache.h5")
+    line = one_line_error(err)
+    assert code == 1 and expected in line and "weights_only" not in line, line
+    assert not (tmp_path / "cache.h5").exists()
+
+
+_FSIZE_LIMITED = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.argv = sys.argv[1:]
+"""
+
+
+def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_last_good_one(prepared, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = tmp_path / "run"
+    cli = _FSIZE_LIMITED + "from hkd.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", cli, "20000", "train", "--data", prepared, "--params",
+                             json.dumps(SMALL), "--out", out, "--quiet"], capture_output=True, text=True, env=env)
+    line = one_line_error(result.stderr)
+    assert result.returncode == 1 and f"no space left while writing {out / 'best.pt'}" in line, line
+    # over an earlier checkpoint: that one stays as it was
+    lib = _FSIZE_LIMITED + ("import torch; from pathlib import Path; from hkd.train.trainer import _save_state\n"
+                            "_save_state(Path(sys.argv[1]), {'w': torch.zeros(100000)})")
+    good = tmp_path / "last.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    before = good.read_bytes()
+    result = subprocess.run([sys.executable, "-c", lib, "20000", str(good)], capture_output=True, text=True, env=env)
+    assert result.returncode != 0 and f"NoSpaceError: no space left while writing {good} (its earlier content is kept)" \
+        in result.stderr, result.stderr[-2000:]
+    assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".last")] == []
