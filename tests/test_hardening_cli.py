@@ -299,3 +299,30 @@ def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_last_goo
     assert result.returncode != 0 and f"NoSpaceError: no space left while writing {good} (its earlier content is kept)" \
         in result.stderr, result.stderr[-2000:]
     assert good.read_bytes() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".last")] == []
+
+
+@pytest.mark.parametrize("source", ["synapse", "kits19"])
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan"])
+def test_a_download_timeout_that_is_not_positive_is_named(source, timeout, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", "unused")
+    code, err = run_cli(capsys, "download", "--source", source, "--out", tmp_path / "dl", "--timeout", timeout)
+    line = one_line_error(err)
+    assert code == 1 and f"--timeout {float(timeout):g}: must be a positive number of seconds" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_split_refuses_to_replace_a_file_hkd_did_not_write(rawdata, tmp_path, capsys):
+    notes = tmp_path / "user" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("my notes")
+    code, err = run_cli(capsys, "split", "--source", rawdata, "--out", notes)
+    line = one_line_error(err)
+    assert code == 1 and f"{notes} exists and is not a file hkd wrote" in line, line
+    assert notes.read_text() == "my notes"
+    mine = tmp_path / "user" / "package.json"
+    mine.write_text('{"name": "mine"}')
+    assert run_cli(capsys, "split", "--source", rawdata, "--out", mine)[0] == 1 and mine.read_text() == '{"name": "mine"}'
+    split = tmp_path / "split.json"  # hkd's own split is replaced on a rerun
+    assert run_cli(capsys, "split", "--source", rawdata, "--out", split)[0] == 0
+    assert run_cli(capsys, "split", "--source", rawdata, "--out", split, "--seed", 1)[0] == 0
+    assert json.loads(split.read_text())["seed"] == 1
