@@ -326,3 +326,41 @@ def test_split_refuses_to_replace_a_file_hkd_did_not_write(rawdata, tmp_path, ca
     assert run_cli(capsys, "split", "--source", rawdata, "--out", split)[0] == 0
     assert run_cli(capsys, "split", "--source", rawdata, "--out", split, "--seed", 1)[0] == 0
     assert json.loads(split.read_text())["seed"] == 1
+
+
+def test_a_student_checkpoint_as_teacher_is_compared_with_the_configured_teacher(prepared, tmp_path, capsys):
+    student = tmp_path / "student"
+    train(SMALL, prepared, student, progress=False)
+    params = {**SMALL, "method": "logits", "teacher": TINY_TEACHER}
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(params), "--out", tmp_path / "run",
+                        "--teacher", student / "best.pt", "--quiet")
+    line = one_line_error(err)
+    assert code == 1 and f"--teacher {student / 'best.pt'}: holds a squeezeunet model (arch 'squeezeunet'" in line
+    assert "but the configured teacher has arch 'transunet'" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_stale_temporaries_of_a_killed_prepare_are_removed_on_the_next_run(rawdata, tmp_path, capsys):
+    from hkd.io import PARTIAL_MARKER
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        temps = {}
+        for name, pid in (("killed", dead.pid), ("running", alive.pid)):
+            temps[name] = tmp_path / f".prep.{name}"
+            (temps[name] / "volumes").mkdir(parents=True)
+            (temps[name] / PARTIAL_MARKER).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
+        temps["user"] = tmp_path / ".prep.mine"  # not hkd's: never touched
+        temps["user"].mkdir()
+        split = tmp_path / "s.json"
+        split.write_text(json.dumps({"train": ["0001", "0002"], "val": ["0003"], "test": ["0004"]}))
+        code, err = run_cli(capsys, "prepare", "--source", rawdata, "--split", split, "--params", json.dumps(PREP),
+                            "--out", tmp_path / "prep", "--quiet")
+        assert code == 0, err
+        assert not temps["killed"].exists() and temps["running"].exists() and temps["user"].exists()
+        assert (tmp_path / "prep" / "dataset.json").exists()
+    finally:
+        alive.kill()
+        alive.wait()
