@@ -76,6 +76,27 @@ def test_tables_read_a_real_evaluation_with_its_parameter_count(runs, prepared):
     assert row["gt_pairs"] == str(len(present))
     assert row["empty_pred"] == str((present["empty"] == "pred_empty").sum())
     assert np.isnan(row["dice_std"])
+    # what metrics.json says of the run reaches the table: one epoch is too few to have converged
+    assert table["converged"].eq(False).all() and table["convergence"].eq("too few epochs (1 < 6)").all()
+    assert table["gradient_flags"].eq("").all()
+    assert row["converged"] == "0/1" and row["gradient_flagged"] == "0/1"
+
+
+def test_runs_recorded_before_convergence_was_are_unknown_not_an_error(runs, prepared, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    for f in ("best.pt", "last.pt"):
+        (old / f).write_bytes((runs / "ok" / f).read_bytes())
+    metrics = json.loads((runs / "ok" / "metrics.json").read_text())
+    (old / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
+                                                  if k not in ("converged", "convergence", "gradient_flags")}))
+    table = evaluate_run(old, prepared, model_name="scratch_w0.25", method="scratch", width="0.25", seed=0)
+    assert table["converged"].isna().all() and table["convergence"].eq("").all()
+    table.to_csv(tmp_path / "eval.csv", index=False)
+    back = pd.read_csv(tmp_path / "eval.csv", dtype={"case": str, "width": str})
+    assert summary_table(back).iloc[0]["converged"] == "n/a"
+    without = back.drop(columns=["converged", "convergence", "gradient_flags"])  # an evaluation CSV of before
+    assert summary_table(without).iloc[0][["converged", "gradient_flagged"]].tolist() == ["n/a", "0/1"]
 
 
 def _study(effects: dict, rng: np.random.Generator, n_cases: int = 6, seeds=(0, 1, 2), seed_sd: float = 0.01,
@@ -122,6 +143,32 @@ def test_verdicts_recover_a_known_effect_and_a_known_null():
     assert logits["method_mean"] - logits["scratch_mean"] == pytest.approx(logits["mean_diff"])
     assert logits["claim"].startswith("H1") and logits["diverged_runs"] == "0/3" and logits["note"] == ""
     assert logits["preset"] == "0.4M" and logits["multiplier"] == 1.0 and logits["params"] == 423961
+
+
+def test_a_verdict_on_unconverged_or_gradient_flagged_runs_says_so(tmp_path):
+    evals = _study({"logits": 0.08, "latent": 0.0}, np.random.default_rng(7))
+    evals["converged"], evals["convergence"], evals["gradient_flags"] = True, "converged", ""
+    stalled = (evals["method"] == "logits") & evals["seed"].isin([1, 2])
+    evals.loc[stalled, ["converged", "convergence"]] = [False, "plateau: predicts 1 of 8 organs"]
+    rising = (evals["method"] == "scratch") & (evals["seed"] == 0)
+    evals.loc[rising, ["converged", "convergence"]] = [False, "still rising (+0.05 over the last 3 epochs)"]
+    flagged = (evals["method"] == "latent") & (evals["seed"] < 2)
+    evals.loc[flagged, "gradient_flags"] = np.where(evals.loc[flagged, "seed"] == 0, "latent_l1@enc3: 14x",
+                                                    "latent_l1@enc3: 12x; latent_l1@enc4: 11x")
+    evals.to_csv(tmp_path / "evals.csv", index=False)  # as the tables read it: True/False and blanks from a CSV
+    back = pd.read_csv(tmp_path / "evals.csv", dtype={"case": str, "width": str})
+    verdicts = dice_claims(back, n_boot=500).set_index("method")
+    logits, latent = verdicts.loc["logits"], verdicts.loc["latent"]
+    assert logits["unconverged_runs"] == "2/3 vs 1/3" and latent["unconverged_runs"] == "0/3 vs 1/3"
+    assert ("rests on unconverged runs: 2 of the method's 3 (plateau 2), 1 of scratch's 3 (still rising 1)"
+            in logits["note"])
+    assert "rests on unconverged runs: 1 of scratch's 3 (still rising 1)" in latent["note"]
+    assert latent["gradient_flagged_runs"] == "2/3" and logits["gradient_flagged_runs"] == "0/3"
+    assert ("latent_l1 in block enc3 up to 14x in 2 of 3 runs, latent_l1 in block enc4 up to 11x in 1 of 3 runs"
+            in latent["note"]) and "10x" not in logits["note"]
+    summary = summary_table(back).set_index("method")
+    assert summary.loc["logits", "converged"] == "1/3" and summary.loc["scratch", "converged"] == "2/3"
+    assert summary.loc["latent", "gradient_flagged"] == "2/3" and summary.loc["teacher", "converged"] == "1/1"
 
 
 def test_a_null_effect_is_rarely_supported():

@@ -139,8 +139,48 @@ def test_gradient_ratios_read_every_gradnorm_column(tmp_path):
     assert ratio_terms(pd.DataFrame({"gradnorm_kd_logits": [1.0]})) == []  # no reference norm: no ratio
     out = gradient_ratios(tmp_path / "g.png", logs, size=SIZE, dpi=DPI)
     assert _pixels(out) == (200, 300)
+    assert gradient_ratios(tmp_path / "default.png", logs).exists()  # at its own size too
     empty = gradient_ratios(tmp_path / "none.png", {"scratch_w0.4M_s0": logs["scratch_w0.4M_s0"]}, size=SIZE, dpi=DPI)
     assert _pixels(empty) == (200, 300)  # logs without gradient norms still give a figure that says so
+
+
+def test_gradient_ratios_show_every_block_of_every_run(tmp_path, monkeypatch):
+    """Per-block columns of 2 widths x 3 seeds: a line per block and width (median over seeds), blocks a
+    term never reaches named instead of drawn."""
+    from hkd.figures import gradients
+
+    blocks = ["enc1", "enc2", "bottleneck", "dec1", "head"]
+    logs = {}
+    for width in ("0.4M", "1.5"):
+        for seed in range(3):
+            log = {"epoch": [1, 2, 3], "gradnorm_seg": [1.0, 1.0, 1.0], "gradnorm_flfd": [0.5, 0.4, 0.3],
+                   "gradnorm_plfd": [0.2, 0.2, 0.2]}
+            for i, b in enumerate(blocks):
+                log[f"gradnorm_seg@{b}"] = [0.5, 0.5, 0.5]
+                log[f"gradnorm_flfd@{b}"] = [0.1 * (i + 1) * (seed + 1)] * 3 if b.startswith("enc") else [0.0] * 3
+                log[f"gradnorm_plfd@{b}"] = [0.05 * (i + 1)] * 3 if not b.startswith("enc") else [0.0] * 3
+            log["gradnorm_flfd@adapter.unify"] = [3.0] * 3
+            logs[f"hlfd_w{width}_s{seed}"] = pd.DataFrame(log)
+    drawn = []
+    real_figure = gradients.new_figure
+
+    def spy(*args, **kwargs):
+        fig = real_figure(*args, **kwargs)
+        drawn.append(fig)
+        return fig
+
+    monkeypatch.setattr(gradients, "new_figure", spy)
+    monkeypatch.setattr(gradients, "save_figure", lambda fig, path: path)  # keep the figure to inspect it
+    gradients.gradient_ratios(tmp_path / "blocks.png", logs)
+    axes = drawn[0].axes
+    assert [ax.get_title() for ax in axes[:2]] == ["hlfd: flfd", "hlfd: plfd"] and len(axes) == 4  # 2 widths
+    flfd = axes[0]
+    assert len(flfd.get_lines()) == 1 + 2 + 1  # the 1x line, enc1 and enc2, the whole student
+    enc2 = next(line for line in flfd.get_lines() if line.get_color() == "C1")
+    assert enc2.get_ydata()[0] == pytest.approx(0.2 * 2 / 0.5)  # the median over seeds 1x, 2x, 3x
+    assert "0 in bottleneck, dec1, head" in [t.get_text() for t in flfd.texts]
+    labels = [t.get_text() for t in drawn[0].legends[0].get_texts()]
+    assert labels[:len(blocks)] == blocks and "adapter.unify" not in labels
 
 
 def test_coverage_selection_spreads_over_patients():

@@ -104,6 +104,22 @@ def test_sizes_not_divisible_by_16_are_rejected():
         SqueezeUNet(width=0.25)(torch.randn(1, 3, 32, 32))
 
 
+def test_squeezeunet_he_init_carries_the_signal_to_the_bottleneck():
+    """Without batch norm, PyTorch's default init shrinks the signal at every convolution; He's keeps it."""
+    x = torch.rand(4, 1, 48, 48)
+    ratios = {}
+    for init in ("he", "torch"):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            feats = build_model({"arch": "squeezeunet", "width": "0.4M", "init": init}).forward_features(x)
+        ratios[init] = float(feats["bottleneck"].std() / feats["enc_s1"].std())
+    assert ratios["he"] > 0.5 > ratios["torch"]
+    assert all(float(m.bias.abs().max()) == 0 for m in SqueezeUNet(width=0.5).modules()
+               if isinstance(m, nn.Conv2d) and m.out_channels != 9)
+    with pytest.raises(ValueError, match="unknown SqueezeUNet init 'xavier'"):
+        SqueezeUNet(init="xavier")
+
+
 # ------------------------------------------------------------------------------------- features
 
 def test_squeezeunet_features():

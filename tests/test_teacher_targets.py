@@ -180,6 +180,10 @@ def test_every_method_trains_online_and_logs_gradient_norms(method, prepared, te
     expected = {"gradnorm_seg"} | {f"gradnorm_{t}" for t in terms}
     assert expected <= set(log.columns)
     assert (log[sorted(expected)] > 0).all().all()
+    blocks = list(run.model.blocks())  # and per block of the student, the segmentation loss reaching every one
+    assert {f"gradnorm_{t}@{b}" for t in ["seg", *terms] for b in blocks} <= set(log.columns)
+    assert (log[[f"gradnorm_seg@{b}" for b in blocks]] > 0).all().all()
+    assert set(json.loads((tmp_path / "metrics.json").read_text())) >= {"converged", "convergence", "gradient_flags"}
     assert load_state(tmp_path / "best.pt")["method_name"] == method
     teacher_before = load_state(teacher_ckpt)["model"]
     teacher_after, _ = load_model(teacher_ckpt)

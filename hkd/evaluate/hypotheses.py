@@ -16,7 +16,9 @@ value averaged over its seeds. On these differences:
   (:func:`~hkd.evaluate.stats.ci_detectable_effect`, from its width, which holds the seeds' spread),
   both at alpha 0.05 and power 0.8, since "supported" needs both;
 - the verdict is :func:`~hkd.evaluate.stats.verdict`, and ``note`` says when it rests on fewer
-  than :data:`MIN_SEEDS` seeds per arm, on too few cases to reach significance, or on diverged runs.
+  than :data:`MIN_SEEDS` seeds per arm, on too few cases to reach significance, on diverged runs, on
+  runs that did not converge (the method's or scratch's, :mod:`hkd.train.convergence`), or on runs where a
+  distillation term dominated a block of the student after the warm-up (:mod:`hkd.train.gradient_balance`).
 
 Beside every comparison stand the teacher's, the scratch student's and the method's value of the
 quantity on the same cases (teacher: its one seed; ``nan`` when it has none, e.g. no Grad-CAM).
@@ -35,7 +37,8 @@ from hkd.evaluate.stats import (
     verdict,
     wilcoxon_p,
 )
-from hkd.evaluate.tables import to_markdown, width_columns
+from hkd.evaluate.tables import run_info, to_markdown, width_columns
+from hkd.train.gradient_balance import parse_flag
 
 CLAIMS = {
     "logits": "H1: logits matching (KL) beats scratch",
@@ -47,7 +50,7 @@ MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
 COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
            "ci_low", "ci_high", "p_value", "mde", "teacher_mean", "scratch_mean", "method_mean", "note", "quantity",
-           "diverged_runs"]
+           "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -83,7 +86,40 @@ def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int
             "min_seeds": min(m.shape[1], b.shape[1]), "left_out": len(shared) - len(cases)}
 
 
-def _note(result: dict, diverged: int) -> str:
+def _unconverged(info: pd.DataFrame) -> tuple[int, int, dict[str, int]]:
+    """Runs that did not converge, runs whose convergence is known, and the kinds of reason
+    (``plateau``, ``still rising``, ...) with their counts."""
+    known = info[info["converged"].map(lambda v: v is not None and not pd.isna(v))]
+    failed = known[~known["converged"].astype(bool)]
+    kinds = failed["convergence"].map(lambda r: r.split(" (")[0].split(":")[0] or "unknown reason")
+    return len(failed), len(known), kinds.value_counts(sort=False).to_dict()
+
+
+def _convergence_note(method: pd.DataFrame, scratch: pd.DataFrame) -> str:
+    parts = []
+    for who, info in (("the method's", method), ("scratch's", scratch)):
+        n_failed, n_known, kinds = _unconverged(info)
+        if n_failed:
+            why = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
+            parts.append(f"{n_failed} of {who} {n_known} ({why})")
+    return "rests on unconverged runs: " + ", ".join(parts) if parts else ""
+
+
+def _flag_note(method: pd.DataFrame) -> str:
+    """Which blocks a distillation term dominated after the warm-up, in how many of the method's runs."""
+    seen: dict[tuple[str, str], list[float]] = {}
+    for run_flags in method["gradient_flags"]:
+        for flag in run_flags:
+            term, block, ratio = parse_flag(flag)
+            seen.setdefault((term, block), []).append(ratio)
+    if not seen:
+        return ""
+    parts = [f"{term} in block {block} up to {max(r):.3g}x in {len(r)} of {len(method)} runs"
+             for (term, block), r in seen.items()]
+    return "a distillation term above 10x the segmentation gradient after the warm-up: " + ", ".join(parts)
+
+
+def _note(result: dict, diverged: int, runs: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> str:
     notes = []
     if result["min_seeds"] == 1:
         notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): one seed measures no "
@@ -94,14 +130,27 @@ def _note(result: dict, diverged: int) -> str:
         notes.append(f"{result['n']} cases cannot give p < {ALPHA} (the Wilcoxon test needs 6)")
     if diverged:
         notes.append(f"{diverged} of the method's runs diverged")
+    if runs is not None:
+        notes += [n for n in (_convergence_note(*runs), _flag_note(runs[0])) if n]
     if result["left_out"]:
         notes.append(f"{result['left_out']} case(s) left out: a run has no value there (no Grad-CAM mass where "
                      "it predicts none of the case's sampled organs)")
     return "; ".join(notes)
 
 
+def _run_counts(runs: tuple[pd.DataFrame, pd.DataFrame] | None) -> dict:
+    """``unconverged_runs`` (method's vs scratch's, out of those known) and ``gradient_flagged_runs``
+    (the method's); empty without run information or when no run's convergence is known."""
+    if runs is None:
+        return {"unconverged_runs": "", "gradient_flagged_runs": ""}
+    (m_bad, m_known, _), (s_bad, s_known, _) = (_unconverged(r) for r in runs)
+    return {"unconverged_runs": f"{m_bad}/{m_known} vs {s_bad}/{s_known}" if m_known or s_known else "",
+            "gradient_flagged_runs": f"{int(runs[0]['gradient_flags'].map(bool).sum())}/{len(runs[0])}"}
+
+
 def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim_text, seed: int, n_boot: int,
-            params: dict | None = None, diverged: dict | None = None, strict: bool = True) -> pd.DataFrame:
+            params: dict | None = None, diverged: dict | None = None, info: pd.DataFrame | None = None,
+            strict: bool = True) -> pd.DataFrame:
     teacher = values[values["method"] == "teacher"].groupby("case")[value].mean()
     rows = []
     for width in values.loc[values["method"] != "teacher", "width"].drop_duplicates():
@@ -116,12 +165,15 @@ def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim
             teacher_cases = teacher.reindex(result.pop("cases"))
             result["n"] = int(result["n"])
             n_div, n_runs = (diverged or {}).get((method, width), (0, None))
+            runs = None if info is None else tuple(info[(info["method"] == m) & (info["width"] == width)]
+                                                   for m in (method, "scratch"))
             rows.append({"claim": claim_text(method), "method": method, **width_columns(width),
                          "params": (params or {}).get((method, width), np.nan), "quantity": quantity, "unit": unit,
                          **result,
                          "teacher_mean": teacher_cases.mean() if teacher_cases.notna().all() else np.nan,
                          "diverged_runs": "" if n_runs is None else f"{n_div}/{n_runs}",
-                         "note": _note(result, n_div)})
+                         **_run_counts(runs),
+                         "note": _note(result, n_div, runs)})
     table = pd.DataFrame(rows, columns=COLUMNS)
     return table.astype({"params": "Int64", "n": int})
 
@@ -138,7 +190,7 @@ def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.D
     diverged = {k: (int(g["status"].eq("diverged").sum()), len(g)) for k, g in runs.groupby(["method", "width"])}
     return _claims(case_values(dice, "value"), "value", quantity="test Dice (method - scratch)", unit="test case",
                    claim_text=lambda m: CLAIMS.get(m, f"{m} beats scratch"), seed=seed, n_boot=n_boot,
-                   params=params, diverged=diverged)
+                   params=params, diverged=diverged, info=run_info(evals))
 
 
 def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.DataFrame:
@@ -178,7 +230,11 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         "at all), and the difference whose CI of this width would exclude 0 (1.43 times its half-width; the "
         "width holds the seeds' spread, which the case-level sd does not).\n\n"
         f"Verdict: supported (CI above 0 and p < {ALPHA}), not supported (CI at or below 0), inconclusive "
-        f"(otherwise). `note` flags verdicts resting on fewer than {MIN_SEEDS} seeds per arm, too few cases, or "
-        "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them)."
+        f"(otherwise). `note` flags verdicts resting on fewer than {MIN_SEEDS} seeds per arm, too few cases, "
+        "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them), runs that did "
+        "not converge (still rising, or on a plateau predicting few organs; `unconverged_runs`: the method's vs "
+        "scratch's, out of the runs whose convergence is recorded), or runs where a distillation term's gradient "
+        "stayed above 10x the segmentation loss's in a block of the student after the warm-up "
+        "(`gradient_flagged_runs`)."
     )
     return text if markdown else text.replace("`", "")

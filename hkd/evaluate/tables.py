@@ -12,6 +12,10 @@ Conventions (the report captions state them):
   prediction or ground truth (so a model that misses an organ gets the best HD95 there).
 - Per run, pairs are averaged per organ over cases, then over organs (TransUNet's order).
 - A standard deviation over one seed is undefined: it is left empty in the CSV, ``n/a`` in print.
+- ``converged`` counts the runs that converged (:mod:`hkd.train.convergence`) out of the runs whose
+  convergence is known (runs trained before it was recorded are counted apart as unknown);
+  ``gradient_flagged`` counts the runs where a distillation term dominated a block of the student after the
+  warm-up (:mod:`hkd.train.gradient_balance`).
 - The width is shown as ``preset`` (the SqueezeUNet preset name, when configured as one),
   ``multiplier`` (the channel-width multiplier, as configured or the preset's) and ``params``
   (trainable parameters of the evaluated model, counted by ``hkd evaluate``).
@@ -65,6 +69,40 @@ def width_columns(width: str) -> dict:
         return {"preset": "", "multiplier": float("nan")}
 
 
+def _converged(value) -> bool | None:
+    """True/False as written to an evaluation CSV (and read back), None when unknown."""
+    text = str(value).strip().lower()
+    return True if text == "true" else False if text == "false" else None
+
+
+def run_info(evals: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (method, width, seed): ``status``, ``converged`` (True, False or None: unknown),
+    ``convergence`` (the reason, "" when unknown) and ``gradient_flags`` (a list, empty when none).
+
+    Evaluation tables written before these columns existed give unknown convergence and no flags.
+    """
+    runs = evals.drop_duplicates(["method", "width", "seed"]).reset_index(drop=True)
+    out = runs[["method", "width", "seed", "status"]].copy()
+
+    def column(name: str) -> pd.Series:
+        return runs[name] if name in runs else pd.Series([None] * len(runs))
+
+    out["converged"] = [_converged(v) for v in column("converged")]
+    out["convergence"] = ["" if pd.isna(v) else str(v) for v in column("convergence")]
+    out["gradient_flags"] = [[] if pd.isna(v) or not str(v).strip() else str(v).split("; ")
+                             for v in column("gradient_flags")]
+    return out
+
+
+def converged_count(info: pd.DataFrame) -> str:
+    """``"2/3"`` converged runs out of those known, ``" (1 unknown)"`` added; ``"n/a"`` when none is known."""
+    known = [bool(v) for v in info["converged"] if v is not None and not pd.isna(v)]
+    unknown = len(info) - len(known)
+    if not known:
+        return "n/a"
+    return f"{sum(known)}/{len(known)}" + (f" ({unknown} unknown)" if unknown else "")
+
+
 def _pair_values(evals: pd.DataFrame) -> pd.DataFrame:
     """One row per run, case and organ with the metrics under each table's convention."""
     wide = evals.pivot_table(index=RUN_KEYS + ["case", "organ", "empty"], columns="metric",
@@ -108,12 +146,16 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
 
 
 def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
-    """Per model: width, seeds, diverged runs, mean/std over seeds of each metric, empty predictions."""
+    """Per model: width, seeds, diverged, converged and gradient-flagged runs, mean/std over seeds of each
+    metric, empty predictions."""
     runs = run_means(evals).sort_values("seed", kind="stable")
+    info = run_info(evals)
     rows = []
     for (method, width), g in runs.groupby(MODEL_KEYS, sort=False):
+        at = info[(info["method"] == method) & (info["width"] == width)]
         row = {"method": method, **width_columns(width), "params": int(g["params"].iloc[0]), "seeds": len(g),
-               "diverged": int((g["status"] == "diverged").sum())}
+               "diverged": int((g["status"] == "diverged").sum()), "converged": converged_count(at),
+               "gradient_flagged": f"{int(at['gradient_flags'].map(bool).sum())}/{len(at)}"}
         for m in SUMMARY_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
             if m == "hd95_vox":

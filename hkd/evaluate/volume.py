@@ -3,6 +3,11 @@
 Each case is predicted slice by slice at the training resolution, the label map is mapped back
 onto the native grid (nearest neighbour, as TransUNet does), and Dice, IoU, VOE, RVD and HD95 (mm and
 voxels) are computed per organ (or tumour) with :func:`hkd.evaluate.metrics.case_metrics`.
+
+Every row also carries what the run's ``metrics.json`` says of the run: ``status`` (completed or diverged),
+``converged`` (True/False; empty for a run trained before convergence was recorded), ``convergence`` (why)
+and ``gradient_flags`` (the blocks a distillation term dominated after the warm-up, ``"; "``-separated,
+empty when none).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from hkd.evaluate.metrics import case_metrics
 from hkd.models import count_parameters
 from hkd.train.trainer import load_model
 
-COLUMNS = ["model", "method", "width", "params", "seed", "status", "case", "organ", "empty", "metric", "value"]
+COLUMNS = ["model", "method", "width", "params", "seed", "status", "converged", "convergence", "gradient_flags",
+           "case", "organ", "empty", "metric", "value"]
 METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox")
 
 
@@ -67,6 +73,9 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
     model, _ = load_model(ckpt)
     model.to(dev)
     params = count_parameters(model)
+    run = {"status": run_metrics["status"], "converged": run_metrics.get("converged"),
+           "convergence": run_metrics.get("convergence", ""),
+           "gradient_flags": "; ".join(run_metrics.get("gradient_flags") or [])}
     rows = []
     for case_id in case_ids:
         image, label, spacing = load_volume(prepared, case_id)
@@ -74,6 +83,6 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
         for r in case_metrics(pred, label, spacing, classes):
             for metric in METRICS:
                 rows.append({"model": model_name, "method": method, "width": width, "params": params,
-                             "seed": seed, "status": run_metrics["status"], "case": case_id,
+                             "seed": seed, **run, "case": case_id,
                              "organ": r["organ"], "empty": r["empty"], "metric": metric, "value": r[metric]})
     return pd.DataFrame(rows, columns=COLUMNS)

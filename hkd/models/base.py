@@ -40,8 +40,8 @@ class FeatureModel(nn.Module):
 
     Subclasses list the names in ``FEATURE_NAMES`` (the last is ``logits``), say how their grids are
     anchored in ``GRID_OFFSET`` (``"centred"``: cell ``i`` of a stride-``s`` map is centred at
-    ``s * (i + 0.5)``; ``"top-left"``: at ``s * i + 0.5``) and name the module for Grad-CAM in
-    ``gradcam_layer``.
+    ``s * (i + 0.5)``; ``"top-left"``: at ``s * i + 0.5``), name the module for Grad-CAM in
+    ``gradcam_layer`` and split themselves into blocks in ``_blocks`` (see :meth:`blocks`).
     """
 
     FEATURE_NAMES: ClassVar[tuple[str, ...]] = ()
@@ -50,6 +50,31 @@ class FeatureModel(nn.Module):
 
     def _features(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def _blocks(self) -> dict[str, list[nn.Module]]:
+        raise NotImplementedError
+
+    def blocks(self) -> dict[str, list[nn.Parameter]]:
+        """The network's blocks in forward order (encoder stages ``enc1``.., ``bottleneck``, decoder stages
+        ``dec1``.., ``head``; a model may have others), each with its parameters.
+
+        Every parameter belongs to exactly one block; a subclass whose blocks miss or repeat one is an
+        error (raised here), so per-block quantities always add up to the whole model's.
+        """
+        out, seen = {}, {}
+        for name, modules in self._blocks().items():
+            out[name] = []
+            for module in modules:
+                for p in module.parameters():
+                    if id(p) in seen:
+                        raise ValueError(f"{type(self).__name__}: a parameter is in blocks "
+                                         f"'{seen[id(p)]}' and '{name}'")
+                    seen[id(p)] = name
+                    out[name].append(p)
+        missed = [n for n, p in self.named_parameters() if id(p) not in seen]
+        if missed:
+            raise ValueError(f"{type(self).__name__}: parameters in no block: {missed}")
+        return out
 
     @classmethod
     def feature_names(cls) -> tuple[str, ...]:

@@ -7,6 +7,14 @@ Layout at width 1 (channels; every encoder stage is followed by a 2x2 max pool):
     up x2 + skip -> fire 256 (sq 48) | 128 (sq 32) | 64 (sq 16) | 32 (sq 16)            decoder
     1x1 conv -> classes                                                                 head
 
+Initialisation (``init``): ``"he"`` (the default) draws every convolution before the head from He's
+normal distribution for ReLU (variance 2 / fan-in, zero bias); ``"torch"`` keeps PyTorch's default
+(variance 1 / (3 fan-in)), which without batch norm shrinks the signal at every convolution: on a
+uniform [0, 1) input the bottleneck's standard deviation is 0.033 with ``"torch"`` against 0.44 with
+``"he"`` (width 1). With ``"torch"``, students at the default's training budget sat for epochs on an
+all-background or liver-only plateau (scratch 0.4M validation Dice 0.10 after 8 epochs; 0.38 after 6
+with ``"he"``, same seed and recipe). The head keeps PyTorch's small default.
+
 With 1 input channel and 9 classes this has 423,961 trainable parameters. A width multiplier scales
 every squeeze and expand width, rounding down: expand widths to even numbers (two equal expand
 branches), squeeze widths to integers, both to at least one channel per branch, so any positive
@@ -32,6 +40,7 @@ SQUEEZEUNET_PRESETS: dict[str, float] = {
     "16M": 6.2,  # 16,186,222
 }
 
+INITS = ("he", "torch")  # see the module docstring
 _ENCODER = ((32, 16), (64, 16), (128, 32), (256, 48))  # (expand, squeeze) per stage
 _BOTTLENECK = (512, 64)
 _DECODER = ((256, 48), (128, 32), (64, 16), (32, 16))
@@ -87,8 +96,10 @@ class SqueezeUNet(FeatureModel):
     GRID_OFFSET: ClassVar[str] = "centred"
     gradcam_layer: str = "decoder.3"  # last decoder fire module (full resolution)
 
-    def __init__(self, num_classes: int = 9, in_channels: int = 1, width: float | str = 1.0):
+    def __init__(self, num_classes: int = 9, in_channels: int = 1, width: float | str = 1.0, init: str = "he"):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"unknown SqueezeUNet init {init!r}; known: {', '.join(INITS)}")
         self.width = resolve_width(width)
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -107,6 +118,16 @@ class SqueezeUNet(FeatureModel):
             self.decoder.append(FireModule(c + skip, _squeeze(s, w), _expand(e, w)))
             c = _expand(e, w)
         self.head = nn.Conv2d(c, num_classes, 1)
+        if init == "he":
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d) and module is not self.head:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                    nn.init.zeros_(module.bias)
+
+    def _blocks(self) -> dict[str, list[nn.Module]]:
+        """One block per fire module (encoder stages, bottleneck, decoder stages) and the head."""
+        return {**{f"enc{i + 1}": [m] for i, m in enumerate(self.encoder)}, "bottleneck": [self.bottleneck],
+                **{f"dec{i + 1}": [m] for i, m in enumerate(self.decoder)}, "head": [self.head]}
 
     def _features(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_channels:

@@ -254,6 +254,14 @@ class TransUNet(FeatureModel):
                                   latent_channels)
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
 
+    def _blocks(self) -> dict[str, list[nn.Module]]:
+        """The ResNet root and stages (``enc1``..), the transformer with its embeddings (``vit``), the
+        DecoderCup's ``conv_more`` (``bottleneck``), its decoder blocks (``dec1``..) and the head."""
+        return {"enc1": [self.resnet.conv_root, self.resnet.gn_root],
+                **{f"enc{i + 2}": [m] for i, m in enumerate(self.resnet.body)},
+                "vit": [self.embeddings, self.encoder], "bottleneck": [self.decoder.conv_more],
+                **{f"dec{i + 1}": [m] for i, m in enumerate(self.decoder.blocks)}, "head": [self.head]}
+
     def _features(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")

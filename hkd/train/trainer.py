@@ -7,8 +7,11 @@ Outputs (all written atomically) in ``out_dir``: ``best.pt`` and ``last.pt`` (st
 
 Every epoch, ``log.csv`` also records the gradient norm, with respect to the student's weights, of the
 segmentation loss (``gradnorm_seg``) and of each distillation term at its configured weight
-(``gradnorm_<term>``), averaged over the epoch's first :data:`PROBE_BATCHES` batches, so their balance
-is visible.
+(``gradnorm_<term>``), over the whole student and per block of it (``gradnorm_<term>@<block>``, with the
+method's adapters as blocks of their own; :mod:`hkd.train.gradient_balance`), averaged over the epoch's
+first :data:`PROBE_BATCHES` batches, so their balance is visible. ``metrics.json`` says whether the run
+converged (``converged``, ``convergence``: the rule of :mod:`hkd.train.convergence`) and which blocks a
+term dominated after the warm-up (``gradient_flags``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from hkd.devices import resolve_device
 from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
-from hkd.train import augment
+from hkd.train import augment, convergence, gradient_balance
 from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
@@ -303,6 +306,7 @@ class Run:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.probe = self._probe_blocks()
         self.student_forward = torch.compile(self.model.forward_features) if cfg.compile else self.model.forward_features
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -406,17 +410,54 @@ class Run:
         sfeats = {k: v.float() for k, v in sfeats.items()}
         return segmentation_loss(sfeats["logits"], y, self.cfg.loss), self.method(tfeats, sfeats, y)
 
-    def gradient_norms(self, seg: dict[str, torch.Tensor], dist: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Gradient norms w.r.t. the student's weights of the segmentation loss (at the method's weight)
-        and of each distillation term."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        norms = {}
-        for name, value in {"seg": self.method.segmentation_weight * sum(seg.values()), **dist}.items():
-            if not (torch.is_tensor(value) and value.requires_grad):
-                norms[f"gradnorm_{name}"] = 0.0
+    def _probe_blocks(self) -> dict:
+        """The parameters whose gradients are probed, and the block each belongs to: the student's blocks
+        (:meth:`~hkd.models.base.FeatureModel.blocks`), then the method's adapters, one block per top-level
+        sub-module (``adapter.<name>``)."""
+        names, params, owner = [], [], []
+        for block, block_params in self.model.blocks().items():
+            names.append(block)
+            for p in block_params:
+                if p.requires_grad:
+                    params.append(p)
+                    owner.append(len(names) - 1)
+        student = len(names)
+        for pname, p in self.method.named_parameters():
+            if not p.requires_grad:
                 continue
-            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-            norms[f"gradnorm_{name}"] = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads if g is not None))
+            block = gradient_balance.ADAPTER + ("." + pname.split(".")[0] if "." in pname else "")
+            if block not in names:
+                names.append(block)
+            params.append(p)
+            owner.append(names.index(block))
+        return {"blocks": names, "student": student, "params": params,
+                "owner": torch.tensor(owner, dtype=torch.long, device=self.device)}
+
+    def gradient_norms(self, seg: dict[str, torch.Tensor], dist: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Gradient norms of the segmentation loss (at the method's weight) and of each distillation term:
+        over the student's weights (``gradnorm_<term>``) and per block (``gradnorm_<term>@<block>``;
+        adapter blocks for the distillation terms only, the segmentation loss does not reach them).
+
+        One gradient per term over all probed parameters; the squared norms are summed per block, so the
+        student's blocks add up to the whole-student norm.
+        """
+        probe, col = self.probe, gradient_balance.column
+        blocks, student = probe["blocks"], probe["student"]
+        norms = {}
+        for name, value in {gradient_balance.SEG: self.method.segmentation_weight * sum(seg.values()),
+                            **dist}.items():
+            shown = blocks[:student] if name == gradient_balance.SEG else blocks
+            if not (torch.is_tensor(value) and value.requires_grad):
+                norms.update({col(name): 0.0, **{col(name, b): 0.0 for b in shown}})
+                continue
+            grads = torch.autograd.grad(value, probe["params"], retain_graph=True, allow_unused=True)
+            squares = torch.stack([g.double().pow(2).sum() if g is not None
+                                   else torch.zeros((), dtype=torch.float64, device=p.device)
+                                   for g, p in zip(grads, probe["params"])])
+            per_block = torch.zeros(len(blocks), dtype=torch.float64, device=squares.device)
+            per_block = per_block.index_add_(0, probe["owner"].to(squares.device), squares).tolist()  # one sync
+            norms[col(name)] = math.sqrt(sum(per_block[:student]))
+            norms.update({col(name, b): math.sqrt(v) for b, v in zip(blocks, per_block) if b in shown})
         return norms
 
     def train_step(self, idx: torch.Tensor, aug: dict | None, probe: bool = False) -> dict[str, torch.Tensor]:
@@ -535,6 +576,8 @@ class Run:
             "seconds": seconds,
             "device": str(self.device),
         }
+        metrics["converged"], metrics["convergence"] = convergence.assess(self.history, status)
+        metrics["gradient_flags"] = gradient_balance.flags(self.history, self.cfg.distill_warmup)
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
         if self.resume_path:

@@ -409,7 +409,11 @@ DISTILLED_METHODS = (
 
 
 def student_model(width):
-    return {"arch": config["students"]["arch"], "width": width}
+    return {
+        "arch": config["students"]["arch"],
+        "width": width,
+        "init": config["students"]["init"],
+    }
 
 
 def run_outputs(folder):

@@ -1,0 +1,105 @@
+"""Gradient balance per block: blocks partition the student, per-block norms add up, flags fire above 10x."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from hkd.models import build_model
+from hkd.train import gradient_balance as gb
+from hkd.train.trainer import Run, TrainConfig
+
+from helpers import TINY_STUDENT, TINY_TEACHER
+
+
+@pytest.mark.parametrize("spec", [{"arch": "squeezeunet", "width": 1.0}, {"arch": "squeezeunet", "width": 0.25},
+                                  {**TINY_TEACHER, "img_size": 32}])
+def test_blocks_hold_every_parameter_exactly_once_in_forward_order(spec):
+    model = build_model({**spec, "num_classes": 9})
+    blocks = model.blocks()
+    ids = [id(p) for params in blocks.values() for p in params]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters()}
+    assert all(blocks.values()), "no empty block"
+    names = list(blocks)
+    assert names[0] == "enc1" and names[-1] == "head" and "bottleneck" in names
+    assert names.index("enc4") < names.index("bottleneck") < names.index("dec1") < names.index("dec4")
+
+
+def test_a_parameter_in_no_block_or_in_two_is_an_error(monkeypatch):
+    model = build_model({**TINY_STUDENT, "num_classes": 9})
+    full = model._blocks()
+    monkeypatch.setattr(model, "_blocks", lambda: {k: v for k, v in full.items() if k != "head"})
+    with pytest.raises(ValueError, match="parameters in no block: \\['head.weight', 'head.bias'\\]"):
+        model.blocks()
+    monkeypatch.setattr(model, "_blocks", lambda: {**full, "again": full["head"]})
+    with pytest.raises(ValueError, match="blocks 'head' and 'again'"):
+        model.blocks()
+
+
+def test_per_block_norms_add_up_to_the_whole_student_and_match_backward(prepared, teacher_ckpt, tmp_path):
+    """Squared per-block norms sum to the whole-student norm squared, which is the norm of the gradient a
+    plain backward pass leaves on the student's weights; adapters are blocks apart."""
+    cfg = TrainConfig.from_dict({"model": TINY_STUDENT, "method": "hlfd", "teacher": TINY_TEACHER,
+                                 "device": "cpu", "seed": 0})
+    run = Run(cfg, prepared, tmp_path / "run", None, teacher_ckpt, progress=False)
+    idx = torch.arange(4)
+    seg, dist = run._step_losses(run.train_set.image[idx], run.train_set.label[idx].long(), idx, None)
+    norms = run.gradient_norms(seg, dist)
+    student = list(run.model.blocks())
+    adapters = [b for b in run.probe["blocks"] if gb.is_adapter(b)]
+    assert adapters == ["adapter.unify", "adapter.pmd"]
+    for term, value in {"seg": sum(seg.values()) * run.method.segmentation_weight, **dist}.items():
+        total = sum(norms[gb.column(term, b)] ** 2 for b in student)
+        assert total == pytest.approx(norms[gb.column(term)] ** 2, rel=1e-12)
+        run.model.zero_grad(set_to_none=True)
+        run.method.zero_grad(set_to_none=True)
+        value.backward(retain_graph=True)
+        grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+        assert math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads)) == pytest.approx(
+            norms[gb.column(term)], rel=1e-6)
+        adapter_sq = sum(float(p.grad.double().pow(2).sum()) for p in run.method.parameters() if p.grad is not None)
+        if term == "seg":
+            assert not any(gb.column(term, b) in norms for b in adapters)  # the segmentation loss never reaches them
+        else:
+            assert sum(norms[gb.column(term, b)] ** 2 for b in adapters) == pytest.approx(adapter_sq, rel=1e-6)
+    assert norms[gb.column("plfd", "adapter.pmd")] > 0
+    # flfd compares encoder attention maps: it reaches the encoder only, never the decoder or the head
+    assert norms[gb.column("flfd", "enc1")] > 0 and norms[gb.column("flfd", "head")] == 0
+
+
+def _log(enc3_ratio: float, epochs: int = 8, warmup_ratio: float = 50.0) -> pd.DataFrame:
+    """A synthetic log: the term at ``enc3_ratio`` times the segmentation gradient in block enc3 after a
+    2-epoch warm-up (and far above during it), at 1x in enc1, absent (0) in the head."""
+    rows = []
+    for e in range(1, epochs + 1):
+        ratio = warmup_ratio if e <= 2 else enc3_ratio * (1.2 if e % 2 else 0.8)
+        row = {"epoch": e, "gradnorm_seg": 2.0, "gradnorm_at": 1.0}
+        row.update({"gradnorm_seg@enc1": 1.0, "gradnorm_at@enc1": 1.0,
+                    "gradnorm_seg@enc3": 0.1, "gradnorm_at@enc3": 0.1 * ratio,
+                    "gradnorm_seg@head": 1.5, "gradnorm_at@head": 0.0, "gradnorm_at@adapter.proj": 9.0})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_a_block_above_10x_after_the_warmup_is_flagged_and_5x_is_not():
+    assert gb.flags(_log(20.0), warmup=2) == ["at@enc3: 20x"]
+    assert gb.flags(_log(20.0).to_dict("records"), warmup=2) == ["at@enc3: 20x"]  # from the history rows too
+    assert gb.flags(_log(5.0), warmup=2) == []  # 50x during the warm-up does not count
+    assert gb.flags(_log(5.0), warmup=0) == [], "the median, not one epoch, decides"
+    assert gb.flags(_log(5.0, warmup_ratio=50.0), warmup=0.0) == []
+    assert gb.flags(_log(5.0, epochs=3, warmup_ratio=50.0), warmup=0) == ["at@enc3: 50x"]
+    assert gb.parse_flag("at@enc3: 20x") == ("at", "enc3", 20.0)
+    assert gb.flags(pd.DataFrame({"epoch": [1], "loss": [1.0]}), warmup=0) == []  # scratch: no terms
+
+
+def test_ratios_per_block_read_the_logged_columns():
+    ratios = gb.block_ratios(_log(20.0))
+    assert set(ratios["block"]) == {"model", "enc1", "enc3", "head"}  # adapters apart: no segmentation gradient
+    last = ratios[ratios["epoch"] == 8].set_index("block")["ratio"]
+    assert last["enc3"] == pytest.approx(16.0) and last["head"] == 0 and last["model"] == pytest.approx(0.5)
+    old = gb.block_ratios(_log(20.0)[["epoch", "gradnorm_seg", "gradnorm_at"]])
+    assert set(old["block"]) == {"model"}  # a log written before per-block norms
