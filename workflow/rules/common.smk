@@ -423,9 +423,19 @@ def run_outputs(folder):
 # Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/trainer.py).
 if distill is not None and not workflow.remote_exec:
     check_study_runs(
-        [("teacher", "teacher.model", train_config("teacher", config["teacher"]["model"], 0))]
+        [
+            (
+                "teacher",
+                "teacher.model",
+                train_config("teacher", config["teacher"]["model"], 0),
+            )
+        ]
         + [
-            ("students", f"students.widths ('{w}')", train_config("students", student_model(w), 0, m))
+            (
+                "students",
+                f"students.widths ('{w}')",
+                train_config("students", student_model(w), 0, m),
+            )
             for m in config["students"]["methods"]
             for w in config["students"]["widths"]
         ],
