@@ -132,11 +132,10 @@ def cmd_split(args) -> None:
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
     from hkd.data.sources import iter_cases
-    from hkd.data.split import PARTS
+    from hkd.data.split import split_argument
 
     p = _json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
-    split_file = _json_object(str(args.split), "--split", PARTS)
-    split = {part: split_file[part] for part in PARTS}
+    split = split_argument(_json_arg(str(args.split), "--split"), "--split")
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
     classes = list(p["classes"])
     liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []
@@ -244,9 +243,9 @@ def cmd_evaluate(args) -> None:
 
 
 def _read_evals(paths) -> "pd.DataFrame":
-    import pandas as pd
+    from hkd.evaluate.tables import read_evals
 
-    return pd.concat([pd.read_csv(p, dtype={"case": str, "width": str}) for p in paths], ignore_index=True)
+    return read_evals(paths)
 
 
 def cmd_tables(args) -> None:
@@ -337,7 +336,8 @@ def _add_training_job_options(p: argparse.ArgumentParser) -> None:
     """Threads, GPU choice and quiet output, shared by the training commands."""
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpu-locks", type=Path, default=None,
-                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
+                   help="folder (yours) of per-GPU lock files shared by concurrent jobs (default: a per-user folder, "
+                        "$XDG_RUNTIME_DIR/hkd-gpu-locks or <tmp>/hkd-gpu-locks-<uid>)")
     p.add_argument("--jobs-per-gpu", type=int, default=1,
                    help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
     p.add_argument("--quiet", action="store_true")
@@ -345,13 +345,11 @@ def _add_training_job_options(p: argparse.ArgumentParser) -> None:
 
 def _claimed_gpu(args, devices: set[str]):
     """The GPU claim of a training command whose runs use ``devices`` (none for CPU-only runs)."""
-    import tempfile
-
     from hkd.devices import claim_gpu
 
     if not any(d.startswith(("auto", "cuda")) for d in devices):
         return nullcontext()
-    return claim_gpu(args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks", slots=args.jobs_per_gpu)
+    return claim_gpu(args.gpu_locks, slots=args.jobs_per_gpu)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ try:
     from hkd.data.sources import count_cases
     from hkd.data.split import PARTS, check_split, format_ratios, part_sizes
     from hkd.data.tasks import check_task
+    from hkd.train.trainer import check_study_runs
 except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
     distill = None
     logger.warning(
@@ -417,6 +418,30 @@ def student_model(width):
 
 def run_outputs(folder):
     return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
+
+
+# Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/trainer.py).
+if distill is not None and not workflow.remote_exec:
+    check_study_runs(
+        [
+            (
+                "teacher",
+                "teacher.model",
+                train_config("teacher", config["teacher"]["model"], 0),
+            )
+        ]
+        + [
+            (
+                "students",
+                f"students.widths ('{w}')",
+                train_config("students", student_model(w), 0, m),
+            )
+            for m in config["students"]["methods"]
+            for w in config["students"]["widths"]
+        ],
+        DATA["image_size"],
+        len(DATA["classes"]),
+    )
 
 
 STUDENT_RUNS = expand(
