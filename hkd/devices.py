@@ -7,7 +7,8 @@ device is not there.
 ``claim_gpu`` hands each of several concurrent local jobs its own GPU. Snakemake's
 local executor limits how many ``resources: gpu=1`` jobs run at once but never says
 *which* GPU a job should use; without help every job would land on ``cuda:0``. Each
-job therefore takes an exclusive lock file per GPU (``<lock_dir>/gpu-<id>.lock``) on
+job therefore takes an exclusive lock file per GPU (``<lock_dir>/gpu-<id>.lock``, in a folder
+the user owns, never through a symbolic link) on
 the first free device and restricts itself to it through ``CUDA_VISIBLE_DEVICES``.
 Locks are ``flock`` locks, so the kernel drops them when a process dies; a crashed
 job never leaves a GPU reserved.
@@ -31,8 +32,10 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +44,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch is imported lazily: claim_gpu must work before CUDA starts
     import torch
 
-__all__ = ["DeviceUnavailableError", "resolve_device", "claim_gpu", "visible_gpus", "autocast"]
+__all__ = ["DeviceUnavailableError", "GpuLockError", "default_lock_dir", "resolve_device", "claim_gpu", "visible_gpus",
+           "autocast"]
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +158,52 @@ def _lock_name(device: str) -> str:
     return "gpu-" + re.sub(r"[^A-Za-z0-9._-]", "_", device) + ".lock"
 
 
-def _open_lock(path: Path) -> int:
+class GpuLockError(OSError):
+    """A GPU lock folder or file that hkd will not use (another user's, or a symbolic link)."""
+
+
+def default_lock_dir() -> Path:
+    """The per-user folder of GPU lock files: ``$XDG_RUNTIME_DIR/hkd-gpu-locks``, else
+    ``<tmp>/hkd-gpu-locks-<uid>`` (a shared, predictable name would let another user plant links)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime) and os.stat(runtime).st_uid == os.geteuid():
+        return Path(runtime) / "hkd-gpu-locks"
+    return Path(tempfile.gettempdir()) / f"hkd-gpu-locks-{os.geteuid()}"
+
+
+def _lock_folder(lock_dir: Path) -> Path:
+    """Create ``lock_dir`` (private to this user) or check that this user owns it and it is no link."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except PermissionError:  # a lock file created by another user: flock works read-only too
-        return os.open(path, os.O_RDONLY)
+        lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(lock_dir)
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise GpuLockError(f"GPU lock folder {lock_dir} is a symbolic link or not a folder; "
+                           "use a folder you own (--gpu-locks)")
+    if info.st_uid != os.geteuid():
+        raise GpuLockError(f"GPU lock folder {lock_dir} belongs to another user (uid {info.st_uid}); "
+                           "use a folder you own (--gpu-locks)")
+    return lock_dir
+
+
+def _open_lock(path: Path) -> int:
+    """Open lock file ``path`` without following a symbolic link, creating it if need be; a regular file only."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | flags, 0o600)
+        except PermissionError:  # a lock file created by another user: flock works read-only too
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise GpuLockError(f"GPU lock file {path} is a symbolic link; hkd never writes through one "
+                               "(remove it)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise GpuLockError(f"GPU lock file {path} is not a regular file; remove it")
+    return fd
 
 
 def _try_lock(path: Path) -> int | None:
@@ -195,7 +240,7 @@ def _lock_first_free(devices: list[str], lock_dir: Path, slots: int = 1) -> tupl
 
 @contextlib.contextmanager
 def claim_gpu(
-    lock_dir: Path | str,
+    lock_dir: Path | str | None,
     visible: list[str] | None = None,
     *,
     timeout: float = 3600.0,
@@ -206,6 +251,9 @@ def claim_gpu(
 
     ``slots`` is the number of jobs a GPU takes at once (``jobs_per_gpu`` in the config): each GPU has
     that many locks, and a job takes the first free one, every GPU's first before any GPU's second.
+
+    ``lock_dir`` is a folder this user owns (None: :func:`default_lock_dir`); lock files are opened
+    without following symbolic links, and one that is a link is an error, never written through.
 
     ``visible`` is the list of candidate GPU ids; by default :func:`visible_gpus`
     (``CUDA_VISIBLE_DEVICES``, else ``nvidia-smi``). With two or more candidates the
@@ -235,8 +283,7 @@ def claim_gpu(
             "is read only once per process"
         )
 
-    lock_dir = Path(lock_dir)
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir = _lock_folder(Path(lock_dir) if lock_dir is not None else default_lock_dir())
     deadline = time.monotonic() + timeout
     announced = False
     if slots < 1:

@@ -3,20 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
+import logging
 import os
+import socket
 import shutil
 import tempfile
 from pathlib import Path
+
+from hkd.guard import (OUTPUT_MARKER, InputOverwriteError, check_outputs_spare_inputs,  # noqa: F401 (re-exported)
+                       check_replaceable, mark_own)
+
+log = logging.getLogger(__name__)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class NoSpaceError(OSError):
+    """A write that failed for want of space (disk full, quota or file-size limit); names the file."""
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# How torch.save reports a short write (its zip writer checks every write's position).
+_TORCH_SHORT_WRITE = ("unexpected pos", "file write failed")
+
+
+def _out_of_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in _NO_SPACE
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_SHORT_WRITE)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    An existing ``path`` is replaced only when hkd wrote it (:func:`hkd.guard.check_replaceable`). A
+    write that fails for want of space raises :class:`NoSpaceError` naming ``path``, which keeps its
+    earlier content.
+    """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
@@ -24,47 +54,70 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if _out_of_space(exc):
+            kept = "its earlier content is kept" if path.exists() else "nothing was written"
+            raise NoSpaceError(f"no space left while writing {path} ({kept})") from None
         raise
 
 
-class InputOverwriteError(ValueError):
-    """An output path whose writing would destroy an input or a folder hkd did not write."""
+# Inside a temporary folder of atomic_dir while it is written: the writer's process and host, so that a
+# later run can tell a temporary left by a killed writer from one still being written.
+PARTIAL_MARKER = ".hkd-partial"
 
 
-# Marks a folder written by atomic_dir: only such a folder (or an empty one) is ever replaced.
-OUTPUT_MARKER = ".hkd-output"
+def _writer_gone(tmp: Path) -> bool:
+    """Whether the temporary folder ``tmp`` was left by a writer no longer running on this host."""
+    try:
+        writer = json.loads((tmp / PARTIAL_MARKER).read_text())
+        pid, host = int(writer["pid"]), writer["host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
-def check_replaceable(path: str | os.PathLike) -> None:
-    """Raise unless ``path`` is absent, an empty folder, or a folder an earlier :func:`atomic_dir` wrote."""
-    path = Path(path)
-    if not path.exists() and not path.is_symlink():
+def remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary folders of earlier :func:`atomic_dir` writes of ``path`` whose writer was
+    killed (only folders hkd marked as its partial output)."""
+    if not path.parent.is_dir():
         return
-    if path.is_dir() and not path.is_symlink() and (
-            (path / OUTPUT_MARKER).is_file() or not any(path.iterdir())):
-        return
-    raise InputOverwriteError(f"{path} exists and is not an earlier output of hkd (no {OUTPUT_MARKER}); "
-                              "refusing to replace it: remove it yourself or choose another output path")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        if tmp.is_dir() and not tmp.is_symlink() and _writer_gone(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("removed %s, the temporary folder of a write of %s that was killed", tmp, path)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike):
     """Yield a temporary directory next to ``path``; it replaces ``path`` only on success.
 
-    An existing ``path`` is replaced only when it is empty or an earlier output (see
-    :func:`check_replaceable`), checked before any work and again before the swap.
+    An existing ``path`` is replaced only when it is an empty folder or an earlier output (see
+    :func:`hkd.guard.check_replaceable`), checked before any work and again before the swap. Temporary
+    folders of earlier writes of ``path`` whose process was killed are removed first.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputOverwriteError(f"{path} exists and is a file, not a folder hkd wrote; refusing to replace it")
     check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
+    (tmp / PARTIAL_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}) + "\n")
     try:
         yield tmp
-        (tmp / OUTPUT_MARKER).write_text("written by hkd; this folder is replaced when its command reruns\n")
+        (tmp / PARTIAL_MARKER).unlink()
+        mark_own(tmp)
         check_replaceable(path)
         if path.exists():
             shutil.rmtree(path)
@@ -72,35 +125,6 @@ def atomic_dir(path: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _resolved(path: str | os.PathLike) -> Path:
-    return Path(path).expanduser().resolve(strict=False)
-
-
-def check_outputs_spare_inputs(outputs: dict[str, str | os.PathLike | None],
-                               inputs: dict[str, str | os.PathLike | None]) -> None:
-    """Refuse any output that is, contains or lies inside an input: writing it would destroy data.
-
-    Both arguments map a name used in messages (e.g. ``--out``) to a path (``None`` entries are
-    skipped). Symbolic links are resolved, so a link to an input counts as the input.
-    """
-    ins = {name: _resolved(p) for name, p in inputs.items() if p is not None}
-    for out_name, out_path in outputs.items():
-        if out_path is None:
-            continue
-        out = _resolved(out_path)
-        for in_name, src in ins.items():
-            if out == src:
-                how = "is"
-            elif out in src.parents:
-                how = "contains"
-            elif src in out.parents:
-                how = "lies inside"
-            else:
-                continue
-            raise InputOverwriteError(f"{out_name} {out_path} {how} the input {in_name} {inputs[in_name]}; "
-                                      "choose an output path outside the inputs (nothing was written)")
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

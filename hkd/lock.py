@@ -60,7 +60,7 @@ class OutLock:
     def _create(self) -> bool:
         record = {**self.me, "cwd": os.getcwd(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hkd.cli import main
-from hkd.evaluate.hypotheses import context_claims, dice_claims
+from hkd.evaluate.hypotheses import context_claims, dice_claims, study_claims
 from hkd.evaluate.tables import organ_table, run_means, summary_table, to_html, to_markdown
 from hkd.evaluate.volume import COLUMNS, evaluate_run, predict_volume
 from hkd.train.trainer import train
@@ -135,7 +135,11 @@ def test_verdicts_recover_a_known_effect_and_a_known_null():
         assert verdicts.loc["logits", "verdict"] == "supported", boot_seed
         assert verdicts.loc["latent", "verdict"] == "not supported", boot_seed
         assert verdicts.loc["hlfd", "verdict"] != "supported", boot_seed
+    latent = verdicts.loc["latent"]
+    assert latent["p_value"] > 0.9 and latent["ci_high"] < 0  # one-sided: a loss is no evidence of a gain
     logits = verdicts.loc["logits"]
+    # every case improves: the exact one-sided p is 2^-6; Holm over the 3 claims of this table triples it
+    assert logits["p_value"] == pytest.approx(1 / 64) and logits["p_holm"] == pytest.approx(3 / 64)
     assert logits["mean_diff"] == pytest.approx(0.08, abs=0.03)
     assert logits["unit"] == "test case" and logits["n"] == 6 and logits["seeds"] == "3 vs 3"
     assert logits["ci_low"] > 0 and logits["p_value"] < 0.05 and 0 < logits["mde"] < 0.08
@@ -215,7 +219,56 @@ def test_a_verdict_on_fewer_than_three_seeds_says_so(seeds, phrase):
 
 def test_too_few_cases_cannot_be_supported_and_say_so():
     row = dice_claims(_study({"logits": 0.2}, np.random.default_rng(6), n_cases=4), n_boot=1000).iloc[0]
-    assert row["verdict"] == "inconclusive" and np.isinf(row["mde"]) and "4 cases cannot give p" in row["note"]
+    assert row["verdict"] == "inconclusive" and np.isinf(row["mde"])
+    assert row["note"] == "n too small for the corrected alpha: 4 cases give p >= 0.0625, not below 0.05"
+
+
+def _context(effects: dict, rng: np.random.Generator, n_cases: int = 6) -> pd.DataFrame:
+    """Grad-CAM context shares of scratch and ``effects``' methods (3 seeds, 4 slices per case)."""
+    rows = []
+    for method, share in {"scratch": 0.0, **effects}.items():
+        for seed in (0, 1, 2):
+            for case in range(n_cases):
+                for i in range(4):
+                    rows.append({"model": method, "method": method, "width": "0.4M", "seed": seed,
+                                 "case": f"{case:04d}", "slice": i, "organ": "liver",
+                                 "outside_mass": 0.1 + share + 0.02 * case + rng.normal(0, 0.01)})
+    return pd.DataFrame(rows)
+
+
+def test_the_family_is_every_claim_of_the_table():
+    """Three clear Dice gains on 6 cases are supported as a family of 3 (p_holm 3/64) but not in the
+    study's family of 6 with the context claims: 6 cases cannot reach 0.05 / 6, and the note says so.
+    12 cases can."""
+    effects = {"logits": 0.1, "latent": 0.1, "hlfd": 0.1}
+    rng = np.random.default_rng(11)
+    evals, context = _study(effects, rng, seed_sd=0.005), _context(effects, rng)
+    alone = dice_claims(evals, n_boot=2000)
+    assert (alone["verdict"] == "supported").all() and alone["p_holm"].tolist() == pytest.approx([3 / 64] * 3)
+    table = study_claims(evals, context, n_boot=2000)
+    assert len(table) == 6 and table["p_holm"].tolist() == pytest.approx([6 / 64] * 6)
+    assert table["p_value"].tolist() == pytest.approx([1 / 64] * 6) and (table["verdict"] == "inconclusive").all()
+    assert np.isinf(table["mde"]).all()
+    assert table["note"].str.endswith("n too small for the corrected alpha: 6 cases give p >= 0.0156, "
+                                      "not below 0.05 / 6 = 0.0083 (6 claims, Holm)").all()
+    rng = np.random.default_rng(11)
+    larger = study_claims(_study(effects, rng, n_cases=12, seed_sd=0.005), _context(effects, rng, 12), n_boot=2000)
+    assert (larger["verdict"] == "supported").all() and np.isfinite(larger["mde"]).all()
+    assert (larger["note"] == "").all() and larger["p_holm"].tolist() == pytest.approx([6 / 4096] * 6)
+
+
+def test_identical_arms_give_p_one_and_no_verdict():
+    """The method's runs are the scratch runs: every case-level difference is 0 and p = 1, raw and
+    adjusted. The CI still holds the run-to-run spread (each arm's seeds are resampled on their own), so
+    it straddles 0: "inconclusive". With one seed per arm it collapses to [0, 0], which excludes any gain:
+    "not supported" (the verdict's rule for no change at all)."""
+    for seeds, expected in (((0, 1, 2), "inconclusive"), ((0,), "not supported")):
+        evals = _study({}, np.random.default_rng(12), seeds=seeds, seed_sd=0.03)
+        twin = evals[evals["method"] == "scratch"].assign(method="logits", model="logits_w0.4M")
+        row = dice_claims(pd.concat([evals, twin], ignore_index=True), n_boot=1000).iloc[0]
+        assert row["p_value"] == 1.0 and row["p_holm"] == 1.0 and row["mean_diff"] == 0.0
+        assert row["verdict"] == expected, seeds
+        assert row["ci_low"] < 0 < row["ci_high"] if len(seeds) > 1 else row["ci_low"] == row["ci_high"] == 0.0
 
 
 def test_runs_missing_a_case_are_an_error_naming_the_run():
@@ -261,9 +314,11 @@ def test_hypotheses_command_writes_the_unit_n_mde_and_small_p_values(tmp_path):
     assert main(["hypotheses", "--evals", *map(str, paths), "--seed", "0", "--out-csv", str(out["csv"]),
                  "--out-md", str(out["md"]), "--out-html", str(out["html"])]) == 0
     table = pd.read_csv(out["csv"], dtype={"preset": str})
-    assert table.iloc[0]["n"] == 12 and table.iloc[0]["p_value"] < 0.001
+    assert table.iloc[0]["n"] == 12 and table.iloc[0]["p_value"] < 0.001 and table.iloc[0]["p_holm"] < 0.001
     md, page = out["md"].read_text(), out["html"].read_text()
     assert "statistical unit is the patient" in md and "| test case " in md
+    for text in (md, page):
+        assert "one-sided Wilcoxon" in text and "Holm" in text and "p_holm" in text
     for text in (md, page):
         assert "<0.001" in text.replace("&lt;", "<") and "| 0.000 " not in text and ">0.000<" not in text
 

@@ -12,10 +12,12 @@ from hkd.evaluate.stats import (
     VERDICTS,
     ci_detectable_effect,
     crossed_bootstrap_ci,
+    holm,
     min_detectable_effect,
     paired_bootstrap_ci,
     verdict,
     wilcoxon_p,
+    wilcoxon_power,
 )
 
 
@@ -111,22 +113,54 @@ def test_crossed_bootstrap_ci_inputs():
 
 
 # --------------------------------------------------------------------------- detectable effects
+def unit_sd(n, seed=0):
+    d = np.random.default_rng(seed).normal(0, 1, n)
+    return (d - d.mean()) / d.std(ddof=1)  # sd exactly 1
+
+
+def simulated_power(shift, n, alpha, sims=20000, seed=0):
+    """Brute force: the share of normal samples (mean ``shift``, sd 1) on which scipy's exact one-sided
+    Wilcoxon test gives p < alpha."""
+    x = np.random.default_rng(seed).normal(shift, 1.0, (sims, n))
+    return (st.wilcoxon(x, axis=1, alternative="greater", method="exact").pvalue < alpha).mean()
+
+
+@pytest.mark.parametrize("n, alpha", [(6, 0.05), (10, 0.05), (10, 0.05 / 8)])
+def test_wilcoxon_power_matches_a_brute_force_simulation(n, alpha):
+    for shift in (0.0, 0.5, 1.0, 1.5):
+        # simulation standard error at most 0.0035; the function's own estimate about as precise
+        assert wilcoxon_power(shift, n, alpha) == pytest.approx(simulated_power(shift, n, alpha, seed=n), abs=0.015)
+    assert wilcoxon_power(0.0, n, alpha) < alpha  # the exact test keeps its level (conservative: discrete)
+
+
 @pytest.mark.parametrize("n", [6, 10, 25])
 def test_min_detectable_effect_has_the_stated_power(n):
-    d = np.random.default_rng(n).normal(0, 1, n)
-    d = (d - d.mean()) / d.std(ddof=1)  # sd exactly 1
+    d = unit_sd(n, seed=n)
     mde = min_detectable_effect(d)
-    samples = np.random.default_rng(0).normal(mde, 1.0, (20000, n))
-    power = (st.ttest_1samp(samples, 0.0, axis=1).pvalue < 0.05).mean()
-    assert power == pytest.approx(0.8, abs=0.015)
+    assert simulated_power(mde, n, 0.05, seed=1) == pytest.approx(0.8, abs=0.015)
+    assert simulated_power(0.8 * mde, n, 0.05, seed=1) < 0.75  # not any larger shift: the smallest one
     assert min_detectable_effect(d * 0.1) == pytest.approx(mde * 0.1)
 
 
-def test_min_detectable_effect_is_infinite_where_the_wilcoxon_test_cannot_reach_significance():
-    assert np.isinf(min_detectable_effect([0.1, 0.2, 0.3, 0.1, 0.2]))  # best two-sided p: 2/32 > 0.05
-    assert np.isfinite(min_detectable_effect([0.1, 0.2, 0.3, 0.1, 0.2, 0.3]))  # 2/64 < 0.05
+def test_min_detectable_effect_grows_with_the_sd_and_the_correction_and_shrinks_with_n():
+    d = unit_sd(10)
+    mdes = [min_detectable_effect(d * sd) for sd in (0.01, 0.05, 0.1, 0.2)]
+    assert all(a < b for a, b in zip(mdes, mdes[1:]))
+    assert min_detectable_effect(d) < min_detectable_effect(d, alpha=0.05 / 4) < min_detectable_effect(d, 0.05 / 8)
+    assert min_detectable_effect(unit_sd(12)) < min_detectable_effect(unit_sd(8)) < min_detectable_effect(unit_sd(6))
+
+
+def test_min_detectable_effect_is_infinite_where_the_wilcoxon_test_cannot_reach_the_alpha():
+    assert np.isinf(min_detectable_effect([0.1, 0.2, 0.3, 0.1]))  # best one-sided p: 1/16 > 0.05
+    assert np.isfinite(min_detectable_effect([0.1, 0.2, 0.3, 0.1, 0.2]))  # 1/32 < 0.05
+    # 6 cases reach 1/64 = 0.0156 at best: below 0.05 / 3, not below 0.05 / 4 (Holm's first step over 4 claims)
+    six = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3]
+    assert np.isfinite(min_detectable_effect(six, alpha=0.05 / 3)) and np.isinf(min_detectable_effect(six, 0.05 / 4))
+    assert np.isinf(min_detectable_effect(six, alpha=0.05 / 12))
+    assert np.isfinite(min_detectable_effect(six * 2, alpha=0.05 / 12))  # 12 cases: 1/4096
     assert np.isinf(min_detectable_effect([0.1]))
     assert min_detectable_effect(np.full(8, 0.2)) == 0.0
+    assert wilcoxon_power(10.0, 6, 0.05 / 4) == 0.0
 
 
 def test_ci_detectable_effect_excludes_zero_with_the_stated_power():
@@ -151,22 +185,59 @@ def exact_two_sided_p(d):
 
 
 def test_wilcoxon_hand_examples():
-    # all 5 positive: W- = 0, P(W- <= 0) = 1/32, two-sided 2/32
-    assert wilcoxon_p([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
-    # W- = 2: subsets of {1..5} with sum <= 2 are {}, {1}, {2} -> 2 * 3/32
-    assert wilcoxon_p([1, -2, 3, 4, 5]) == pytest.approx(6 / 32)
+    # all 5 positive: W- = 0, P(W- <= 0) = 1/32; one-sided (the default) 1/32, two-sided 2/32
+    assert wilcoxon_p([1, 2, 3, 4, 5]) == pytest.approx(1 / 32)
+    assert wilcoxon_p([1, 2, 3, 4, 5], alternative="two-sided") == pytest.approx(2 / 32)
+    # W- = 2: subsets of {1..5} with sum <= 2 are {}, {1}, {2} -> 3/32, two-sided 6/32
+    assert wilcoxon_p([1, -2, 3, 4, 5]) == pytest.approx(3 / 32)
+    assert wilcoxon_p([1, -2, 3, 4, 5], alternative="two-sided") == pytest.approx(6 / 32)
+    # the one-sided test finds no evidence in a difference the other way
+    assert wilcoxon_p([-1, -2, -3, -4, -5]) == pytest.approx(1.0)
 
 
 def test_wilcoxon_matches_exact_enumeration():
     d = [0.3, -1.1, 2.4, 0.7, 1.9, -0.2, 1.3, 0.9, -0.55]
-    assert wilcoxon_p(d) == pytest.approx(exact_two_sided_p(d))
+    assert wilcoxon_p(d, alternative="two-sided") == pytest.approx(exact_two_sided_p(d))
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1
+    w = ranks[np.asarray(d) > 0].sum()
+    sums = [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product((0, 1), repeat=len(d))]
+    assert wilcoxon_p(d) == pytest.approx(np.mean(np.array(sums) >= w))
 
 
-@pytest.mark.parametrize("d", [[], [0.7], [0.0, 0.0, 0.0], np.zeros(20)])
-def test_wilcoxon_degenerate_returns_nan_silently(d):
+@pytest.mark.parametrize("d", [[], [0.7]])
+def test_wilcoxon_without_two_differences_returns_nan_silently(d):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.isnan(wilcoxon_p(d))
+
+
+@pytest.mark.parametrize("d", [[0.0, 0.0, 0.0], np.zeros(20)])
+def test_wilcoxon_of_no_difference_at_all_is_one(d):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert wilcoxon_p(d) == 1.0 and wilcoxon_p(d, alternative="two-sided") == 1.0
+
+
+# --------------------------------------------------------------------------- holm
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # capped at 1; an untested claim (nan) stays nan and does not count: m = 2
+    assert holm([0.6, np.nan, 0.2]) == pytest.approx([0.6, np.nan, 0.4], nan_ok=True)
+    assert holm([0.7, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([0.03]) == pytest.approx([0.03]) and holm([]).size == 0
+    with pytest.raises(ValueError, match="p-values"):
+        holm([0.1, 1.5])
+
+
+def test_holm_keeps_the_family_wise_error_rate():
+    """10 true null claims of 10 exact one-sided tests on 8 cases each: any rejection at 0.05 in at most
+    5% of 2000 families (raw p: about 40%)."""
+    x = np.random.default_rng(0).normal(0, 1, (2000, 10, 8))
+    p = st.wilcoxon(x, axis=2, alternative="greater", method="exact").pvalue
+    any_raw = (p < 0.05).any(axis=1).mean()
+    any_holm = np.mean([(holm(row) < 0.05).any() for row in p])
+    assert any_raw > 0.3 and any_holm <= 0.05, (any_raw, any_holm)
 
 
 # --------------------------------------------------------------------------- verdict

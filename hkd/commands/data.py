@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from hkd.commands.args import json_object
+from hkd.commands.args import json_arg, json_object
 
 log = logging.getLogger("hkd")
 
@@ -140,11 +140,10 @@ def parser_prepare(sub) -> None:
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
     from hkd.data.sources import iter_cases
-    from hkd.data.split import PARTS
+    from hkd.data.split import split_argument
 
     p = json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
-    split_file = json_object(str(args.split), "--split", PARTS)
-    split = {part: split_file[part] for part in PARTS}
+    split = split_argument(json_arg(str(args.split), "--split"), "--split")
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
     classes = list(p["classes"])
     liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []

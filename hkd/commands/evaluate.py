@@ -13,10 +13,10 @@ log = logging.getLogger("hkd")
 
 
 def _read_evals(paths):
-    """The evaluation CSVs as one table."""
-    import pandas as pd
+    """The evaluation CSVs as one table (a CSV without rows is refused, naming it)."""
+    from hkd.evaluate.tables import read_evals
 
-    return pd.concat([pd.read_csv(p, dtype={"case": str, "width": str}) for p in paths], ignore_index=True)
+    return read_evals(paths)
 
 
 def parser_evaluate(sub) -> None:
@@ -88,14 +88,12 @@ def parser_hypotheses(sub) -> None:
 def cmd_hypotheses(args) -> None:
     import pandas as pd
 
-    from hkd.evaluate.hypotheses import context_claims, dice_claims, explanation, report_markdown
+    from hkd.evaluate.hypotheses import explanation, report_markdown, study_claims
     from hkd.evaluate.tables import to_html
     from hkd.io import atomic_path, write_text
 
-    table = dice_claims(_read_evals(args.evals), seed=args.seed)
-    if args.context:
-        context = pd.read_csv(args.context, dtype={"case": str, "width": str})
-        table = pd.concat([table, context_claims(context, seed=args.seed)], ignore_index=True)
+    context = pd.read_csv(args.context, dtype={"case": str, "width": str}) if args.context else None
+    table = study_claims(_read_evals(args.evals), context, seed=args.seed)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     text = report_markdown(table, seed=args.seed)

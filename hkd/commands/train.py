@@ -41,7 +41,8 @@ def add_training_job_options(p: argparse.ArgumentParser) -> None:
     """Threads, GPU choice and quiet output, shared by the training commands."""
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     p.add_argument("--gpu-locks", type=Path, default=None,
-                   help="folder of per-GPU lock files shared by concurrent jobs (default: <tmp>/hkd-gpu-locks)")
+                   help="folder (yours) of per-GPU lock files shared by concurrent jobs (default: a per-user folder, "
+                        "$XDG_RUNTIME_DIR/hkd-gpu-locks or <tmp>/hkd-gpu-locks-<uid>)")
     p.add_argument("--jobs-per-gpu", type=int, default=1,
                    help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
     p.add_argument("--quiet", action="store_true")
@@ -49,13 +50,11 @@ def add_training_job_options(p: argparse.ArgumentParser) -> None:
 
 def claimed_gpu(args, devices: set[str]):
     """The GPU claim of a training command whose runs use ``devices`` (none for CPU-only runs)."""
-    import tempfile
-
     from hkd.devices import claim_gpu
 
     if not any(d.startswith(("auto", "cuda")) for d in devices):
         return nullcontext()
-    return claim_gpu(args.gpu_locks or Path(tempfile.gettempdir()) / "hkd-gpu-locks", slots=args.jobs_per_gpu)
+    return claim_gpu(args.gpu_locks, slots=args.jobs_per_gpu)
 
 
 def parser_train(sub) -> None:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 _ZIP_IMG_RE = re.compile(r"(^|/)Training/img/img\d+\.nii(\.gz)?$")
 
+# Voxels one case may declare: 2^30 (4 GiB as float32), eight times a 512 x 512 x 512 CT; a header beyond
+# this is corrupt or not a CT, and reading it would exhaust the memory.
+MAX_VOXELS = 2**30
+
 
 _IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
 _LABEL_RE = re.compile(r"^label(\d+)\.nii(\.gz)?$")
@@ -71,6 +75,9 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         raise DataError(f"{path}: not a readable NIfTI file ({exc})") from exc
     if len(img.shape) != 3:
         raise DataError(f"{path}: expected a 3D volume, got shape {img.shape}")
+    if int(np.prod(img.shape, dtype=np.int64)) > MAX_VOXELS:
+        raise DataError(f"{path}: header declares {' x '.join(map(str, img.shape))} voxels, more than the limit "
+                        f"of {MAX_VOXELS:,} voxels per case (hkd.data.cases.MAX_VOXELS); a corrupt header?")
     _check_geometry(img, path)
     return img
 
@@ -83,11 +90,6 @@ def _check_geometry(img: nib.Nifti1Image, path: Path) -> None:
             raw = type(img.header).from_fileobj(f, check=False)
     except Exception as exc:  # the same broad set nib.load itself can raise
         raise DataError(f"{path}: not a readable NIfTI header ({exc})") from exc
-    if int(raw["qform_code"]) == 0 and int(raw["sform_code"]) == 0:
-        pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
-        if not (np.isfinite(pixdim).all() and (pixdim != 0).all()):
-            raise DataError(f"{path}: voxel spacing (pixdim) {pixdim.tolist()} is zero or not finite and there "
-                            "is no qform/sform, so distances in mm are unknown")
     affine = np.asarray(img.affine, dtype=np.float64)
     if not np.isfinite(affine).all():
         raise DataError(f"{path}: affine has non-finite entries {affine[:3].tolist()}")
@@ -98,6 +100,12 @@ def _check_geometry(img: nib.Nifti1Image, path: Path) -> None:
                         f"{lengths.round(6).tolist()} mm)")
     if abs(np.linalg.det(affine[:3, :3])) < 1e-9 * lengths.prod():
         raise DataError(f"{path}: affine axes are not independent (determinant 0), orientation undefined")
+    # Whatever qform_code and sform_code say: nibabel builds a qform affine from a zero pixdim with 1 mm.
+    pixdim = np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+    if not (np.isfinite(pixdim).all() and (pixdim != 0).all()):
+        codes = f"qform_code {int(raw['qform_code'])}, sform_code {int(raw['sform_code'])}"
+        raise DataError(f"{path}: voxel spacing (pixdim) {pixdim.tolist()} is zero or not finite ({codes}), so "
+                        "distances in mm are unknown")
 
 
 def _read_array(img: nib.Nifti1Image, path: Path, dtype) -> np.ndarray:

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hkd.data.synapse import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
 from hkd.errors import DataError
-from hkd.data.synapse import DOWNLOAD_TIMEOUT, Deadline, time_limit
 from hkd.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ def download(out_dir: str | Path, cases: int = LABELLED_CASES, imaging_url: str 
 
     ``imaging_url`` and ``labels_url`` are templates with ``{case}`` (the case number).
     """
+    check_timeout(timeout)
     if not 1 <= cases <= LABELLED_CASES:
         raise DataError(f"data.kits19.cases: {cases} must lie in 1..{LABELLED_CASES} (the labelled cases)")
     out_dir = Path(out_dir)

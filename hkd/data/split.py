@@ -93,6 +93,20 @@ def make_split(case_ids: list[str], preset: str, ratios=(0.6, 0.2, 0.2), seed: i
     return split
 
 
+def split_argument(obj, where: str) -> dict[str, list[str]]:
+    """A split given as a JSON object (``hkd prepare --split``), checked as :func:`make_split` checks its
+    own: 'train', 'val' and 'test' lists of case ids, no part empty, no case in two parts; errors name
+    ``where``."""
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(p), list) for p in PARTS):
+        raise DataError(f"{where}: expected a JSON object with 'train', 'val' and 'test' lists of case ids")
+    split = {part: [str(c) for c in obj[part]] for part in PARTS}
+    try:
+        check_split(split)
+    except DataError as exc:
+        raise DataError(f"{where}: {exc}") from None
+    return split
+
+
 def check_split(split: dict[str, list[str]]) -> None:
     """No case may appear in two parts, and no part may be empty."""
     owner: dict[str, str] = {}

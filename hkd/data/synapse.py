@@ -109,6 +109,12 @@ class Deadline(BaseException):
     """The overall download time ran out (a BaseException, so that retry loops cannot swallow it)."""
 
 
+def check_timeout(seconds: float | None) -> None:
+    """A download's time limit must be a positive number of seconds (None: no limit)."""
+    if seconds is not None and not (isinstance(seconds, (int, float)) and 0 < seconds < float("inf")):
+        raise DataError(f"--timeout {seconds:g}: must be a positive number of seconds (config data.download_timeout)")
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None, what: str):
     """Raise DataError in the main thread once ``seconds`` have passed; SIGTERM raises KeyboardInterrupt.
@@ -148,6 +154,7 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
     ``timeout`` seconds; on any failure or interrupt the staging folder is removed and ``out_path``
     is left as it was.
     """
+    check_timeout(timeout)
     if not has_credentials():
         raise DataError(TOKEN_HELP)
     if importlib.util.find_spec("synapseclient") is None:

@@ -9,16 +9,27 @@ value averaged over its seeds. On these differences:
 - the CI of their mean comes from :func:`~hkd.evaluate.stats.crossed_bootstrap_ci`, a hierarchical
   bootstrap that resamples cases (organs and slices stay with their case) and each arm's seeds
   (one seed draw shared by all cases, since a seed is one trained network);
-- the p-value is a two-sided Wilcoxon signed-rank test over the cases;
+- ``p_value`` is a one-sided Wilcoxon signed-rank test over the cases (exact at these sizes),
+  since every claim says the method does better than scratch: a difference the other way is
+  no evidence for the claim, and the verdict calls a CI at or below 0 "not supported" whatever its p;
+- the claims of one verdict table are one family (every row: Dice and Grad-CAM context, every
+  method and width), and ``p_holm`` is ``p_value`` adjusted by Holm's step-down method over that
+  family (:func:`~hkd.evaluate.stats.holm`), which keeps the chance of any false "supported" in the
+  table at alpha;
 - ``mde``, the smallest difference the verdict could detect at this ``n``, is the larger of what
-  the Wilcoxon test on ``n`` cases detects (:func:`~hkd.evaluate.stats.min_detectable_effect`, a
-  paired t-test's power from the case-level sd) and what the CI excludes 0 for
+  the one-sided exact Wilcoxon test on ``n`` cases detects with power 0.8
+  (:func:`~hkd.evaluate.stats.min_detectable_effect`: its power under normal differences with the
+  case-level sd, by seeded simulation) and what the CI excludes 0 for
   (:func:`~hkd.evaluate.stats.ci_detectable_effect`, from its width, which holds the seeds' spread),
-  both at alpha 0.05 and power 0.8, since "supported" needs both;
-- the verdict is :func:`~hkd.evaluate.stats.verdict`, and ``note`` says when it rests on fewer
-  than :data:`MIN_SEEDS` seeds per arm, on too few cases to reach significance, on diverged runs, on
-  runs that did not converge (the method's or scratch's, :mod:`hkd.train.convergence`), or on runs where a
-  distillation term dominated a block of the student after the warm-up (:mod:`hkd.train.gradient_balance`).
+  since "supported" needs both. The test's level is alpha / m for a family of m claims, the level of
+  Holm's first step: a claim whose p reaches it is supported by Holm whatever the other claims show
+  (later steps are looser only once claims with smaller p are supported), so ``mde`` is what a claim
+  detects on its own; it is ``inf`` when n cases cannot reach that level at all (p >= 2^-n);
+- the verdict is :func:`~hkd.evaluate.stats.verdict` on ``p_holm``, and ``note`` says when it rests
+  on fewer than :data:`MIN_SEEDS` seeds per arm, on too few cases for the corrected alpha, on diverged
+  runs, on runs that did not converge (the method's or scratch's, :mod:`hkd.train.convergence`), or on
+  runs where a distillation term dominated a block of the student after the warm-up
+  (:mod:`hkd.train.gradient_balance`).
 
 Beside every comparison stand the teacher's, the scratch student's and the method's value of the
 quantity on the same cases (teacher: its one seed; ``nan`` when it has none, e.g. no Grad-CAM).
@@ -33,6 +44,7 @@ from hkd.evaluate.metrics import GT_PRESENT
 from hkd.evaluate.stats import (
     ci_detectable_effect,
     crossed_bootstrap_ci,
+    holm,
     min_detectable_effect,
     verdict,
     wilcoxon_p,
@@ -49,8 +61,8 @@ CLAIMS = {
 MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
 COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
-           "ci_low", "ci_high", "p_value", "mde", "teacher_mean", "scratch_mean", "method_mean", "note", "quantity",
-           "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
+           "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean", "note",
+           "quantity", "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -77,12 +89,9 @@ def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int
     m, b = method.loc[cases].to_numpy(), scratch.loc[cases].to_numpy()
     diffs = m.mean(axis=1) - b.mean(axis=1)
     mean, low, high = crossed_bootstrap_ci(m, b, n_boot=n_boot, ci=CI, seed=seed)
-    p = wilcoxon_p(diffs)
     return {"n": len(cases), "seeds": f"{m.shape[1]} vs {b.shape[1]}", "scratch_mean": float(b.mean()),
             "method_mean": float(m.mean()), "mean_diff": mean, "ci_low": low, "ci_high": high,
-            "mde": max(min_detectable_effect(diffs, alpha=ALPHA, power=POWER),
-                       ci_detectable_effect(low, high, alpha=1.0 - CI, power=POWER)), "p_value": p,
-            "verdict": verdict(mean, low, high, p, alpha=ALPHA), "cases": cases,
+            "p_value": wilcoxon_p(diffs, alternative="greater"), "_diffs": diffs, "cases": cases,
             "min_seeds": min(m.shape[1], b.shape[1]), "left_out": len(shared) - len(cases)}
 
 
@@ -126,8 +135,6 @@ def _note(result: dict, diverged: int, runs: tuple[pd.DataFrame, pd.DataFrame] |
                      "run-to-run spread, the CI covers the cases only")
     elif result["min_seeds"] < MIN_SEEDS:
         notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): run-to-run spread barely measured")
-    if np.isinf(result["mde"]):
-        notes.append(f"{result['n']} cases cannot give p < {ALPHA} (the Wilcoxon test needs 6)")
     if diverged:
         notes.append(f"{diverged} of the method's runs diverged")
     if runs is not None:
@@ -174,37 +181,71 @@ def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim
                          "diverged_runs": "" if n_runs is None else f"{n_div}/{n_runs}",
                          **_run_counts(runs),
                          "note": _note(result, n_div, runs)})
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS + ["_diffs"])
     return table.astype({"params": "Int64", "n": int})
 
 
-def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.DataFrame:
+def _decide(table: pd.DataFrame) -> pd.DataFrame:
+    """The family-wise step, with every row of ``table`` (from ``decide=False``) one claim of one family:
+    ``p_holm``, ``mde`` at the level of Holm's first step (alpha / m), the verdict on ``p_holm``, and a
+    note where the cases cannot reach that level."""
+    table = table.copy()
+    table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
+    m = max(int(table["p_value"].notna().sum()), 1)
+    level = ALPHA / m
+    corrected = f"{ALPHA} / {m} = {level:.2g} ({m} claims, Holm)" if m > 1 else f"{ALPHA}"
+    mde, verdicts, notes = [], [], []
+    for row in table.to_dict("records"):
+        wilcoxon_mde = min_detectable_effect(row["_diffs"], alpha=level, power=POWER)
+        mde.append(max(wilcoxon_mde, ci_detectable_effect(row["ci_low"], row["ci_high"], alpha=1.0 - CI, power=POWER)))
+        verdicts.append(verdict(row["mean_diff"], row["ci_low"], row["ci_high"], row["p_holm"], alpha=ALPHA))
+        too_few = (f"n too small for the corrected alpha: {row['n']} cases give p >= {2.0 ** -row['n']:.3g}, "
+                   f"not below {corrected}") if np.isinf(wilcoxon_mde) else ""
+        notes.append("; ".join(filter(None, [row["note"], too_few])))
+    table["mde"], table["verdict"], table["note"] = mde, verdicts, notes
+    return table.drop(columns="_diffs")
+
+
+def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide: bool = True) -> pd.DataFrame:
     """One row per (method, width) with a scratch counterpart: the case-level Dice difference.
 
     A case's Dice is the run's mean over the organs its ground truth holds (a missed organ
-    counts 0).
+    counts 0). With ``decide``, its rows are one family (see :func:`_decide`); without, the rows wait for
+    it (see :func:`study_claims`).
     """
     dice = evals[(evals["metric"] == "dice") & evals["empty"].isin(GT_PRESENT)]
     runs = evals.drop_duplicates(["method", "width", "seed"])
     params = runs.groupby(["method", "width"])["params"].first().astype(int).to_dict()
     diverged = {k: (int(g["status"].eq("diverged").sum()), len(g)) for k, g in runs.groupby(["method", "width"])}
-    return _claims(case_values(dice, "value"), "value", quantity="test Dice (method - scratch)", unit="test case",
-                   claim_text=lambda m: CLAIMS.get(m, f"{m} beats scratch"), seed=seed, n_boot=n_boot,
-                   params=params, diverged=diverged, info=run_info(evals))
+    table = _claims(case_values(dice, "value"), "value", quantity="test Dice (method - scratch)", unit="test case",
+                    claim_text=lambda m: CLAIMS.get(m, f"{m} beats scratch"), seed=seed, n_boot=n_boot,
+                    params=params, diverged=diverged, info=run_info(evals))
+    return _decide(table) if decide else table
 
 
-def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000) -> pd.DataFrame:
+def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide: bool = True,
+                   info: pd.DataFrame | None = None) -> pd.DataFrame:
     """Distilled vs scratch Grad-CAM mass outside the dilated organ (positive: more global context).
 
     ``context`` has columns method, width, seed, case, slice, organ, outside_mass; a case's value
     is the run's mean over its sampled slices and their organs. A run that predicts none of a case's
     sampled organs has no Grad-CAM value there: such a case is left out of the claim (the note says how
-    many), since a missing attribution is neither more nor less context.
+    many), since a missing attribution is neither more nor less context. ``decide`` as in :func:`dice_claims`.
     """
-    return _claims(case_values(context, "outside_mass"), "outside_mass",
-                   quantity="Grad-CAM mass outside dilated organ (method - scratch)", unit="validation case",
-                   claim_text=lambda m: f"{m} student uses more global context than scratch", seed=seed,
-                   n_boot=n_boot, strict=False)
+    table = _claims(case_values(context, "outside_mass"), "outside_mass",
+                    quantity="Grad-CAM mass outside dilated organ (method - scratch)", unit="validation case",
+                    claim_text=lambda m: f"{m} student uses more global context than scratch", seed=seed,
+                    n_boot=n_boot, strict=False, info=info)
+    return _decide(table) if decide else table
+
+
+def study_claims(evals: pd.DataFrame, context: pd.DataFrame | None = None, seed: int = 0,
+                 n_boot: int = 10000) -> pd.DataFrame:
+    """The study's verdict table: the Dice claims and (given ``context``) the context claims, one family."""
+    tables = [dice_claims(evals, seed=seed, n_boot=n_boot, decide=False)]
+    if context is not None:
+        tables.append(context_claims(context, seed=seed, n_boot=n_boot, decide=False, info=run_info(evals)))
+    return _decide(pd.concat(tables, ignore_index=True))
 
 
 def report_markdown(table: pd.DataFrame, seed: int, n_boot: int = 10000) -> str:
@@ -223,14 +264,19 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         "quantity itself on the same cases (the teacher has one seed; n/a where it has no value).\n\n"
         f"`ci_low`/`ci_high`: {CI:.0%} percentile CI from a hierarchical bootstrap ({n_boot} replicates, seed "
         f"{seed}) that resamples the cases, keeping each case's organs or slices together, and each arm's seeds, "
-        "one seed draw shared by all cases of a replicate. `p_value`: two-sided Wilcoxon signed-rank test on "
-        f"the n case-level differences. `mde`: the smallest true difference the verdict could detect "
-        f"(alpha {ALPHA}, power {POWER}), the larger of two: a two-sided paired t-test on the n case-level "
-        "differences (from their sd; inf when n is below the 6 cases the Wilcoxon test needs to reach p < 0.05 "
-        "at all), and the difference whose CI of this width would exclude 0 (1.43 times its half-width; the "
-        "width holds the seeds' spread, which the case-level sd does not).\n\n"
-        f"Verdict: supported (CI above 0 and p < {ALPHA}), not supported (CI at or below 0), inconclusive "
-        f"(otherwise). `note` flags verdicts resting on fewer than {MIN_SEEDS} seeds per arm, too few cases, "
+        "one seed draw shared by all cases of a replicate. `p_value`: one-sided Wilcoxon signed-rank test "
+        "(exact) on the n case-level differences, since every claim says the method does better than scratch. "
+        "`p_holm`: `p_value` adjusted by Holm's step-down method over the family of every claim in this table, "
+        "which keeps the chance of any false 'supported' here at alpha "
+        f"{ALPHA}. `mde`: the smallest true difference the verdict could detect (power {POWER}), the larger of "
+        "two: what the one-sided exact Wilcoxon test on the n case-level differences detects (its power under "
+        "normal differences with their sd, from 40,000 seeded samples), at alpha / m for m claims, the level at "
+        "which Holm supports a claim whatever the others show (inf when n cases cannot reach it: their smallest "
+        "p is 2^-n, 1/64 at 6 cases); and the difference whose CI of this width would exclude 0 (1.43 times its "
+        "half-width; the width holds the seeds' spread, which the case-level sd does not).\n\n"
+        f"Verdict: supported (CI above 0 and p_holm < {ALPHA}), not supported (CI at or below 0, however "
+        f"significant a difference the other way), inconclusive (otherwise). `note` flags verdicts resting on "
+        f"fewer than {MIN_SEEDS} seeds per arm, n too small for the corrected alpha, "
         "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them), runs that did "
         "not converge (still rising, or on a plateau predicting few organs; `unconverged_runs`: the method's vs "
         "scratch's, out of the runs whose convergence is recorded), or runs where a distillation term's gradient "

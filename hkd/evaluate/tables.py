@@ -32,6 +32,26 @@ from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS
 
 MODEL_KEYS = ["method", "width"]
 RUN_KEYS = ["model", "method", "width", "params", "seed", "status"]
+EVAL_REQUIRED = ["model", "method", "width", "seed", "metric", "value"]  # columns of hkd evaluate the tables use
+
+
+def read_evals(paths) -> pd.DataFrame:
+    """The evaluation CSVs written by ``hkd evaluate``, each checked to have its columns and a row."""
+    from hkd.errors import DataError
+
+    frames = []
+    for path in paths:
+        try:
+            df = pd.read_csv(path, dtype={"case": str, "width": str})
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors are ValueErrors
+            raise DataError(f"{path}: not a readable evaluation CSV ({' '.join(str(exc).split())})") from None
+        missing = [c for c in EVAL_REQUIRED if c not in df.columns]
+        if missing:
+            raise DataError(f"{path}: not an evaluation CSV of hkd evaluate (no column(s) {missing})")
+        if df.empty:
+            raise DataError(f"{path}: evaluation CSV without rows (only its header); rerun hkd evaluate for it")
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
 SUMMARY_METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox", "hd95_vox_transunet")
 ORGAN_METRICS = ("dice", "voe", "rvd", "hd95_mm")
 _OVERLAP = ("dice", "iou", "voe", "rvd")
@@ -173,10 +193,10 @@ def format_p(p: float) -> str:
 
 
 def display(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The table as text: floats to ``digits``, p-values by :func:`format_p`, undefined values ``n/a``."""
+    """The table as text: floats to ``digits``, p-values (raw and Holm-adjusted) by :func:`format_p`, undefined values ``n/a``."""
     shown = df.copy()
     for col in shown.columns:
-        if col == "p_value":
+        if col in ("p_value", "p_holm"):
             shown[col] = shown[col].map(format_p)
         elif col == "multiplier":  # as configured: 1.5, not 1.500
             shown[col] = shown[col].map(lambda v: "n/a" if pd.isna(v) else f"{v:g}")

@@ -7,6 +7,7 @@ what a run needs to resume. Loading uses ``weights_only=True``: no code is unpic
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,8 +26,13 @@ def load_state(path: str | Path) -> dict:
     """Load a checkpoint written by the trainer (plain state dicts, ``weights_only=True``)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's message adds a paragraph on weights_only=False; one line instead
+        raise ValueError(f"{path}: not an hkd checkpoint (it holds Python objects, e.g. a pickled model; expected "
+                         "the state dicts hkd train saves)") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable hkd checkpoint ({exc})") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: not a readable hkd checkpoint, truncated or not written by torch.save "
+                         f"(expected the state dicts hkd train saves; {first})") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not an hkd checkpoint (a {type(state).__name__}, not a dict with 'spec')")
     return state

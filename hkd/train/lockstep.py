@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 from hkd import distill
+from hkd.guard import InputOverwriteError, check_outputs_spare_inputs, claim_folder
 from hkd.io import atomic_path, write_json
 from hkd.train.teacher_targets import OnlineTeacher
 from hkd.devices import autocast
 from hkd.models.checkpoint import load_model
-from hkd.train.trainer import Run, TrainConfig
+from hkd.train.trainer import Run, TrainConfig, check_teacher_spec
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +112,34 @@ def member_identity(run: Run, prepared: Path, teacher_ckpt: Path | None, code: s
     return _digest(files, extra=run.fingerprint + code)
 
 
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of each of a run's files in ``folder``, recorded in the store entry when it is written."""
+    return {name: _digest([folder / name]) for name in RUN_FILES}
+
+
 def is_complete(folder: Path, identity: str) -> bool:
-    """Whether ``folder`` holds a completed run of ``identity``."""
+    """Whether ``folder`` holds a completed run of ``identity``: its identity file names it, and every run
+    file is there with the checksum recorded when the entry was written (a truncated or replaced file
+    makes the entry incomplete, so the member is trained again)."""
     try:
-        recorded = json.loads((folder / IDENTITY_FILE).read_text())["identity"]
+        entry = json.loads((folder / IDENTITY_FILE).read_text())
+        recorded, sums = entry["identity"], entry["files"]
+        return recorded == identity and all(sums[name] == _digest([folder / name]) for name in RUN_FILES)
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return recorded == identity and all((folder / f).exists() for f in RUN_FILES)
+
+
+def check_publish(publish: dict[str, Path], inputs: dict[str, Path | None]) -> None:
+    """Refuse publish folders that are, contain or lie inside an input (or the store), or are shared by
+    two members: each receives a member's run files, replacing those there."""
+    outputs = {f"--publish '{name}'": folder for name, folder in publish.items()}
+    check_outputs_spare_inputs(outputs, inputs)
+    seen: dict[Path, str] = {}
+    for name, folder in publish.items():
+        key = Path(folder).expanduser().resolve()
+        if key in seen:
+            raise InputOverwriteError(f"--publish: members '{seen[key]}' and '{name}' both publish to {folder}")
+        seen[key] = name
 
 
 def advance_together(runs: list[Run]) -> None:
@@ -147,6 +169,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     """
     prepared, root = Path(prepared), Path(root)
     teacher_ckpt = Path(teacher_ckpt) if teacher_ckpt else None
+    check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
     cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
     schedule = {(c.seed, c.epochs, c.batch_size, c.augment, c.device) for c in cfgs.values()}
     if len(schedule) > 1:
@@ -159,7 +182,8 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
         if distilled and shared is None:
             if teacher_ckpt is None:
                 raise ValueError(f"cohort member '{name}' (method '{cfg.method}') needs --teacher")
-            teacher, _ = load_model(teacher_ckpt)
+            teacher, spec = load_model(teacher_ckpt)
+            check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
             shared = SharedTeacher(teacher, int(image_size), _device_of(cfg),
                                    lambda c=cfg: autocast(_device_of(c), c.precision), ())
@@ -169,6 +193,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
         identities[name] = member_identity(run, prepared, teacher_ckpt, code_digest(cfg.method))
         trained[name] = not is_complete(root / name, identities[name])
         if trained[name]:
+            claim_folder(root / name, f"--root {root}: member folder", (*RUN_FILES, IDENTITY_FILE, ".work"))
             (root / name / IDENTITY_FILE).unlink(missing_ok=True)
             runs.append(run)
     if shared is not None:
@@ -179,7 +204,8 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
              [n for n in cfgs if not trained[n]] or "-")
     advance_together(runs)
     for name in [n for n in cfgs if trained[n]]:
-        write_json(root / name / IDENTITY_FILE, {"identity": identities[name]})
+        write_json(root / name / IDENTITY_FILE, {"identity": identities[name],
+                                                 "files": file_checksums(root / name)})
     for name, folder in (publish or {}).items():
         Path(folder).mkdir(parents=True, exist_ok=True)
         for file in RUN_FILES:

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from hkd import distill
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
+from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters
 from hkd.models.checkpoint import load_model, load_state, save_state
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("poly", "cosine")
+WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
@@ -98,6 +100,78 @@ class TrainConfig:
         return cfg
 
 
+def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
+    """The spec a run builds its model from: the configured model, the data's classes and, for TransUNet,
+    the slice size."""
+    spec = {**model, "num_classes": num_classes}
+    if spec.get("arch") == "transunet":
+        spec["img_size"] = image_size
+    return spec
+
+
+def check_teacher_spec(path: str | Path, spec: dict, configured: dict | None) -> None:
+    """Refuse a teacher checkpoint whose model is not the configured teacher (e.g. a student's checkpoint)."""
+    if not configured:
+        return
+    differ = sorted(k for k in configured if json.dumps(spec.get(k)) != json.dumps(configured[k]))
+    if differ:
+        raise ValueError(f"--teacher {path}: holds a {spec.get('arch')} model ("
+                         + ", ".join(f"{k} {spec.get(k)!r}" for k in differ) + "), but the configured teacher has "
+                         + ", ".join(f"{k} {configured[k]!r}" for k in differ))
+
+
+class ConfigCheckError(ValueError):
+    """A training config a run would refuse; ``part`` says which: recipe, model, teacher or method."""
+
+    def __init__(self, part: str, message: str):
+        super().__init__(message)
+        self.part = part
+
+
+def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | None = None) -> TrainConfig:
+    """Check a training config with the code a run uses, before any data or weights exist: the recipe
+    (:meth:`TrainConfig.from_dict`), the student's and the teacher's model specs (:func:`build_model`,
+    models built on the CPU and never trained) and the method's options (:func:`hkd.distill.build`).
+    ``_cache`` (a dict) keeps feature specs between calls. Raises :class:`ConfigCheckError`."""
+    cache = {} if _cache is None else _cache
+
+    def features(part: str, model: dict) -> dict:
+        spec = run_spec(model, image_size, num_classes)
+        key = json.dumps(spec, sort_keys=True)
+        if key not in cache:
+            try:
+                with torch.no_grad():
+                    cache[key] = build_model(spec).describe_features(image_size)
+            except (ValueError, TypeError, RuntimeError) as exc:
+                raise ConfigCheckError(part, str(exc)) from None
+        return cache[key]
+
+    try:
+        c = TrainConfig.from_dict(cfg)
+    except (ValueError, TypeError) as exc:
+        raise ConfigCheckError("recipe", str(exc)) from None
+    student = features("model", c.model)
+    teacher = features("teacher", c.teacher) if c.method != "scratch" else {}
+    try:
+        distill.build(c.method, teacher, student, num_classes, **c.method_options)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigCheckError("method", str(exc).strip('"')) from None
+    return c
+
+
+def check_study_runs(runs: list[tuple[str, str, dict]], image_size: int, num_classes: int) -> None:
+    """Check every run of a study before it starts (the workflow's dry run): ``runs`` lists
+    (recipe section, config key of its model, training config). Errors name the config key."""
+    cache: dict = {}
+    for section, model_key, cfg in runs:
+        try:
+            check_config(cfg, image_size, num_classes, cache)
+        except ConfigCheckError as exc:
+            key = {"recipe": f"train or {section}.train", "model": model_key, "teacher": "teacher.model",
+                   "method": f"distill.{cfg.get('method')}"}[exc.part]
+            raise ValueError(f"config key {key}: {exc}") from None
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, data: SliceSet, num_classes: int, device, batch_size: int = 32,
              precision: str = "auto") -> dict:
@@ -144,6 +218,9 @@ class Run:
         # output, so a workflow manager does not delete it when a killed run is restarted.
         self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
         self.resume_path = self.work_dir / "state.pt" if resume_dir else None
+        if resume_dir:  # deleted when the run ends: never the output folder, never a folder of the user's
+            check_apart("--work", self.work_dir, "--out", self.out_dir)
+            claim_folder(self.work_dir, "--work", WORK_FILES, create=False)
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
@@ -155,9 +232,7 @@ class Run:
         self.data = data or (_on_device(load_slices(prepared, "train"), self.device),
                              _on_device(load_slices(prepared, "val"), self.device))
         self.train_set, self.val_set = self.data
-        self.spec = {**cfg.model, "num_classes": len(self.classes)}
-        if self.spec.get("arch") == "transunet":
-            self.spec["img_size"] = self.size
+        self.spec = run_spec(cfg.model, self.size, len(self.classes))
         self.targets = self._teacher_targets(teacher_ckpt, teacher_cache, teacher)
         teacher_specs = self.targets.specs if self.targets else {}
         # The student's and the adapters' initial weights come from the seed alone (loading the teacher,
@@ -205,7 +280,8 @@ class Run:
             return CachedTeacher(teacher_cache, names, len(self.train_set), self.device)
         if teacher_ckpt is None:
             raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint or a teacher cache")
-        teacher, _ = load_model(teacher_ckpt)
+        teacher, spec = load_model(teacher_ckpt)
+        check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
         return OnlineTeacher(teacher, self.size, self.device, lambda: autocast(self.device, cfg.precision))
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -221,6 +297,8 @@ class Run:
 
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""
+        if self.resume_path:
+            claim_folder(self.work_dir, "--work", WORK_FILES)
         if self.resume_path and self.resume_path.exists():
             try:
                 state = load_state(self.resume_path)
@@ -232,8 +310,8 @@ class Run:
                 return
             if state:
                 log.info("ignoring %s: written by a run with another configuration", self.resume_path)
-        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -448,7 +526,7 @@ class Run:
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
         if self.resume_path:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            remove_own(self.work_dir, WORK_FILES)
         return metrics
 
 

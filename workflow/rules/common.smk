@@ -28,9 +28,11 @@ except WorkflowError as exc:
         raise
     raise WorkflowError(message) from None
 check_config(config)
+HKD_IMPORTABLE = True  # whether hkd's requirements are installed where Snakemake runs
 try:
     check_against_package(config)
 except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
+    HKD_IMPORTABLE = False
     logger.warning(
         f"hkd cannot be imported by Snakemake ({exc}): method names, distill options and split "
         "sizes are checked only when the jobs run; install hkd where Snakemake runs to check them now"
@@ -265,6 +267,32 @@ def student_model(width):
 
 def run_outputs(folder):
     return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
+
+
+# Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/trainer.py).
+if HKD_IMPORTABLE and not workflow.remote_exec:
+    from hkd.train.trainer import check_study_runs
+
+    check_study_runs(
+        [
+            (
+                "teacher",
+                "teacher.model",
+                train_config("teacher", config["teacher"]["model"], 0),
+            )
+        ]
+        + [
+            (
+                "students",
+                f"students.widths ('{w}')",
+                train_config("students", student_model(w), 0, m),
+            )
+            for m in METHODS
+            for w in config["students"]["widths"]
+        ],
+        DATA["image_size"],
+        len(DATA["classes"]),
+    )
 
 
 STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]

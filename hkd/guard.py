@@ -1,0 +1,180 @@
+"""The one guard for every path an hkd command writes or deletes: it never destroys what hkd did not write.
+
+Three rules, checked before any work:
+
+* An output may not be, contain or lie inside an input of the same command
+  (:func:`check_outputs_spare_inputs`; symbolic links are resolved).
+* A folder is replaced or deleted only when it is empty or carries :data:`OUTPUT_MARKER`, the file
+  hkd puts into every folder it creates (outputs written by :func:`hkd.io.atomic_dir`, the trainer's
+  work folder). Files hkd deletes in a folder it did not create are deleted by name, one by one.
+* A file is replaced only when it lies in a folder hkd created (marked as above), is empty, or has the
+  form hkd gives the files it writes, recognised
+  by suffix and content (:func:`written_by_hkd`): ``.json`` an object with the keys of one of hkd's
+  JSON files, ``.csv`` a header naming one of hkd's columns, ``.md`` a table or hkd's verdict page,
+  ``.html`` a page with hkd's table or overview classes, ``.pt`` a torch checkpoint, ``.h5`` HDF5,
+  ``.png`` a PNG image. A file of any other kind is never replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+# Marks a folder hkd created: only such a folder (or an empty one) is ever replaced or deleted.
+OUTPUT_MARKER = ".hkd-output"
+_MARKER_TEXT = "written by hkd; this folder is replaced when its command reruns\n"
+
+# Keys that identify hkd's JSON files: a split, a cohort manifest, run metrics, a store entry's identity.
+_JSON_KEYS = ({"train", "val", "test"}, {"members"}, {"status", "model"}, {"identity"})
+# Columns of hkd's CSV files: evaluations, tables, verdicts, context (method), training logs (epoch),
+# data summaries (class).
+_CSV_COLUMNS = {"method", "epoch", "class"}
+
+
+class InputOverwriteError(ValueError):
+    """An output path whose writing would destroy an input or something hkd did not write."""
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    return Path(path).expanduser().resolve(strict=False)
+
+
+def _relation(a: Path, b: Path) -> str | None:
+    """How resolved path ``a`` relates to ``b``: 'is', 'contains', 'lies inside' or None."""
+    if a == b:
+        return "is"
+    if a in b.parents:
+        return "contains"
+    if b in a.parents:
+        return "lies inside"
+    return None
+
+
+def check_outputs_spare_inputs(outputs: dict[str, str | os.PathLike | None],
+                               inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Refuse any output that is, contains or lies inside an input: writing it would destroy data.
+
+    Both arguments map a name used in messages (e.g. ``--out``) to a path (``None`` entries are
+    skipped). Symbolic links are resolved, so a link to an input counts as the input.
+    """
+    ins = {name: _resolved(p) for name, p in inputs.items() if p is not None}
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        out = _resolved(out_path)
+        for in_name, src in ins.items():
+            how = _relation(out, src)
+            if how:
+                raise InputOverwriteError(f"{out_name} {out_path} {how} the input {in_name} {inputs[in_name]}; "
+                                          "choose an output path outside the inputs (nothing was written)")
+
+
+def check_apart(name: str, path: str | os.PathLike, other_name: str, other: str | os.PathLike) -> None:
+    """Refuse ``path`` (a folder hkd deletes when done) when it is or contains ``other`` (one it keeps)."""
+    how = _relation(_resolved(path), _resolved(other))
+    if how in ("is", "contains"):
+        raise InputOverwriteError(f"{name} {path} {how} {other_name} {other}; {name} is deleted when the run "
+                                  f"ends, so it must lie apart from {other_name} (nothing was written)")
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def written_by_hkd(path: str | os.PathLike) -> bool:
+    """Whether the existing file ``path`` has the form of a file hkd writes (see the module docstring)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if path.stat().st_size == 0:
+            return True
+        if suffix == ".json":
+            obj = json.loads(path.read_text())
+            return isinstance(obj, dict) and any(keys <= set(obj) for keys in _JSON_KEYS)
+        head = _head(path)
+        if suffix == ".csv":
+            header = head.decode("utf-8", "replace").splitlines()[0]
+            return bool(_CSV_COLUMNS & {c.strip().strip('"') for c in header.split(",")})
+        if suffix == ".md":
+            text = head.decode("utf-8", "replace")
+            return text.startswith("|") or text.startswith("# Hypothesis verdicts")
+        if suffix == ".html":
+            text = path.read_text(errors="replace")
+            return "hkd-table" in text or "hkd-overview" in text
+        if suffix == ".pt":
+            with zipfile.ZipFile(path) as archive:  # torch.save's format: a zip holding data.pkl
+                return any(n.endswith("/data.pkl") or n == "data.pkl" for n in archive.namelist())
+        if suffix == ".h5":
+            return head.startswith(b"\x89HDF\r\n\x1a\n")
+        if suffix == ".png":
+            return head.startswith(b"\x89PNG\r\n\x1a\n")
+    except (OSError, ValueError, IndexError, zipfile.BadZipFile):
+        return False
+    return False
+
+
+def check_replaceable(path: str | os.PathLike) -> None:
+    """Raise unless ``path`` is absent, an empty folder, a folder hkd created, or a file hkd wrote (or one
+    in a folder hkd created)."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink():
+        if (path / OUTPUT_MARKER).is_file() or not any(path.iterdir()):
+            return
+        raise InputOverwriteError(f"{path} exists and is not an earlier output of hkd (no {OUTPUT_MARKER}); "
+                                  "refusing to replace it: remove it yourself or choose another output path")
+    if path.is_file() and not path.is_symlink() and (written_by_hkd(path) or (path.parent / OUTPUT_MARKER).is_file()):
+        return
+    raise InputOverwriteError(f"{path} exists and is not a file hkd wrote (not a {path.suffix or 'suffix-less'} "
+                              "file of hkd's form); refusing to replace it: remove it yourself or choose another "
+                              "output path")
+
+
+def mark_own(folder: str | os.PathLike) -> None:
+    """Put :data:`OUTPUT_MARKER` into ``folder``: hkd created it and may replace or delete it."""
+    (Path(folder) / OUTPUT_MARKER).write_text(_MARKER_TEXT)
+
+
+def claim_folder(folder: str | os.PathLike, flag: str, own_files: tuple[str, ...] = (), create: bool = True) -> Path:
+    """Create ``folder`` for hkd's own use, or take it over when it is empty, already hkd's, or holds only
+    ``own_files`` (files hkd writes there, left by a version that did not mark its folders); otherwise
+    refuse, naming ``flag``. The folder is marked as hkd's (with ``create`` False: only checked)."""
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise InputOverwriteError(f"{flag} {folder} is not a folder hkd created; choose another path")
+    if folder.is_dir() and not (folder / OUTPUT_MARKER).is_file():
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in own_files)
+        if foreign:
+            raise InputOverwriteError(f"{flag} {folder} holds files hkd did not write ({', '.join(foreign[:3])}"
+                                      f"{', ...' if len(foreign) > 3 else ''}) and is deleted when the run ends; "
+                                      "choose an empty or new folder (nothing was written)")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+        mark_own(folder)
+    return folder
+
+
+def remove_own(folder: str | os.PathLike, own_files: tuple[str, ...]) -> None:
+    """Delete ``own_files`` and the marker from ``folder``, then the folder if that left it empty."""
+    folder = Path(folder)
+    if not (folder / OUTPUT_MARKER).is_file():
+        return
+    for name in (*own_files, OUTPUT_MARKER):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    with contextlib.suppress(OSError):  # not empty: something else was put there; keep it
+        folder.rmdir()
+
+
+def remove_own_tree(folder: str | os.PathLike) -> None:
+    """Delete ``folder`` with everything in it, only when it carries :data:`OUTPUT_MARKER`."""
+    folder = Path(folder)
+    check_replaceable(folder)
+    if folder.exists():
+        shutil.rmtree(folder)

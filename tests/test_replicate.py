@@ -1,0 +1,98 @@
+"""benchmarks/replicate.py: a second seed set on the first study's data and teacher, verdicts side by side."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers import REPO, STUDY, copy_tracked_files, merge, snakemake, study_config
+
+
+def load_replicate(root=REPO):
+    """benchmarks/replicate.py of the checkout in ``root`` (a script, not a package module)."""
+    name = f"replicate_{abs(hash(str(root)))}"
+    spec = importlib.util.spec_from_file_location(name, root / "benchmarks" / "replicate.py")
+    module = sys.modules[name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+replicate = load_replicate()
+
+
+def _verdicts(path, rows):
+    cols = ["claim", "preset", "multiplier", "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "verdict"]
+    pd.DataFrame(rows, columns=cols).to_csv(path, index=False)
+    return path
+
+
+def test_side_by_side_pairs_each_claim_and_width(tmp_path):
+    a = _verdicts(tmp_path / "a.csv", [
+        ("H1: logits beats scratch", "0.4M", 1.0, 0.12, 0.05, 0.2, 0.0004, 0.0048, "supported"),
+        ("H1: logits beats scratch", "", 1.5, 0.01, -0.03, 0.05, 0.3, 1.0, "inconclusive"),
+        ("H2: latent beats scratch", "0.4M", 1.0, -0.1, -0.2, -0.01, 0.99, 1.0, "not supported")])
+    b = _verdicts(tmp_path / "b.csv", [
+        ("H2: latent beats scratch", "0.4M", 1.0, -0.02, -0.08, 0.03, 0.8, 1.0, "inconclusive"),
+        ("H1: logits beats scratch", "", 1.5, 0.02, -0.01, 0.06, 0.2, 0.8, "inconclusive"),
+        ("H1: logits beats scratch", "0.4M", 1.0, 0.1, 0.04, 0.17, 0.002, 0.012, "supported")])
+    text = replicate.side_by_side(a, b, labels=("A", "B"))
+    lines = text.splitlines()
+    assert "| claim" in lines[0] and "verdict A" in lines[0] and "p_holm B" in lines[0]
+    rows = {(cells[0], cells[1]): cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:5])}
+    assert rows[("H1: logits beats scratch", "0.4M")][2:] == ["0.120", "[0.050, 0.200]", "<0.001", "0.005",
+                                                              "supported", "0.100", "[0.040, 0.170]", "0.002",
+                                                              "0.012", "supported"]
+    assert rows[("H1: logits beats scratch", "x1.5")][6] == rows[("H1: logits beats scratch", "x1.5")][11] == \
+        "inconclusive"
+    assert rows[("H2: latent beats scratch", "0.4M")][6::5] == ["not supported", "inconclusive"]
+    assert lines[-1] == "verdicts agree on 2 of 3 claims"
+
+
+def test_seed_sets_are_disjoint():
+    assert replicate.disjoint_seeds([0, 1, 2]) == [3, 4, 5]
+    assert replicate.disjoint_seeds([0, 1, 2], [7, 8]) == [7, 8]
+    with pytest.raises(SystemExit, match=r"seeds \[2\] are already the first study's"):
+        replicate.disjoint_seeds([0, 1, 2], [2, 3, 4])
+
+
+@pytest.mark.slow
+def test_the_second_study_plans_no_data_or_teacher_job(tmp_path):
+    """The tiny study up to its teacher and its feature cache (one teacher epoch: about 40 s on one core),
+    then B's dry run: B trains and evaluates its students and the verdicts, nothing upstream; without A's
+    teacher it would train one."""
+    root = copy_tracked_files(tmp_path / "repo")
+    config = merge(study_config(STUDY, "results/a"), {"teacher": {"train": {"epochs": 1}}})
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    upstream = ["results/a/models/teacher/cache/logits.h5", "results/a/eval/teacher.csv"]
+    run = snakemake(root, "--cores", "1", *upstream)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rep = load_replicate(root).prepare(root)
+    assert rep.seeds == ([0], [1]) and rep.second == root / "results" / "a-replicate"
+    assert rep.linked == list(replicate.UPSTREAM)
+    assert os.path.samefile(rep.first / "models/teacher/best.pt", rep.second / "models/teacher/best.pt")
+    distilled = len(config["students"]["methods"]) - 1
+
+    dry = snakemake(root, "-n", "--cores", "1", *rep.args)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert replicate.planned_jobs(dry.stdout) == {
+        "train_scratch": 1, "evaluate_scratch": 1, "train_student": distilled, "evaluate_student": distilled,
+        "context": 1, "hypotheses": 1}, dry.stdout[-3000:]
+    assert "s1" in dry.stdout and "/s0/" not in dry.stdout
+
+    again = load_replicate(root).prepare(root)  # B exists: it is reused as it is
+    assert again.linked == [] and again.args == rep.args
+
+    bare = load_replicate(root).prepare(root, seeds=[4], out=tmp_path / "bare")
+    for name in replicate.UPSTREAM[2:]:  # keep A's data, drop its teacher: B would train its own
+        path = bare.second / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    planned = replicate.planned_jobs(snakemake(root, "-n", "--cores", "1", *bare.args).stdout)
+    assert {"train_teacher", "teacher_cache", "evaluate_teacher"} <= set(planned)
+    assert not {"phantom", "split", "prepare"} & set(planned)
