@@ -202,8 +202,9 @@ def from_logs(args) -> None:
 
 def measure(args) -> None:
     from hkd import distill
+    from hkd.models.checkpoint import load_model, load_state
     from hkd.train import augment
-    from hkd.train.trainer import Run, TrainConfig, load_model, load_state
+    from hkd.train.trainer import Run, TrainConfig
 
     options = _config(args.config).get("distill") or {}
     _, spec = load_model(args.teacher)

@@ -291,8 +291,8 @@ def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_last_goo
     line = one_line_error(result.stderr)
     assert result.returncode == 1 and f"no space left while writing {out / 'best.pt'}" in line, line
     # over an earlier checkpoint: that one stays as it was
-    lib = _FSIZE_LIMITED + ("import torch; from pathlib import Path; from hkd.train.trainer import _save_state\n"
-                            "_save_state(Path(sys.argv[1]), {'w': torch.zeros(100000)})")
+    lib = _FSIZE_LIMITED + ("import torch; from pathlib import Path; from hkd.models.checkpoint import save_state\n"
+                            "save_state(Path(sys.argv[1]), {'w': torch.zeros(100000)})")
     good = tmp_path / "last.pt"
     torch.save({"w": torch.ones(3)}, good)
     before = good.read_bytes()
