@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from hkd import distill
+from hkd.devices import autocast
 from hkd.guard import InputOverwriteError, check_outputs_spare_inputs, claim_folder
 from hkd.io import atomic_path, write_json
-from hkd.train.teacher_targets import OnlineTeacher
-from hkd.devices import autocast
 from hkd.models.checkpoint import load_model
+from hkd.train.teacher_targets import OnlineTeacher
 from hkd.train.trainer import Run, TrainConfig, check_teacher_spec
 
 log = logging.getLogger(__name__)
