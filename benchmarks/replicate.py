@@ -15,7 +15,6 @@ p-value, Holm-adjusted p and verdict of each seed set. Each part's wall time is 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import re
 import shutil
@@ -28,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from hkd.config_checks import merge_config
+
 ROOT = Path(__file__).resolve().parents[1]
 # What B takes over from the first study: everything upstream of the students (paths under `out`).
 UPSTREAM = ("raw", "data", "models/teacher", "eval/teacher.csv")
@@ -36,20 +37,10 @@ UPSTREAM_RULES = {"phantom", "download", "extract", "split", "prepare", "train_t
                   "evaluate_teacher"}
 
 
-def _merge(base: dict, update: dict) -> dict:
-    """``base`` updated in place with ``update``, nested dicts key by key (as snakemake merges config files)."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
 def study_config(root: Path, configfile: Path | None = None) -> dict:
     """The study's configuration: ``config.yaml`` under ``root``, updated by ``configfile``."""
     config = yaml.safe_load((root / "config.yaml").read_text())
-    return _merge(config, yaml.safe_load(configfile.read_text())) if configfile else config
+    return merge_config(config, yaml.safe_load(configfile.read_text())) if configfile else config
 
 
 def disjoint_seeds(seeds: list[int], given: list[int] | None = None) -> list[int]:

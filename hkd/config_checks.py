@@ -8,11 +8,23 @@ hkd's requirements installed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
 
 from hkd.data.sources import downloads, source_of
+
+
+def merge_config(base: dict, update: dict) -> dict:
+    """``base`` updated in place with ``update``, nested dicts key by key (as Snakemake merges a
+    ``--configfile`` into the config); returns ``base``."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_config(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
 
 
 def schema_error(cfg: dict, schema_path: str | Path) -> str | None:

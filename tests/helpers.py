@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from hkd.config_checks import merge_config
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO.parent / "shared" / "data" / "real-ct"
 
@@ -34,12 +36,7 @@ THREADS = int(os.environ.get("HKD_TEST_THREADS", "2"))
 
 def merge(base: dict, update: dict) -> dict:
     """``base`` updated in place with ``update``, nested dicts merged key by key; returns ``base``."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
+    return merge_config(base, update)
 
 
 def default_config() -> dict:
