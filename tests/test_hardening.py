@@ -562,7 +562,8 @@ def ran(result: subprocess.CompletedProcess) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("patch, message", [
-    ({"teacher": {"cache": ["logits", "telepathy"]}}, "config key teacher.cache: unknown method(s) ['telepathy']"),
+    ({"teacher": {"cache": ["logits", "telepathy"]}, "students": {"train": {"augment": "none"}}},
+     "config key teacher.cache: unknown method(s) ['telepathy']"),
     ({"distill": {"telepathy": {}}}, "config key distill: unknown method(s) ['telepathy']"),
     ({"distill": {"logits": {"temprature": 2}}}, "config key distill.logits: unknown option(s) ['temprature']"),
     ({"data": {"split": {"ratios": [0.8, 0.0, 0.2]}}}, "config key data.split.ratios: 0.8/0/0.2 leave the 'val'"),
