@@ -71,17 +71,22 @@ def test_d1_the_work_folder_is_hkds_and_removed_but_nothing_else(prepared, tmp_p
 
 # --- D2: GPU lock files -----------------------------------------------------------------------------
 
+def _train_on_two_gpus(prepared, tmp_path, capsys, monkeypatch, locks):
+    """``hkd train`` with ``device: auto``, two visible GPUs and lock folder ``locks``: (exit code, error line)."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps({**SMALL, "device": "auto"}),
+                        "--out", tmp_path / "run", "--gpu-locks", locks, "--quiet")
+    return code, one_line_error(err)
+
+
 def test_d2_a_lock_file_that_is_a_symlink_is_refused_and_its_target_kept(prepared, tmp_path, capsys, monkeypatch):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
     locks = tmp_path / "locks"
     locks.mkdir()
     (locks / "gpu-0.lock").symlink_to(victim)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps({**SMALL, "device": "auto"}),
-                        "--out", tmp_path / "run", "--gpu-locks", locks, "--quiet")
-    line = one_line_error(err)
+    code, line = _train_on_two_gpus(prepared, tmp_path, capsys, monkeypatch, locks)
     assert code == 1 and f"GPU lock file {locks / 'gpu-0.lock'} is a symbolic link" in line, line
     assert victim.read_text() == "precious" and not (tmp_path / "run").exists()
 
@@ -107,11 +112,7 @@ def test_d2_another_users_lock_folder_is_named(prepared, tmp_path, capsys, monke
     locks = tmp_path / "theirs"
     locks.mkdir()
     os.chown(locks, 4242, 4242)
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps({**SMALL, "device": "auto"}),
-                        "--out", tmp_path / "run", "--gpu-locks", locks, "--quiet")
-    line = one_line_error(err)
+    code, line = _train_on_two_gpus(prepared, tmp_path, capsys, monkeypatch, locks)
     assert code == 1 and f"GPU lock folder {locks} belongs to another user (uid 4242)" in line, line
     assert list(locks.iterdir()) == []
 
