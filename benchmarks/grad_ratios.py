@@ -148,7 +148,7 @@ def _warmup(cfg: dict) -> float:
 
 
 def from_logs(args) -> None:
-    from hkd.models import build_model, recorder
+    from hkd.models import build_model, recorder_of
 
     cfg = _config(args.config)
     warmup = args.warmup if args.warmup is not None else _warmup(cfg)
@@ -187,11 +187,11 @@ def from_logs(args) -> None:
         return
     tspec = json.loads(teacher_metrics.read_text())["model"]
     size = int(tspec["img_size"])
-    tspecs = recorder(build_model(tspec), tspec, "teacher").describe(size)
+    tspecs = recorder_of(build_model(tspec), tspec, "teacher").describe(size)
     print(f"\ncriterion: largest weight with every reached block <= {BAND[1]:g}x after the warm-up "
           "(largest post-warm-up median over the runs)")
     for method in dict.fromkeys(m for m, _ in medians):
-        sspecs = recorder(build_model(specs[method]), specs[method], "student").describe(size)
+        sspecs = recorder_of(build_model(specs[method]), specs[method], "student").describe(size)
         options = (cfg.get("distill") or {}).get(method, {})
         terms = {t: b for (m, t), b in medians.items() if m == method}
         for line in suggest(method, options, terms, tspecs, sspecs, int(tspec["num_classes"])):

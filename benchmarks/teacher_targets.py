@@ -69,12 +69,12 @@ def main() -> None:
     from hkd.data.dataset import load_slices
     from hkd.train import augment
     from hkd.train.teacher_cache import write_cache
-    from hkd.models import recorder
+    from hkd.models import recorder_of
     from hkd.models.checkpoint import load_model
     from hkd.train.trainer import Run, TrainConfig
 
     teacher, spec = load_model(args.teacher)
-    features = recorder(teacher, spec, "teacher")
+    features = recorder_of(teacher, spec, "teacher")
     names = [n for n in features.names if n != "vit"]
     data = load_slices(args.data, "train")
     idx = torch.arange(min(args.n, len(data)))

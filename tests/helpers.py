@@ -73,11 +73,11 @@ def study_config(overrides: dict, out: str, configfile: Path | None = None) -> d
 def tumour_study(dataset: str) -> dict:
     return {
         "data": {"source": "phantom", "path": None,
-                 "phantom": {"cases": 10, "size": 64, "slices": [16, 20], "layout": dataset,
+                 "phantom": {"cases": 6, "size": 64, "slices": [10, 12], "layout": dataset,
                              "tumours": {"count": [1, 2], "radius_mm": [30, 50], "contrast_hu": [60, 100]}},
                  "image_size": 32},
-        "train": {"epochs": 4, "batch_size": 8, "threads": 1},
-        "teacher": {"model": TINY_TEACHER, "train": {"epochs": 6}},
+        "train": {"epochs": 1, "batch_size": 8, "threads": 1},
+        "teacher": {"model": TINY_TEACHER, "train": {"epochs": 2}},
         "students": {"widths": ["0.25"], "seeds": [0]},
         "report": {"n_slices": 1, "context_slices": 4},
     }

@@ -431,14 +431,14 @@ def test_relrep_value_with_all_positions_as_anchors():
 # ------------------------------------------------------------------------------------- integration
 
 def test_every_method_on_tiny_real_models():
-    from hkd.models import build_model, recorder
+    from hkd.models import build_model, recorder_of
 
     torch.manual_seed(0)
     tspec = {"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
              "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8}
     sspec = {"arch": "squeezeunet", "width": 0.25, "num_classes": 9}
     teacher, student = build_model(tspec).eval(), build_model(sspec)
-    t_rec, s_rec = recorder(teacher, tspec), recorder(student, sspec)
+    t_rec, s_rec = recorder_of(teacher, tspec), recorder_of(student, sspec)
     x = torch.randn(2, 1, 32, 32)
     y = torch.randint(0, 9, (2, 32, 32))
     with torch.no_grad():

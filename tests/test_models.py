@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from hkd.models import (SQUEEZEUNET_PRESETS, CheckpointError, SqueezeUNet, TransUNet, build_model, count_parameters,
-                        gradcam_layer, load_vit_npz, recorder)
+                        gradcam_layer, load_vit_npz, recorder_of)
 from hkd.models.recorder import FeatureError
 
 STUDENT = {"arch": "squeezeunet"}
@@ -115,7 +115,7 @@ def test_squeezeunet_he_init_carries_the_signal_to_the_bottleneck():
         torch.manual_seed(0)
         with torch.no_grad():
             spec = {"arch": "squeezeunet", "width": "0.4M", "init": init}
-            feats = recorder(build_model(spec), spec)(x)
+            feats = recorder_of(build_model(spec), spec)(x)
         ratios[init] = float(feats["bottleneck"].std() / feats["enc_s1"].std())
     assert ratios["he"] > 0.5 > ratios["torch"]
     assert all(float(m.bias.abs().max()) == 0 for m in SqueezeUNet(width=0.5).modules()
@@ -130,7 +130,7 @@ def test_squeezeunet_features():
     w = 0.5
     model = SqueezeUNet(num_classes=9, width=w).eval()
     x = torch.randn(2, 1, 64, 96)
-    feats = recorder(model, STUDENT)(x)
+    feats = recorder_of(model, STUDENT)(x)
     c = lambda n: int(n * w)  # noqa: E731
     expected = {"enc_s1": (c(32), 64, 96), "enc_s2": (c(64), 32, 48), "enc_s4": (c(128), 16, 24),
                 "enc_s8": (c(256), 8, 12), "bottleneck": (c(512), 4, 6), "dec_s8": (c(256), 8, 12),
@@ -144,14 +144,14 @@ def test_squeezeunet_features():
 def test_squeezeunet_width_one_latent_matches_teacher_latent():
     x = torch.randn(1, 1, 224, 224)
     with torch.no_grad():
-        assert recorder(SqueezeUNet(), STUDENT)(x, ["bottleneck"])["bottleneck"].shape == (1, 512, 14, 14)
+        assert recorder_of(SqueezeUNet(), STUDENT)(x, ["bottleneck"])["bottleneck"].shape == (1, 512, 14, 14)
 
 
 def test_transunet_features():
     model = small_teacher().eval()
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
-        feats = recorder(model, SMALL_TEACHER)(x)
+        feats = recorder_of(model, SMALL_TEACHER)(x)
         logits = model(x)
     expected = {"enc_s2": (16, 32, 32), "enc_s4": (64, 16, 16), "enc_s8": (128, 8, 8), "enc_s16": (256, 4, 4),
                 "vit": (96, 4, 4), "bottleneck": (64, 4, 4), "dec_s8": (64, 8, 8), "dec_s4": (32, 16, 16),
@@ -162,8 +162,8 @@ def test_transunet_features():
 
 
 def test_feature_names_say_the_stride_and_grids_are_anchored_as_the_layers_compute():
-    teacher = recorder(small_teacher(), SMALL_TEACHER).describe(64)
-    student = recorder(SqueezeUNet(width=0.25), STUDENT).describe(64)
+    teacher = recorder_of(small_teacher(), SMALL_TEACHER).describe(64)
+    student = recorder_of(SqueezeUNet(width=0.25), STUDENT).describe(64)
     for specs in (teacher, student):
         for name, f in specs.items():
             if name.startswith(("enc_s", "dec_s")):
@@ -180,7 +180,7 @@ def test_transunet_grid_offset_follows_its_strided_convolutions():
     continuous coordinates, the declared offset (GroupNorm mixes all positions, so the layers are probed
     without it)."""
     model = small_teacher().eval()
-    specs = recorder(model, SMALL_TEACHER).describe(64)
+    specs = recorder_of(model, SMALL_TEACHER).describe(64)
 
     def support_centre(fn, i):
         x = torch.randn(1, 3, 64, 64, requires_grad=True)
@@ -217,10 +217,10 @@ def test_feature_subset_stops_early_and_unknown_names_are_named():
     ran = []
     model.head.register_forward_hook(lambda m, i, o: ran.append("head"))
     with torch.no_grad():
-        feats = recorder(model, SMALL_TEACHER)(torch.randn(1, 1, 64, 64), names=["bottleneck", "enc_s4"])
+        feats = recorder_of(model, SMALL_TEACHER)(torch.randn(1, 1, 64, 64), names=["bottleneck", "enc_s4"])
     assert list(feats) == ["enc_s4", "bottleneck"] and ran == []  # the decoder never ran
     with pytest.raises(FeatureError, match="records no feature 'vit'.*enc_s1"):
-        recorder(SqueezeUNet(width=0.25), STUDENT, "student")(torch.randn(1, 1, 32, 32), names=["vit"])
+        recorder_of(SqueezeUNet(width=0.25), STUDENT, "student")(torch.randn(1, 1, 32, 32), names=["vit"])
 
 
 def test_recorder_refuses_what_is_not_a_feature():
@@ -259,7 +259,7 @@ def test_gradcam_layer_names_last_decoder_block():
         layer = model.get_submodule(gradcam_layer(spec))
         out = {}
         handle = layer.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
-        feats = recorder(model, spec)(torch.randn(1, 1, 64, 64))
+        feats = recorder_of(model, spec)(torch.randn(1, 1, 64, 64))
         handle.remove()
         assert torch.equal(out["y"], feats["dec_s1"])
 

@@ -15,7 +15,7 @@ import yaml
 
 import hkd.distill as distill
 from hkd.explain import gradcam
-from hkd.models import build_model, count_parameters, gradcam_layer, model_blocks, recorder
+from hkd.models import build_model, count_parameters, gradcam_layer, model_blocks, recorder_of
 from hkd.train.trainer import Run, TrainConfig, check_config, train
 
 from helpers import REPO, TINY_TEACHER, copy_tracked_files, snakemake, study_config
@@ -40,7 +40,7 @@ def test_recorded_features_are_what_their_modules_return(name):
     spec = NETWORKS[name]
     torch.manual_seed(0)
     model = build_model(spec).eval()
-    features = recorder(model, spec)
+    features = recorder_of(model, spec)
     inputs = {}
     for feature, path in features.paths.items():
         model.get_submodule(path).register_forward_pre_hook(
@@ -61,7 +61,7 @@ def test_recorded_features_are_what_their_modules_return(name):
 
 
 def test_swinunetr_feature_table_at_64_and_224_px():
-    specs = {size: recorder(build_model(SWIN), SWIN, "teacher").describe(size) for size in (64, 224)}
+    specs = {size: recorder_of(build_model(SWIN), SWIN, "teacher").describe(size) for size in (64, 224)}
     for size, table in specs.items():
         assert {n: f.stride for n, f in table.items()} == {
             "enc_s16": 16, "enc_s1": 1, "enc_s2": 2, "enc_s4": 4, "enc_s8": 8, "bottleneck": 32, "dec_s16": 16,
@@ -81,7 +81,7 @@ def test_a_student_identical_to_its_teacher_has_zero_loss(method, name):
     torch.manual_seed(0)
     teacher = build_model(spec).eval()
     student = copy.deepcopy(teacher)
-    t_rec, s_rec = recorder(teacher, spec, "teacher"), recorder(student, spec, "student")
+    t_rec, s_rec = recorder_of(teacher, spec, "teacher"), recorder_of(student, spec, "student")
     specs = t_rec.describe(64)
     options = {"layers": ["enc_s2", "enc_s4", "bottleneck"]} if method == "at" else {}
     m = distill.build(method, specs, s_rec.describe(64), 9, **options)

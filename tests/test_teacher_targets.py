@@ -18,7 +18,7 @@ from hkd import distill
 from hkd.data.dataset import load_slices
 from hkd.train import augment
 from hkd.train.teacher_cache import load_cache, write_cache
-from hkd.models import model_blocks, recorder
+from hkd.models import model_blocks, recorder_of
 from hkd.models.checkpoint import load_model, load_state
 from hkd.train.trainer import Run, TrainConfig, train
 
@@ -78,7 +78,7 @@ def test_online_targets_are_the_live_teacher_on_the_augmented_slice(method, bran
     received = _received_targets(run, idx, params)
     teacher, spec = load_model(teacher_ckpt)
     with torch.no_grad():
-        live = recorder(teacher, spec)(augment.apply(params, run.train_set.image[idx]), list(received))
+        live = recorder_of(teacher, spec)(augment.apply(params, run.train_set.image[idx]), list(received))
     assert set(received) == set(run.method.teacher_features)
     for name, value in received.items():
         torch.testing.assert_close(value, live[name], rtol=0, atol=0)
@@ -95,7 +95,7 @@ def test_cached_targets_equal_the_live_teacher_within_float16(method, prepared, 
     idx = torch.tensor([5, 0, 3, 7])
     received = _received_targets(run, idx, None)
     with torch.no_grad():
-        live = recorder(teacher, spec)(run.train_set.image[idx], list(received))
+        live = recorder_of(teacher, spec)(run.train_set.image[idx], list(received))
     for name, value in received.items():
         scale = live[name].abs().max().item()
         torch.testing.assert_close(value, live[name], rtol=2e-3, atol=2e-3 * scale)

@@ -31,7 +31,7 @@ def _spec_from_config(path: Path, key: str) -> dict:
 
 
 def cmd_features(args) -> None:
-    from hkd.models import build_model, recorder
+    from hkd.models import build_model, recorder_of
     from hkd.models.checkpoint import load_model
     from hkd.models.recorder import table
     from hkd.train.trainer import run_spec
@@ -41,5 +41,5 @@ def cmd_features(args) -> None:
     else:
         spec = run_spec(_spec_from_config(args.config, args.key), args.size, args.classes)
         model = build_model(spec)
-    features = recorder(model, spec, args.key if args.config else str(args.checkpoint))
+    features = recorder_of(model, spec, args.key if args.config else str(args.checkpoint))
     print(table(features.describe(args.size), features.paths))

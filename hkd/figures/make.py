@@ -22,7 +22,7 @@ from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
 from hkd.figures.runs import describe
 from hkd.figures.scaling import dice_vs_params
-from hkd.models import FeatureRecorder, gradcam_layer, recorder
+from hkd.models import FeatureRecorder, gradcam_layer, recorder_of
 from hkd.models.checkpoint import load_model
 
 MAX_DEFAULT_ORGANS = 4
@@ -195,7 +195,7 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     latent_images, latent_truths = data.image[latent_rows], data.label[latent_rows].numpy()
     latents, organ_labels, cells = {}, {}, set()
     for name, model in loaded.items():
-        latents[name], grid = _latent_vectors(recorder(model, specs[name], name), latent_images, dev)
+        latents[name], grid = _latent_vectors(recorder_of(model, specs[name], name), latent_images, dev)
         organ_labels[name] = cell_organs(latent_truths, grid, n_classes, LATENT_MIN_SHARE)
         cells.add(f"{latent_truths.shape[1] // grid[0]}x{latent_truths.shape[2] // grid[1]}")
     note = (f"a point: one latent position of one of {len(latent_rows)} validation slices "

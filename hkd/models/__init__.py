@@ -45,7 +45,7 @@ from hkd.models.transunet import CheckpointError, TransUNet, load_vit_npz
 
 __all__ = ["ARCHITECTURES", "SPEC_KEYS", "SQUEEZEUNET_PRESETS", "CheckpointError", "Feature", "FeatureRecorder",
            "FeatureSpecs", "FireModule", "SqueezeUNet", "TransUNet", "build_model", "count_parameters",
-           "gradcam_layer", "label", "load_vit_npz", "model_blocks", "recorder", "resolve_width"]
+           "gradcam_layer", "label", "load_vit_npz", "model_blocks", "recorder_of", "resolve_width"]
 
 SPEC_KEYS = ("arch", "name", "args", "features", "grid", "gradcam_layer", "blocks", "pretrained")
 
@@ -121,7 +121,7 @@ def feature_paths(spec: dict) -> dict[str, str]:
     return {**_arch(spec).features, **features}
 
 
-def recorder(model: nn.Module, spec: dict, role: str = "model") -> FeatureRecorder:
+def recorder_of(model: nn.Module, spec: dict, role: str = "model") -> FeatureRecorder:
     """The recorder of ``model``'s features as its spec names them; ``role`` (teacher, student) names it in errors."""
     args = spec.get("args") or {} if _arch(spec).outside else spec
     return FeatureRecorder(model, feature_paths(spec), spec.get("grid") or _arch(spec).grid,

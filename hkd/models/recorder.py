@@ -53,7 +53,7 @@ def _module(model: nn.Module, label: str, name: str, path: str) -> nn.Module:
 class FeatureRecorder:
     """Records the named features of ``model`` (``features``: name -> module path) by forward hooks.
 
-    ``recorder(x)`` runs the model and returns every feature, ``recorder(x, names)`` only those (stopping
+    ``recorder_of(x)`` runs the model and returns every feature, ``recorder_of(x, names)`` only those (stopping
     the forward pass once the last is recorded, unless ``logits`` is among them); ``recorder.names``
     lists what it records; ``describe(size)`` measures where each map lives. ``label`` names the model
     in errors (e.g. ``"teacher (monai SwinUNETR)"``).
@@ -89,9 +89,12 @@ class FeatureRecorder:
             if not hit:
                 return
             fmap = self._as_map(path, output)
+            # A compiled model's outputs are the graph's (their version counters say nothing of later
+            # in-place use), so the check is skipped there.
+            version = None if torch.compiler.is_compiling() else output._version
             for n in hit:
                 self._record[n] = fmap
-                self._versions[n] = (path, output, output._version)
+                self._versions[n] = (path, output, version)
             if self._stop_early and len(self._record) == len(self._wanted):
                 raise _Stop
         return hook
@@ -139,7 +142,7 @@ class FeatureRecorder:
                                "forward pass: a container such as a ModuleList is never called; name a module "
                                "inside it, e.g. '<path>.0')")
         for n, (path, tensor, version) in self._versions.items():
-            if tensor._version != version:
+            if version is not None and tensor._version != version:
                 raise FeatureError(f"{self.label}: the output of module '{path}' (feature '{n}') is changed in place "
                                    "later in the forward pass (an in-place activation?); name the module after it")
         self._versions = {}

@@ -21,7 +21,7 @@ import torch
 from hkd.errors import DataError
 from hkd.data.dataset import load_slices
 from hkd.io import atomic_path
-from hkd.models import recorder
+from hkd.models import recorder_of
 from hkd.models.base import Feature
 
 
@@ -32,7 +32,7 @@ def write_cache(teacher: torch.nn.Module, spec: dict, prepared: str | Path, name
     returns their specs."""
     data = load_slices(prepared, "train")
     teacher.eval().to(device)
-    features = recorder(teacher, spec, "teacher")
+    features = recorder_of(teacher, spec, "teacher")
     specs = features.describe(int(data.image.shape[-1]), names)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         for name, spec in specs.items():

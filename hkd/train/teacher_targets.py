@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hkd.models import recorder
+from hkd.models import recorder_of
 from hkd.models.base import FeatureSpecs
 from hkd.train.teacher_cache import load_cache
 
@@ -27,7 +27,7 @@ class OnlineTeacher:
 
     def __init__(self, teacher: torch.nn.Module, spec: dict, image_size: int, device: torch.device, autocast):
         self.teacher = teacher.to(device).eval().requires_grad_(False)
-        self.features = recorder(self.teacher, spec, "teacher")
+        self.features = recorder_of(self.teacher, spec, "teacher")
         self.specs: FeatureSpecs = self.features.describe(image_size)
         self.autocast = autocast
 

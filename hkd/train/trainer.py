@@ -35,7 +35,7 @@ from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
 from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
-from hkd.models import ARCHITECTURES, build_model, count_parameters, label, model_blocks, recorder
+from hkd.models import ARCHITECTURES, build_model, count_parameters, label, model_blocks, recorder_of
 from hkd.models.recorder import OUTPUT
 from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment, convergence, gradient_balance
@@ -168,7 +168,7 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
         if key not in cache:
             try:
                 role = "teacher" if part == "teacher" else "model"
-                cache[key] = recorder(build_model(spec), spec, role).describe(image_size)
+                cache[key] = recorder_of(build_model(spec), spec, role).describe(image_size)
                 check_classes(role, spec, cache[key], num_classes)
             except (ValueError, TypeError, RuntimeError, ImportError) as exc:
                 raise ConfigCheckError(part, str(exc)) from None
@@ -270,7 +270,7 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
         role = "student" if cfg.teacher else "model"
-        self.features = recorder(self.model, self.spec, role)
+        self.features = recorder_of(self.model, self.spec, role)
         student_specs = self.features.describe(self.size)
         check_classes(role, self.spec, student_specs, len(self.classes))
         self.method = build_method(cfg.method, cfg.method_options, teacher_specs, cfg.teacher, student_specs,
