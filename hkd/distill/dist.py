@@ -1,0 +1,69 @@
+"""``dist``: distillation from a stronger teacher by correlation (DIST; Huang et al., NeurIPS 2022).
+
+Instead of matching the teacher's probabilities exactly (KL), DIST asks the student to rank the classes
+as the teacher does: it matches relations, measured by the Pearson correlation ``rho``, of the softmax
+outputs ``p = softmax(z / T)`` over the classes. For segmentation each pixel is an instance (the
+paper's dense-prediction setting):
+
+* inter-class: ``1 - rho(p_s[n, :], p_t[n, :])`` across the classes of each pixel ``n``, mean over the
+  pixels of the batch;
+* intra-class: ``1 - rho(p_s[:, c], p_t[:, c])`` across the pixels of the batch for each class ``c``,
+  mean over the classes.
+
+The terms are ``dist_inter = beta * T^2 * inter`` and ``dist_intra = gamma * T^2 * intra``; both are zero when
+the student's logits equal the teacher's (and for any student whose outputs are an affine image of the
+teacher's). Teacher and student logits both live on the input grid.
+
+Options: ``temperature`` (default 1, the paper's ImageNet and dense-prediction value), ``beta`` and
+``gamma`` (weights of the two terms; defaults below, from the gradient criterion).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from hkd.distill import register
+from hkd.distill.base import DistillMethod
+
+EPS = 1e-8
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Pearson correlation of ``a`` and ``b`` along ``dim`` (0 where either is constant)."""
+    a = a - a.mean(dim, keepdim=True)
+    b = b - b.mean(dim, keepdim=True)
+    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + EPS)
+
+
+def relation_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: float):
+    """(inter, intra) of logits ``(B, C, H, W)``, each ``T^2 * (1 - mean correlation)``."""
+    t = float(temperature)
+    c = student.shape[1]
+    p_s = F.softmax(student.float() / t, dim=1).movedim(1, -1).reshape(-1, c)  # (pixels, classes)
+    p_t = F.softmax(teacher.float() / t, dim=1).movedim(1, -1).reshape(-1, c)
+    inter = 1 - pearson(p_s, p_t, dim=1).mean()
+    intra = 1 - pearson(p_s, p_t, dim=0).mean()
+    return inter * t * t, intra * t * t
+
+
+@register
+class DIST(DistillMethod):
+    name = "dist"
+    teacher_features = ("logits",)
+    student_features = ("logits",)
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"temperature": 1.0, "beta": 1.0, "gamma": 1.0}
+
+    def __init__(self, teacher_specs, student_specs, num_classes, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.require_matching_classes()
+        self.require_positive("temperature")
+
+    def forward(self, teacher, student, target):
+        s = student["logits"]
+        t = self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+        inter, intra = relation_losses(s, t, self.options["temperature"])
+        return {"dist_inter": float(self.options["beta"]) * inter, "dist_intra": float(self.options["gamma"]) * intra}

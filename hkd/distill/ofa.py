@@ -1,0 +1,92 @@
+"""``ofa``: one-for-all heterogeneous distillation (OFA-KD; Hao et al., NeurIPS 2023).
+
+Intermediate features of a ViT and a CNN differ most, so OFA-KD compares them where the architectures
+agree: in the space of class predictions. Each chosen student stage gets a small branch that turns its
+map into per-pixel class logits on that stage's grid; each branch is trained against the teacher's logits,
+averaged down onto the stage's grid with :meth:`~hkd.distill.base.DistillMethod.align`. A stage named
+``logits`` takes the student's own output, without a branch (OFA's loss on the final prediction).
+
+The loss has an adaptive target. With ``p = softmax(z / T)`` over the classes and ``y`` the one-hot label
+(aligned onto the stage's grid like the teacher's logits, so a coarse cell holds the class fractions it
+covers; a pixel without a label, outside a rotated slice, has none and keeps the teacher's part), at each
+cell::
+
+    L = - sum_c ((p_t,c + y_c)^eps - y_c) * log p_s,c
+
+For ``eps = 1`` the target is the teacher's probabilities (cross-entropy with soft labels); ``eps > 1``
+raises the labelled class's weight where the teacher is unsure of it (``(1 + p)^eps - 1`` grows faster
+than ``p``) and damps the other classes (``p^eps < p``). The term is ``weight * sum over stages of
+mean over cells and batch of L``; it is a cross-entropy, so it does not vanish for a student equal to the
+teacher.
+
+The branches are adapters: sub-modules of the method, not of the student, so they train with the student
+(the trainer optimises and checkpoints ``method.parameters()``) and are dropped after training; the
+student's inference output and parameter count do not change. Each branch is one 3x3 convolution
+(stage channels -> classes), the per-pixel counterpart of OFA's pooled linear head, reading the stage's
+map directly.
+
+Options: ``weight`` (default below, from the gradient criterion), ``eps`` (default 1.5), ``temperature``
+(default 1, OFA's) and ``stages`` (student feature names; default ``enc_s4``, ``enc_s8``, ``bottleneck``
+and ``logits``: the encoder from stride 4 to the bottleneck, and the output).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hkd.distill import register
+from hkd.distill.base import DistillMethod
+from hkd.distill.functional import as_name_list, one_hot
+
+DEFAULT_STAGES = ("enc_s4", "enc_s8", "bottleneck", "logits")
+OUTPUT = ("student", "logits")
+
+
+def ofa_loss(student: torch.Tensor, teacher: torch.Tensor, onehot: torch.Tensor, eps: float,
+             temperature: float) -> torch.Tensor:
+    """Adaptive-target cross-entropy of logits ``(B, C, h, w)`` against the teacher's and the (soft)
+    one-hot labels on the same grid, summed over classes, mean over cells and batch."""
+    t = float(temperature)
+    log_s = F.log_softmax(student.float() / t, dim=1)
+    p_t = F.softmax(teacher.float() / t, dim=1)
+    y = onehot.float()
+    target = (p_t + y).pow(float(eps)) - y
+    return -(target * log_s).sum(dim=1).mean()
+
+
+@register
+class OneForAll(DistillMethod):
+    name = "ofa"
+    teacher_features = ("logits",)
+    student_features = DEFAULT_STAGES
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"weight": 1.0, "eps": 1.5, "temperature": 1.0, "stages": list(DEFAULT_STAGES)}
+
+    def __init__(self, teacher_specs, student_specs, num_classes, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.require_matching_classes()
+        self.require_positive("eps", "temperature")
+        self.stages = list(dict.fromkeys(as_name_list(self.options["stages"])))
+        if not self.stages:
+            raise ValueError("distillation method 'ofa': no stages given")
+        self.student_features = tuple(dict.fromkeys([*self.stages, "logits"]))
+        self.require_features()
+        classes = self.channels("teacher", "logits")
+        self.branches = nn.ModuleDict({s: nn.Conv2d(self.channels("student", s), classes, kernel_size=3, padding=1)
+                                       for s in self.stages if s != "logits"})
+
+    def forward(self, teacher, student, target):
+        t_logits = teacher["logits"]
+        onehot = one_hot(target, self.num_classes)  # on the output's grid
+        total = 0.0
+        for stage in self.stages:
+            where = ("student", stage)
+            logits = student["logits"] if stage == "logits" else self.branches[stage](student[stage])
+            t = self.align(t_logits, ("teacher", "logits"), where)
+            y = self.align(onehot, OUTPUT, where)
+            total = total + ofa_loss(logits, t, y, self.options["eps"], self.options["temperature"])
+        return {"ofa": float(self.options["weight"]) * total}
