@@ -26,14 +26,16 @@ import torch.nn.functional as F
 from hkd.distill import register
 from hkd.distill.base import DistillMethod
 
-EPS = 1e-8
+EPS = 1e-12
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
-    """Pearson correlation of ``a`` and ``b`` along ``dim`` (0 where either is constant)."""
-    a = a - a.mean(dim, keepdim=True)
-    b = b - b.mean(dim, keepdim=True)
-    return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + EPS)
+    """Pearson correlation of ``a`` and ``b`` along ``dim`` (0 where either is constant): the cosine of the
+    centred vectors, each normalised on its own, so that nearly flat outputs (an untrained model's) still
+    correlate exactly with themselves."""
+    a = F.normalize(a - a.mean(dim, keepdim=True), dim=dim, eps=EPS)
+    b = F.normalize(b - b.mean(dim, keepdim=True), dim=dim, eps=EPS)
+    return (a * b).sum(dim)
 
 
 def relation_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: float):
@@ -55,7 +57,7 @@ class DIST(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"temperature": 1.0, "beta": 1.0, "gamma": 1.0}
+        return {"temperature": 1.0, "beta": 80.0, "gamma": 4.0}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

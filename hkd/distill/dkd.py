@@ -59,7 +59,7 @@ class DecoupledKD(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"temperature": 4.0, "alpha": 1.0, "beta": 2.0}
+        return {"temperature": 4.0, "alpha": 0.03, "beta": 0.01}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
