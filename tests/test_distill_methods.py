@@ -236,35 +236,35 @@ def test_infoflow_by_hand(pool):
 
 
 def test_ofa_by_hand():
-    """One branch on a stride-2 stage and the output itself: the teacher's logits and the one-hot labels
-    averaged onto the stage's grid, the adaptive target ``(p_t + y)^eps - y``."""
+    """One branch on a stride-2 stage and the output itself: the adaptive target ``(p_t + y)^eps - y`` per
+    pixel, judged at the stage's cells by averaging the pixel losses of the pixels each cell covers."""
     gen = torch.Generator().manual_seed(4)
     tspec = {"logits": centred(3, 4)}
     sspec = {"enc_s2": centred(2, 2), "logits": centred(3, 4)}
     t = torch.randn(1, 3, 4, 4, generator=gen)
     s = {"enc_s2": torch.randn(1, 2, 2, 2, generator=gen), "logits": torch.randn(1, 3, 4, 4, generator=gen)}
     y = torch.randint(0, 3, (1, 4, 4), generator=gen)
+    y[0, 0, 0] = IGNORE  # no label: the teacher's part only
     eps, T = 1.5, 2.0
     method = distill.build("ofa", tspec, sspec, 3, weight=0.5, eps=eps, temperature=T, stages=["enc_s2", "logits"])
     got = method({"logits": t}, s, y)["ofa"]
     branch = method.branches["enc_s2"]
     stage_logits = F.conv2d(s["enc_s2"], branch.weight, branch.bias, padding=1)
-    onehot = torch.stack([(y == c).double() for c in range(3)], dim=1)
 
-    def loss(zs, zt, yy):
-        total, cells = 0.0, 0
-        for i in range(zs.shape[2]):
-            for j in range(zs.shape[3]):
-                es = [math.exp(v / T) for v in zs[0, :, i, j].tolist()]
-                et = [math.exp(v / T) for v in zt[0, :, i, j].tolist()]
+    def loss(zs, k):
+        """Mean over pixels of the cross-entropy of the prediction of the k x k cell holding the pixel."""
+        total = 0.0
+        for i in range(4):
+            for j in range(4):
+                es = [math.exp(v / T) for v in zs[0, :, i // k, j // k].tolist()]
+                et = [math.exp(v / T) for v in t[0, :, i, j].tolist()]
                 for c in range(3):
-                    target = (et[c] / sum(et) + float(yy[0, c, i, j])) ** eps - float(yy[0, c, i, j])
+                    label = float(y[0, i, j] == c)
+                    target = (et[c] / sum(et) + label) ** eps - label
                     total -= target * math.log(es[c] / sum(es))
-                cells += 1
-        return total / cells
+        return total / 16
 
-    expected = (loss(stage_logits.detach(), F.avg_pool2d(t, 2), F.avg_pool2d(onehot, 2))
-                + loss(s["logits"], t, onehot))
+    expected = loss(stage_logits.detach(), 2) + loss(s["logits"], 1)
     assert got.item() == pytest.approx(0.5 * expected, rel=1e-5)
 
 

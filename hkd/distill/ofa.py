@@ -2,22 +2,24 @@
 
 Intermediate features of a ViT and a CNN differ most, so OFA-KD compares them where the architectures
 agree: in the space of class predictions. Each chosen student stage gets a small branch that turns its
-map into per-pixel class logits on that stage's grid; each branch is trained against the teacher's logits,
-averaged down onto the stage's grid with :meth:`~hkd.distill.base.DistillMethod.align`. A stage named
-``logits`` takes the student's own output, without a branch (OFA's loss on the final prediction).
+map into per-pixel class logits on that stage's grid; each branch is trained against a target made from
+the teacher's logits. A stage named ``logits`` takes the student's own output, without a branch (OFA's loss
+on the final prediction).
 
-The loss has an adaptive target. With ``p = softmax(z / T)`` over the classes and ``y`` the one-hot label
-(aligned onto the stage's grid like the teacher's logits, so a coarse cell holds the class fractions it
-covers; a pixel without a label, outside a rotated slice, has none and keeps the teacher's part), at each
-cell::
+The loss has an adaptive target. With ``p = softmax(z / T)`` over the classes and ``y`` the one-hot label,
+the target at each pixel of the input grid is::
 
-    L = - sum_c ((p_t,c + y_c)^eps - y_c) * log p_s,c
+    q_c = (p_t,c + y_c)^eps - y_c                 L = - sum_c q_c * log p_s,c
 
 For ``eps = 1`` the target is the teacher's probabilities (cross-entropy with soft labels); ``eps > 1``
 raises the labelled class's weight where the teacher is unsure of it (``(1 + p)^eps - 1`` grows faster
-than ``p``) and damps the other classes (``p^eps < p``). The term is ``weight * sum over stages of
-mean over cells and batch of L``; it is a cross-entropy, so it does not vanish for a student equal to the
-teacher.
+than ``p``) and damps the other classes (``p^eps < p``). A pixel without a label (outside a rotated slice)
+keeps the teacher's part, ``p_t^eps``. On a coarser stage the target is ``q`` averaged over the pixels of
+each cell with :meth:`~hkd.distill.base.DistillMethod.align` (the loss is linear in the target, so this is
+the pixel loss of the cell's prediction, averaged over the pixels it covers); building the target after
+averaging would mix fractional labels into the power and could give negative weights, which the loss would
+reward by driving those classes' probabilities to zero. The term is ``weight * sum over stages of mean over
+cells and batch of L``; it is a cross-entropy, so it does not vanish for a student equal to the teacher.
 
 The branches are adapters: sub-modules of the method, not of the student, so they train with the student
 (the trainer optimises and checkpoints ``method.parameters()``) and are dropped after training; the
@@ -44,16 +46,16 @@ DEFAULT_STAGES = ("enc_s4", "enc_s8", "bottleneck", "logits")
 OUTPUT = ("student", "logits")
 
 
-def ofa_loss(student: torch.Tensor, teacher: torch.Tensor, onehot: torch.Tensor, eps: float,
-             temperature: float) -> torch.Tensor:
-    """Adaptive-target cross-entropy of logits ``(B, C, h, w)`` against the teacher's and the (soft)
-    one-hot labels on the same grid, summed over classes, mean over cells and batch."""
-    t = float(temperature)
-    log_s = F.log_softmax(student.float() / t, dim=1)
-    p_t = F.softmax(teacher.float() / t, dim=1)
+def adaptive_target(teacher: torch.Tensor, onehot: torch.Tensor, eps: float, temperature: float) -> torch.Tensor:
+    """``(p_t + y)^eps - y`` of teacher logits and one-hot labels ``(B, C, H, W)`` on the same grid."""
+    p_t = F.softmax(teacher.float() / float(temperature), dim=1)
     y = onehot.float()
-    target = (p_t + y).pow(float(eps)) - y
-    return -(target * log_s).sum(dim=1).mean()
+    return (p_t + y).pow(float(eps)) - y
+
+
+def soft_cross_entropy(student: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``- sum_c target_c log softmax(student / T)_c``, mean over cells and batch."""
+    return -(target * F.log_softmax(student.float() / float(temperature), dim=1)).sum(dim=1).mean()
 
 
 @register
@@ -80,13 +82,11 @@ class OneForAll(DistillMethod):
                                        for s in self.stages if s != "logits"})
 
     def forward(self, teacher, student, target):
-        t_logits = teacher["logits"]
-        onehot = one_hot(target, self.num_classes)  # on the output's grid
+        t_logits = self.align(teacher["logits"], ("teacher", "logits"), OUTPUT)
+        temperature = self.options["temperature"]
+        q = adaptive_target(t_logits, one_hot(target, self.num_classes), self.options["eps"], temperature)
         total = 0.0
         for stage in self.stages:
-            where = ("student", stage)
             logits = student["logits"] if stage == "logits" else self.branches[stage](student[stage])
-            t = self.align(t_logits, ("teacher", "logits"), where)
-            y = self.align(onehot, OUTPUT, where)
-            total = total + ofa_loss(logits, t, y, self.options["eps"], self.options["temperature"])
+            total = total + soft_cross_entropy(logits, self.align(q, OUTPUT, ("student", stage)), temperature)
         return {"ofa": float(self.options["weight"]) * total}
