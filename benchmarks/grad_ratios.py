@@ -4,8 +4,8 @@ A term's ratio in a block is ``||d term / d block weights|| / ||d segmentation /
 (blocks: :meth:`hkd.models.base.FeatureModel.blocks`; the method's adapters are left out, the segmentation
 loss does not reach them). The band the defaults aim for is 0.1x to 10x. Two modes:
 
-* ``--teacher CKPT --data PREPARED``: every registered method (or those of ``--methods``) with its default options (or those of
-  ``--config``'s ``distill`` section), on ``--batches`` augmented training batches, at the student's
+* ``--teacher CKPT --data PREPARED``: every registered method (or those of ``--methods``) with its default
+  options (or those of ``--config``'s ``distill`` section), on ``--batches`` augmented training batches, at the student's
   initialisation and, with ``--trained CKPT`` (e.g. a scratch student's ``best.pt``), on a trained student
   standing for the student after the warm-up. Prints the ratio per block (median over the batches).
 * ``--logs DIR``: from the per-block ``gradnorm_*`` columns every run writes to ``log.csv`` (runs under

@@ -149,7 +149,8 @@ def test_dkd_by_hand():
     y[1, 1, 1] = IGNORE
     T, alpha, beta = 2.0, 0.7, 1.3
     logits = {"logits": centred(3, 2)}
-    got = distill.build("dkd", logits, logits, 3, temperature=T, alpha=alpha, beta=beta)({"logits": t}, {"logits": s}, y)
+    method = distill.build("dkd", logits, logits, 3, temperature=T, alpha=alpha, beta=beta)
+    got = method({"logits": t}, {"logits": s}, y)
     tc = nc = 0.0
     n = 0
     for b in range(2):
