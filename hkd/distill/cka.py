@@ -57,7 +57,7 @@ class LinearCKA(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 3.0, "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 7.0, "layers": list(DEFAULT_LAYERS)}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

@@ -64,7 +64,7 @@ class DecoupledKD(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"temperature": 4.0, "alpha": 0.03, "beta": 0.01}
+        return {"temperature": 4.0, "alpha": 1.5, "beta": 1.5}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

@@ -62,7 +62,7 @@ class InformationFlow(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 150.0, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 300.0, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
