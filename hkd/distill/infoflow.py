@@ -14,15 +14,14 @@ normalised into the conditional distribution of image ``j`` given image ``i``::
 zero when the student's maps equal the teacher's or are any positive scaling of them. A batch of one image
 has nothing to relate and gives zero.
 
-Options: ``weight`` (default 150, by the per-block criterion of ``benchmarks/grad_ratios.py``: the largest
-weight at which every block of the student the term reaches stays at or below 10x the segmentation gradient
-after the warm-up; measured with ``--methods infoflow``, median of 4 batches of 8, on the default study's
-trained scratch students of width 1.5 and 0.4M standing for the student after the warm-up: at weight 1 it
-reads at most 0.061x (bottleneck, x1.5) and 0.029x (0.4M), bound 164 and 343; the cosine similarities of
-whole flattened maps lie close together, so their distributions differ little and the term needs a large
-weight. Even so the decoder blocks it reaches through ``dec_s4`` stay below 0.1x, 0.02x-0.06x), ``pool``
-(``flatten``, default: the spatial layout counts; ``mean``) and ``layers``: pairs ``"student:teacher"`` (or one name for the same feature on both
-sides). The default follows the flow through the network at four depths that both models have, at equal
+Options: ``weight`` (default 300, by the per-block criterion of ``benchmarks/grad_ratios.py``: the largest
+weight at which the median ratio of the term's gradient to the segmentation loss's after the warm-up stays at
+or below 10x in every block of the student it reaches, measured from the logs of runs on the default study
+(``--logs``, one seed at widths 1.5 and 0.4M): at weight 150 (x1.5) the bound was 980, at 900 it was 210 (both
+runs flagged, encoder stage 4 at 21x and 42x), at 300 it is 690 (encoder stage 4), with per-epoch ratios after
+the warm-up of 0.08x-21x per block at x1.5 and 0.06x-12x at 0.4M, the lowest in decoder stage 2, which only
+``dec_s4`` reaches), ``pool`` (``flatten``, default: the spatial layout counts; ``mean``) and ``layers``: pairs
+``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow through the network at four depths that both models have, at equal
 strides: ``enc_s4``, ``enc_s8``, ``bottleneck`` (the teacher's ViT output after ``conv_more``) and ``dec_s4``.
 """
 
