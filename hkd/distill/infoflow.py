@@ -21,8 +21,9 @@ or below 10x in every block of the student it reaches, measured from the logs of
 runs flagged, encoder stage 4 at 21x and 42x), at 300 it is 690 (encoder stage 4), with per-epoch ratios after
 the warm-up of 0.08x-21x per block at x1.5 and 0.06x-12x at 0.4M, the lowest in decoder stage 2, which only
 ``dec_s4`` reaches), ``pool`` (``flatten``, default: the spatial layout counts; ``mean``) and ``layers``: pairs
-``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow through the network at four depths that both models have, at equal
-strides: ``enc_s4``, ``enc_s8``, ``bottleneck`` (the teacher's ViT output after ``conv_more``) and ``dec_s4``.
+``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow
+through the network at four depths that both models have, at equal strides: ``enc_s4``, ``enc_s8``,
+``bottleneck`` (the teacher's ViT output after ``conv_more``) and ``dec_s4``.
 """
 
 from __future__ import annotations
