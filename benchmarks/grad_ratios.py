@@ -1,7 +1,7 @@
 """Balance of the loss terms per block of the student, and the weights that keep every block in band.
 
 A term's ratio in a block is ``||d term / d block weights|| / ||d segmentation / d block weights||``
-(blocks: :meth:`hkd.models.base.FeatureModel.blocks`; the method's adapters are left out, the segmentation
+(blocks: :func:`hkd.models.model_blocks`; the method's adapters are left out, the segmentation
 loss does not reach them). The band the defaults aim for is 0.1x to 10x. Two modes:
 
 * ``--teacher CKPT --data PREPARED``: every registered method (or those of ``--methods``) with its default
@@ -148,7 +148,7 @@ def _warmup(cfg: dict) -> float:
 
 
 def from_logs(args) -> None:
-    from hkd.models import build_model
+    from hkd.models import build_model, recorder
 
     cfg = _config(args.config)
     warmup = args.warmup if args.warmup is not None else _warmup(cfg)
@@ -187,11 +187,11 @@ def from_logs(args) -> None:
         return
     tspec = json.loads(teacher_metrics.read_text())["model"]
     size = int(tspec["img_size"])
-    tspecs = build_model(tspec).describe_features(size)
+    tspecs = recorder(build_model(tspec), tspec, "teacher").describe(size)
     print(f"\ncriterion: largest weight with every reached block <= {BAND[1]:g}x after the warm-up "
           "(largest post-warm-up median over the runs)")
     for method in dict.fromkeys(m for m, _ in medians):
-        sspecs = build_model(specs[method]).describe_features(size)
+        sspecs = recorder(build_model(specs[method]), specs[method], "student").describe(size)
         options = (cfg.get("distill") or {}).get(method, {})
         terms = {t: b for (m, t), b in medians.items() if m == method}
         for line in suggest(method, options, terms, tspecs, sspecs, int(tspec["num_classes"])):
@@ -202,6 +202,7 @@ def from_logs(args) -> None:
 
 def measure(args) -> None:
     from hkd import distill
+    from hkd.models import model_blocks
     from hkd.models.checkpoint import load_model, load_state
     from hkd.train import augment
     from hkd.train.trainer import Run, TrainConfig
@@ -224,7 +225,7 @@ def measure(args) -> None:
             gen = torch.Generator().manual_seed(0)
             plan = [(torch.randperm(len(run.train_set), generator=gen)[:args.batch],
                      augment.sample_params(args.batch, gen)) for _ in range(args.batches)]
-            blocks = ["model", *list(run.model.blocks())]
+            blocks = ["model", *list(model_blocks(run.model, run.spec))]
             ratios: dict[tuple[str, str, str], list[float]] = {}
             for state in ("init", "trained"):
                 if state == "trained":

@@ -69,21 +69,23 @@ def main() -> None:
     from hkd.data.dataset import load_slices
     from hkd.train import augment
     from hkd.train.teacher_cache import write_cache
+    from hkd.models import recorder
     from hkd.models.checkpoint import load_model
     from hkd.train.trainer import Run, TrainConfig
 
     teacher, spec = load_model(args.teacher)
-    names = [n for n in teacher.feature_names() if n != "vit"]
+    features = recorder(teacher, spec, "teacher")
+    names = [n for n in features.names if n != "vit"]
     data = load_slices(args.data, "train")
     idx = torch.arange(min(args.n, len(data)))
     x = data.image[idx]
     with torch.no_grad():
-        plain = teacher.forward_features(x, names=names)
-        unrelated = teacher.forward_features(data.image[idx.flip(0)], names=names)
+        plain = features(x, names)
+        unrelated = features(data.image[idx.flip(0)], names)
     model = {k: v for k, v in spec.items() if k not in ("num_classes", "img_size")}
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache.h5"
-        write_cache(teacher, args.data, names, cache)
+        write_cache(teacher, spec, args.data, names, cache)
         runs = {}
         for kind, aug in (("online", "transunet"), ("cached", "none")):
             cfg = TrainConfig.from_dict({"model": model, "method": "at",  # a student with every teacher map
@@ -96,7 +98,7 @@ def main() -> None:
         for branch in BRANCHES:
             params = params_for(branch, len(idx))
             with torch.no_grad():
-                live = teacher.forward_features(augment.apply(params, x), names=names)
+                live = features(augment.apply(params, x), names)
             run = runs["cached"] if branch == "unchanged" else runs["online"]
             received = run.teacher_features(idx, augment.apply(params, x) if run.cfg.augment != "none" else x)
             for n in names:

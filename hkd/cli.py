@@ -32,6 +32,7 @@ COMMANDS = {
     "context": "hkd.commands.report",
     "figures": "hkd.commands.report",
     "overview": "hkd.commands.report",
+    "features": "hkd.commands.models",
 }
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
         args.func(args)
-    except (DataError, ValueError, KeyError, OSError) as exc:
+    except (DataError, ValueError, KeyError, OSError, ImportError) as exc:
         # Bad input: one line that names the file, key or argument. Other exceptions are bugs and keep
         # their traceback.
         print(f"hkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)

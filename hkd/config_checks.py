@@ -16,12 +16,23 @@ from pathlib import Path
 from hkd.data.sources import downloads, source_of
 
 
-def merge_config(base: dict, update: dict) -> dict:
+# Config keys whose value is taken whole from the config that sets it, never merged key by key: a model
+# spec (a MONAI teacher merged into the default's TransUNet would inherit its sizes). ``*``: any key.
+WHOLE = (("teacher", "model"), ("students", "models", "*"))
+
+
+def _whole(path: tuple) -> bool:
+    return any(len(p) == len(path) and all(a in ("*", b) for a, b in zip(p, path)) for p in WHOLE)
+
+
+def merge_config(base: dict, update: dict, _path: tuple = ()) -> dict:
     """``base`` updated in place with ``update``, nested dicts key by key (as Snakemake merges a
-    ``--configfile`` into the config); returns ``base``."""
+    ``--configfile`` into the config) except the model specs of :data:`WHOLE`, replaced whole; returns
+    ``base``. The workflow applies it to Snakemake's merge again, so model specs are replaced there too."""
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_config(base[key], value)
+        path = (*_path, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict) and not _whole(path):
+            merge_config(base[key], value, path)
         else:
             base[key] = copy.deepcopy(value)
     return base
@@ -72,6 +83,12 @@ def check_config(cfg: dict) -> None:
             "set data.phantom.layout to kits19 (kidney tumours) or lits (liver tumours)")
     if data["split"]["preset"] == "file" and not data["split"]["file"]:
         raise ValueError("config key data.split.file: required when data.split.preset is 'file'")
+    students = cfg["students"]
+    if not students["widths"] and not students["models"]:
+        raise ValueError("config keys students.widths and students.models: no student; list a width or a model")
+    clash = sorted(set(map(str, students["widths"])) & set(students["models"]))
+    if clash:
+        raise ValueError(f"config key students.models: label(s) {clash} are also widths; every student needs its own label")
     augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
     if cfg["teacher"]["cache"] and cfg["students"]["lockstep"]:
         raise ValueError(

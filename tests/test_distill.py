@@ -431,21 +431,22 @@ def test_relrep_value_with_all_positions_as_anchors():
 # ------------------------------------------------------------------------------------- integration
 
 def test_every_method_on_tiny_real_models():
-    from hkd.models import build_model
+    from hkd.models import build_model, recorder
 
     torch.manual_seed(0)
-    teacher = build_model({"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48,
-                           "num_layers": 1, "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1],
-                           "resnet_width": 8}).eval()
-    student = build_model({"arch": "squeezeunet", "width": 0.25, "num_classes": 9})
+    tspec = {"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
+             "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8}
+    sspec = {"arch": "squeezeunet", "width": 0.25, "num_classes": 9}
+    teacher, student = build_model(tspec).eval(), build_model(sspec)
+    t_rec, s_rec = recorder(teacher, tspec), recorder(student, sspec)
     x = torch.randn(2, 1, 32, 32)
     y = torch.randint(0, 9, (2, 32, 32))
     with torch.no_grad():
-        t_feats = teacher.forward_features(x)
+        t_feats = t_rec(x)
     for name in METHODS:
-        method = distill.build(name, teacher.describe_features(32), student.describe_features(32), 9)
+        method = distill.build(name, t_rec.describe(32), s_rec.describe(32), 9)
         student.zero_grad()
-        s_feats = student.forward_features(x)
+        s_feats = s_rec(x)
         terms = method({k: t_feats[k].detach() for k in method.teacher_features}, s_feats, y)
         if name == "scratch":
             assert terms == {}

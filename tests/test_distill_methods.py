@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import hkd.distill as distill
-from hkd.models import build_model, count_parameters
+from hkd.models import build_model, count_parameters, recorder
 from hkd.models.base import Feature
 from hkd.train.augment import IGNORE
 
@@ -21,14 +21,14 @@ CLASSES = 9
 SIZE = 32
 
 
-def features(model, x, names=None):
-    """The model's named maps (the one place these tests read features)."""
-    return model.forward_features(x, names)
+def features(rec, x, names=None):
+    """The named maps a model's recorder reads (the one place these tests read features)."""
+    return rec(x, names)
 
 
-def specs(model, size):
-    """Where the model's named maps live (the one place these tests read feature specs)."""
-    return model.describe_features(size)
+def specs(rec, size):
+    """Where the named maps live (the one place these tests read feature specs)."""
+    return rec.describe(size)
 
 
 @pytest.fixture(autouse=True)
@@ -41,21 +41,22 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def models():
+    """(teacher, student, x, y, teacher recorder, student recorder): the real tiny TransUNet and SqueezeUNet."""
     torch.manual_seed(0)
-    teacher = build_model({"arch": "transunet", "img_size": SIZE, "num_classes": CLASSES, "hidden_size": 48,
-                           "num_layers": 1, "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1],
-                           "resnet_width": 8}).eval()
-    student = build_model({"arch": "squeezeunet", "width": 0.25, "num_classes": CLASSES})
+    tspec = {"arch": "transunet", "img_size": SIZE, "num_classes": CLASSES, "hidden_size": 48, "num_layers": 1,
+             "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8}
+    sspec = {"arch": "squeezeunet", "width": 0.25, "num_classes": CLASSES}
+    teacher, student = build_model(tspec).eval(), build_model(sspec)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(4, 1, SIZE, SIZE, generator=gen)
     y = torch.randint(0, CLASSES, (4, SIZE, SIZE), generator=gen)
     y[0, :3] = IGNORE  # a strip outside a rotated slice
-    return teacher, student, x, y
+    return teacher, student, x, y, recorder(teacher, tspec, "teacher"), recorder(student, sspec, "student")
 
 
-def teacher_maps(teacher, x, method):
+def teacher_maps(t_rec, x, method):
     with torch.no_grad():
-        return {k: v.detach() for k, v in features(teacher, x, list(method.teacher_features)).items()}
+        return {k: v.detach() for k, v in features(t_rec, x, list(method.teacher_features)).items()}
 
 
 # --------------------------------------------------------------------------------- real tiny models
@@ -70,12 +71,12 @@ def test_registered_each_in_its_own_file():
 @pytest.mark.parametrize("name", ZERO_WHEN_EQUAL)
 def test_a_student_identical_to_the_teacher_gets_zero_loss(models, name):
     """Zero up to rounding: a thousandth of what the (untrained, different) student gets."""
-    teacher, student, x, y = models
-    tspecs = specs(teacher, SIZE)
-    method = distill.build(name, tspecs, specs(student, SIZE), CLASSES)
-    different = method(teacher_maps(teacher, x, method), features(student, x), y)
+    teacher, student, x, y, t_rec, s_rec = models
+    tspecs = specs(t_rec, SIZE)
+    method = distill.build(name, tspecs, specs(s_rec, SIZE), CLASSES)
+    different = method(teacher_maps(t_rec, x, method), features(s_rec, x), y)
     same = distill.build(name, tspecs, tspecs, CLASSES)
-    t = teacher_maps(teacher, x, same)
+    t = teacher_maps(t_rec, x, same)
     identical = same(t, {k: v.clone() for k, v in t.items()}, y)
     assert identical and identical.keys() == different.keys()
     for key in identical:
@@ -85,10 +86,10 @@ def test_a_student_identical_to_the_teacher_gets_zero_loss(models, name):
 
 @pytest.mark.parametrize("name", NEW)
 def test_terms_reach_the_student_and_only_the_student(models, name):
-    teacher, student, x, y = models
-    method = distill.build(name, specs(teacher, SIZE), specs(student, SIZE), CLASSES)
+    teacher, student, x, y, t_rec, s_rec = models
+    method = distill.build(name, specs(t_rec, SIZE), specs(s_rec, SIZE), CLASSES)
     student.zero_grad()
-    terms = method(teacher_maps(teacher, x, method), features(student, x), y)
+    terms = method(teacher_maps(t_rec, x, method), features(s_rec, x), y)
     sum(terms.values()).backward()
     assert all(torch.isfinite(v) for v in terms.values())
     grads = [p.grad for p in student.parameters() if p.grad is not None]
@@ -100,12 +101,12 @@ def test_terms_reach_the_student_and_only_the_student(models, name):
 
 
 def test_ofa_every_branch_is_optimised_and_changes_after_one_step(models):
-    teacher, student, x, y = models
-    method = distill.build("ofa", specs(teacher, SIZE), specs(student, SIZE), CLASSES)
+    teacher, student, x, y, t_rec, s_rec = models
+    method = distill.build("ofa", specs(t_rec, SIZE), specs(s_rec, SIZE), CLASSES)
     assert sorted(method.branches) == sorted(s for s in method.stages if s != "logits")
     before = {n: p.detach().clone() for n, p in method.named_parameters()}
     opt = torch.optim.SGD(method.parameters(), lr=0.1)
-    method(teacher_maps(teacher, x, method), features(student, x), y)["ofa"].backward()
+    method(teacher_maps(t_rec, x, method), features(s_rec, x), y)["ofa"].backward()
     for n, p in method.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
     opt.step()
@@ -117,15 +118,15 @@ def test_ofa_every_branch_is_optimised_and_changes_after_one_step(models):
 def test_ofa_branches_leave_the_student_unchanged(models):
     """The branches belong to the method: the student's parameters, count and inference output are those of
     a student without them, also after the branches have trained."""
-    teacher, student, x, y = models
+    teacher, student, x, y, t_rec, s_rec = models
     count, keys = count_parameters(student), set(student.state_dict())
     with torch.no_grad():
         out = student(x)
-    method = distill.build("ofa", specs(teacher, SIZE), specs(student, SIZE), CLASSES)
+    method = distill.build("ofa", specs(t_rec, SIZE), specs(s_rec, SIZE), CLASSES)
     assert count_parameters(method) > 0
     assert not {id(p) for p in method.parameters()} & {id(p) for p in student.parameters()}
     opt = torch.optim.SGD(method.parameters(), lr=0.1)
-    method(teacher_maps(teacher, x, method), features(student, x), y)["ofa"].backward()
+    method(teacher_maps(t_rec, x, method), features(s_rec, x), y)["ofa"].backward()
     opt.step()
     student.zero_grad()
     assert count_parameters(student) == count and set(student.state_dict()) == keys

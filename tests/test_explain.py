@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hkd.explain import gradcam, outside_mass, saliency
-from hkd.models import build_model
+from hkd.models import build_model, gradcam_layer
 
 TEACHER = {"arch": "transunet", "img_size": 32, "num_classes": 9, "hidden_size": 48, "num_layers": 1,
            "num_heads": 4, "mlp_dim": 96, "block_units": [1, 1, 1], "resnet_width": 8,
@@ -28,7 +28,7 @@ def _image(seed=0):
 def test_maps_have_image_shape_and_valid_values(spec):
     model = _model(spec)
     s = saliency(model, _image(), 3)
-    g = gradcam(model, _image(), 3)
+    g = gradcam(model, _image(), 3, gradcam_layer(spec))
     for m in (s, g):
         assert m.shape == (32, 32) and np.isfinite(m).all() and (m >= 0).all()
     assert s.max() > 0
@@ -38,9 +38,10 @@ def test_maps_have_image_shape_and_valid_values(spec):
 @pytest.mark.parametrize("spec", [TEACHER, STUDENT], ids=["teacher", "student"])
 def test_gradcam_depends_on_the_input(spec):
     model = _model(spec)
-    a, b = gradcam(model, _image(0), 1), gradcam(model, _image(1), 1)
+    layer = gradcam_layer(spec)
+    a, b = gradcam(model, _image(0), 1, layer), gradcam(model, _image(1), 1, layer)
     assert a.max() == 1.0 and not np.allclose(a, b)
-    np.testing.assert_array_equal(a, gradcam(model, _image(0), 1))  # deterministic
+    np.testing.assert_array_equal(a, gradcam(model, _image(0), 1, layer))  # deterministic
 
 
 def test_gradcam_at_a_coarser_layer_is_upsampled():
@@ -54,7 +55,7 @@ def test_zero_gradients_give_all_zero_maps():
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    s, g = saliency(model, _image(), 4), gradcam(model, _image(), 4)
+    s, g = saliency(model, _image(), 4), gradcam(model, _image(), 4, gradcam_layer(STUDENT))
     assert np.all(s == 0) and np.all(g == 0)
 
 
@@ -71,7 +72,7 @@ def test_training_mode_is_restored_and_bad_class_rejected():
     saliency(model, _image(), 1)
     assert model.training
     with pytest.raises(ValueError):
-        gradcam(model, _image(), 9)
+        gradcam(model, _image(), 9, gradcam_layer(STUDENT))
     with pytest.raises(ValueError):
         saliency(model, torch.zeros(2, 1, 32, 32), 1)
 

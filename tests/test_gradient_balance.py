@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hkd.models import build_model
+from hkd.models import build_model, model_blocks
 from hkd.train import gradient_balance as gb
 from hkd.train.trainer import Run, TrainConfig
 
@@ -19,7 +19,7 @@ from helpers import TINY_STUDENT, TINY_TEACHER
                                   {**TINY_TEACHER, "img_size": 32}])
 def test_blocks_hold_every_parameter_exactly_once_in_forward_order(spec):
     model = build_model({**spec, "num_classes": 9})
-    blocks = model.blocks()
+    blocks = model_blocks(model, spec)
     ids = [id(p) for params in blocks.values() for p in params]
     assert len(ids) == len(set(ids))
     assert set(ids) == {id(p) for p in model.parameters()}
@@ -29,15 +29,18 @@ def test_blocks_hold_every_parameter_exactly_once_in_forward_order(spec):
     assert names.index("enc4") < names.index("bottleneck") < names.index("dec1") < names.index("dec4")
 
 
-def test_a_parameter_in_no_block_or_in_two_is_an_error(monkeypatch):
+def test_a_parameter_in_no_block_or_in_two_is_an_error():
     model = build_model({**TINY_STUDENT, "num_classes": 9})
-    full = model._blocks()
-    monkeypatch.setattr(model, "_blocks", lambda: {k: v for k, v in full.items() if k != "head"})
+    full = {name: [path] for name, path in (("enc", "encoder"), ("bottleneck", "bottleneck"), ("dec", "decoder"),
+                                            ("head", "head"))}
+    assert sum(len(p) for p in model_blocks(model, {**TINY_STUDENT, "blocks": full}).values()) == len(list(model.parameters()))
+    without_head = {k: v for k, v in full.items() if k != "head"}
     with pytest.raises(ValueError, match="parameters in no block: \\['head.weight', 'head.bias'\\]"):
-        model.blocks()
-    monkeypatch.setattr(model, "_blocks", lambda: {**full, "again": full["head"]})
+        model_blocks(model, {**TINY_STUDENT, "blocks": without_head})
     with pytest.raises(ValueError, match="blocks 'head' and 'again'"):
-        model.blocks()
+        model_blocks(model, {**TINY_STUDENT, "blocks": {**full, "again": ["head"]}})
+    with pytest.raises(ValueError, match="block 'x' names module 'nowhere'"):
+        model_blocks(model, {**TINY_STUDENT, "blocks": {**full, "x": ["nowhere"]}})
 
 
 def test_per_block_norms_add_up_to_the_whole_student_and_match_backward(prepared, teacher_ckpt, tmp_path):
@@ -49,7 +52,7 @@ def test_per_block_norms_add_up_to_the_whole_student_and_match_backward(prepared
     idx = torch.arange(4)
     seg, dist = run._step_losses(run.train_set.image[idx], run.train_set.label[idx].long(), idx, None)
     norms = run.gradient_norms(seg, dist)
-    student = list(run.model.blocks())
+    student = list(model_blocks(run.model, run.spec))
     adapters = [b for b in run.probe["blocks"] if gb.is_adapter(b)]
     assert adapters == ["adapter.unify", "adapter.pmd"]
     for term, value in {"seg": sum(seg.values()) * run.method.segmentation_weight, **dist}.items():

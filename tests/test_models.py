@@ -8,7 +8,10 @@ import torch
 from torch import nn
 
 from hkd.models import (SQUEEZEUNET_PRESETS, CheckpointError, SqueezeUNet, TransUNet, build_model, count_parameters,
-                        load_vit_npz)
+                        gradcam_layer, load_vit_npz, recorder)
+from hkd.models.recorder import FeatureError
+
+STUDENT = {"arch": "squeezeunet"}
 
 SMALL_TEACHER = dict(arch="transunet", img_size=64, num_classes=9, hidden_size=96, num_layers=2, num_heads=4,
                      mlp_dim=192, block_units=(1, 1, 1), resnet_width=16, decoder_channels=(64, 32, 16, 8),
@@ -111,7 +114,8 @@ def test_squeezeunet_he_init_carries_the_signal_to_the_bottleneck():
     for init in ("he", "torch"):
         torch.manual_seed(0)
         with torch.no_grad():
-            feats = build_model({"arch": "squeezeunet", "width": "0.4M", "init": init}).forward_features(x)
+            spec = {"arch": "squeezeunet", "width": "0.4M", "init": init}
+            feats = recorder(build_model(spec), spec)(x)
         ratios[init] = float(feats["bottleneck"].std() / feats["enc_s1"].std())
     assert ratios["he"] > 0.5 > ratios["torch"]
     assert all(float(m.bias.abs().max()) == 0 for m in SqueezeUNet(width=0.5).modules()
@@ -126,47 +130,48 @@ def test_squeezeunet_features():
     w = 0.5
     model = SqueezeUNet(num_classes=9, width=w).eval()
     x = torch.randn(2, 1, 64, 96)
-    feats = model.forward_features(x)
-    assert list(feats) == list(model.feature_names())
+    feats = recorder(model, STUDENT)(x)
     c = lambda n: int(n * w)  # noqa: E731
     expected = {"enc_s1": (c(32), 64, 96), "enc_s2": (c(64), 32, 48), "enc_s4": (c(128), 16, 24),
                 "enc_s8": (c(256), 8, 12), "bottleneck": (c(512), 4, 6), "dec_s8": (c(256), 8, 12),
                 "dec_s4": (c(128), 16, 24), "dec_s2": (c(64), 32, 48), "dec_s1": (c(32), 64, 96),
                 "logits": (9, 64, 96)}
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
+    assert list(feats) == list(expected)  # forward order
     assert torch.equal(feats["logits"], model(x))
 
 
 def test_squeezeunet_width_one_latent_matches_teacher_latent():
     x = torch.randn(1, 1, 224, 224)
     with torch.no_grad():
-        assert SqueezeUNet().forward_features(x, names=["bottleneck"])["bottleneck"].shape == (1, 512, 14, 14)
+        assert recorder(SqueezeUNet(), STUDENT)(x, ["bottleneck"])["bottleneck"].shape == (1, 512, 14, 14)
 
 
 def test_transunet_features():
     model = small_teacher().eval()
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
-        feats = model.forward_features(x)
+        feats = recorder(model, SMALL_TEACHER)(x)
         logits = model(x)
-    assert list(feats) == list(TransUNet.feature_names())
     expected = {"enc_s2": (16, 32, 32), "enc_s4": (64, 16, 16), "enc_s8": (128, 8, 8), "enc_s16": (256, 4, 4),
                 "vit": (96, 4, 4), "bottleneck": (64, 4, 4), "dec_s8": (64, 8, 8), "dec_s4": (32, 16, 16),
                 "dec_s2": (16, 32, 32), "dec_s1": (8, 64, 64), "logits": (9, 64, 64)}
     assert {k: tuple(v.shape[1:]) for k, v in feats.items()} == expected
+    assert list(feats) == list(expected)
     assert torch.allclose(feats["logits"], logits)
 
 
 def test_feature_names_say_the_stride_and_grids_are_anchored_as_the_layers_compute():
-    teacher, student = small_teacher(), SqueezeUNet(width=0.25)
-    for model in (teacher, student):
-        for name, f in model.describe_features(64).items():
+    teacher = recorder(small_teacher(), SMALL_TEACHER).describe(64)
+    student = recorder(SqueezeUNet(width=0.25), STUDENT).describe(64)
+    for specs in (teacher, student):
+        for name, f in specs.items():
             if name.startswith(("enc_s", "dec_s")):
                 assert f.stride == int(name.split("_s")[1]), name
     # TransUNet: stride-2 'same' convs and the padded pool put cell i at stride*i + 0.5 (top-left);
     # SqueezeUNet: unpadded 2x2 pools put it at stride*(i + 0.5) (centred).
-    assert teacher.describe_features(64)["bottleneck"].offset == 0.5
-    assert student.describe_features(64)["bottleneck"].offset == 8.0
+    assert teacher["bottleneck"].offset == 0.5
+    assert student["bottleneck"].offset == 8.0
 
 
 def test_transunet_grid_offset_follows_its_strided_convolutions():
@@ -175,7 +180,7 @@ def test_transunet_grid_offset_follows_its_strided_convolutions():
     continuous coordinates, the declared offset (GroupNorm mixes all positions, so the layers are probed
     without it)."""
     model = small_teacher().eval()
-    specs = model.describe_features(64)
+    specs = recorder(model, SMALL_TEACHER).describe(64)
 
     def support_centre(fn, i):
         x = torch.randn(1, 3, 64, 64, requires_grad=True)
@@ -207,21 +212,54 @@ def test_paper_transunet_feature_channels_without_forward():
     assert [b.conv2[0].out_channels for b in model.decoder.blocks] == [256, 128, 64, 16]
 
 
-def test_feature_subset_and_unknown_names():
+def test_feature_subset_stops_early_and_unknown_names_are_named():
     model = small_teacher().eval()
+    ran = []
+    model.head.register_forward_hook(lambda m, i, o: ran.append("head"))
     with torch.no_grad():
-        feats = model.forward_features(torch.randn(1, 1, 64, 64), names=["bottleneck", "enc_s4"])
-    assert list(feats) == ["enc_s4", "bottleneck"]
-    with pytest.raises(KeyError, match="vit"):
-        SqueezeUNet(width=0.25).forward_features(torch.randn(1, 1, 32, 32), names=["vit"])
+        feats = recorder(model, SMALL_TEACHER)(torch.randn(1, 1, 64, 64), names=["bottleneck", "enc_s4"])
+    assert list(feats) == ["enc_s4", "bottleneck"] and ran == []  # the decoder never ran
+    with pytest.raises(FeatureError, match="records no feature 'vit'.*enc_s1"):
+        recorder(SqueezeUNet(width=0.25), STUDENT, "student")(torch.randn(1, 1, 32, 32), names=["vit"])
+
+
+def test_recorder_refuses_what_is_not_a_feature():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stages = nn.ModuleList([nn.Conv2d(1, 4, 3, padding=1)])
+            self.act = nn.ReLU(inplace=True)
+            self.head = nn.Conv2d(4, 2, 1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            y = self.stages[0](x)
+            self.pool(y)
+            return self.head(self.act(y))
+
+    net = Net()
+    x = torch.randn(1, 1, 16, 16)
+    with pytest.raises(FeatureError, match="'stages' did not run.*ModuleList"):
+        FeatureRecorderOf(net, {"enc_s1": "stages"})(x)
+    with pytest.raises(FeatureError, match="'stages.0' .*changed in place"):
+        FeatureRecorderOf(net, {"enc_s1": "stages.0"})(x)
+    with pytest.raises(FeatureError, match="feature 'enc_s1' names module 'stage.0'.*close: stages.0"):
+        FeatureRecorderOf(net, {"enc_s1": "stage.0"})
+    assert FeatureRecorderOf(net, {"pooled": "pool"}).describe(16)["pooled"].stride == 16
+
+
+def FeatureRecorderOf(net, features):  # noqa: N802 - reads as the class it builds
+    from hkd.models.recorder import FeatureRecorder
+    return FeatureRecorder(net, features, label="net")
 
 
 def test_gradcam_layer_names_last_decoder_block():
-    for model in (small_teacher(), SqueezeUNet(width=0.25)):
-        layer = model.get_submodule(model.gradcam_layer)
+    for spec in (SMALL_TEACHER, {"arch": "squeezeunet", "width": 0.25}):
+        model = build_model(spec)
+        layer = model.get_submodule(gradcam_layer(spec))
         out = {}
         handle = layer.register_forward_hook(lambda m, i, o: out.setdefault("y", o))
-        feats = model.forward_features(torch.randn(1, 1, 64, 64))
+        feats = recorder(model, spec)(torch.randn(1, 1, 64, 64))
         handle.remove()
         assert torch.equal(out["y"], feats["dec_s1"])
 

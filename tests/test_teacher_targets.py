@@ -18,6 +18,7 @@ from hkd import distill
 from hkd.data.dataset import load_slices
 from hkd.train import augment
 from hkd.train.teacher_cache import load_cache, write_cache
+from hkd.models import model_blocks, recorder
 from hkd.models.checkpoint import load_model, load_state
 from hkd.train.trainer import Run, TrainConfig, train
 
@@ -75,9 +76,9 @@ def test_online_targets_are_the_live_teacher_on_the_augmented_slice(method, bran
     idx = torch.arange(6)
     params = _params(branch, len(idx))
     received = _received_targets(run, idx, params)
-    teacher, _ = load_model(teacher_ckpt)
+    teacher, spec = load_model(teacher_ckpt)
     with torch.no_grad():
-        live = teacher.forward_features(augment.apply(params, run.train_set.image[idx]), names=list(received))
+        live = recorder(teacher, spec)(augment.apply(params, run.train_set.image[idx]), list(received))
     assert set(received) == set(run.method.teacher_features)
     for name, value in received.items():
         torch.testing.assert_close(value, live[name], rtol=0, atol=0)
@@ -85,24 +86,24 @@ def test_online_targets_are_the_live_teacher_on_the_augmented_slice(method, bran
 
 @pytest.mark.parametrize("method", DISTILLED)
 def test_cached_targets_equal_the_live_teacher_within_float16(method, prepared, teacher_ckpt, tmp_path):
-    teacher, _ = load_model(teacher_ckpt)
+    teacher, spec = load_model(teacher_ckpt)
     names = distill.get(method).required_teacher_features({})
     cache = tmp_path / "cache.h5"
-    specs = write_cache(teacher, prepared, list(names), cache)
+    specs = write_cache(teacher, spec, prepared, list(names), cache)
     run = _run(method, prepared, tmp_path, teacher_cache=cache, augment="none")
     assert run.method.specs["teacher"] == {n: specs[n] for n in names}  # cached grids are the teacher's
     idx = torch.tensor([5, 0, 3, 7])
     received = _received_targets(run, idx, None)
     with torch.no_grad():
-        live = teacher.forward_features(run.train_set.image[idx], names=list(received))
+        live = recorder(teacher, spec)(run.train_set.image[idx], list(received))
     for name, value in received.items():
         scale = live[name].abs().max().item()
         torch.testing.assert_close(value, live[name], rtol=2e-3, atol=2e-3 * scale)
 
 
 def test_a_cache_is_refused_for_augmented_runs(prepared, teacher_ckpt, tmp_path):
-    teacher, _ = load_model(teacher_ckpt)
-    write_cache(teacher, prepared, ["logits"], tmp_path / "c.h5")
+    teacher, spec = load_model(teacher_ckpt)
+    write_cache(teacher, spec, prepared, ["logits"], tmp_path / "c.h5")
     with pytest.raises(ValueError, match=r"c\.h5: a teacher cache .* exact only for runs with augment 'none'"):
         _run("logits", prepared, tmp_path, teacher_cache=tmp_path / "c.h5", augment="transunet")
 
@@ -115,7 +116,7 @@ def test_a_student_identical_to_the_teacher_has_zero_distillation_loss(method, p
     model = {k: v for k, v in spec.items() if k not in ("num_classes", "img_size")}
     online = _run(method, prepared, tmp_path / "online", teacher_ckpt=teacher_ckpt, model=model)
     cache = tmp_path / "cache.h5"
-    write_cache(teacher, prepared, list(distill.get(method).required_teacher_features({})), cache)
+    write_cache(teacher, spec, prepared, list(distill.get(method).required_teacher_features({})), cache)
     cached = _run(method, prepared, tmp_path / "cached", teacher_cache=cache, model=model, augment="none")
     idx = torch.arange(8)
     for run, branches, tol in ((online, list(BRANCHES), 1e-6), (cached, ["unchanged"], 2e-3)):
@@ -181,7 +182,7 @@ def test_every_method_trains_online_and_logs_gradient_norms(method, prepared, te
     expected = {"gradnorm_seg"} | {f"gradnorm_{t}" for t in terms}
     assert expected <= set(log.columns)
     assert (log[sorted(expected)] > 0).all().all()
-    blocks = list(run.model.blocks())  # and per block of the student, the segmentation loss reaching every one
+    blocks = list(model_blocks(run.model, run.spec))  # and per block of the student, the segmentation loss reaching every one
     assert {f"gradnorm_{t}@{b}" for t in ["seg", *terms] for b in blocks} <= set(log.columns)
     assert (log[[f"gradnorm_seg@{b}" for b in blocks]] > 0).all().all()
     assert set(json.loads((tmp_path / "metrics.json").read_text())) >= {"converged", "convergence", "gradient_flags"}
@@ -193,8 +194,8 @@ def test_every_method_trains_online_and_logs_gradient_norms(method, prepared, te
 
 
 def test_cache_of_another_dataset_is_refused(prepared, teacher_ckpt, tmp_path):
-    teacher, _ = load_model(teacher_ckpt)
-    write_cache(teacher, prepared, ["logits"], tmp_path / "c.h5")
+    teacher, spec = load_model(teacher_ckpt)
+    write_cache(teacher, spec, prepared, ["logits"], tmp_path / "c.h5")
     with pytest.raises(ValueError, match="cache of .* slices, but the training set has 5"):
         load_cache(tmp_path / "c.h5", ("logits",), 5)
     n_train = int(json.loads((prepared / "dataset.json").read_text())["slices"]["train"])

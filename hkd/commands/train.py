@@ -157,6 +157,6 @@ def cmd_teacher_cache(args) -> None:
     if args.method not in distill.available():
         raise DataError(f"--method: unknown method '{args.method}'; available: {', '.join(distill.available())}")
     names = distill.get(args.method).required_teacher_features(json_object(args.options, "--options"))
-    teacher, _ = load_model(args.teacher)
-    shapes = write_cache(teacher, args.data, list(names), args.out, device=resolve_device(args.device))
+    teacher, spec = load_model(args.teacher)
+    shapes = write_cache(teacher, spec, args.data, list(names), args.out, device=resolve_device(args.device))
     log.info("cached teacher features %s in %s", shapes, args.out)

@@ -30,6 +30,15 @@ from hkd.models.base import Feature, FeatureSpecs
 SIDES = ("teacher", "student")
 
 
+class MissingFeatureError(ValueError):
+    """A method asks for a feature its teacher or student does not record."""
+
+    def __init__(self, method: str, side: str, name: str, available):
+        self.method, self.side, self.name, self.available = method, side, name, list(available)
+        super().__init__(f"distillation method '{method}' needs {side} feature '{name}'; the {side} records "
+                         f"{', '.join(self.available) or 'none'}")
+
+
 class DistillMethod(nn.Module):
     """Base class of distillation methods; subclasses register with :func:`hkd.distill.register`."""
 
@@ -61,8 +70,7 @@ class DistillMethod(nn.Module):
         """Where the ``side`` (``"teacher"``/``"student"``) map ``name`` lives."""
         specs = self.specs[side]
         if name not in specs:
-            raise ValueError(f"distillation method '{self.name}' needs {side} feature '{name}'; "
-                             f"specs were given for {sorted(specs)}")
+            raise MissingFeatureError(self.name, side, name, specs)
         return specs[name]
 
     def channels(self, side: str, name: str) -> int:

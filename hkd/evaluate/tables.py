@@ -16,8 +16,9 @@ Conventions (the report captions state them):
   convergence is known (runs trained before it was recorded are counted apart as unknown);
   ``gradient_flagged`` counts the runs where a distillation term dominated a block of the student after the
   warm-up (:mod:`hkd.train.gradient_balance`).
-- The width is shown as ``preset`` (the SqueezeUNet preset name, when configured as one),
-  ``multiplier`` (the channel-width multiplier, as configured or the preset's) and ``params``
+- The width is shown as ``preset`` (the SqueezeUNet preset name, when configured as one, or the label of
+  a student of ``students.models``), ``multiplier`` (SqueezeUNet's channel-width multiplier, as configured
+  or the preset's) and ``params``
   (trainable parameters of the evaluated model, counted by ``hkd evaluate``).
 """
 
@@ -59,14 +60,15 @@ _DISTANCE = ("hd95_mm", "hd95_vox")
 
 
 def width_columns(width: str) -> dict:
-    """``preset`` and ``multiplier`` of a configured width (``"0.4M"``, ``"1.5"``; ``"teacher"``)."""
+    """``preset`` and ``multiplier`` of a configured width (``"0.4M"``, ``"1.5"``), of a student label of
+    ``students.models`` (``"basicunet"``: the label, no multiplier) or of ``"teacher"``."""
     width = str(width)
     if width in SQUEEZEUNET_PRESETS:
         return {"preset": width, "multiplier": SQUEEZEUNET_PRESETS[width]}
     try:
         return {"preset": "", "multiplier": float(width)}
-    except ValueError:  # the teacher: no width multiplier
-        return {"preset": "", "multiplier": float("nan")}
+    except ValueError:  # the teacher, or a student by label: no width multiplier
+        return {"preset": "" if width == "teacher" else width, "multiplier": float("nan")}
 
 
 def _converged(value) -> bool | None:

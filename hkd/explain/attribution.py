@@ -64,13 +64,14 @@ def saliency(model: nn.Module, image: torch.Tensor, target_class: int) -> np.nda
     return grads[0].amax(dim=0).detach().cpu().numpy().astype(np.float32)
 
 
-def gradcam(model: nn.Module, image: torch.Tensor, target_class: int, layer: str | None = None) -> np.ndarray:
-    """Grad-CAM of the class score at ``layer`` (default ``model.gradcam_layer``), (H, W) in [0, 1].
+def gradcam(model: nn.Module, image: torch.Tensor, target_class: int, layer: str) -> np.ndarray:
+    """Grad-CAM of the class score at module ``layer`` (a dotted path; :func:`hkd.models.gradcam_layer`
+    gives a model's), (H, W) in [0, 1].
 
     ReLU'd, bilinearly upsampled to the input size and divided by its maximum; a map with no
     positive evidence stays all zero.
     """
-    module = model.get_submodule(layer or model.gradcam_layer)
+    module = model.get_submodule(layer)
     with _eval_mode(model):
         score, x = _prepare(model, image, target_class)
         cam = LayerGradCam(score, module).attribute(x, relu_attributions=True)

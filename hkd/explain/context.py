@@ -14,6 +14,7 @@ import pandas as pd
 
 from hkd.data.dataset import load_slices, read_meta
 from hkd.explain.attribution import gradcam, outside_mass
+from hkd.models import gradcam_layer
 from hkd.models.checkpoint import load_model
 
 COLUMNS = ["model", "method", "width", "seed", "case", "slice", "organ", "outside_mass"]
@@ -37,9 +38,11 @@ def context_table(prepared: str | Path, runs: list[dict], *, dilation: int, n_sl
     for idx in sample_slices(labels, n_slices, seed):
         present = [c for c in np.unique(labels[idx]).tolist() if c > 0]
         for run in runs:
-            run.setdefault("_model", load_model(run["checkpoint"])[0])
+            if "_model" not in run:
+                run["_model"], spec = load_model(run["checkpoint"])
+                run["_layer"] = gradcam_layer(spec)
             for c in present:
-                heat = gradcam(run["_model"], data.image[idx:idx + 1], c)
+                heat = gradcam(run["_model"], data.image[idx:idx + 1], c, run["_layer"])
                 rows.append({"model": run["model"], "method": run["method"], "width": run["width"],
                              "seed": run["seed"], "case": data.case[idx], "slice": int(data.index[idx]),
                              "organ": classes[c], "outside_mass": outside_mass(heat, labels[idx] == c, dilation)})

@@ -22,6 +22,7 @@ from hkd.figures.latent import latent_pca
 from hkd.figures.overlays import prediction_overlays
 from hkd.figures.runs import describe
 from hkd.figures.scaling import dice_vs_params
+from hkd.models import FeatureRecorder, gradcam_layer, recorder
 from hkd.models.checkpoint import load_model
 
 MAX_DEFAULT_ORGANS = 4
@@ -109,9 +110,9 @@ def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device)
 
 
 @torch.no_grad()
-def _latent_vectors(model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch: int = 32):
+def _latent_vectors(features: FeatureRecorder, images: torch.Tensor, device: torch.device, batch: int = 32):
     """Per-position latent vectors (R*h*w, C) and the latent grid (h, w)."""
-    zs = [model.forward_features(images[i:i + batch].to(device), ["bottleneck"])["bottleneck"].float().cpu()
+    zs = [features(images[i:i + batch].to(device), ["bottleneck"])["bottleneck"].float().cpu()
           for i in range(0, len(images), batch)]
     z = torch.cat(zs)
     return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).numpy(), tuple(z.shape[-2:])
@@ -160,7 +161,10 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
         raise ValueError(f"none of the organs {[classes[c] for c in wanted]} is in the selected slices")
 
     dev = torch.device(device)
-    loaded = {name: load_model(path)[0].to(dev) for name, path in models.items()}
+    loaded, specs = {}, {}
+    for name, path in models.items():
+        model, specs[name] = load_model(path)
+        loaded[name] = model.to(dev)
     predictions = {name: _predict(m, images, dev) for name, m in loaded.items()}
     seeds = _seeds_note(models, runs)
     shown = ((images[:, 0] - lo) / (hi - lo)).numpy()  # the grey scale of the figures is [0, 1]
@@ -179,7 +183,7 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
         for i, c in targets:
             x = images[i:i + 1]
             sal[name][columns[i, c]] = saliency(model, x, c)
-            cam[name][columns[i, c]] = gradcam(model, x, c)
+            cam[name][columns[i, c]] = gradcam(model, x, c, gradcam_layer(specs[name]))
     kind = "Saliency" + (f" ({seeds})" if seeds else "")
     outputs.append(attribution_grid(figure_path(out_dir, "saliency"), backdrops, sal, kind, outlines=outlines, notes=notes,
                                     blank_note="zero map"))
@@ -191,7 +195,7 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     latent_images, latent_truths = data.image[latent_rows], data.label[latent_rows].numpy()
     latents, organ_labels, cells = {}, {}, set()
     for name, model in loaded.items():
-        latents[name], grid = _latent_vectors(model, latent_images, dev)
+        latents[name], grid = _latent_vectors(recorder(model, specs[name], name), latent_images, dev)
         organ_labels[name] = cell_organs(latent_truths, grid, n_classes, LATENT_MIN_SHARE)
         cells.add(f"{latent_truths.shape[1] // grid[0]}x{latent_truths.shape[2] // grid[1]}")
     note = (f"a point: one latent position of one of {len(latent_rows)} validation slices "

@@ -24,13 +24,10 @@ x6.2 = 16.19M parameters); rounding to nearest would give 4.06M and 16.24M.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hkd.models.base import FeatureModel
 
 # Width multipliers of the named sizes (parameters at 1 input channel, 9 classes).
 SQUEEZEUNET_PRESETS: dict[str, float] = {
@@ -86,15 +83,21 @@ def _squeeze(c: int, w: float) -> int:
     return max(1, int(c * w + 1e-9))
 
 
-class SqueezeUNet(FeatureModel):
-    """SqueezeUNet student; input height and width must be divisible by 16."""
+# Where its maps are read (name: stride on the input; see hkd.models.recorder). Every map is centred: the
+# unpadded 2x2 max pools make cell i of a stride-s map cover input pixels [s*i, s*i + s), centred at
+# s*(i + 0.5); decoder maps follow the grid of their skip.
+FEATURES = {"enc_s1": "encoder.0", "enc_s2": "encoder.1", "enc_s4": "encoder.2", "enc_s8": "encoder.3",
+            "bottleneck": "bottleneck", "dec_s8": "decoder.0", "dec_s4": "decoder.1", "dec_s2": "decoder.2",
+            "dec_s1": "decoder.3"}
+GRID = "centred"
+GRADCAM_LAYER = "decoder.3"  # last decoder fire module (full resolution)
+# One block per fire module (encoder stages, bottleneck, decoder stages) and the head.
+BLOCKS = {**{f"enc{i + 1}": [f"encoder.{i}"] for i in range(4)}, "bottleneck": ["bottleneck"],
+          **{f"dec{i + 1}": [f"decoder.{i}"] for i in range(4)}, "head": ["head"]}
 
-    FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
-        "enc_s1", "enc_s2", "enc_s4", "enc_s8", "bottleneck", "dec_s8", "dec_s4", "dec_s2", "dec_s1", "logits")
-    # Every map is centred: the unpadded 2x2 max pools make cell i of a stride-s map cover input pixels
-    # [s*i, s*i + s), centred at s*(i + 0.5); decoder maps follow the grid of their skip.
-    GRID_OFFSET: ClassVar[str] = "centred"
-    gradcam_layer: str = "decoder.3"  # last decoder fire module (full resolution)
+
+class SqueezeUNet(nn.Module):
+    """SqueezeUNet student; input height and width must be divisible by 16."""
 
     def __init__(self, num_classes: int = 9, in_channels: int = 1, width: float | str = 1.0, init: str = "he"):
         super().__init__()
@@ -124,28 +127,18 @@ class SqueezeUNet(FeatureModel):
                     nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                     nn.init.zeros_(module.bias)
 
-    def _blocks(self) -> dict[str, list[nn.Module]]:
-        """One block per fire module (encoder stages, bottleneck, decoder stages) and the head."""
-        return {**{f"enc{i + 1}": [m] for i, m in enumerate(self.encoder)}, "bottleneck": [self.bottleneck],
-                **{f"dec{i + 1}": [m] for i, m in enumerate(self.decoder)}, "head": [self.head]}
-
-    def _features(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % 16 or x.shape[-1] % 16:
             raise ValueError(f"SqueezeUNet input height and width must be divisible by 16, got {tuple(x.shape[-2:])}")
         skips = []
-        for i, fire in enumerate(self.encoder):
+        for fire in self.encoder:
             x = fire(x)
-            yield f"enc_s{1 << i}", x
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottleneck(x)
-        yield "bottleneck", x
         for i, fire in enumerate(self.decoder):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
             x = fire(torch.cat([x, skips[-1 - i]], dim=1))
-            yield f"dec_s{8 >> i}", x
-        yield "logits", self.head(x)
-
-
+        return self.head(x)

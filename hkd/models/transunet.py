@@ -25,14 +25,11 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from hkd.models.base import FeatureModel
 
 
 def _groupnorm(channels: int, groups: int = 32) -> nn.GroupNorm:
@@ -80,6 +77,7 @@ class ResNetV2(nn.Module):
         super().__init__()
         self.conv_root = StdConv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
         self.gn_root = _groupnorm(width, gn_groups)
+        self.relu_root = nn.ReLU(inplace=True)
         blocks = []
         cin = width
         for i, n_units in enumerate(block_units):
@@ -94,7 +92,7 @@ class ResNetV2(nn.Module):
         self.skip_channels = [4 * width * 2**i for i in range(len(block_units) - 2, -1, -1)] + [width]
 
     def root(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.gn_root(self.conv_root(x)), inplace=True)
+        return self.relu_root(self.gn_root(self.conv_root(x)))
 
 
 class Attention(nn.Module):
@@ -212,17 +210,26 @@ class DecoderCup(nn.Module):
         self.n_skip = n_skip
 
 
-class TransUNet(FeatureModel):
-    """TransUNet R50-ViT-B/16 (defaults) or a smaller model of the same architecture."""
+# Where its maps are read (name: stride on the input; ``vit``: the transformer's tokens laid on their grid;
+# see hkd.models.recorder). Every map is anchored at the top-left: the 7x7/2 root conv (padding 3), the
+# padded 3x3/2 max pool and the stride-2 3x3 convs (padding 1) centre output cell i on input pixel stride*i,
+# i.e. at stride*i + 0.5 in continuous pixel coordinates. Decoder maps follow the grid of the skip they are
+# concatenated with; the last block (no skip) and the head sit on the input grid.
+FEATURES = {"enc_s2": "resnet.relu_root", "enc_s4": "resnet.body.block1", "enc_s8": "resnet.body.block2",
+            "enc_s16": "resnet.body.block3", "vit": "encoder", "bottleneck": "decoder.conv_more",
+            "dec_s8": "decoder.blocks.0", "dec_s4": "decoder.blocks.1", "dec_s2": "decoder.blocks.2",
+            "dec_s1": "decoder.blocks.3"}
+GRID = "top-left"
+GRADCAM_LAYER = "decoder.blocks.3"  # last decoder block (full resolution)
+# The ResNet root and stages (enc1..), the transformer with its embeddings (vit), the DecoderCup's conv_more
+# (bottleneck), its decoder blocks (dec1..) and the head.
+BLOCKS = {"enc1": ["resnet.conv_root", "resnet.gn_root"], **{f"enc{i + 2}": [f"resnet.body.block{i + 1}"] for i in range(3)},
+          "vit": ["embeddings", "encoder"], "bottleneck": ["decoder.conv_more"],
+          **{f"dec{i + 1}": [f"decoder.blocks.{i}"] for i in range(4)}, "head": ["head"]}
 
-    FEATURE_NAMES: ClassVar[tuple[str, ...]] = (
-        "enc_s2", "enc_s4", "enc_s8", "enc_s16", "vit", "bottleneck", "dec_s8", "dec_s4", "dec_s2", "dec_s1", "logits")
-    # Every map is anchored at the top-left: the 7x7/2 root conv (padding 3), the padded 3x3/2 max pool and
-    # the stride-2 3x3 convs (padding 1) centre output cell i on input pixel stride*i, i.e. at
-    # stride*i + 0.5 in continuous pixel coordinates. Decoder maps follow the grid of the skip they are
-    # concatenated with; the last block (no skip) and the head sit on the input grid.
-    GRID_OFFSET: ClassVar[str] = "top-left"
-    gradcam_layer: str = "decoder.blocks.3"  # last decoder block (full resolution)
+
+class TransUNet(nn.Module):
+    """TransUNet R50-ViT-B/16 (defaults) or a smaller model of the same architecture."""
 
     def __init__(self, img_size: int = 224, num_classes: int = 9, in_channels: int = 1,
                  hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
@@ -254,15 +261,7 @@ class TransUNet(FeatureModel):
                                   latent_channels)
         self.head = nn.Conv2d(decoder_channels[-1], num_classes, 3, padding=1)
 
-    def _blocks(self) -> dict[str, list[nn.Module]]:
-        """The ResNet root and stages (``enc1``..), the transformer with its embeddings (``vit``), the
-        DecoderCup's ``conv_more`` (``bottleneck``), its decoder blocks (``dec1``..) and the head."""
-        return {"enc1": [self.resnet.conv_root, self.resnet.gn_root],
-                **{f"enc{i + 2}": [m] for i, m in enumerate(self.resnet.body)},
-                "vit": [self.embeddings, self.encoder], "bottleneck": [self.decoder.conv_more],
-                **{f"dec{i + 1}": [m] for i, m in enumerate(self.decoder.blocks)}, "head": [self.head]}
-
-    def _features(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % 16 or x.shape[-1] % 16:
@@ -270,25 +269,18 @@ class TransUNet(FeatureModel):
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         x = self.resnet.root(x)
-        yield "enc_s2", x
         skips = [x]
         x = F.max_pool2d(x, 3, stride=2, padding=1)
-        for stride, block in zip((4, 8, 16), self.resnet.body):
+        for block in self.resnet.body:
             x = block(x)
-            yield f"enc_s{stride}", x
             skips.append(x)
         skips = skips[-2::-1]  # 1/8, 1/4, 1/2
         h, w = x.shape[-2:]
         tokens = self.encoder(self.embeddings(x))
-        x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w)
-        yield "vit", x
-        x = self.decoder.conv_more(x)
-        yield "bottleneck", x
+        x = self.decoder.conv_more(tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w))
         for i, block in enumerate(self.decoder.blocks):
             x = block(x, skips[i] if i < self.decoder.n_skip else None)
-            yield f"dec_s{8 >> i}", x
-        yield "logits", self.head(x)
-
+        return self.head(x)
 
 
 # --- Google ViT checkpoint (R50+ViT-B_16.npz) -------------------------------------------------------

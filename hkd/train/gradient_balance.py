@@ -2,7 +2,7 @@
 
 Every epoch a run logs (``log.csv``) the gradient norm of the segmentation loss and of each distillation
 term at its configured weight, over the whole student (``gradnorm_seg``, ``gradnorm_<term>``) and per block
-of it (``gradnorm_<term>@<block>``: the blocks of :meth:`hkd.models.base.FeatureModel.blocks`, e.g. ``enc1``,
+of it (``gradnorm_<term>@<block>``: the blocks of :func:`hkd.models.model_blocks`, e.g. ``enc1``,
 ``bottleneck``, ``dec4``, ``head``), and of each term in the method's own adapters (blocks
 ``adapter.<module>``, which the segmentation loss does not reach and the whole-student norm leaves out).
 

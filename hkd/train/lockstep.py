@@ -44,9 +44,9 @@ class SharedTeacher(OnlineTeacher):
     slices, same augmented pixels, checked exactly) is answered from them, any other batch recomputes.
     """
 
-    def __init__(self, teacher: torch.nn.Module, image_size: int, device: torch.device, autocast,
+    def __init__(self, teacher: torch.nn.Module, spec: dict, image_size: int, device: torch.device, autocast,
                  names: tuple[str, ...]):
-        super().__init__(teacher, image_size, device, autocast)
+        super().__init__(teacher, spec, image_size, device, autocast)
         self.names = tuple(dict.fromkeys(names))
         self.passes = self.calls = 0
         self._last: tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]] | None = None
@@ -185,7 +185,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
             teacher, spec = load_model(teacher_ckpt)
             check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
-            shared = SharedTeacher(teacher, int(image_size), _device_of(cfg),
+            shared = SharedTeacher(teacher, spec, int(image_size), _device_of(cfg),
                                    lambda c=cfg: autocast(_device_of(c), c.precision), ())
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
                   teacher=shared if distilled else None, data=data)

@@ -21,22 +21,25 @@ import torch
 from hkd.errors import DataError
 from hkd.data.dataset import load_slices
 from hkd.io import atomic_path
+from hkd.models import recorder
 from hkd.models.base import Feature
 
 
 @torch.no_grad()
-def write_cache(teacher: torch.nn.Module, prepared: str | Path, names: list[str], out_path: str | Path,
+def write_cache(teacher: torch.nn.Module, spec: dict, prepared: str | Path, names: list[str], out_path: str | Path,
                 device: torch.device | str = "cpu", batch_size: int = 16) -> dict[str, Feature]:
-    """Run ``teacher`` once over the training slices and store ``names``; returns their specs."""
+    """Run ``teacher`` (built from model ``spec``) once over the training slices and store ``names``;
+    returns their specs."""
     data = load_slices(prepared, "train")
     teacher.eval().to(device)
-    specs = teacher.describe_features(int(data.image.shape[-1]), names)
+    features = recorder(teacher, spec, "teacher")
+    specs = features.describe(int(data.image.shape[-1]), names)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as f:
         for name, spec in specs.items():
             ds = f.create_dataset(name, shape=(len(data), *spec.shape), dtype="f2", chunks=(1, *spec.shape))
             ds.attrs["feature"] = json.dumps(spec.as_dict())
         for i in range(0, len(data), batch_size):
-            feats = teacher.forward_features(data.image[i:i + batch_size].to(device), names=list(names))
+            feats = features(data.image[i:i + batch_size].to(device), names)
             for name in names:
                 arr = feats[name].float().cpu().numpy().astype(np.float16)
                 f[name][i:i + len(arr)] = arr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from hkd.models import recorder
 from hkd.models.base import FeatureSpecs
 from hkd.train.teacher_cache import load_cache
 
@@ -24,15 +25,16 @@ from hkd.train.teacher_cache import load_cache
 class OnlineTeacher:
     """The frozen teacher, run on each (augmented) batch."""
 
-    def __init__(self, teacher: torch.nn.Module, image_size: int, device: torch.device, autocast):
+    def __init__(self, teacher: torch.nn.Module, spec: dict, image_size: int, device: torch.device, autocast):
         self.teacher = teacher.to(device).eval().requires_grad_(False)
-        self.specs: FeatureSpecs = self.teacher.describe_features(image_size)
+        self.features = recorder(self.teacher, spec, "teacher")
+        self.specs: FeatureSpecs = self.features.describe(image_size)
         self.autocast = autocast
 
     @torch.no_grad()
     def __call__(self, idx: torch.Tensor, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
         with self.autocast():
-            feats = self.teacher.forward_features(x, names=list(names))
+            feats = self.features(x, names)
         return {k: v.float() for k, v in feats.items()}
 
 

@@ -30,11 +30,13 @@ import torch
 from tqdm import tqdm
 
 from hkd import distill
+from hkd.distill import MissingFeatureError
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
 from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
-from hkd.models import build_model, count_parameters
+from hkd.models import ARCHITECTURES, build_model, count_parameters, label, model_blocks, recorder
+from hkd.models.recorder import OUTPUT
 from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment, convergence, gradient_balance
 from hkd.train.host_memory import retain_freed_memory
@@ -101,12 +103,23 @@ class TrainConfig:
 
 
 def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
-    """The spec a run builds its model from: the configured model, the data's classes and, for TransUNet,
-    the slice size."""
+    """The spec a run builds its model from: the configured model and, for hkd's own networks, the data's
+    classes (TransUNet also the slice size); an outside network states its own (checked by
+    :func:`check_classes`)."""
+    if not ARCHITECTURES.get(str(model.get("arch", "")).lower(), ARCHITECTURES["module"]).takes_classes:
+        return dict(model)
     spec = {**model, "num_classes": num_classes}
     if spec.get("arch") == "transunet":
         spec["img_size"] = image_size
     return spec
+
+
+def check_classes(role: str, spec: dict, specs: dict, num_classes: int) -> None:
+    """Refuse a model whose logits do not have one channel per class of the data."""
+    found = specs[OUTPUT].channels
+    if found != num_classes:
+        raise ValueError(f"{role} ({label(spec)}): its logits have {found} channels, but the data has {num_classes} "
+                         "classes (data.classes); set the network's output channels (e.g. out_channels) to match")
 
 
 def check_teacher_spec(path: str | Path, spec: dict, configured: dict | None) -> None:
@@ -118,6 +131,20 @@ def check_teacher_spec(path: str | Path, spec: dict, configured: dict | None) ->
         raise ValueError(f"--teacher {path}: holds a {spec.get('arch')} model ("
                          + ", ".join(f"{k} {spec.get(k)!r}" for k in differ) + "), but the configured teacher has "
                          + ", ".join(f"{k} {configured[k]!r}" for k in differ))
+
+
+def build_method(method: str, options: dict, teacher_specs: dict, teacher_model: dict | None, student_specs: dict,
+                 student_model: dict, num_classes: int):
+    """The run's distillation method; a feature the method needs and a model does not record is an error
+    naming the model, the feature and what the model records (:class:`~hkd.distill.MissingFeatureError`)."""
+    try:
+        return distill.build(method, teacher_specs, student_specs, num_classes, **options)
+    except MissingFeatureError as exc:
+        model = teacher_model if exc.side == "teacher" else student_model
+        exc.args = (f"the {exc.side} ({label(model or {})}) records no feature '{exc.name}', which distillation "
+                    f"method '{method}' needs; it records: {', '.join(exc.available) or 'none'} (name a module for "
+                    f"'{exc.name}' in its model spec's 'features')",)
+        raise
 
 
 class ConfigCheckError(ValueError):
@@ -140,9 +167,10 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
         key = json.dumps(spec, sort_keys=True)
         if key not in cache:
             try:
-                with torch.no_grad():
-                    cache[key] = build_model(spec).describe_features(image_size)
-            except (ValueError, TypeError, RuntimeError) as exc:
+                role = "teacher" if part == "teacher" else "model"
+                cache[key] = recorder(build_model(spec), spec, role).describe(image_size)
+                check_classes(role, spec, cache[key], num_classes)
+            except (ValueError, TypeError, RuntimeError, ImportError) as exc:
                 raise ConfigCheckError(part, str(exc)) from None
         return cache[key]
 
@@ -153,7 +181,9 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
     student = features("model", c.model)
     teacher = features("teacher", c.teacher) if c.method != "scratch" else {}
     try:
-        distill.build(c.method, teacher, student, num_classes, **c.method_options)
+        build_method(c.method, c.method_options, teacher, c.teacher, student, c.model, num_classes)
+    except MissingFeatureError as exc:
+        raise ConfigCheckError("teacher" if exc.side == "teacher" else "model", str(exc)) from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigCheckError("method", str(exc).strip('"')) from None
     return c
@@ -239,8 +269,12 @@ class Run:
         # above, draws random numbers too; a run given a shared teacher must start the same).
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.spec).to(self.device)
-        self.method = distill.build(cfg.method, teacher_specs, self.model.describe_features(self.size),
-                                    len(self.classes), **cfg.method_options).to(self.device)
+        role = "student" if cfg.teacher else "model"
+        self.features = recorder(self.model, self.spec, role)
+        student_specs = self.features.describe(self.size)
+        check_classes(role, self.spec, student_specs, len(self.classes))
+        self.method = build_method(cfg.method, cfg.method_options, teacher_specs, cfg.teacher, student_specs,
+                                   self.spec, len(self.classes)).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())
         fused = {"fused": True} if cfg.fused and self.device.type in ("cpu", "cuda") else {}
         if cfg.optimizer == "sgd":
@@ -252,7 +286,8 @@ class Run:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.probe = self._probe_blocks()
-        self.student_forward = torch.compile(self.model.forward_features) if cfg.compile else self.model.forward_features
+        if cfg.compile:  # compiled in place: the recorder's hooks stay on its modules
+            self.model.compile()
         self.steps_per_epoch = math.ceil(len(self.train_set) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.history: list[dict] = []
@@ -282,7 +317,7 @@ class Run:
             raise ValueError(f"method '{cfg.method}' needs a teacher checkpoint or a teacher cache")
         teacher, spec = load_model(teacher_ckpt)
         check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
-        return OnlineTeacher(teacher, self.size, self.device, lambda: autocast(self.device, cfg.precision))
+        return OnlineTeacher(teacher, spec, self.size, self.device, lambda: autocast(self.device, cfg.precision))
 
     # --- checkpoints -----------------------------------------------------------------------------
     def _state(self, epoch: int) -> dict:
@@ -351,16 +386,16 @@ class Run:
         tfeats = self.teacher_features(idx, x)  # the teacher sees exactly the augmented slice
         names = list(dict.fromkeys([*self.method.student_features, "logits"]))
         with autocast(self.device, self.cfg.precision):
-            sfeats = self.student_forward(x, names=names)
+            sfeats = self.features(x, names)
         sfeats = {k: v.float() for k, v in sfeats.items()}
         return segmentation_loss(sfeats["logits"], y, self.cfg.loss), self.method(tfeats, sfeats, y)
 
     def _probe_blocks(self) -> dict:
         """The parameters whose gradients are probed, and the block each belongs to: the student's blocks
-        (:meth:`~hkd.models.base.FeatureModel.blocks`), then the method's adapters, one block per top-level
+        (:func:`hkd.models.model_blocks`), then the method's adapters, one block per top-level
         sub-module (``adapter.<name>``)."""
         names, params, owner = [], [], []
-        for block, block_params in self.model.blocks().items():
+        for block, block_params in model_blocks(self.model, self.spec).items():
             names.append(block)
             for p in block_params:
                 if p.requires_grad:

@@ -11,7 +11,7 @@ from snakemake.utils import validate
 # This checkout's hkd package: its config checks, source registry and import walker (standard library only).
 sys.path.insert(0, workflow.basedir)
 
-from hkd.config_checks import check_against_package, check_config, schema_error
+from hkd.config_checks import check_against_package, check_config, merge_config, schema_error
 from hkd.data import sources
 from hkd.devices import visible_gpus  # torch is imported lazily
 from hkd.figures import FIGURES
@@ -19,6 +19,9 @@ from hkd.lock import OutLock
 from hkd.workflow_deps import command_modules
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+
+# A model spec from --configfile or --config replaces the default's whole (hkd/config_checks.py WHOLE).
+merge_config(config, workflow.config_settings.overwrite_config or {})
 
 try:
     validate(config, SCHEMA)
@@ -198,6 +201,18 @@ TEACHER_DIR = f"{OUT}/models/teacher"
 STUDENT_DIR = f"{OUT}/models/students/{{method}}/w{{width}}/s{{seed}}"
 RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")
 METHODS = config["students"]["methods"]
+# The students by label: SqueezeUNet at each of `students.widths` (the label is the width), then the
+# networks of `students.models` (any arch, by the label given there). Run names and folders use the label.
+STUDENTS = {
+    str(w): {
+        "arch": config["students"]["arch"],
+        "width": w,
+        "init": config["students"]["init"],
+    }
+    for w in config["students"]["widths"]
+} | dict(config["students"]["models"])
+# Wildcard constraint of a student label.
+STUDENT_LABEL = "|".join(re.escape(label) for label in STUDENTS)
 # The study's students, one row per method x width x seed: every list of runs below is read from it.
 RUNS = [
     {
@@ -209,7 +224,7 @@ RUNS = [
         "dir": STUDENT_DIR.format(method=method, width=width, seed=seed),
     }
     for method in METHODS
-    for width in config["students"]["widths"]
+    for width in STUDENTS
     for seed in config["students"]["seeds"]
 ]
 
@@ -262,12 +277,9 @@ def cohort_members(seed):
 DISTILLED_METHODS = "|".join(re.escape(m) for m in METHODS if m != "scratch") or "(?!)"
 
 
-def student_model(width):
-    return {
-        "arch": config["students"]["arch"],
-        "width": width,
-        "init": config["students"]["init"],
-    }
+def student_model(label):
+    """The model spec of the student labelled `label` (a width, or a key of `students.models`)."""
+    return STUDENTS[str(label)]
 
 
 def run_outputs(folder):
@@ -289,11 +301,13 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
         + [
             (
                 "students",
-                f"students.widths ('{w}')",
+                f"students.models.{w}"
+                if w in config["students"]["models"]
+                else f"students.widths ('{w}')",
                 train_config("students", student_model(w), 0, m),
             )
             for m in METHODS
-            for w in config["students"]["widths"]
+            for w in STUDENTS
         ],
         DATA["image_size"],
         len(DATA["classes"]),
@@ -348,7 +362,17 @@ def study_description():
         "task": f"{DATA['task']}: {', '.join(DATA['classes'][1:])}",
         "split": f"{DATA['split']['preset']} (seed {DATA['split']['seed']})",
         "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
-        "students": f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}",
+        "students": "; ".join(
+            (
+                [f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}"]
+                if config["students"]["widths"]
+                else []
+            )
+            + [
+                f"{label}: " + ", ".join(f"{k} {v}" for k, v in spec.items())
+                for label, spec in config["students"]["models"].items()
+            ]
+        ),
         "methods": ", ".join(config["students"]["methods"]),
         "seeds": ", ".join(str(s) for s in config["students"]["seeds"]),
         "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "

@@ -38,7 +38,7 @@ rule evaluate_student:
         f"{OUT}/benchmarks/evaluate/{{method}}_w{{width}}_s{{seed}}.tsv"
     wildcard_constraints:
         method=DISTILLED_METHODS,
-        width="[0-9.]+M?",
+        width=STUDENT_LABEL,
         seed="[0-9]+",
     conda:
         ENV
@@ -55,7 +55,7 @@ rule evaluate_student:
 use rule evaluate_student as evaluate_scratch with:
     wildcard_constraints:
         method="scratch",
-        width="[0-9.]+M?",
+        width=STUDENT_LABEL,
         seed="[0-9]+",
 
 

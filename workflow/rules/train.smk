@@ -77,7 +77,7 @@ if not config["students"]["lockstep"]:
             f"{OUT}/benchmarks/train_student/{{method}}_w{{width}}_s{{seed}}.tsv"
         wildcard_constraints:
             method=DISTILLED_METHODS,
-            width="[0-9.]+M?",
+            width=STUDENT_LABEL,
             seed="[0-9]+",
         conda:
             ENV
@@ -104,7 +104,7 @@ if not config["students"]["lockstep"]:
     use rule train_student as train_scratch with:
         wildcard_constraints:
             method="scratch",
-            width="[0-9.]+M?",
+            width=STUDENT_LABEL,
             seed="[0-9]+",
 
 else:
@@ -123,7 +123,7 @@ else:
             runs=expand(
                 f"{OUT}/models/students/{{method}}/w{{width}}/s{{{{seed}}}}/{{file}}",
                 method=METHODS,
-                width=config["students"]["widths"],
+                width=list(STUDENTS),
                 file=RUN_FILES,
             ),
         log:
@@ -141,7 +141,7 @@ else:
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
             * len(config["students"]["methods"])
-            * len(config["students"]["widths"]),
+            * len(STUDENTS),
         params:
             members=lambda w: as_json(cohort_members(w.seed)),
             publish=lambda w: as_json(
