@@ -4,8 +4,8 @@ A term's ratio in a block is ``||d term / d block weights|| / ||d segmentation /
 (blocks: :func:`hkd.models.model_blocks`; the method's adapters are left out, the segmentation
 loss does not reach them). The band the defaults aim for is 0.1x to 10x. Two modes:
 
-* ``--teacher CKPT --data PREPARED``: every registered method with its default options (or those of
-  ``--config``'s ``distill`` section), on ``--batches`` augmented training batches, at the student's
+* ``--teacher CKPT --data PREPARED``: every registered method (or those of ``--methods``) with its default
+  options (or those of ``--config``'s ``distill`` section), on ``--batches`` augmented training batches, at the student's
   initialisation and, with ``--trained CKPT`` (e.g. a scratch student's ``best.pt``), on a trained student
   standing for the student after the warm-up. Prints the ratio per block (median over the batches).
 * ``--logs DIR``: from the per-block ``gradnorm_*`` columns every run writes to ``log.csv`` (runs under
@@ -217,7 +217,7 @@ def measure(args) -> None:
     print(f"{'method':<8} {'term':<11} {'block':<11} {'at init':>9} {'trained':>9}")
     criterion = []
     with tempfile.TemporaryDirectory() as tmp:
-        for method in [m for m in distill.available() if m != "scratch"]:
+        for method in args.methods or [m for m in distill.available() if m != "scratch"]:
             cfg = TrainConfig.from_dict({"model": {"arch": "squeezeunet", "width": args.width}, "method": method,
                                          "method_options": options.get(method, {}), "teacher": teacher,
                                          "device": "cpu", "seed": 0})
@@ -265,6 +265,8 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "config.yaml",
                     help="config whose distill options (and, for --logs, distill_warmup) to use")
     ap.add_argument("--warmup", type=float, default=None, help="--logs: warm-up epochs (default: the config's)")
+    ap.add_argument("--methods", nargs="+", default=None,
+                    help="--teacher mode: only these methods (default: every registered method but scratch)")
     ap.add_argument("--width", default="0.4M")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--batches", type=int, default=4)

@@ -108,7 +108,8 @@ def check_config(cfg: dict) -> None:
 
 def check_against_package(cfg: dict) -> None:
     """Raise ValueError naming the key for method names and options unknown to the registry, a task
-    the classes cannot express, and split settings that would leave a part empty."""
+    the classes cannot express, and split settings that would leave a part empty; resolves
+    ``students.methods: all`` first."""
     from hkd.data.tasks import check_task
     from hkd.errors import DataError
 
@@ -117,8 +118,19 @@ def check_against_package(cfg: dict) -> None:
         check_task(data["task"], data["classes"])
     except DataError as exc:
         raise ValueError(f"config key {exc}") from None
+    resolve_methods(cfg)
     check_methods(cfg)
     check_split(cfg)
+
+
+def resolve_methods(cfg: dict) -> None:
+    """``students.methods: all`` -> every registered method (:func:`hkd.distill.available`), scratch first;
+    in place, so every rule reads the list."""
+    from hkd import distill
+
+    if cfg["students"]["methods"] == "all":
+        names = distill.available()
+        cfg["students"]["methods"] = [m for m in names if m == "scratch"] + [m for m in names if m != "scratch"]
 
 
 def check_methods(cfg: dict) -> None:

@@ -67,6 +67,18 @@ def test_each_package_check_names_its_key(patch, message):
     assert message in str(info.value)
 
 
+def test_all_methods_is_the_registry_scratch_first():
+    from hkd import distill
+
+    cfg = full_config({"students": {"methods": "all"}})
+    check_against_package(cfg)
+    methods = cfg["students"]["methods"]
+    assert methods[0] == "scratch" and sorted(methods) == sorted(distill.available())
+    cfg = full_config()
+    cfg["students"]["methods"] = "some"
+    assert schema_error(cfg, SCHEMA).startswith("config key students.methods:")
+
+
 def test_a_source_too_small_for_the_split_is_found_from_its_file_names(tmp_path):
     for i in (1, 2):
         for kind in ("img", "label"):

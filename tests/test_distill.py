@@ -12,7 +12,7 @@ import hkd.distill as distill
 from hkd.distill.functional import align, at_map, coarsest, kd_kl
 from hkd.models.base import Feature
 
-METHODS = ("scratch", "logits", "latent", "hlfd", "at", "fitnet", "cwd", "relrep")
+METHODS = ("scratch", "logits", "latent", "hlfd", "at", "fitnet", "cwd", "relrep", "ofa", "dkd", "dist", "infoflow", "cka")
 NUM_CLASSES = 3
 B = 2
 S = 32

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hkd.models.base import Feature
+from hkd.train.augment import IGNORE
 
 
 def _sample_positions(n_dst: int, dst_stride: float, dst_offset: float, src_stride: float, src_offset: float,
@@ -104,3 +105,11 @@ def as_name_list(value) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return [str(v) for v in value]
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Label map ``(B, H, W)`` -> float one-hot ``(B, C, H, W)``; pixels labelled
+    :data:`~hkd.train.augment.IGNORE` (outside a rotated slice) get all zeros: no class."""
+    labels = labels.long()
+    valid = labels != IGNORE
+    return F.one_hot(labels.where(valid, 0), num_classes).movedim(-1, 1).float() * valid[:, None]

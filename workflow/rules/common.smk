@@ -36,6 +36,11 @@ try:
     check_against_package(config)
 except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
     HKD_IMPORTABLE = False
+    if config["students"]["methods"] == "all":
+        raise WorkflowError(
+            f"config key students.methods: 'all' is read from hkd's method registry, which Snakemake cannot "
+            f"import here ({exc}); list the methods, or install hkd where Snakemake runs"
+        ) from None
     logger.warning(
         f"hkd cannot be imported by Snakemake ({exc}): method names, distill options and split "
         "sizes are checked only when the jobs run; install hkd where Snakemake runs to check them now"

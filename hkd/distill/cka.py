@@ -1,0 +1,86 @@
+"""``cka``: latent alignment by centred kernel alignment (linear CKA; Kornblith et al., ICML 2019, used as a
+distillation loss e.g. by Saha et al., BMVC 2022).
+
+Linear CKA compares two representations of the same samples by the similarity of their Gram matrices; it
+is invariant to rotations and isotropic scaling of either side and does not need the two widths to agree,
+so no projector is trained. Here the samples are the positions of the batch: for each matched
+(student, teacher) layer pair, both maps are put on the coarser of the two grids (the finer one is averaged
+down onto it with :func:`~hkd.distill.functional.align`), every cell of every image is one sample, and its
+channels are its features. With ``X`` (teacher) and ``Y`` (student) the ``(B*h*w, C)`` matrices with their
+column means removed::
+
+    CKA(X, Y) = ||Y^T X||_F^2 / (||X^T X||_F * ||Y^T Y||_F)
+
+computed in the feature spaces (``C x C`` matrices), so its cost grows linearly with the number of positions.
+The term is ``weight * mean over the pairs of (1 - CKA)``: zero when the student's map equals the teacher's
+(or is any rotation or scaling of it).
+
+Options: ``weight`` (default 7, by the per-block criterion of ``benchmarks/grad_ratios.py``: the largest
+weight at which the median ratio of the term's gradient to the segmentation loss's after the warm-up stays at
+or below 10x in every block of the student it reaches, measured from the logs of runs on the default study
+(``--logs``, one seed at widths 1.5 and 0.4M): at weight 3 (x1.5) the bound was 9.7, at 9 it was 8.2 (the
+run at 0.4M flagged, encoder stage 4 at 11x), at 7 it is 9.9 (encoder stage 4), with per-epoch ratios after
+the warm-up of 0.14x-16x per block at x1.5 and 0.29x-8.7x at 0.4M, up to 7.5x at the last epoch; the term
+never reaches the decoder or the head; the trained scratch students of ``--teacher`` mode bound it at 3.6)
+and ``layers``: pairs ``"student:teacher"``
+(or one name for the same feature on both sides); default ``enc_s4``, ``enc_s8`` and ``bottleneck``, the
+maps of equal stride both models have from the first ResNet block of the teacher on.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hkd.distill import register
+from hkd.distill.base import DistillMethod
+from hkd.distill.functional import as_name_list, parse_pair
+
+DEFAULT_LAYERS = ("enc_s4", "enc_s8", "bottleneck")
+EPS = 1e-12
+
+
+def positions(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B*h*w, C) in float32, one row per position, columns centred."""
+    rows = x.float().movedim(1, -1).reshape(-1, x.shape[1])
+    return rows - rows.mean(dim=0, keepdim=True)
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of two column-centred sample matrices ``(n, p)`` and ``(n, q)``."""
+    cross = (y.t() @ x).pow(2).sum()
+    return cross / ((x.t() @ x).norm() * (y.t() @ y).norm() + EPS)
+
+
+@register
+class LinearCKA(DistillMethod):
+    name = "cka"
+    teacher_features = DEFAULT_LAYERS
+    student_features = DEFAULT_LAYERS
+
+    @classmethod
+    def option_defaults(cls) -> dict:
+        return {"weight": 7.0, "layers": list(DEFAULT_LAYERS)}
+
+    @classmethod
+    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
+        layers = options.get("layers", cls.option_defaults()["layers"])
+        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
+
+    def __init__(self, teacher_specs, student_specs, num_classes, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]
+        if not self.pairs:
+            raise ValueError("distillation method 'cka': no layers given")
+        self.student_features = tuple(dict.fromkeys(s for s, _ in self.pairs))
+        self.teacher_features = tuple(dict.fromkeys(t for _, t in self.pairs))
+        self.require_features()
+
+    def forward(self, teacher, student, target):
+        total = 0.0
+        for s_name, t_name in self.pairs:
+            fs, ft = self.feature("student", s_name), self.feature("teacher", t_name)
+            dst = ("teacher", t_name) if fs.height * fs.width >= ft.height * ft.width else ("student", s_name)
+            s = self.align(student[s_name], ("student", s_name), dst)
+            t = self.align(teacher[t_name], ("teacher", t_name), dst)
+            total = total + (1 - linear_cka(positions(t), positions(s)))
+        return {"cka": float(self.options["weight"]) * total / len(self.pairs)}
