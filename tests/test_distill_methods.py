@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import hkd.distill as distill
-from hkd.models import build_model, count_parameters, recorder
+from hkd.models import build_model, count_parameters, recorder_of
 from hkd.models.base import Feature
 from hkd.train.augment import IGNORE
 
@@ -51,7 +51,7 @@ def models():
     x = torch.randn(4, 1, SIZE, SIZE, generator=gen)
     y = torch.randint(0, CLASSES, (4, SIZE, SIZE), generator=gen)
     y[0, :3] = IGNORE  # a strip outside a rotated slice
-    return teacher, student, x, y, recorder(teacher, tspec, "teacher"), recorder(student, sspec, "student")
+    return teacher, student, x, y, recorder_of(teacher, tspec, "teacher"), recorder_of(student, sspec, "student")
 
 
 def teacher_maps(t_rec, x, method):
