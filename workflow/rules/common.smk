@@ -11,7 +11,12 @@ from snakemake.utils import validate
 # This checkout's hkd package: its config checks, source registry and import walker (standard library only).
 sys.path.insert(0, workflow.basedir)
 
-from hkd.config_checks import check_against_package, check_config, merge_config, schema_error
+from hkd.config_checks import (
+    check_against_package,
+    check_config,
+    merge_config,
+    schema_error,
+)
 from hkd.data import sources
 from hkd.devices import visible_gpus  # torch is imported lazily
 from hkd.figures import FIGURES
@@ -301,9 +306,11 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
         + [
             (
                 "students",
-                f"students.models.{w}"
-                if w in config["students"]["models"]
-                else f"students.widths ('{w}')",
+                (
+                    f"students.models.{w}"
+                    if w in config["students"]["models"]
+                    else f"students.widths ('{w}')"
+                ),
                 train_config("students", student_model(w), 0, m),
             )
             for m in METHODS
@@ -364,7 +371,9 @@ def study_description():
         "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
         "students": "; ".join(
             (
-                [f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}"]
+                [
+                    f"{config['students']['arch']}, widths {', '.join(config['students']['widths'])}"
+                ]
                 if config["students"]["widths"]
                 else []
             )
