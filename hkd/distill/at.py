@@ -15,14 +15,14 @@ have: ``enc_s2``, ``enc_s4``, ``enc_s8`` and ``bottleneck`` (stride 16).
 from __future__ import annotations
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
-from hkd.distill.functional import as_name_list, at_map, parse_pair
+from hkd.distill.base import LayerPairsMethod
+from hkd.distill.functional import at_map
 
 DEFAULT_LAYERS = ("enc_s2", "enc_s4", "enc_s8", "bottleneck")
 
 
 @register
-class AttentionTransfer(DistillMethod):
+class AttentionTransfer(LayerPairsMethod):
     name = "at"
     teacher_features = DEFAULT_LAYERS
     student_features = DEFAULT_LAYERS
@@ -31,30 +31,14 @@ class AttentionTransfer(DistillMethod):
     def option_defaults(cls) -> dict:
         return {"weight": 50.0, "p": 2, "layers": list(DEFAULT_LAYERS)}
 
-    @classmethod
-    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
-        layers = options.get("layers", cls.option_defaults()["layers"])
-        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
-
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         self.require_positive("p")
-        self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]
-        if not self.pairs:
-            raise ValueError("distillation method 'at': no layers given")
-        self.student_features = tuple(dict.fromkeys(s for s, _ in self.pairs))
-        self.teacher_features = tuple(dict.fromkeys(t for _, t in self.pairs))
-        self.require_features()
-
-    def _on_coarser_grid(self, s_name: str, t_name: str, s, t):
-        fs, ft = self.feature("student", s_name), self.feature("teacher", t_name)
-        dst = ("teacher", t_name) if fs.height * fs.width >= ft.height * ft.width else ("student", s_name)
-        return self.align(s, ("student", s_name), dst), self.align(t, ("teacher", t_name), dst)
 
     def forward(self, teacher, student, target):
         p = float(self.options["p"])
         total = 0.0
         for s_name, t_name in self.pairs:
-            s, t = self._on_coarser_grid(s_name, t_name, student[s_name], teacher[t_name])
+            s, t = self.on_coarser_grid(s_name, t_name, student[s_name], teacher[t_name])
             total = total + (at_map(s, p) - at_map(t, p)).pow(2).mean()
         return {"at": float(self.options["weight"]) / 2 * total}

@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from hkd.distill.functional import align
+from hkd.distill.functional import align, as_name_list, parse_pair
 from hkd.models.base import Feature, FeatureSpecs
 
 SIDES = ("teacher", "student")
@@ -115,3 +115,29 @@ class DistillMethod(nn.Module):
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Return named loss terms given teacher/student features and the label map (B, H, W)."""
         raise NotImplementedError
+
+
+class LayerPairsMethod(DistillMethod):
+    """A method comparing pairs of maps named by its ``layers`` option: ``"student:teacher"``, or one name
+    for the same feature on both sides (:func:`~hkd.distill.functional.parse_pair`); ``self.pairs`` lists
+    them as ``(student, teacher)``. Subclasses give ``layers`` a default in :meth:`option_defaults`."""
+
+    @classmethod
+    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
+        layers = options.get("layers", cls.option_defaults()["layers"])
+        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
+
+    def __init__(self, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]
+        if not self.pairs:
+            raise ValueError(f"distillation method '{self.name}': no layers given")
+        self.student_features = tuple(dict.fromkeys(s for s, _ in self.pairs))
+        self.teacher_features = tuple(dict.fromkeys(t for _, t in self.pairs))
+        self.require_features()
+
+    def on_coarser_grid(self, s_name: str, t_name: str, s: torch.Tensor, t: torch.Tensor):
+        """The student map ``s`` and teacher map ``t`` of a pair, both on the grid with fewer cells."""
+        fs, ft = self.feature("student", s_name), self.feature("teacher", t_name)
+        dst = ("teacher", t_name) if fs.height * fs.width >= ft.height * ft.width else ("student", s_name)
+        return self.align(s, ("student", s_name), dst), self.align(t, ("teacher", t_name), dst)

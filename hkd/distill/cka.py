@@ -32,8 +32,7 @@ from __future__ import annotations
 import torch
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
-from hkd.distill.functional import as_name_list, parse_pair
+from hkd.distill.base import LayerPairsMethod
 
 DEFAULT_LAYERS = ("enc_s4", "enc_s8", "bottleneck")
 EPS = 1e-12
@@ -52,7 +51,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @register
-class LinearCKA(DistillMethod):
+class LinearCKA(LayerPairsMethod):
     name = "cka"
     teacher_features = DEFAULT_LAYERS
     student_features = DEFAULT_LAYERS
@@ -61,26 +60,9 @@ class LinearCKA(DistillMethod):
     def option_defaults(cls) -> dict:
         return {"weight": 7.0, "layers": list(DEFAULT_LAYERS)}
 
-    @classmethod
-    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
-        layers = options.get("layers", cls.option_defaults()["layers"])
-        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
-
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]
-        if not self.pairs:
-            raise ValueError("distillation method 'cka': no layers given")
-        self.student_features = tuple(dict.fromkeys(s for s, _ in self.pairs))
-        self.teacher_features = tuple(dict.fromkeys(t for _, t in self.pairs))
-        self.require_features()
-
     def forward(self, teacher, student, target):
         total = 0.0
         for s_name, t_name in self.pairs:
-            fs, ft = self.feature("student", s_name), self.feature("teacher", t_name)
-            dst = ("teacher", t_name) if fs.height * fs.width >= ft.height * ft.width else ("student", s_name)
-            s = self.align(student[s_name], ("student", s_name), dst)
-            t = self.align(teacher[t_name], ("teacher", t_name), dst)
+            s, t = self.on_coarser_grid(s_name, t_name, student[s_name], teacher[t_name])
             total = total + (1 - linear_cka(positions(t), positions(s)))
         return {"cka": float(self.options["weight"]) * total / len(self.pairs)}

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
-from hkd.distill.functional import as_name_list, parse_pair
+from hkd.distill.base import LayerPairsMethod
 
 DEFAULT_LAYERS = ("enc_s4", "enc_s8", "bottleneck", "dec_s4")
 EPS = 1e-7
@@ -55,7 +54,7 @@ def flow_divergence(student: torch.Tensor, teacher: torch.Tensor, pool: str) -> 
 
 
 @register
-class InformationFlow(DistillMethod):
+class InformationFlow(LayerPairsMethod):
     name = "infoflow"
     teacher_features = DEFAULT_LAYERS
     student_features = DEFAULT_LAYERS
@@ -64,21 +63,10 @@ class InformationFlow(DistillMethod):
     def option_defaults(cls) -> dict:
         return {"weight": 300.0, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
 
-    @classmethod
-    def required_teacher_features(cls, options: dict) -> tuple[str, ...]:
-        layers = options.get("layers", cls.option_defaults()["layers"])
-        return tuple(dict.fromkeys(parse_pair(spec)[1] for spec in as_name_list(layers)))
-
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         if self.options["pool"] not in ("flatten", "mean"):
             raise ValueError(f"distillation method 'infoflow': pool must be flatten|mean, got {self.options['pool']!r}")
-        self.pairs = [parse_pair(spec) for spec in as_name_list(self.options["layers"])]
-        if not self.pairs:
-            raise ValueError("distillation method 'infoflow': no layers given")
-        self.student_features = tuple(dict.fromkeys(s for s, _ in self.pairs))
-        self.teacher_features = tuple(dict.fromkeys(t for _, t in self.pairs))
-        self.require_features()
 
     def forward(self, teacher, student, target):
         pool = self.options["pool"]
