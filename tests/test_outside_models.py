@@ -199,3 +199,12 @@ def test_hkd_features_prints_the_swinunetr_table(capsys):
     assert rows["logits"] == ["(output)", "9", "64x64", "1", "0.5"]
     assert main(["features", "--config", str(MONAI_YAML), "--key", "teacher.nothing", "--size", "64"]) == 1
     assert "no key 'teacher.nothing' (missing 'nothing')" in capsys.readouterr().err
+
+
+def test_the_probe_runs_in_eval_mode_and_restores_training_mode():
+    """A batch norm in training mode cannot normalise one value per channel (a 1-slice probe whose deepest
+    map is 1x1): the probe runs in eval mode, then the model is as it was."""
+    spec = {**yaml.safe_load((REPO / "config.yaml").read_text())["teacher"]["model"], "img_size": 16}
+    model = build_model(spec).train()
+    specs = recorder_of(model, spec).describe(16)
+    assert specs["bottleneck"].height == 1 and model.training

@@ -160,6 +160,7 @@ class FeatureRecorder:
         device = param.device if param is not None else torch.device("cpu")
         was_training = self.model.training
         try:
+            self.model.eval()
             with torch.no_grad():
                 x = torch.zeros(1, self.in_channels, size, size, device=device)
                 feats = self(x.contiguous(), names)
