@@ -47,6 +47,8 @@ def study_loads(rule: str, method: str | None) -> tuple[str, ...]:
         return ("hkd.distill.scratch",)
     if rule in ("train_scratch", "train_student", "teacher_cache"):
         return (f"hkd.distill.{method}",)
+    if rule == "train_cohort":  # a cohort trains its study's methods at once
+        return tuple(f"hkd.distill.{m}" for m in cohort_methods())
     return ()
 
 
@@ -204,7 +206,7 @@ def test_every_job_declares_the_modules_its_command_and_method_run(rule_code, st
         assert STUDY_COMMANDS.get(rule, command) == command, rule
         if not (method or "").startswith("other study"):
             assert code == modules_of(command, study, study_loads(rule, method)), (rule, method)
-        assert code & methods == (cohort_methods() if rule == "train_cohort" else  # a cohort trains its methods at once
+        assert code & methods == ({f"hkd/distill/{m}.py" for m in cohort_methods()} if rule == "train_cohort" else
                                   {f"hkd/distill/{method}.py"} if rule.startswith(("train_", "teacher_cache"))
                                   and rule != "train_teacher" else
                                   {"hkd/distill/scratch.py"} if rule == "train_teacher" else set()), (rule, method)
@@ -213,11 +215,11 @@ def test_every_job_declares_the_modules_its_command_and_method_run(rule_code, st
                                "hkd/data/transunet_format.py"}, rule
 
 
-def cohort_methods() -> set[str]:
-    """The method files of the one study config whose students train in lock-step cohorts."""
+def cohort_methods() -> list[str]:
+    """The methods of the one study config whose students train in lock-step cohorts."""
     configs = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "workflow" / "configs").glob("*.yaml"))]
     (cohort,) = [c for c in configs if c.get("students", {}).get("lockstep")]
-    return {f"hkd/distill/{m}.py" for m in cohort["students"]["methods"]}
+    return cohort["students"]["methods"]
 
 
 def available_methods() -> list[str]:
