@@ -33,6 +33,17 @@ def _torch_threads():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, for tests of tiny tensors (more only oversubscribe shared CPUs)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def make_case(shape=(32, 32, 8), seed=0):
     """A small image (int16 HU) with a 'liver' block (label 6) on the patient's right."""
     rng = np.random.default_rng(seed)

@@ -38,13 +38,7 @@ TEACHER = specs(TEACHER_SHAPES, "top-left")
 STUDENT = specs(STUDENT_SHAPES, "centred")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscribing shared CPUs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def feats(specs_, names, seed, requires_grad=False):

@@ -117,6 +117,22 @@ class DistillMethod(nn.Module):
         raise NotImplementedError
 
 
+class LogitsMethod(DistillMethod):
+    """A method comparing the two models' logits (same classes), with a positive ``temperature`` option."""
+
+    teacher_features: ClassVar[tuple[str, ...]] = ("logits",)
+    student_features: ClassVar[tuple[str, ...]] = ("logits",)
+
+    def __init__(self, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int, **options):
+        super().__init__(teacher_specs, student_specs, num_classes, **options)
+        self.require_matching_classes()
+        self.require_positive("temperature")
+
+    def logits(self, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]):
+        """The student's logits and the teacher's, moved onto the student's grid."""
+        return student["logits"], self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+
+
 class LayerPairsMethod(DistillMethod):
     """A method comparing pairs of maps named by its ``layers`` option: ``"student:teacher"``, or one name
     for the same feature on both sides (:func:`~hkd.distill.functional.parse_pair`); ``self.pairs`` lists

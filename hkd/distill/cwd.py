@@ -15,28 +15,20 @@ street scenes).
 from __future__ import annotations
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
+from hkd.distill.base import LogitsMethod
 from hkd.distill.functional import kd_kl
 
 
 @register
-class ChannelWise(DistillMethod):
+class ChannelWise(LogitsMethod):
     name = "cwd"
-    teacher_features = ("logits",)
-    student_features = ("logits",)
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"temperature": 4.0, "weight": 1.0}
 
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.require_matching_classes()
-        self.require_positive("temperature")
-
     def forward(self, teacher, student, target):
-        s = student["logits"]
-        t = self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+        s, t = self.logits(teacher, student)
         # (N, C, H*W): softmax over the pixels of each channel; kd_kl averages over the N*C channels.
         loss = kd_kl(s.flatten(2), t.flatten(2), self.options["temperature"], dim=-1)
         return {"cwd": float(self.options["weight"]) * loss}

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
+from hkd.distill.base import LogitsMethod
 
 EPS = 1e-12
 
@@ -58,22 +58,14 @@ def relation_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: f
 
 
 @register
-class DIST(DistillMethod):
+class DIST(LogitsMethod):
     name = "dist"
-    teacher_features = ("logits",)
-    student_features = ("logits",)
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"temperature": 1.0, "beta": 50.0, "gamma": 3.0}
 
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.require_matching_classes()
-        self.require_positive("temperature")
-
     def forward(self, teacher, student, target):
-        s = student["logits"]
-        t = self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+        s, t = self.logits(teacher, student)
         inter, intra = relation_losses(s, t, self.options["temperature"])
         return {"dist_inter": float(self.options["beta"]) * inter, "dist_intra": float(self.options["gamma"]) * intra}

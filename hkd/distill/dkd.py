@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
+from hkd.distill.base import LogitsMethod
 from hkd.distill.functional import one_hot
 
 
@@ -58,22 +58,14 @@ def decoupled_kl(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Ten
 
 
 @register
-class DecoupledKD(DistillMethod):
+class DecoupledKD(LogitsMethod):
     name = "dkd"
-    teacher_features = ("logits",)
-    student_features = ("logits",)
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"temperature": 4.0, "alpha": 1.5, "beta": 1.5}
 
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.require_matching_classes()
-        self.require_positive("temperature")
-
     def forward(self, teacher, student, target):
-        s = student["logits"]
-        t = self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+        s, t = self.logits(teacher, student)
         tckd, nckd = decoupled_kl(s, t, target, self.options["temperature"])
         return {"dkd_tc": float(self.options["alpha"]) * tckd, "dkd_nc": float(self.options["beta"]) * nckd}

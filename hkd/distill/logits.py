@@ -15,15 +15,13 @@ alpha 0.1 keeps it within 0.1x-10x over training on the embedded default study
 from __future__ import annotations
 
 from hkd.distill import register
-from hkd.distill.base import DistillMethod
+from hkd.distill.base import LogitsMethod
 from hkd.distill.functional import kd_kl
 
 
 @register
-class LogitsKD(DistillMethod):
+class LogitsKD(LogitsMethod):
     name = "logits"
-    teacher_features = ("logits",)
-    student_features = ("logits",)
 
     @classmethod
     def option_defaults(cls) -> dict:
@@ -31,8 +29,6 @@ class LogitsKD(DistillMethod):
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.require_matching_classes()
-        self.require_positive("temperature")
         if not 0.0 <= float(self.options["alpha"]) < 1.0:
             raise ValueError(f"distillation method 'logits': option 'alpha' must be in [0, 1), "
                              f"got {self.options['alpha']!r}")
@@ -42,7 +38,6 @@ class LogitsKD(DistillMethod):
         return 1.0 - float(self.options["alpha"])
 
     def forward(self, teacher, student, target):
-        s = student["logits"]
-        t = self.align(teacher["logits"], ("teacher", "logits"), ("student", "logits"))
+        s, t = self.logits(teacher, student)
         loss = kd_kl(s, t, self.options["temperature"], dim=1)
         return {"kd_logits": float(self.options["alpha"]) * loss}
