@@ -123,7 +123,7 @@ def feature_paths(spec: dict) -> dict[str, str]:
 
 def recorder_of(model: nn.Module, spec: dict, role: str = "model") -> FeatureRecorder:
     """The recorder of ``model``'s features as its spec names them; ``role`` (teacher, student) names it in errors."""
-    args = spec.get("args") or {} if _arch(spec).outside else spec
+    args = (spec.get("args") or {}) if _arch(spec).outside else spec
     return FeatureRecorder(model, feature_paths(spec), spec.get("grid") or _arch(spec).grid,
                            f"{role} ({label(spec)})", int(args.get("in_channels", 1)))
 

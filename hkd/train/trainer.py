@@ -106,7 +106,8 @@ def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
     """The spec a run builds its model from: the configured model and, for hkd's own networks, the data's
     classes (TransUNet also the slice size); an outside network states its own (checked by
     :func:`check_classes`)."""
-    if not ARCHITECTURES.get(str(model.get("arch", "")).lower(), ARCHITECTURES["module"]).takes_classes:
+    arch = ARCHITECTURES.get(str(model.get("arch", "")).lower())
+    if arch is None or not arch.takes_classes:  # an unknown arch is refused when the model is built
         return dict(model)
     spec = {**model, "num_classes": num_classes}
     if spec.get("arch") == "transunet":
