@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import hkd.distill as distill
-from hkd.distill.functional import align, at_map, coarsest, kd_kl
+from hkd.distill.functional import align, at_map, kd_kl
 from hkd.models.base import Feature
 
 METHODS = ("scratch", "logits", "latent", "hlfd", "at", "fitnet", "cwd", "relrep", "ofa", "dkd", "dist", "infoflow", "cka")

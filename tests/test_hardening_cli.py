@@ -11,20 +11,16 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from hkd.cli import main
-from hkd.data.cases import DataError, find_raw_cases, load_raw_case
 from hkd.models.checkpoint import load_model
 from hkd.train.trainer import train
 
-from conftest import REPO, TINY_TEACHER, make_case, write_rawdata
+from conftest import REPO, TINY_TEACHER
 from test_hardening import _patch_header, _replace_case, one_line_error, run_cli, snapshot, snakemake
 
 SMALL = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu"}

@@ -14,7 +14,7 @@ from hkd.data.layouts import find_layout_cases
 from hkd.data.sources import count_cases, list_cases
 from hkd.data.synapse import TOKEN_HELP, download, extract_zip, has_credentials
 
-from conftest import LPS_AFFINE, RAS_AFFINE, REAL_CT, make_case, write_nifti, write_rawdata
+from conftest import RAS_AFFINE, REAL_CT, make_case, write_nifti
 
 
 def test_lps_and_ras_cases_reorient_to_the_same_display_arrays(rawdata):

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hkd.data.cases import DataError, find_raw_cases, load_raw_case
+from hkd.data.cases import DataError, find_raw_cases
 from hkd.data.dataset import load_slices, load_volume, read_meta
 from hkd.data.preprocess import label_lookup, map_labels, pad_to_square, prepare_dataset, resize_slices, window
 from hkd.data.sources import iter_cases, list_cases

@@ -7,7 +7,6 @@ embeddings tie features to absolute position, so a target that is only approxima
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pandas as pd
