@@ -86,9 +86,29 @@ def _registry_modules(root: Path, path: Path, tree: ast.AST) -> set[Path]:
     return {f for name in named if name.startswith(f"{PACKAGE}.") and (f := _module_file(root, name)) is not None}
 
 
-@lru_cache(maxsize=None)
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
 def _parse(path: Path) -> ast.Module:
+    """The file's syntax tree, parsed once per content (a process that plans several times, such as the
+    test suite's in-process dry runs, sees an edited file anew)."""
+    return _parse_stamped(path, _stamp(path))
+
+
+@lru_cache(maxsize=None)
+def _parse_stamped(path: Path, stamp: tuple[int, int]) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
+
+
+@lru_cache(maxsize=None)
+def _file_imports(path: Path, stamp: tuple[int, int], root: Path) -> tuple[frozenset[str], bool]:
+    """What running the file ``path`` may import: the modules its import statements name, and whether it
+    loads modules by name (a registry). Walked once per content: every command's closure reads these."""
+    tree = _parse_stamped(path, stamp)
+    names = frozenset(_imported_names(tree, _module_name(root, path), path.name == "__init__.py"))
+    return names, _is_dynamic(tree)
 
 
 def _with_parents(root: Path, name: str) -> set[Path]:
@@ -114,12 +134,11 @@ def _closure(root: Path, start: set[str], loads: set[Path], opaque: frozenset[Pa
         seen.add(path)
         if path in opaque:
             continue
-        tree = _parse(path)
-        name = _module_name(root, path)
-        for imported in _imported_names(tree, name, path.name == "__init__.py"):
-            todo.extend(_with_parents(root, imported))
-        if _is_dynamic(tree):
-            registry = _registry_modules(root, path, tree)
+        imported, dynamic = _file_imports(path, _stamp(path), root)
+        for name in imported:
+            todo.extend(_with_parents(root, name))
+        if dynamic:
+            registry = _registry_modules(root, path, _parse(path))
             for loaded in registry & loads or registry:  # with the packages above it
                 todo.extend(_with_parents(root, _module_name(root, loaded)))
     return seen
@@ -173,8 +192,13 @@ def _command_start(root: Path, command: str) -> tuple[Path, set[str]]:
     return path, start
 
 
+def _package_stamp(root: Path) -> tuple:
+    """The package's files with their modification times and sizes: a key that changes with any edit."""
+    return tuple((p, *_stamp(p)) for p in sorted((root / PACKAGE).rglob("*.py")))
+
+
 @lru_cache(maxsize=None)
-def _command_modules(command: str, root: Path, loads: frozenset[str]) -> tuple[str, ...]:
+def _command_modules(command: str, root: Path, loads: frozenset[str], package: tuple) -> tuple[str, ...]:
     module, start = _command_start(root, command)
     load_files = {f for name in loads for f in _with_parents(root, name)} | {module}
     # the dispatcher loads the command's module, whose own part was read by _command_start
@@ -185,7 +209,8 @@ def _command_modules(command: str, root: Path, loads: frozenset[str]) -> tuple[s
 def command_modules(command: str, root: str | Path, loads=()) -> list[str]:
     """Paths (relative to ``root``, the folder holding ``hkd/``) of the modules ``hkd <command>`` executes
     when it makes the registries load the modules ``loads`` (dotted names, e.g. ``hkd.distill.hlfd``)."""
-    return list(_command_modules(command, Path(root).resolve(), frozenset(loads)))
+    root = Path(root).resolve()
+    return list(_command_modules(command, root, frozenset(loads), _package_stamp(root)))
 
 
 def package_modules(root: str | Path) -> list[str]:

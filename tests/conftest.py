@@ -18,6 +18,8 @@ import yaml
 from helpers import (CLASSES, LABEL_MAP, REAL_CT, REPO, STUDY, THREADS, TINY_STUDENT, TINY_TEACHER,  # noqa: F401
                      copy_tracked_files, merge, snakemake, study_config)
 
+pytest_plugins = ["timing"]
+
 LPS_AFFINE = np.diag([-0.8, -0.8, 3.0, 1.0])
 RAS_AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])
 

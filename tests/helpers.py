@@ -5,7 +5,9 @@ Fixtures built from these live in ``conftest.py``; import plain values and funct
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import shutil
 import subprocess
@@ -29,8 +31,8 @@ TINY_TEACHER = {"arch": "transunet", "hidden_size": 32, "num_layers": 1, "num_he
                 "block_units": [1, 1, 1], "resnet_width": 8, "decoder_channels": [32, 16, 8, 8]}
 TINY_STUDENT = {"arch": "squeezeunet", "width": 0.25}
 
-# Per-test torch threads (the CI machine has 2 cores); HKD_TEST_THREADS overrides.
-THREADS = int(os.environ.get("HKD_TEST_THREADS", "2"))
+# Per-test torch threads (the CI machine has 2 cores, one per pytest-xdist worker); HKD_TEST_THREADS overrides.
+THREADS = int(os.environ.get("HKD_TEST_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"))
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -116,9 +118,49 @@ def copy_tracked_files(dest: Path) -> Path:
     return dest
 
 
-def snakemake(root: Path, *args: str, env: dict | None = None, timeout: float | None = None):
-    """``snakemake`` on the workflow copy in ``root``, its ``hkd`` commands importing that copy."""
+# Snakemake flags that only plan (nothing runs): such calls run in this interpreter.
+PLANNING = {"-n", "--dry-run", "--dryrun", "--rulegraph", "--dag", "--d3dag", "--filegraph", "--lint"}
+# What the current test asked of Snakemake ("plan", "run"): tests/timing.py reads it to say what kind it is.
+CALLS: list[str] = []
+
+
+def snakemake(root: Path, *args: str, directory: Path | None = None, env: dict | None = None,
+              timeout: float | None = None, process: bool = False) -> subprocess.CompletedProcess:
+    """``snakemake ARGS`` on the workflow in ``root`` (its Snakefile, its ``hkd`` package for the jobs),
+    working in ``directory`` (default ``root``).
+
+    A call that only plans (a flag of ``PLANNING``) runs in this interpreter through Snakemake's own
+    command-line entry point, so Snakemake's start-up and the imports of the workflow's checks (torch) are
+    paid once per test run, not once per dry run; the workflow's checks then use this interpreter's
+    ``hkd``, which is ``root``'s for the checkouts and copies the tests use. Calls that run jobs, and
+    ``process=True``, start ``python -m snakemake`` (the command line itself, tested as users run it)."""
+    argv = ["--directory", str(directory or root), "--snakefile", str(root / "Snakefile"), *args]
+    CALLS.append("plan" if PLANNING & set(args) else "run")
+    if not process and PLANNING & set(args):
+        return _in_process(argv, env or {})
     env = {**os.environ, **(env or {}), "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(root), "--snakefile",
-                           str(root / "Snakefile"), *args], cwd=root, capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "snakemake", *argv], cwd=root, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def _in_process(argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Snakemake's command line run here, its output captured, the process state (working folder,
+    ``sys.path``, environment) restored after, as a finished process would leave it."""
+    import snakemake.cli
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd, path, environ = os.getcwd(), list(sys.path), dict(os.environ)
+    os.environ.update(env)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                snakemake.cli.main(argv)
+            except SystemExit as exit:
+                code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        os.chdir(cwd)
+        sys.path[:] = path
+        os.environ.clear()
+        os.environ.update(environ)
+    return subprocess.CompletedProcess(["snakemake", *argv], code, out.getvalue(), err.getvalue())

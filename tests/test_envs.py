@@ -83,6 +83,7 @@ def _conda_pins(env: dict) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.install
 @pytest.mark.parametrize("path", ENVS, ids=[p.stem for p in ENVS])
 def test_conda_pip_step_resolves_with_dependencies(path, tmp_path):
     """Replays conda's pip step: Snakemake copies the env file to .snakemake/conda/ and conda runs pip
@@ -120,6 +121,7 @@ def test_conda_pip_step_resolves_with_dependencies(path, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.install
 @pytest.mark.parametrize("extra", ["", "[test]", "[synapse]"])
 def test_pip_install_of_the_project_resolves_without_backtracking(extra, tmp_path):
     """What the README's install commands (and the Synapse extra) ask pip to resolve, from a copy of

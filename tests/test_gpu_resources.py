@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO, snakemake
 
 GPU_RULES = {"train_teacher", "teacher_cache", "train_student", "train_scratch", "train_cohort"}  # those planned
 
 
 def dry_run(*args: str, cuda: str, tmp_path) -> tuple[dict[str, set[str]], list[str]]:
     """Resources of every planned job by rule, and the workflow's GPU log lines, from `snakemake -n`."""
-    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", f"out={tmp_path}/out", *args],
-                         cwd=REPO, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": cuda})
+    run = snakemake(REPO, "-n", "--config", f"out={tmp_path}/out", *args, env={"CUDA_VISIBLE_DEVICES": cuda})
     out = run.stdout + run.stderr
     assert run.returncode == 0, out[-3000:]
     resources: dict[str, set[str]] = {}

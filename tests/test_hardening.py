@@ -37,6 +37,7 @@ from hkd.models.checkpoint import load_model
 from hkd.train.trainer import train
 
 from conftest import LPS_AFFINE, REPO, make_case, write_nifti, write_rawdata
+import helpers
 from helpers import merge as _merge
 
 
@@ -540,9 +541,7 @@ def snakemake(tmp_path: Path, patch: dict, *args) -> subprocess.CompletedProcess
     cfg = _merge(yaml.safe_load((REPO / "config.yaml").read_text()), {"out": str(tmp_path / "out"), **patch})
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                           "--directory", str(tmp_path), "--configfile", str(path), "--cores", "1", *args],
-                          capture_output=True, text=True)
+    return helpers.snakemake(REPO, "--configfile", str(path), "--cores", "1", *args, directory=tmp_path)
 
 
 def planned(result: subprocess.CompletedProcess) -> set[str]:

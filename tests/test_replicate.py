@@ -9,9 +9,8 @@ import sys
 
 import pandas as pd
 import pytest
-import yaml
 
-from helpers import REPO, STUDY, copy_tracked_files, merge, snakemake, study_config
+from helpers import REPO, snakemake
 
 
 def load_replicate(root=REPO):
@@ -63,18 +62,19 @@ def test_seed_sets_are_disjoint():
 
 
 @pytest.mark.slow
-def test_the_second_study_plans_no_data_or_teacher_job(tmp_path):
-    """The tiny study up to its teacher and its feature cache (one teacher epoch: about 40 s on one core),
-    then B's dry run: B trains and evaluates its students and the verdicts, nothing upstream; without A's
-    teacher it would train one."""
-    root = copy_tracked_files(tmp_path / "repo")
-    config = merge(study_config(STUDY, "results/a"), {"teacher": {"train": {"epochs": 1}}})
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    upstream = ["results/a/models/teacher/cache/logits.h5", "results/a/eval/teacher.csv"]
-    run = snakemake(root, "--cores", "1", *upstream)
-    assert run.returncode == 0, run.stderr[-3000:]
+def test_the_second_study_plans_no_data_or_teacher_job(default_study, tmp_path):
+    """B (the next seed) beside the shared finished study A, then B's dry run: B trains and evaluates its
+    students and the verdicts, nothing upstream; without A's teacher it would train one."""
+    root, config = default_study.root, default_study.config
     rep = load_replicate(root).prepare(root)
-    assert rep.seeds == ([0], [1]) and rep.second == root / "results" / "a-replicate"
+    try:
+        _check_second_study(root, config, rep, tmp_path)
+    finally:  # the shared study as it was
+        shutil.rmtree(rep.second)
+
+
+def _check_second_study(root, config, rep, tmp_path):
+    assert rep.seeds == ([0], [1]) and rep.second == root / "results" / "study-replicate"
     assert rep.linked == list(replicate.UPSTREAM)
     assert os.path.samefile(rep.first / "models/teacher/best.pt", rep.second / "models/teacher/best.pt")
     distilled = len(config["students"]["methods"]) - 1

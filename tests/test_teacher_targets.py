@@ -215,14 +215,9 @@ def test_augmentation_keeps_tensors_on_their_device():
 
 
 def test_the_workflow_refuses_a_teacher_cache_for_augmented_students(tmp_path):
-    import subprocess
-    import sys
+    from helpers import REPO, snakemake
 
-    from conftest import REPO
-
-    run = lambda *cfg: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--config", f"out={tmp_path}", *cfg],
-        cwd=REPO, capture_output=True, text=True)
+    run = lambda *cfg: snakemake(REPO, "-n", "--cores", "1", "--config", f"out={tmp_path}", *cfg)  # noqa: E731
     refused = run("teacher={'cache': ['logits']}")
     assert refused.returncode != 0
     out = refused.stdout + refused.stderr

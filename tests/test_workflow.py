@@ -11,19 +11,20 @@ import textwrap
 import pytest
 import yaml
 
+import helpers
 from helpers import REPO, default_config, merge, runnable
 from hkd.workflow_deps import command_modules
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 CONFIGS = sorted((REPO / "workflow" / "configs").glob("*.yaml"))
 
 
-def snakemake(*args, cwd=REPO):
-    return subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
+def snakemake(*args, process=False):
+    return helpers.snakemake(REPO, *args, process=process)
 
 
 def test_dry_run_of_the_default_config(tmp_path):
-    result = snakemake("-n", "--cores", "2", "--config", f"out={tmp_path}")
+    """The command line itself, in a new process, as a user types it."""
+    result = snakemake("-n", "--cores", "2", "--config", f"out={tmp_path}", process=True)
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     for rule in ("phantom", "split", "prepare", "train_teacher", "train_student"):

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from hkd.models import external, squeezeunet, transunet
@@ -126,6 +127,20 @@ def recorder_of(model: nn.Module, spec: dict, role: str = "model") -> FeatureRec
     args = (spec.get("args") or {}) if _arch(spec).outside else spec
     return FeatureRecorder(model, feature_paths(spec), spec.get("grid") or _arch(spec).grid,
                            f"{role} ({label(spec)})", int(args.get("in_channels", 1)))
+
+
+def describe_spec(spec: dict, size: int, role: str = "model") -> FeatureSpecs:
+    """The feature table of a model spec for a ``size`` x ``size`` input (:meth:`FeatureRecorder.describe`),
+    measured without weights or arithmetic: the network is built and probed on the meta device, where
+    tensors carry shapes only (a paper-size TransUNet in a tenth of the time). A network that needs values
+    in its forward pass (``.item()``, as MONAI's SwinUNETR) or fails there is built and probed on the CPU,
+    so its errors are the CPU's own."""
+    try:
+        with torch.device("meta"):
+            model = build_model(spec)
+        return recorder_of(model, spec, role).describe(size)
+    except Exception:  # noqa: BLE001 - any failure is judged by the CPU probe below
+        return recorder_of(build_model(spec), spec, role).describe(size)
 
 
 def gradcam_layer(spec: dict) -> str:

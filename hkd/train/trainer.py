@@ -35,7 +35,7 @@ from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
 from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
-from hkd.models import ARCHITECTURES, build_model, count_parameters, label, model_blocks, recorder_of
+from hkd.models import ARCHITECTURES, build_model, count_parameters, describe_spec, label, model_blocks, recorder_of
 from hkd.models.recorder import OUTPUT
 from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment, convergence, gradient_balance
@@ -158,8 +158,8 @@ class ConfigCheckError(ValueError):
 
 def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | None = None) -> TrainConfig:
     """Check a training config with the code a run uses, before any data or weights exist: the recipe
-    (:meth:`TrainConfig.from_dict`), the student's and the teacher's model specs (:func:`build_model`,
-    models built on the CPU and never trained) and the method's options (:func:`hkd.distill.build`).
+    (:meth:`TrainConfig.from_dict`), the student's and the teacher's model specs (:func:`describe_spec`,
+    shapes measured without weights, never trained) and the method's options (:func:`hkd.distill.build`).
     ``_cache`` (a dict) keeps feature specs between calls. Raises :class:`ConfigCheckError`."""
     cache = {} if _cache is None else _cache
 
@@ -169,7 +169,7 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
         if key not in cache:
             try:
                 role = "teacher" if part == "teacher" else "model"
-                cache[key] = recorder_of(build_model(spec), spec, role).describe(image_size)
+                cache[key] = describe_spec(spec, image_size, role)
                 check_classes(role, spec, cache[key], num_classes)
             except (ValueError, TypeError, RuntimeError, ImportError) as exc:
                 raise ConfigCheckError(part, str(exc)) from None
