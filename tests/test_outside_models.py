@@ -208,3 +208,15 @@ def test_the_probe_runs_in_eval_mode_and_restores_training_mode():
     model = build_model(spec).train()
     specs = recorder_of(model, spec).describe(16)
     assert specs["bottleneck"].height == 1 and model.training
+
+
+@pytest.mark.parametrize("spec", [TINY_TEACHER, {"arch": "squeezeunet", "width": 0.25, "num_classes": 9},
+                                  TINY_SWIN, TINY_BASICUNET], ids=["transunet", "squeezeunet", "swinunetr",
+                                                                   "basicunet"])
+def test_the_dry_run_probe_measures_what_a_real_forward_pass_measures(spec):
+    """describe_spec probes on the meta device (shapes only), falling back to the CPU where a network needs
+    values (SwinUNETR's .item()): its table equals a recorder's on a CPU network with weights."""
+    from hkd.models import describe_spec
+
+    spec = {**spec, "img_size": 64} if spec["arch"] == "transunet" else spec
+    assert describe_spec(spec, 64) == recorder_of(build_model(spec), spec).describe(64)
