@@ -33,7 +33,6 @@ from hkd import distill
 from hkd.distill import MissingFeatureError
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
-from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import ARCHITECTURES, build_model, count_parameters, label, model_blocks, recorder_of
 from hkd.models.recorder import OUTPUT
@@ -41,6 +40,7 @@ from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment, convergence, gradient_balance
 from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
+from hkd.train.run_folder import RunFolders
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("poly", "cosine")
-WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
@@ -249,9 +248,9 @@ class Run:
         # output, so a workflow manager does not delete it when a killed run is restarted.
         self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
         self.resume_path = self.work_dir / "state.pt" if resume_dir else None
-        if resume_dir:  # deleted when the run ends: never the output folder, never a folder of the user's
-            check_apart("--work", self.work_dir, "--out", self.out_dir)
-            claim_folder(self.work_dir, "--work", WORK_FILES, create=False)
+        # Written only when new, empty or hkd's, by one run at a time (claimed and locked when training starts).
+        self.folders = RunFolders(self.out_dir, resume_dir)
+        self.folders.check()
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
@@ -333,8 +332,6 @@ class Run:
 
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""
-        if self.resume_path:
-            claim_folder(self.work_dir, "--work", WORK_FILES)
         if self.resume_path and self.resume_path.exists():
             try:
                 state = load_state(self.resume_path)
@@ -346,8 +343,7 @@ class Run:
                 return
             if state:
                 log.info("ignoring %s: written by a run with another configuration", self.resume_path)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
+        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run (the folder is hkd's)
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -475,6 +471,14 @@ class Run:
         """Train as configured, yielding after every optimisation step, so that several runs can advance
         together (:mod:`hkd.train.lockstep`); ``self.metrics`` holds the metrics at the end."""
         cfg = self.cfg
+        self.folders.claim()
+        try:
+            yield from self._steps()
+        finally:
+            self.folders.release()
+
+    def _steps(self):
+        cfg = self.cfg
         self.try_resume()
         started = time.time() - sum(r["seconds"] for r in self.history)
         status, diverged_at = "completed", None
@@ -561,8 +565,7 @@ class Run:
         metrics["gradient_flags"] = gradient_balance.flags(self.history, self.cfg.distill_warmup)
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
-        if self.resume_path:
-            remove_own(self.work_dir, WORK_FILES)
+        self.folders.remove_work()
         return metrics
 
 
