@@ -57,6 +57,44 @@ def schema_error(cfg: dict, schema_path: str | Path) -> str | None:
     return f"config key {key}: {broken}"
 
 
+def _decimal_integer(value, schema: dict, root: dict, path: tuple) -> tuple | None:
+    """The path of the first value written as a decimal (``48.0``) where ``schema`` asks for an integer."""
+    if "$ref" in schema:
+        schema = root.get("$defs", {}).get(schema["$ref"].rsplit("/", 1)[-1], {})
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, float) and "integer" in kinds and "number" not in kinds:
+        return path
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            found = sub is not None and _decimal_integer(item, sub, root, (*path, key))
+            if found:
+                return found
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found = _decimal_integer(item, schema["items"], root, (*path, i))
+            if found:
+                return found
+    return None
+
+
+def check_whole_numbers(cfg: dict, schema_path: str | Path) -> None:
+    """Refuse a whole number written as a decimal (``image_size: 48.0``): JSON Schema's ``integer`` accepts
+    it, but the code it reaches (torch's sizes, Python's ranges) does not."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    path = _decimal_integer(cfg, schema, schema, ())
+    if path:
+        value = cfg
+        for key in path:
+            value = value[key]
+        raise ValueError(f"config key {'.'.join(map(str, path))}: {value!r} must be written as a whole number "
+                         f"({int(value)}), without a decimal point")
+
+
 def check_config(cfg: dict) -> None:
     """Raise ValueError naming the key for what the schema cannot say."""
     data = cfg["data"]
@@ -144,10 +182,15 @@ def check_methods(cfg: dict) -> None:
         if unknown:
             raise ValueError(f"config key {key}: unknown method(s) {unknown}; available: {available}")
     for name, options in cfg["distill"].items():
-        known = distill.get(name).option_defaults()
+        method = distill.get(name)
+        known = method.option_defaults()
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"config key distill.{name}: unknown option(s) {unknown}; {name} takes {sorted(known)}")
+        try:
+            method.check_options(options)
+        except distill.OptionError as exc:
+            raise ValueError(f"config key distill.{name}.{exc.option}: {exc}") from None
 
 
 def source_cases(data: dict, out: str) -> int | None:

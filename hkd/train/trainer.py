@@ -51,6 +51,19 @@ SCHEDULES = ("poly", "cosine")
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
 
 
+# The type of each kind of TrainConfig field, in words and as Python types (a float field takes an int too).
+_TYPES = {"int": ("a whole number", int), "float": ("a number", (int, float)), "str": ("a text", str),
+          "bool": ("true or false", bool), "dict": ("a mapping", dict), "dict | None": ("a mapping or null", (dict,))}
+
+
+def _has_type(value, kind: str) -> bool:
+    if value is None:
+        return kind == "dict | None"
+    if isinstance(value, bool):
+        return kind == "bool"
+    return isinstance(value, _TYPES[kind][1])
+
+
 @dataclass
 class TrainConfig:
     """Everything a run depends on; unknown keys are rejected by :meth:`from_dict`."""
@@ -85,6 +98,10 @@ class TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"training config: unknown key(s) {sorted(unknown)}")
+        wrong = [f"{k} must be {_TYPES[cls.__dataclass_fields__[k].type][0]}, got {v!r}" for k, v in d.items()
+                 if not _has_type(v, cls.__dataclass_fields__[k].type)]
+        if wrong:
+            raise ValueError(f"training config: {'; '.join(wrong)}")
         cfg = cls(**d)
         checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
                   "optimizer": cfg.optimizer in ("sgd", "adamw", "adam"),
@@ -104,7 +121,7 @@ class TrainConfig:
 def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
     """The spec a run builds its model from: the configured model and, for hkd's own networks, the data's
     classes (TransUNet also the slice size); an outside network states its own (checked by
-    :func:`check_classes`)."""
+    :func:`check_output`)."""
     arch = ARCHITECTURES.get(str(model.get("arch", "")).lower())
     if arch is None or not arch.takes_classes:  # an unknown arch is refused when the model is built
         return dict(model)
@@ -114,12 +131,25 @@ def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
     return spec
 
 
-def check_classes(role: str, spec: dict, specs: dict, num_classes: int) -> None:
-    """Refuse a model whose logits do not have one channel per class of the data."""
-    found = specs[OUTPUT].channels
-    if found != num_classes:
-        raise ValueError(f"{role} ({label(spec)}): its logits have {found} channels, but the data has {num_classes} "
-                         "classes (data.classes); set the network's output channels (e.g. out_channels) to match")
+def check_output(role: str, spec: dict, specs: dict, num_classes: int, image_size: int) -> None:
+    """Refuse a model whose logits do not have one channel per class of the data and the input's size."""
+    logits = specs[OUTPUT]
+    if logits.channels != num_classes:
+        raise ValueError(f"{role} ({label(spec)}): its logits have {logits.channels} channels, but the data has "
+                         f"{num_classes} classes (data.classes); set the network's output channels (e.g. out_channels) "
+                         "to match")
+    if (logits.height, logits.width) != (image_size, image_size):
+        raise ValueError(f"{role} ({label(spec)}): its logits are {logits.height}x{logits.width} on a "
+                         f"{image_size}x{image_size} input; a segmentation network's logits must have the input's size "
+                         "(upsample its output, or name the module that returns full-size logits as feature 'logits')")
+
+
+def check_batch_size(cfg: TrainConfig) -> None:
+    """Refuse a batch size on which the method's terms are always 0 (a method relating a batch's images)."""
+    smallest = distill.get(cfg.method).min_batch_size
+    if cfg.batch_size < smallest:
+        raise ValueError(f"distillation method '{cfg.method}' relates the images of a batch: with batch_size "
+                         f"{cfg.batch_size} its term is 0 at every step; use a batch_size of at least {smallest}")
 
 
 def check_teacher_spec(path: str | Path, spec: dict, configured: dict | None) -> None:
@@ -148,11 +178,12 @@ def build_method(method: str, options: dict, teacher_specs: dict, teacher_model:
 
 
 class ConfigCheckError(ValueError):
-    """A training config a run would refuse; ``part`` says which: recipe, model, teacher or method."""
+    """A training config a run would refuse; ``part`` says which: recipe, batch, model, teacher or method
+    (``option``: the method's option, where one is to blame)."""
 
-    def __init__(self, part: str, message: str):
-        super().__init__(message)
-        self.part = part
+    def __init__(self, part: str, message: str, option: str | None = None):
+        super().__init__(" ".join(message.split()))
+        self.part, self.option = part, option
 
 
 def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | None = None) -> TrainConfig:
@@ -169,7 +200,7 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
             try:
                 role = "teacher" if part == "teacher" else "model"
                 cache[key] = recorder_of(build_model(spec), spec, role).describe(image_size)
-                check_classes(role, spec, cache[key], num_classes)
+                check_output(role, spec, cache[key], num_classes, image_size)
             except (ValueError, TypeError, RuntimeError, ImportError) as exc:
                 raise ConfigCheckError(part, str(exc)) from None
         return cache[key]
@@ -178,6 +209,16 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
         c = TrainConfig.from_dict(cfg)
     except (ValueError, TypeError) as exc:
         raise ConfigCheckError("recipe", str(exc)) from None
+    try:
+        distill.get(c.method).check_options(c.method_options)
+    except distill.OptionError as exc:
+        raise ConfigCheckError("method", str(exc), exc.option) from None
+    except (ValueError, KeyError) as exc:
+        raise ConfigCheckError("method", str(exc).strip('"')) from None
+    try:
+        check_batch_size(c)
+    except ValueError as exc:
+        raise ConfigCheckError("batch", str(exc)) from None
     student = features("model", c.model)
     teacher = features("teacher", c.teacher) if c.method != "scratch" else {}
     try:
@@ -198,7 +239,8 @@ def check_study_runs(runs: list[tuple[str, str, dict]], image_size: int, num_cla
             check_config(cfg, image_size, num_classes, cache)
         except ConfigCheckError as exc:
             key = {"recipe": f"train or {section}.train", "model": model_key, "teacher": "teacher.model",
-                   "method": f"distill.{cfg.get('method')}"}[exc.part]
+                   "batch": f"train.batch_size or {section}.train.batch_size",
+                   "method": f"distill.{cfg.get('method')}" + (f".{exc.option}" if exc.option else "")}[exc.part]
             raise ValueError(f"config key {key}: {exc}") from None
 
 
@@ -251,6 +293,7 @@ class Run:
         # Written only when new, empty or hkd's, by one run at a time (claimed and locked when training starts).
         self.folders = RunFolders(self.out_dir, resume_dir)
         self.folders.check()
+        check_batch_size(cfg)
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
@@ -272,7 +315,7 @@ class Run:
         role = "student" if cfg.teacher else "model"
         self.features = recorder_of(self.model, self.spec, role)
         student_specs = self.features.describe(self.size)
-        check_classes(role, self.spec, student_specs, len(self.classes))
+        check_output(role, self.spec, student_specs, len(self.classes), self.size)
         self.method = build_method(cfg.method, cfg.method_options, teacher_specs, cfg.teacher, student_specs,
                                    self.spec, len(self.classes)).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())
