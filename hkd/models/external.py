@@ -40,8 +40,9 @@ def argument_problems(cls: type, args: dict) -> list[str]:
         annotation = param.annotation
         if annotation is not inspect.Parameter.empty and "str" in str(annotation):
             continue
-        problems.append(f"args.{name} is {value!r} (a text), but the default of {cls.__name__}'s parameter {name} "
-                        f"is {param.default!r} (a {type(param.default).__name__})")
+        kind = "true or false" if isinstance(param.default, bool) else "a number"
+        problems.append(f"args.{name} is {value!r}, a text, but {cls.__name__}'s parameter {name} takes {kind} "
+                        f"(its default: {param.default!r})")
     return problems
 
 
