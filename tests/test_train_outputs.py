@@ -1,11 +1,13 @@
-"""``hkd train`` never destroys or mixes up what it did not write (third bad-input audit, data-loss and
-concurrency rows): its run folders are hkd's only when new, empty or marked, one run holds each at a
-time, and what a killed write left behind is swept by the next run of that job.
+"""``hkd train`` never destroys or mixes up what it did not write, and trains on bounded numbers (third
+bad-input audit, data-loss, concurrency and numerics rows): its run folders are hkd's only when new, empty
+or marked, one run holds each at a time, what a killed write left behind is swept by the next run of that
+job, and a method normalising by a spread keeps its gradient bounded when the student's spread vanishes.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -198,3 +200,46 @@ def test_a_read_only_out_is_named_before_training(prepared, tmp_path):
     line = one_line_error(result.stderr)
     assert result.returncode == 1 and f"--out {out}: cannot write there" in line, line
     assert "epoch" not in result.stderr and list(out.iterdir()) == []
+
+
+# --- numerics: flat student outputs ---------------------------------------------------------------------------
+
+def _grad_norm(value, params) -> float:
+    grads = torch.autograd.grad(value, params, allow_unused=True)
+    return float(torch.sqrt(sum(g.double().pow(2).sum() for g in grads if g is not None)))
+
+
+def test_dist_keeps_the_gradient_modest_when_the_students_outputs_are_flat(one_thread):
+    from hkd import distill
+    from hkd.models import build_model
+    from hkd.models.base import Feature
+
+    torch.manual_seed(0)
+    student = build_model({"arch": "squeezeunet", "width": 0.25, "num_classes": 9})
+    x = torch.randn(4, 1, 32, 32)
+    teacher = {"logits": 3 * torch.randn(4, 9, 32, 32)}  # a trained teacher's spread over the classes
+    specs = {"logits": Feature(9, 32, 32, 1.0, 0.5)}
+    method = distill.build("dist", specs, specs, 9)
+    params = list(student.parameters())
+    normal = _grad_norm(sum(method(teacher, {"logits": student(x)}, None).values()), params)
+    with torch.no_grad():  # a zeroed head: every class scores the same at every pixel
+        student.head.weight.zero_()
+        student.head.bias.fill_(0.3)
+    flat = _grad_norm(sum(method(teacher, {"logits": student(x)}, None).values()), params)
+    assert math.isfinite(flat) and flat < 20 * normal, (flat, normal)
+
+
+def test_cka_keeps_the_gradient_bounded_when_a_student_map_is_flat():
+    from hkd import distill
+    from hkd.models.base import Feature
+
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(4, 16, 8, 8, generator=gen)
+    specs = {"bottleneck": Feature(16, 8, 8, 4.0, 2.0)}
+    method = distill.build("cka", specs, {"bottleneck": Feature(8, 8, 8, 4.0, 2.0)}, 9, layers=["bottleneck"])
+    norms = {}
+    for spread in (1.0, 1e-2, 1e-4, 1e-6):
+        student = (0.7 + spread * torch.randn(4, 8, 8, 8, generator=gen)).requires_grad_()
+        term = method({"bottleneck": teacher}, {"bottleneck": student}, None)["cka"]
+        norms[spread] = _grad_norm(term, [student])
+    assert all(math.isfinite(n) for n in norms.values()) and max(norms.values()) < 200 * norms[1.0], norms
