@@ -150,7 +150,7 @@ def test_a_whole_number_written_as_a_decimal_names_the_key():
     ("relrep", "weight", float("inf"), "must be a finite number, got inf"),
     ("dkd", "alpha", "abc", "must be a number, got 'abc'"),
     ("dist", "temperature", 0, "must be positive, got 0"),
-    ("logits", "alpha", 1.0, "must be below 1, got 1.0"),
+    ("logits", "alpha", 1.0, "must be in [0, 1), got 1.0"),
     ("relrep", "num_anchors", 2.5, "must be a whole number of at least 1, got 2.5"),
     ("infoflow", "pool", "max", "must be one of flatten|mean, got 'max'"),
     ("hlfd", "beta", -0.5, "must be at least 0 (a weight), got -0.5"),

@@ -199,7 +199,8 @@ def test_d7_an_empty_out_fails_the_dry_run(out, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("patch, message", [
     ({"students": {"methods": ["scratch", "logits"]}, "distill": {"logits": {"temperature": -1}}},
-     "config key distill.logits: distillation method 'logits': option 'temperature' must be positive, got -1"),
+     "config key distill.logits.temperature: distillation method 'logits': option 'temperature' must be positive, "
+     "got -1"),
     ({"students": {"widths": ["0"]}}, "config key students.widths ('0'): SqueezeUNet width multiplier must be "
                                       "positive"),
     ({"teacher": {"model": {"arch": "transunet", "hidden_size": 100, "num_heads": 3}}},

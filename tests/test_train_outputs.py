@@ -125,6 +125,26 @@ def test_a_run_holds_its_folders_while_it_trains_and_frees_them_at_the_end(prepa
     assert not (out / LOCK_NAME).exists() and not work.exists()
 
 
+def test_a_terminated_run_releases_its_folders(prepared, tmp_path):
+    """SIGTERM (a cluster's time limit) interrupts a run like Ctrl-C: its locks go, the next run proceeds."""
+    import signal
+    import time
+
+    out, work = tmp_path / "o", tmp_path / "w"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    params = json.dumps({**SMALL, "epochs": 50})
+    proc = subprocess.Popen([sys.executable, "-m", "hkd.cli", "train", "--data", str(prepared), "--params", params,
+                             "--out", str(out), "--work", str(work), "--quiet"], env=env, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while not (work / LOCK_NAME).exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "hkd train: interrupted" in err, err
+    assert not (out / LOCK_NAME).exists() and not (work / LOCK_NAME).exists()
+
+
 @pytest.mark.parametrize("content", ["", '{"pid": 12', '{"pid": -1, "host": "h"}'],
                          ids=["empty", "truncated", "pid -1"])
 def test_an_unreadable_lock_file_is_named_with_how_to_clear_it(content, tmp_path):

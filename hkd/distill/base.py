@@ -123,10 +123,10 @@ class DistillMethod(nn.Module):
             return None if isinstance(value, int) and value >= 1 else "must be a whole number of at least 1"
         if name in cls.positive_options:
             return None if value > 0 else "must be positive"
-        if value < 0:
-            return "must be at least 0 (a weight)"
         bound = cls.upper_bounds.get(name)
-        return f"must be below {bound:g}" if bound is not None and value >= bound else None
+        if bound is not None:
+            return None if 0 <= value < bound else f"must be in [0, {bound:g})"
+        return None if value >= 0 else "must be at least 0 (a weight)"
 
     @property
     def segmentation_weight(self) -> float:

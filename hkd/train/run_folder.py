@@ -3,13 +3,18 @@
 A run writes only into a folder that is new, empty or marked as hkd's (:func:`hkd.guard.claim_folder`);
 it marks it, takes its lock (:class:`hkd.lock.OutLock`, as the workflow does for the study's ``out``) and
 removes what killed writes of its own files left there (:func:`hkd.io.remove_killed_writes`). At the end
-the work folder's files, marker and lock are removed, the folder itself when nothing else is in it.
+the work folder's files, marker and lock are removed, the folder itself when nothing else is in it. While
+a run holds its folders, SIGTERM (a cluster's time limit, a workflow manager stopping the job) interrupts it
+as Ctrl-C does, so the locks are released; only a SIGKILL leaves one, which the next run on the same host
+takes over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from pathlib import Path
 
 from hkd.guard import OUTPUT_MARKER, check_apart, claim_folder, is_marked
@@ -18,6 +23,26 @@ from hkd.lock import OutLock
 
 OUT_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")  # what a run leaves in --out
 WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
+
+
+_held = {"runs": 0, "previous": None}  # SIGTERM's handler while any run of this process holds its folders
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _hold_sigterm(start: bool) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if start:
+        _held["runs"] += 1
+        if _held["runs"] == 1:
+            _held["previous"] = signal.signal(signal.SIGTERM, _interrupt)
+    elif _held["runs"] > 0:
+        _held["runs"] -= 1
+        if _held["runs"] == 0:
+            signal.signal(signal.SIGTERM, _held["previous"] or signal.SIG_DFL)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -36,6 +61,7 @@ class RunFolders:
         self.folders = {"--out": self.out, **({"--work": self.work} if self.work else {})}
         self.files = {"--out": OUT_FILES + (WORK_FILES if not self.work else ()), "--work": WORK_FILES}
         self.locks: list[OutLock] = []
+        self._sigterm = False  # whether this run counts in _held
 
     def check(self) -> None:
         """Refuse, before any work, folders the run may not write: a work folder that is or holds ``--out``,
@@ -46,13 +72,16 @@ class RunFolders:
             claim_folder(folder, flag, create=False)
             writable = folder if folder.is_dir() else _nearest_existing(folder)
             if not os.access(writable, os.W_OK | os.X_OK):
-                raise OSError(f"{flag} {folder}: cannot write there (permission denied on {writable}); choose a "
-                              "folder you can write to (nothing was written)")
+                raise OSError(f"{flag} {folder}: cannot write there ({writable} is read-only for this user); choose "
+                              "a folder you can write to (nothing was written)")
 
     def claim(self) -> None:
         """Make and mark the folders, take their locks and remove killed writes of the run's files."""
         for flag, folder in self.folders.items():
             claim_folder(folder, flag)
+        if not self._sigterm:
+            _hold_sigterm(True)
+            self._sigterm = True
         for flag, folder in self.folders.items():
             lock = OutLock(folder)
             lock.acquire()
@@ -61,6 +90,9 @@ class RunFolders:
 
     def release(self) -> None:
         """Release the locks (safe to call more than once)."""
+        if self._sigterm:
+            _hold_sigterm(False)
+            self._sigterm = False
         for lock in self.locks:
             lock.release()
         self.locks = []

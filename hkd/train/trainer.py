@@ -514,8 +514,8 @@ class Run:
         """Train as configured, yielding after every optimisation step, so that several runs can advance
         together (:mod:`hkd.train.lockstep`); ``self.metrics`` holds the metrics at the end."""
         cfg = self.cfg
-        self.folders.claim()
         try:
+            self.folders.claim()
             yield from self._steps()
         finally:
             self.folders.release()
