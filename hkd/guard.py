@@ -19,7 +19,6 @@ Three rules, checked before any work:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil

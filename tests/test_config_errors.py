@@ -8,7 +8,6 @@ reader) directly; the ``slow`` ones run ``snakemake -n`` on a copy of the workfl
 from __future__ import annotations
 
 import copy
-import json
 import sys
 
 import pytest
