@@ -38,6 +38,21 @@ def merge_config(base: dict, update: dict, _path: tuple = ()) -> dict:
     return base
 
 
+def command_line_overrides(configfiles, values: dict | None) -> dict:
+    """What ``--configfile`` (in order) and ``--config`` set, merged as :func:`merge_config` merges: each model
+    spec whole, from the last that sets it (Snakemake merges them key by key). The files are read strictly
+    (:func:`hkd.configfile.load_config_file`)."""
+    from hkd.configfile import ConfigFileError, load_config_file
+
+    merged: dict = {}
+    for path in configfiles:
+        content = load_config_file(path)
+        if content is not None and not isinstance(content, dict):
+            raise ConfigFileError(f"{path}: holds a {type(content).__name__}, not a mapping of config keys")
+        merge_config(merged, content or {})
+    return merge_config(merged, dict(values or {}))
+
+
 def schema_error(cfg: dict, schema_path: str | Path) -> str | None:
     """The first schema violation of ``cfg`` as one line (the key and the rule it breaks), or None."""
     import jsonschema

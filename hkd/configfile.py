@@ -1,7 +1,7 @@
 """Configuration files read strictly: a key given twice in one mapping is an error naming the key, the
 file and both lines (a plain YAML reader keeps the last silently); a YAML syntax error names the file,
-line and column. The workflow reads every ``--configfile`` so (``workflow/rules/configfiles.smk``), as
-``hkd`` reads a ``--params`` file.
+line and column. The workflow reads every config file so (``workflow/rules/configfiles.smk``), as ``hkd``
+reads a ``--params`` file. Only PyYAML is needed: every command that reads a file argument imports this.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import os
 from pathlib import Path
 
 import yaml
-
-from hkd.config_checks import merge_config
 
 
 class ConfigFileError(ValueError):
@@ -65,15 +63,3 @@ def load_config_file(path: str | os.PathLike):
         raise ConfigFileError(f"{path}: not valid YAML{where}: {problem}{hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-
-
-def command_line_overrides(configfiles, values: dict | None) -> dict:
-    """What ``--configfile`` (in order) and ``--config`` set, merged as :func:`hkd.config_checks.merge_config`
-    merges: each model spec whole, from the last that sets it (Snakemake merges them key by key)."""
-    merged: dict = {}
-    for path in configfiles:
-        content = load_config_file(path)
-        if content is not None and not isinstance(content, dict):
-            raise ConfigFileError(f"{path}: holds a {type(content).__name__}, not a mapping of config keys")
-        merge_config(merged, content or {})
-    return merge_config(merged, dict(values or {}))

@@ -199,7 +199,7 @@ def test_a_tab_in_a_params_file_names_file_line_and_column(prepared, tmp_path, c
 
 
 def test_a_model_spec_is_replaced_whole_by_a_later_config_file(tmp_path):
-    from hkd.configfile import command_line_overrides
+    from hkd.config_checks import command_line_overrides
 
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
     first.write_text(yaml.safe_dump({"students": {"models": {"net": {"arch": "module", "name": "usernets:Half",

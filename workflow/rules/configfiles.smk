@@ -8,7 +8,8 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, workflow.basedir)
 
-from hkd.configfile import ConfigFileError, command_line_overrides, load_config_file
+from hkd.config_checks import command_line_overrides
+from hkd.configfile import ConfigFileError, load_config_file
 
 try:
     if os.path.exists("config.yaml"):
