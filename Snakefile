@@ -2,6 +2,9 @@
 # Run the embedded default with `snakemake --cores all`; other studies with --configfile.
 
 
+include: "workflow/rules/configfiles.smk"
+
+
 configfile: "config.yaml"
 
 

@@ -78,6 +78,7 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from hkd.io import check_outputs_spare_inputs
+    from hkd.lock import LockError
 
     argv = sys.argv[1:] if argv is None else list(argv)
     name = _command(argv)
@@ -87,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
         args.func(args)
-    except (DataError, ValueError, KeyError, OSError, ImportError) as exc:
-        # Bad input: one line that names the file, key or argument. Other exceptions are bugs and keep
-        # their traceback.
+    except (DataError, ValueError, KeyError, OSError, ImportError, LockError) as exc:
+        # Bad input (or a folder another run holds): one line that names the file, key or argument. Other
+        # exceptions are bugs and keep their traceback.
         print(f"hkd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

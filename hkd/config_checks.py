@@ -38,6 +38,21 @@ def merge_config(base: dict, update: dict, _path: tuple = ()) -> dict:
     return base
 
 
+def command_line_overrides(configfiles, values: dict | None) -> dict:
+    """What ``--configfile`` (in order) and ``--config`` set, merged as :func:`merge_config` merges: each model
+    spec whole, from the last that sets it (Snakemake merges them key by key). The files are read strictly
+    (:func:`hkd.configfile.load_config_file`)."""
+    from hkd.configfile import ConfigFileError, load_config_file
+
+    merged: dict = {}
+    for path in configfiles:
+        content = load_config_file(path)
+        if content is not None and not isinstance(content, dict):
+            raise ConfigFileError(f"{path}: holds a {type(content).__name__}, not a mapping of config keys")
+        merge_config(merged, content or {})
+    return merge_config(merged, dict(values or {}))
+
+
 def schema_error(cfg: dict, schema_path: str | Path) -> str | None:
     """The first schema violation of ``cfg`` as one line (the key and the rule it breaks), or None."""
     import jsonschema
@@ -55,6 +70,44 @@ def schema_error(cfg: dict, schema_path: str | Path) -> str | None:
     else:
         broken = f"{error.message} (schema rule '{error.validator}')"
     return f"config key {key}: {broken}"
+
+
+def _decimal_integer(value, schema: dict, root: dict, path: tuple) -> tuple | None:
+    """The path of the first value written as a decimal (``48.0``) where ``schema`` asks for an integer."""
+    if "$ref" in schema:
+        schema = root.get("$defs", {}).get(schema["$ref"].rsplit("/", 1)[-1], {})
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if isinstance(value, float) and "integer" in kinds and "number" not in kinds:
+        return path
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            found = sub is not None and _decimal_integer(item, sub, root, (*path, key))
+            if found:
+                return found
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            found = _decimal_integer(item, schema["items"], root, (*path, i))
+            if found:
+                return found
+    return None
+
+
+def check_whole_numbers(cfg: dict, schema_path: str | Path) -> None:
+    """Refuse a whole number written as a decimal (``image_size: 48.0``): JSON Schema's ``integer`` accepts
+    it, but the code it reaches (torch's sizes, Python's ranges) does not."""
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    path = _decimal_integer(cfg, schema, schema, ())
+    if path:
+        value = cfg
+        for key in path:
+            value = value[key]
+        raise ValueError(f"config key {'.'.join(map(str, path))}: {value!r} must be written as a whole number "
+                         f"({int(value)}), without a decimal point")
 
 
 def check_config(cfg: dict) -> None:
@@ -144,10 +197,15 @@ def check_methods(cfg: dict) -> None:
         if unknown:
             raise ValueError(f"config key {key}: unknown method(s) {unknown}; available: {available}")
     for name, options in cfg["distill"].items():
-        known = distill.get(name).option_defaults()
+        method = distill.get(name)
+        known = method.option_defaults()
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise ValueError(f"config key distill.{name}: unknown option(s) {unknown}; {name} takes {sorted(known)}")
+        try:
+            method.check_options(options)
+        except distill.OptionError as exc:
+            raise ValueError(f"config key distill.{name}.{exc.option}: {exc}") from None
 
 
 def source_cases(data: dict, out: str) -> int | None:

@@ -4,9 +4,11 @@ Three rules, checked before any work:
 
 * An output may not be, contain or lie inside an input of the same command
   (:func:`check_outputs_spare_inputs`; symbolic links are resolved).
-* A folder is replaced or deleted only when it is empty or carries :data:`OUTPUT_MARKER`, the file
-  hkd puts into every folder it creates (outputs written by :func:`hkd.io.atomic_dir`, the trainer's
-  work folder). Files hkd deletes in a folder it did not create are deleted by name, one by one.
+* A folder is replaced or deleted only when it is empty or carries :data:`OUTPUT_MARKER` as hkd writes it
+  (:func:`is_marked`), the file hkd puts into every folder it creates (outputs written by
+  :func:`hkd.io.atomic_dir`, a training run's folders, :func:`claim_folder`). A run folder, whose files hkd
+  replaces and deletes by name, is hkd's only when it is new, empty or marked: files in an unmarked folder
+  are never touched, whatever their names and forms.
 * A file is replaced only when it lies in a folder hkd created (marked as above), is empty, or has the
   form hkd gives the files it writes, recognised
   by suffix and content (:func:`written_by_hkd`): ``.json`` an object with the keys of one of hkd's
@@ -17,7 +19,6 @@ Three rules, checked before any work:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -125,15 +126,24 @@ def check_replaceable(path: str | os.PathLike) -> None:
     if not path.exists() and not path.is_symlink():
         return
     if path.is_dir() and not path.is_symlink():
-        if (path / OUTPUT_MARKER).is_file() or not any(path.iterdir()):
+        if is_marked(path) or not any(path.iterdir()):
             return
         raise InputOverwriteError(f"{path} exists and is not an earlier output of hkd (no {OUTPUT_MARKER}); "
                                   "refusing to replace it: remove it yourself or choose another output path")
-    if path.is_file() and not path.is_symlink() and (written_by_hkd(path) or (path.parent / OUTPUT_MARKER).is_file()):
+    if path.is_file() and not path.is_symlink() and (written_by_hkd(path) or is_marked(path.parent)):
         return
     raise InputOverwriteError(f"{path} exists and is not a file hkd wrote (not a {path.suffix or 'suffix-less'} "
                               "file of hkd's form); refusing to replace it: remove it yourself or choose another "
                               "output path")
+
+
+def is_marked(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` carries :data:`OUTPUT_MARKER` as hkd writes it (a plain file with hkd's text)."""
+    marker = Path(folder) / OUTPUT_MARKER
+    try:
+        return marker.is_file() and not marker.is_symlink() and marker.read_text() == _MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def mark_own(folder: str | os.PathLike) -> None:
@@ -141,35 +151,32 @@ def mark_own(folder: str | os.PathLike) -> None:
     (Path(folder) / OUTPUT_MARKER).write_text(_MARKER_TEXT)
 
 
-def claim_folder(folder: str | os.PathLike, flag: str, own_files: tuple[str, ...] = (), create: bool = True) -> Path:
-    """Create ``folder`` for hkd's own use, or take it over when it is empty, already hkd's, or holds only
-    ``own_files`` (files hkd writes there, left by a version that did not mark its folders); otherwise
-    refuse, naming ``flag``. The folder is marked as hkd's (with ``create`` False: only checked)."""
+def claim_folder(folder: str | os.PathLike, flag: str, create: bool = True) -> Path:
+    """Create ``folder`` for hkd's own use, or take it over when it is empty or already hkd's (marked);
+    otherwise refuse, naming ``flag`` and saying how to reuse it. With ``create`` the folder is made and
+    marked as hkd's (a folder that cannot be written is an error naming ``flag``); without, only checked."""
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise InputOverwriteError(f"{flag} {folder} is not a folder hkd created; choose another path")
-    if folder.is_dir() and not (folder / OUTPUT_MARKER).is_file():
-        foreign = sorted(p.name for p in folder.iterdir() if p.name not in own_files)
+        kind = "a symbolic link" if folder.is_symlink() else "a file"
+        raise InputOverwriteError(f"{flag} {folder} is {kind}, not a folder; choose a new or empty folder "
+                                  "(nothing was written)")
+    if folder.is_dir() and not is_marked(folder):
+        foreign = sorted(p.name for p in folder.iterdir())
         if foreign:
-            raise InputOverwriteError(f"{flag} {folder} holds files hkd did not write ({', '.join(foreign[:3])}"
-                                      f"{', ...' if len(foreign) > 3 else ''}) and is deleted when the run ends; "
-                                      "choose an empty or new folder (nothing was written)")
+            raise InputOverwriteError(
+                f"{flag} {folder} holds files hkd did not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}) and no {OUTPUT_MARKER} marker, so hkd replaces or deletes "
+                "nothing in it; to reuse it, move those files elsewhere, or choose a new or empty folder "
+                "(nothing was written)")
     if create:
-        folder.mkdir(parents=True, exist_ok=True)
-        mark_own(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not is_marked(folder):
+                mark_own(folder)
+        except OSError as exc:
+            raise OSError(f"{flag} {folder}: cannot write there ({exc.strerror or exc}); choose a folder you can "
+                          "write to (nothing was written)") from None
     return folder
-
-
-def remove_own(folder: str | os.PathLike, own_files: tuple[str, ...]) -> None:
-    """Delete ``own_files`` and the marker from ``folder``, then the folder if that left it empty."""
-    folder = Path(folder)
-    if not (folder / OUTPUT_MARKER).is_file():
-        return
-    for name in (*own_files, OUTPUT_MARKER):
-        with contextlib.suppress(FileNotFoundError):
-            (folder / name).unlink()
-    with contextlib.suppress(OSError):  # not empty: something else was put there; keep it
-        folder.rmdir()
 
 
 def remove_own_tree(folder: str | os.PathLike) -> None:

@@ -8,6 +8,7 @@ import glob
 import json
 import logging
 import os
+import re
 import socket
 import shutil
 import tempfile
@@ -61,6 +62,27 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             kept = "its earlier content is kept" if path.exists() else "nothing was written"
             raise NoSpaceError(f"no space left while writing {path} ({kept})") from None
         raise
+
+
+# mkstemp's random part of a temporary's name (8 characters of this alphabet; Python's tempfile).
+_RANDOM_PART = "[a-z0-9_]{8}"
+
+
+def remove_killed_writes(folder: str | os.PathLike, names) -> list[Path]:
+    """Remove what killed :func:`atomic_path` writes of the files ``names`` left in ``folder``: plain files
+    named as its temporaries are (``.<name>.<8 random characters><suffix>``), nothing else. Call it only
+    while no other run writes there (holding the folder's lock); returns the removed paths."""
+    folder = Path(folder)
+    patterns = {n: re.compile(rf"\.{re.escape(n)}\.{_RANDOM_PART}{re.escape(Path(n).suffix)}") for n in names}
+    removed = []
+    for entry in (folder.iterdir() if folder.is_dir() else ()):
+        name = next((n for n, p in patterns.items() if p.fullmatch(entry.name)), None)
+        if name is not None and entry.is_file() and not entry.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed.append(entry)
+                log.info("removed %s, left by a write of %s that was killed", entry, folder / name)
+    return removed
 
 
 # Inside a temporary folder of atomic_dir while it is written: the writer's process and host, so that a

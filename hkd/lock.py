@@ -3,8 +3,10 @@
 Snakemake locks its working directory, not the output folder, so two runs started from different
 working directories with the same absolute ``out`` would train the same models at once and delete
 each other's resume state. The workflow takes this lock when it starts executing (never for a dry
-run) and removes it on exit. A lock whose process is gone (same host) is taken over with a message;
-a lock held from another host can only be checked by the user, so the message says how to clear it.
+run) and removes it on exit; every training run (``hkd train``) takes the same lock on its output and work
+folders. A lock whose process is gone (same host) is taken over with a message; a lock held from another
+host, or a lock file that stays empty or unreadable (a run killed while creating it, a full disk), can only
+be checked by the user, so every refusal names the lock file and says it can be deleted when no run holds it.
 File locks (fcntl/filelock) are not used because they are unreliable on the network filesystems that
 cluster outputs live on, and cannot name the holder; an O_EXCL-created file works on all of them.
 """
@@ -50,12 +52,16 @@ class OutLock:
         self.held = False
 
     def _read(self, path: Path | None = None) -> dict | None:
-        """The holder recorded in the lock file; None when it is missing or not (yet) complete."""
+        """The holder recorded in the lock file; None when it is missing, not (yet) complete or not a
+        holder hkd writes (a positive process id and a host name)."""
         try:
             holder = json.loads((path or self.path).read_text())
         except (OSError, ValueError):
             return None
-        return holder if isinstance(holder, dict) and {"pid", "host"} <= set(holder) else None
+        if not (isinstance(holder, dict) and isinstance(holder.get("host"), str)):
+            return None
+        pid = holder.get("pid")
+        return holder if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
 
     def _create(self) -> bool:
         record = {**self.me, "cwd": os.getcwd(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
@@ -80,19 +86,17 @@ class OutLock:
         deadline = time.monotonic() + wait_incomplete
         while not self._create():
             holder = self._read()
-            if holder is None:  # just created by another run and not yet written, or left empty by a crash
+            if holder is None:  # just created by another run and not yet written, or left so by a crash
                 if time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                holder = {"pid": -1, "host": self.me["host"]}
+                raise LockError(f"{self.out}: its lock file {self.path} is empty or unreadable (a run killed while "
+                                f"taking the lock?); if no run is using {self.out}, delete {self.path}")
             if holder["pid"] == self.me["pid"] and holder["host"] == self.me["host"]:
                 break  # ours already
-            if holder["host"] != self.me["host"]:
-                raise LockError(f"{self.out} is in use by {self._describe(holder)}; wait for that run to end, or "
-                                f"if it is gone, delete {self.path}")
-            if _alive(int(holder["pid"])):
-                raise LockError(f"{self.out} is in use by {self._describe(holder)}; wait for that run to end "
-                                "(one run per output folder)")
+            if holder["host"] != self.me["host"] or _alive(holder["pid"]):
+                raise LockError(f"{self.out} is in use by {self._describe(holder)} (one run per folder); wait for "
+                                f"that run to end, or if it is gone, delete {self.path}")
             # Stale: its process is gone. Move it aside atomically, so that of two runs taking it over at
             # once only one removes it, then compete for a fresh lock.
             aside = self.path.with_name(f"{LOCK_NAME}.stale.{self.me['pid']}")
@@ -103,9 +107,8 @@ class OutLock:
                     os.replace(aside, self.path)
                     continue
                 aside.unlink()
-                log.warning("%s: taking over the lock of %s, which is no longer running", self.out,
-                            f"process {holder['pid']} on host {holder['host']}" if holder["pid"] != -1
-                            else "an unfinished lock file")
+                log.warning("%s: taking over the lock of process %s on host %s, which is no longer running",
+                            self.out, holder["pid"], holder["host"])
         self.held = True
         atexit.register(self.release)
 

@@ -276,8 +276,11 @@ def test_a_foreign_checkpoint_is_named_not_a_traceback(payload, reason, tmp_path
 
 
 def test_a_foreign_resume_state_is_ignored_and_training_starts_afresh(prepared, tmp_path, caplog):
+    from hkd.guard import mark_own
+
     work = tmp_path / "work"
     work.mkdir()
+    mark_own(work)  # hkd's work folder (an unmarked one is refused: tests/test_train_outputs.py)
     torch.save(torch.zeros(3), work / "state.pt")
     cfg = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu"}
     with caplog.at_level(logging.WARNING):

@@ -57,12 +57,12 @@ def test_d1_the_work_folder_is_hkds_and_removed_but_nothing_else(prepared, tmp_p
                         "--out", out, "--work", work, "--quiet")
     assert code == 0, err
     assert not work.exists() and load_model(out / "best.pt")[1]["arch"] == "squeezeunet"
-    # a work folder left by an earlier version (its own files only, no marker) is taken over and removed
+    # an unmarked folder is never hkd's, whatever its files' names and forms (tests/test_train_outputs.py)
     work.mkdir()
     torch.save(torch.zeros(2), work / "state.pt")
     assert run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL), "--out", out,
-                   "--work", work, "--quiet")[0] == 0
-    assert not work.exists()
+                   "--work", work, "--quiet")[0] == 1
+    assert torch.equal(torch.load(work / "state.pt"), torch.zeros(2))
 
 
 # --- D2: GPU lock files -----------------------------------------------------------------------------
@@ -199,7 +199,8 @@ def test_d7_an_empty_out_fails_the_dry_run(out, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("patch, message", [
     ({"students": {"methods": ["scratch", "logits"]}, "distill": {"logits": {"temperature": -1}}},
-     "config key distill.logits: distillation method 'logits': option 'temperature' must be positive, got -1"),
+     "config key distill.logits.temperature: distillation method 'logits': option 'temperature' must be positive, "
+     "got -1"),
     ({"students": {"widths": ["0"]}}, "config key students.widths ('0'): SqueezeUNet width multiplier must be "
                                       "positive"),
     ({"teacher": {"model": {"arch": "transunet", "hidden_size": 100, "num_heads": 3}}},

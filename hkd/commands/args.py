@@ -25,12 +25,12 @@ def json_arg(value: str, flag: str):
     except OSError as exc:
         raise DataError(f"{flag}: cannot read {path} ({exc.strerror or exc})") from None
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        from hkd.configfile import ConfigFileError, load_config_file
 
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DataError(f"{flag}: {path} is not valid YAML ({' '.join(str(exc).split())})") from None
+            return load_config_file(path)
+        except ConfigFileError as exc:
+            raise DataError(f"{flag}: {exc}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

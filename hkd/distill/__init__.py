@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from hkd.distill.base import DistillMethod, MissingFeatureError
+from hkd.distill.base import DistillMethod, MissingFeatureError, OptionError
 from hkd.models.base import FeatureSpecs
 
 #: Modules of this package that are not methods.
@@ -59,4 +59,4 @@ def build(name: str, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, n
     return get(name)(teacher_specs, student_specs, num_classes, **options)
 
 
-__all__ = ["DistillMethod", "FeatureSpecs", "MissingFeatureError", "register", "available", "get", "build", "module_of"]
+__all__ = ["DistillMethod", "FeatureSpecs", "MissingFeatureError", "OptionError", "register", "available", "get", "build", "module_of"]

@@ -26,14 +26,11 @@ class AttentionTransfer(LayerPairsMethod):
     name = "at"
     teacher_features = DEFAULT_LAYERS
     student_features = DEFAULT_LAYERS
+    positive_options = ("p",)
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"weight": 50.0, "p": 2, "layers": list(DEFAULT_LAYERS)}
-
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        self.require_positive("p")
 
     def forward(self, teacher, student, target):
         p = float(self.options["p"])

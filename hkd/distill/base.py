@@ -19,6 +19,7 @@ Teacher features arrive detached (the teacher runs frozen, in eval mode, without
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -39,19 +40,43 @@ class MissingFeatureError(ValueError):
                          f"{', '.join(self.available) or 'none'}")
 
 
+class OptionError(ValueError):
+    """A method option of the wrong type or out of range; ``method`` and ``option`` name it."""
+
+    def __init__(self, method: str, option: str, problem: str):
+        self.method, self.option = method, option
+        super().__init__(f"distillation method '{method}': option '{option}' {problem}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class DistillMethod(nn.Module):
-    """Base class of distillation methods; subclasses register with :func:`hkd.distill.register`."""
+    """Base class of distillation methods; subclasses register with :func:`hkd.distill.register`.
+
+    An option's type is its default's (:meth:`option_defaults`; a number, a text, a list of feature names,
+    or ``None`` for a number taken from elsewhere); a number must be finite and, unless declared otherwise
+    below, at least 0 (a weight). :meth:`check_options` applies these rules before any model exists.
+    """
 
     name: ClassVar[str] = ""
     teacher_features: ClassVar[tuple[str, ...]] = ()
     student_features: ClassVar[tuple[str, ...]] = ()
+    #: Numeric options that must be > 0 (temperatures, exponents).
+    positive_options: ClassVar[tuple[str, ...]] = ()
+    #: Numeric options that count something: whole numbers >= 1.
+    count_options: ClassVar[tuple[str, ...]] = ()
+    #: Numeric options with an upper bound they must stay below: name -> bound.
+    upper_bounds: ClassVar[dict[str, float]] = {}
+    #: Text options with a fixed set of values: name -> the values.
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: The smallest batch on which the method's terms can be non-zero.
+    min_batch_size: ClassVar[int] = 1
 
     def __init__(self, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int, **options):
         super().__init__()
-        unknown = set(options) - set(self.option_defaults())
-        if unknown:
-            raise ValueError(f"distillation method '{self.name}': unknown option(s) {sorted(unknown)}; "
-                             f"known: {sorted(self.option_defaults())}")
+        self.check_options(options)
         self.options = {**self.option_defaults(), **options}
         self.specs = {"teacher": dict(teacher_specs), "student": dict(student_specs)}
         self.num_classes = num_classes
@@ -60,6 +85,48 @@ class DistillMethod(nn.Module):
     def option_defaults(cls) -> dict:
         """Default values of the method's options (weights, temperatures, ...)."""
         return {}
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Refuse unknown options and values of another type than the option's default or out of its range
+        (:class:`OptionError` names the option)."""
+        defaults = cls.option_defaults()
+        unknown = set(options) - set(defaults)
+        if unknown:
+            raise ValueError(f"distillation method '{cls.name}': unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(defaults)}")
+        for name, value in options.items():
+            problem = cls._option_problem(name, value, defaults[name])
+            if problem:
+                raise OptionError(cls.name, name, f"{problem}, got {value!r}")
+
+    @classmethod
+    def _option_problem(cls, name: str, value, default) -> str | None:
+        """What is wrong with ``value`` for option ``name`` (default ``default``), or None."""
+        if isinstance(default, str):
+            choices = cls.option_choices.get(name)
+            if not isinstance(value, str):
+                return "must be a text" + (f", one of {'|'.join(choices)}" if choices else "")
+            return f"must be one of {'|'.join(choices)}" if choices and value not in choices else None
+        if isinstance(default, (list, tuple)):
+            ok = isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
+            return None if ok else "must be a list of feature names (or one comma-separated text)"
+        if isinstance(default, bool):
+            return None if isinstance(value, bool) else "must be true or false"
+        if value is None and default is None:
+            return None
+        if not _is_number(value):
+            return "must be a number"
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if name in cls.count_options:
+            return None if isinstance(value, int) and value >= 1 else "must be a whole number of at least 1"
+        if name in cls.positive_options:
+            return None if value > 0 else "must be positive"
+        bound = cls.upper_bounds.get(name)
+        if bound is not None:
+            return None if 0 <= value < bound else f"must be in [0, {bound:g})"
+        return None if value >= 0 else "must be at least 0 (a weight)"
 
     @property
     def segmentation_weight(self) -> float:
@@ -89,13 +156,6 @@ class DistillMethod(nn.Module):
         if ct != cs:
             raise ValueError(f"distillation method '{self.name}': teacher has {ct} classes, student {cs}")
 
-    def require_positive(self, *names: str) -> None:
-        """Raise unless each named option is a positive number."""
-        for n in names:
-            if not float(self.options[n]) > 0:
-                raise ValueError(f"distillation method '{self.name}': option '{n}' must be positive, "
-                                 f"got {self.options[n]!r}")
-
     def require_features(self) -> None:
         """Raise unless a spec was given for every feature the method names."""
         for side, names in (("teacher", self.teacher_features), ("student", self.student_features)):
@@ -122,11 +182,11 @@ class LogitsMethod(DistillMethod):
 
     teacher_features: ClassVar[tuple[str, ...]] = ("logits",)
     student_features: ClassVar[tuple[str, ...]] = ("logits",)
+    positive_options: ClassVar[tuple[str, ...]] = ("temperature",)
 
     def __init__(self, teacher_specs: FeatureSpecs, student_specs: FeatureSpecs, num_classes: int, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         self.require_matching_classes()
-        self.require_positive("temperature")
 
     def logits(self, teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor]):
         """The student's logits and the teacher's, moved onto the student's grid."""

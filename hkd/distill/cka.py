@@ -29,6 +29,8 @@ maps of equal stride both models have from the first ResNet block of the teacher
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from hkd.distill import register
@@ -36,6 +38,12 @@ from hkd.distill.base import LayerPairsMethod
 
 DEFAULT_LAYERS = ("enc_s4", "enc_s8", "bottleneck")
 EPS = 1e-12
+# Floor on the student's spread, as a share of the teacher's: CKA divides by each map's spread, and a
+# student map that is flat (rounding noise around a constant) would get gradients growing as 1 / spread (8e3
+# at a spread of 1e-6 against 7e-3 at 1, for a teacher's of 1). Counted as at least SPREAD_FLOOR times the
+# teacher's, the student's spread keeps them bounded (below 1 there); above the floor CKA is computed exactly
+# as without it.
+SPREAD_FLOOR = 0.01
 
 
 def positions(x: torch.Tensor) -> torch.Tensor:
@@ -45,9 +53,13 @@ def positions(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Linear CKA of two column-centred sample matrices ``(n, p)`` and ``(n, q)``."""
+    """Linear CKA of two column-centred sample matrices, the teacher's ``(n, p)`` and the student's ``(n, q)``;
+    ``||Y^T Y||`` counts as at least its value for columns of :data:`SPREAD_FLOOR` times the teacher's mean
+    spread (``||X^T X|| ~ n * var * sqrt(p)`` for uncorrelated columns)."""
     cross = (y.t() @ x).pow(2).sum()
-    return cross / ((x.t() @ x).norm() * (y.t() @ y).norm() + EPS)
+    gram_x = (x.t() @ x).norm()
+    floor = SPREAD_FLOOR ** 2 * gram_x * math.sqrt(y.shape[1] / x.shape[1])
+    return cross / (gram_x * torch.maximum((y.t() @ y).norm(), floor) + EPS)
 
 
 @register

@@ -81,6 +81,8 @@ class HLFD(DistillMethod):
     name = "hlfd"
     teacher_features = (*TEACHER_MIDDLE, TEACHER_DEEP, *TEACHER_DECODER, "logits")
     student_features = (STUDENT_FIRST, *STUDENT_MIDDLE, STUDENT_D5, *STUDENT_LATER)
+    positive_options = ("temperature", "p")
+    option_choices = {"preset": tuple(PRESETS)}
 
     @classmethod
     def option_defaults(cls) -> dict:
@@ -89,10 +91,7 @@ class HLFD(DistillMethod):
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         preset = self.options["preset"]
-        if preset not in PRESETS:
-            raise ValueError(f"distillation method 'hlfd': preset must be one of {sorted(PRESETS)}, got {preset!r}")
         self.options = {**self.options, **{k: v for k, v in PRESETS[preset].items() if self.options[k] is None}}
-        self.require_positive("temperature", "p")
         self.require_features()
         self.unified_target = coarsest(self.feature("teacher", n) for n in TEACHER_DECODER)
         t_channels = sum(self.channels("teacher", n) for n in TEACHER_DECODER)

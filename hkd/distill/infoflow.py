@@ -58,15 +58,12 @@ class InformationFlow(LayerPairsMethod):
     name = "infoflow"
     teacher_features = DEFAULT_LAYERS
     student_features = DEFAULT_LAYERS
+    option_choices = {"pool": ("flatten", "mean")}
+    min_batch_size = 2  # one image has nothing to relate: the term is 0
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"weight": 300.0, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
-
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        if self.options["pool"] not in ("flatten", "mean"):
-            raise ValueError(f"distillation method 'infoflow': pool must be flatten|mean, got {self.options['pool']!r}")
 
     def forward(self, teacher, student, target):
         pool = self.options["pool"]

@@ -30,6 +30,7 @@ class LatentL1(DistillMethod):
     name = "latent"
     teacher_features = ("bottleneck",)
     student_features = ("bottleneck",)
+    option_choices = {"project": ("auto", "always", "never")}
 
     @classmethod
     def option_defaults(cls) -> dict:
@@ -39,8 +40,6 @@ class LatentL1(DistillMethod):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         ct, cs = self.channels(*TEACHER), self.channels(*STUDENT)
         mode = self.options["project"]
-        if mode not in ("auto", "always", "never"):
-            raise ValueError(f"distillation method 'latent': project must be auto|always|never, got {mode!r}")
         if mode == "never" and ct != cs:
             raise ValueError(f"distillation method 'latent': project='never' but the teacher bottleneck has "
                              f"{ct} channels and the student's {cs}")

@@ -22,16 +22,11 @@ from hkd.distill.functional import kd_kl
 @register
 class LogitsKD(LogitsMethod):
     name = "logits"
+    upper_bounds = {"alpha": 1.0}  # the share of the distillation term: the segmentation loss keeps 1 - alpha
 
     @classmethod
     def option_defaults(cls) -> dict:
         return {"temperature": 4.0, "alpha": 0.1}
-
-    def __init__(self, teacher_specs, student_specs, num_classes, **options):
-        super().__init__(teacher_specs, student_specs, num_classes, **options)
-        if not 0.0 <= float(self.options["alpha"]) < 1.0:
-            raise ValueError(f"distillation method 'logits': option 'alpha' must be in [0, 1), "
-                             f"got {self.options['alpha']!r}")
 
     @property
     def segmentation_weight(self) -> float:

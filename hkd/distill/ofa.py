@@ -69,6 +69,7 @@ class OneForAll(DistillMethod):
     name = "ofa"
     teacher_features = ("logits",)
     student_features = DEFAULT_STAGES
+    positive_options = ("eps", "temperature")
 
     @classmethod
     def option_defaults(cls) -> dict:
@@ -77,7 +78,6 @@ class OneForAll(DistillMethod):
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         self.require_matching_classes()
-        self.require_positive("eps", "temperature")
         self.stages = list(dict.fromkeys(as_name_list(self.options["stages"])))
         if not self.stages:
             raise ValueError("distillation method 'ofa': no stages given")

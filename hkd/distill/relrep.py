@@ -41,6 +41,8 @@ class RelativeRepresentations(DistillMethod):
     name = "relrep"
     teacher_features = ("bottleneck",)
     student_features = ("bottleneck",)
+    count_options = ("num_anchors",)
+    option_choices = {"distance": ("mse", "l1")}
 
     @classmethod
     def option_defaults(cls) -> dict:
@@ -49,11 +51,6 @@ class RelativeRepresentations(DistillMethod):
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
         self.require_features()
-        if int(self.options["num_anchors"]) < 1:
-            raise ValueError("distillation method 'relrep': num_anchors must be at least 1")
-        if self.options["distance"] not in ("mse", "l1"):
-            raise ValueError(f"distillation method 'relrep': distance must be mse|l1, "
-                             f"got {self.options['distance']!r}")
 
     def anchor_indices(self, n: int, device) -> torch.Tensor:
         """Indices of the anchor positions among ``n`` (random subset, or all of them)."""

@@ -55,13 +55,14 @@ SPEC_KEYS = ("arch", "name", "args", "features", "grid", "gradcam_layer", "block
 class Architecture:
     """How to build a network from its constructor arguments, and what hkd knows of it by default."""
 
-    build: Callable[[dict, dict], nn.Module]  # (constructor arguments, whole spec) -> network
+    build: Callable[[dict, dict], nn.Module] | None  # (constructor arguments, whole spec) -> network
     features: dict[str, str] = field(default_factory=dict)
     grid: str = "centred"
     gradcam_layer: str | None = None
     blocks: dict[str, list[str]] | None = None
     takes_classes: bool = False  # the data's class count is passed as ``num_classes``
     outside: bool = False  # constructor arguments under ``args``
+    cls: Callable[[dict], type] | None = None  # an outside network: spec -> its class (imported)
 
 
 def _transunet(args: dict, spec: dict) -> nn.Module:
@@ -79,8 +80,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                               transunet.BLOCKS, takes_classes=True),
     "squeezeunet": Architecture(lambda args, spec: SqueezeUNet(**args), squeezeunet.FEATURES, squeezeunet.GRID,
                                 squeezeunet.GRADCAM_LAYER, squeezeunet.BLOCKS, takes_classes=True),
-    "monai": Architecture(lambda args, spec: external.monai_class(spec.get("name"))(**args), outside=True),
-    "module": Architecture(lambda args, spec: external.module_class(spec.get("name"))(**args), outside=True),
+    "monai": Architecture(None, outside=True, cls=lambda spec: external.monai_class(spec.get("name"))),
+    "module": Architecture(None, outside=True, cls=lambda spec: external.module_class(spec.get("name"))),
 }
 
 
@@ -108,10 +109,19 @@ def build_model(spec: dict) -> nn.Module:
         args = dict(spec.get("args") or {})
     elif "args" in spec:
         raise ValueError(f"{label(spec)}: takes its arguments beside 'arch', not under 'args'")
+    if not arch.outside:
+        try:
+            return arch.build(args, spec)
+        except TypeError as err:
+            raise ValueError(f"bad {label(spec)} spec {args}: {err}") from err
+    cls = arch.cls(spec)
+    problems = external.argument_problems(cls, args)
+    if problems:
+        raise ValueError(f"{label(spec)}: {'; '.join(problems)}")
     try:
-        return arch.build(args, spec)
-    except TypeError as err:
-        raise ValueError(f"bad {label(spec)} spec {args}: {err}") from err
+        return cls(**args)
+    except Exception as exc:  # the user's code: its error, in one line
+        raise ValueError(f"{label(spec)}: building it with args {args} raised {external.one_line(exc)}") from None
 
 
 def feature_paths(spec: dict) -> dict[str, str]:

@@ -17,6 +17,35 @@ from torch import nn
 MONAI_EXTRA = "pip install 'hkd[monai]'"
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as ``Type: first line of its message``."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    first = (str(text).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def argument_problems(cls: type, args: dict) -> list[str]:
+    """Constructor arguments given as a text where the parameter's default is a number or true/false (e.g.
+    ``classes: "nine"`` where the default is 9) and its annotation, if any, does not admit a text; the
+    network's own code would fail on them with an error deep inside torch. Nothing else is checked."""
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return []
+    problems = []
+    for name, value in args.items():
+        param = params.get(name)
+        if param is None or not isinstance(value, str) or not isinstance(param.default, (bool, int, float)):
+            continue
+        annotation = param.annotation
+        if annotation is not inspect.Parameter.empty and "str" in str(annotation):
+            continue
+        kind = "true or false" if isinstance(param.default, bool) else "a number"
+        problems.append(f"args.{name} is {value!r}, a text, but {cls.__name__}'s parameter {name} takes {kind} "
+                        f"(its default: {param.default!r})")
+    return problems
+
+
 def monai_class(name: str) -> type:
     """The class ``name`` of ``monai.networks.nets``."""
     try:
@@ -40,6 +69,8 @@ def module_class(path: str) -> type:
     except ImportError as exc:
         raise ImportError(f"arch 'module': cannot import {module_name!r} ({exc}); it must be importable where the "
                           "jobs run (installed, or on PYTHONPATH)") from None
+    except Exception as exc:  # the module's own code failed (SyntaxError, NameError, ...): its error, in one line
+        raise ImportError(f"arch 'module': importing {module_name!r} raised {one_line(exc)}") from None
     cls = getattr(module, attr, None)
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         raise ValueError(f"arch 'module': {module_name} has no nn.Module class {attr!r}")

@@ -6,8 +6,9 @@ A model spec names its features by module path (``{"bottleneck": "decoder.conv_m
 the model's output unless the spec names a module for it.
 
 A recorded output is a map ``(B, C, h, w)``, or a token sequence ``(B, N, C)`` that is laid back onto its
-grid (``N = h * w`` cells in row-major order, the grid's stride the same on both axes). Anything else, or
-an output that a later in-place operation changes (it would no longer be what the module returned), is an
+grid (``N = h * w`` cells in row-major order, the grid's stride the same on both axes). Anything else, an
+output that a later in-place operation changes (it would no longer be what the module returned), or a
+module that runs more than once in a forward pass (a shared activation: which call is the feature?) is an
 error naming the module.
 
 :meth:`FeatureRecorder.describe` measures each feature's :class:`~hkd.models.base.Feature` (channels, size,
@@ -72,6 +73,7 @@ class FeatureRecorder:
         self._wanted: set[str] = set()
         self._stop_early = False
         self._record: dict[str, torch.Tensor] = {}
+        self._calls: dict[str, int] = {}
         self._versions: dict[str, tuple[str, torch.Tensor, int]] = {}
         self._input_hw: tuple[int, int] = (0, 0)
         self._handles = [_module(model, label, names[0], path).register_forward_hook(self._hook(path, names))
@@ -88,6 +90,12 @@ class FeatureRecorder:
             hit = [n for n in names if n in self._wanted]
             if not hit:
                 return
+            if not torch.compiler.is_compiling():
+                self._calls[path] = self._calls.get(path, 0) + 1
+                if self._calls[path] > 1:
+                    raise FeatureError(f"{self.label}: feature '{hit[0]}' names module '{path}', which runs more than "
+                                       "once in one forward pass (one module used at several places, e.g. a shared "
+                                       "activation), so its map is ambiguous; name a module that runs once")
             fmap = self._as_map(path, output)
             # A compiled model's outputs are the graph's (their version counters say nothing of later
             # in-place use), so the check is skipped there.
@@ -126,7 +134,7 @@ class FeatureRecorder:
         wants_output = OUTPUT in names and OUTPUT not in self.paths
         self._wanted = {n for n in names if not (n == OUTPUT and wants_output)}
         self._stop_early = not wants_output
-        self._record, self._versions = {}, {}
+        self._record, self._versions, self._calls = {}, {}, {}
         self._input_hw = (int(x.shape[-2]), int(x.shape[-1]))
         try:
             output = self.model(x) if self._wanted != set() or wants_output else None

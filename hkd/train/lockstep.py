@@ -170,6 +170,8 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     prepared, root = Path(prepared), Path(root)
     teacher_ckpt = Path(teacher_ckpt) if teacher_ckpt else None
     check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
+    for name, folder in (publish or {}).items():
+        claim_folder(folder, f"--publish '{name}'", create=False)
     cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
     schedule = {(c.seed, c.epochs, c.batch_size, c.augment, c.device) for c in cfgs.values()}
     if len(schedule) > 1:
@@ -187,13 +189,14 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
             shared = SharedTeacher(teacher, spec, int(image_size), _device_of(cfg),
                                    lambda c=cfg: autocast(_device_of(c), c.precision), ())
+        claim_folder(root / name, f"--root {root}: member folder", create=False)
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
                   teacher=shared if distilled else None, data=data)
         data = run.data
         identities[name] = member_identity(run, prepared, teacher_ckpt, code_digest(cfg.method))
         trained[name] = not is_complete(root / name, identities[name])
         if trained[name]:
-            claim_folder(root / name, f"--root {root}: member folder", (*RUN_FILES, IDENTITY_FILE, ".work"))
+            claim_folder(root / name, f"--root {root}: member folder")
             (root / name / IDENTITY_FILE).unlink(missing_ok=True)
             runs.append(run)
     if shared is not None:
@@ -207,7 +210,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
         write_json(root / name / IDENTITY_FILE, {"identity": identities[name],
                                                  "files": file_checksums(root / name)})
     for name, folder in (publish or {}).items():
-        Path(folder).mkdir(parents=True, exist_ok=True)
+        claim_folder(folder, f"--publish '{name}'")
         for file in RUN_FILES:
             with atomic_path(Path(folder) / file) as tmp:
                 shutil.copyfile(root / name / file, tmp)

@@ -33,7 +33,6 @@ from hkd import distill
 from hkd.distill import MissingFeatureError
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.devices import autocast, resolve_device
-from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import ARCHITECTURES, build_model, count_parameters, describe_spec, label, model_blocks, recorder_of
 from hkd.models.recorder import OUTPUT
@@ -41,6 +40,7 @@ from hkd.models.checkpoint import load_model, load_state, save_state
 from hkd.train import augment, convergence, gradient_balance
 from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
+from hkd.train.run_folder import RunFolders
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,20 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "bf16", "fp32")
 SCHEDULES = ("poly", "cosine")
-WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
 PROBE_BATCHES = 2  # first batches of each epoch whose per-term gradient norms are measured and averaged
+
+
+# The type of each kind of TrainConfig field, in words and as Python types (a float field takes an int too).
+_TYPES = {"int": ("a whole number", int), "float": ("a number", (int, float)), "str": ("a text", str),
+          "bool": ("true or false", bool), "dict": ("a mapping", dict), "dict | None": ("a mapping or null", (dict,))}
+
+
+def _has_type(value, kind: str) -> bool:
+    if value is None:
+        return kind == "dict | None"
+    if isinstance(value, bool):
+        return kind == "bool"
+    return isinstance(value, _TYPES[kind][1])
 
 
 @dataclass
@@ -86,6 +98,10 @@ class TrainConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"training config: unknown key(s) {sorted(unknown)}")
+        wrong = [f"{k} must be {_TYPES[cls.__dataclass_fields__[k].type][0]}, got {v!r}" for k, v in d.items()
+                 if not _has_type(v, cls.__dataclass_fields__[k].type)]
+        if wrong:
+            raise ValueError(f"training config: {'; '.join(wrong)}")
         cfg = cls(**d)
         checks = {"epochs": cfg.epochs >= 1, "batch_size": cfg.batch_size >= 1, "lr": cfg.lr > 0,
                   "optimizer": cfg.optimizer in ("sgd", "adamw", "adam"),
@@ -105,7 +121,7 @@ class TrainConfig:
 def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
     """The spec a run builds its model from: the configured model and, for hkd's own networks, the data's
     classes (TransUNet also the slice size); an outside network states its own (checked by
-    :func:`check_classes`)."""
+    :func:`check_output`)."""
     arch = ARCHITECTURES.get(str(model.get("arch", "")).lower())
     if arch is None or not arch.takes_classes:  # an unknown arch is refused when the model is built
         return dict(model)
@@ -115,12 +131,25 @@ def run_spec(model: dict, image_size: int, num_classes: int) -> dict:
     return spec
 
 
-def check_classes(role: str, spec: dict, specs: dict, num_classes: int) -> None:
-    """Refuse a model whose logits do not have one channel per class of the data."""
-    found = specs[OUTPUT].channels
-    if found != num_classes:
-        raise ValueError(f"{role} ({label(spec)}): its logits have {found} channels, but the data has {num_classes} "
-                         "classes (data.classes); set the network's output channels (e.g. out_channels) to match")
+def check_output(role: str, spec: dict, specs: dict, num_classes: int, image_size: int) -> None:
+    """Refuse a model whose logits do not have one channel per class of the data and the input's size."""
+    logits = specs[OUTPUT]
+    if logits.channels != num_classes:
+        raise ValueError(f"{role} ({label(spec)}): its logits have {logits.channels} channels, but the data has "
+                         f"{num_classes} classes (data.classes); set the network's output channels (e.g. out_channels) "
+                         "to match")
+    if (logits.height, logits.width) != (image_size, image_size):
+        raise ValueError(f"{role} ({label(spec)}): its logits are {logits.height}x{logits.width} on a "
+                         f"{image_size}x{image_size} input; a segmentation network's logits must have the input's size "
+                         "(upsample its output, or name the module that returns full-size logits as feature 'logits')")
+
+
+def check_batch_size(cfg: TrainConfig) -> None:
+    """Refuse a batch size on which the method's terms are always 0 (a method relating a batch's images)."""
+    smallest = distill.get(cfg.method).min_batch_size
+    if cfg.batch_size < smallest:
+        raise ValueError(f"distillation method '{cfg.method}' relates the images of a batch: with batch_size "
+                         f"{cfg.batch_size} its term is 0 at every step; use a batch_size of at least {smallest}")
 
 
 def check_teacher_spec(path: str | Path, spec: dict, configured: dict | None) -> None:
@@ -149,11 +178,12 @@ def build_method(method: str, options: dict, teacher_specs: dict, teacher_model:
 
 
 class ConfigCheckError(ValueError):
-    """A training config a run would refuse; ``part`` says which: recipe, model, teacher or method."""
+    """A training config a run would refuse; ``part`` says which: recipe, batch, model, teacher or method
+    (``option``: the method's option, where one is to blame)."""
 
-    def __init__(self, part: str, message: str):
-        super().__init__(message)
-        self.part = part
+    def __init__(self, part: str, message: str, option: str | None = None):
+        super().__init__(" ".join(message.split()))
+        self.part, self.option = part, option
 
 
 def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | None = None) -> TrainConfig:
@@ -170,7 +200,7 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
             try:
                 role = "teacher" if part == "teacher" else "model"
                 cache[key] = describe_spec(spec, image_size, role)
-                check_classes(role, spec, cache[key], num_classes)
+                check_output(role, spec, cache[key], num_classes, image_size)
             except (ValueError, TypeError, RuntimeError, ImportError) as exc:
                 raise ConfigCheckError(part, str(exc)) from None
         return cache[key]
@@ -179,6 +209,16 @@ def check_config(cfg: dict, image_size: int, num_classes: int, _cache: dict | No
         c = TrainConfig.from_dict(cfg)
     except (ValueError, TypeError) as exc:
         raise ConfigCheckError("recipe", str(exc)) from None
+    try:
+        distill.get(c.method).check_options(c.method_options)
+    except distill.OptionError as exc:
+        raise ConfigCheckError("method", str(exc), exc.option) from None
+    except (ValueError, KeyError) as exc:
+        raise ConfigCheckError("method", str(exc).strip('"')) from None
+    try:
+        check_batch_size(c)
+    except ValueError as exc:
+        raise ConfigCheckError("batch", str(exc)) from None
     student = features("model", c.model)
     teacher = features("teacher", c.teacher) if c.method != "scratch" else {}
     try:
@@ -199,7 +239,8 @@ def check_study_runs(runs: list[tuple[str, str, dict]], image_size: int, num_cla
             check_config(cfg, image_size, num_classes, cache)
         except ConfigCheckError as exc:
             key = {"recipe": f"train or {section}.train", "model": model_key, "teacher": "teacher.model",
-                   "method": f"distill.{cfg.get('method')}"}[exc.part]
+                   "batch": f"train.batch_size or {section}.train.batch_size",
+                   "method": f"distill.{cfg.get('method')}" + (f".{exc.option}" if exc.option else "")}[exc.part]
             raise ValueError(f"config key {key}: {exc}") from None
 
 
@@ -249,9 +290,10 @@ class Run:
         # output, so a workflow manager does not delete it when a killed run is restarted.
         self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
         self.resume_path = self.work_dir / "state.pt" if resume_dir else None
-        if resume_dir:  # deleted when the run ends: never the output folder, never a folder of the user's
-            check_apart("--work", self.work_dir, "--out", self.out_dir)
-            claim_folder(self.work_dir, "--work", WORK_FILES, create=False)
+        # Written only when new, empty or hkd's, by one run at a time (claimed and locked when training starts).
+        self.folders = RunFolders(self.out_dir, resume_dir)
+        self.folders.check()
+        check_batch_size(cfg)
         meta = read_meta(prepared)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
@@ -273,7 +315,7 @@ class Run:
         role = "student" if cfg.teacher else "model"
         self.features = recorder_of(self.model, self.spec, role)
         student_specs = self.features.describe(self.size)
-        check_classes(role, self.spec, student_specs, len(self.classes))
+        check_output(role, self.spec, student_specs, len(self.classes), self.size)
         self.method = build_method(cfg.method, cfg.method_options, teacher_specs, cfg.teacher, student_specs,
                                    self.spec, len(self.classes)).to(self.device)
         params = list(self.model.parameters()) + list(self.method.parameters())
@@ -333,8 +375,6 @@ class Run:
 
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""
-        if self.resume_path:
-            claim_folder(self.work_dir, "--work", WORK_FILES)
         if self.resume_path and self.resume_path.exists():
             try:
                 state = load_state(self.resume_path)
@@ -346,8 +386,7 @@ class Run:
                 return
             if state:
                 log.info("ignoring %s: written by a run with another configuration", self.resume_path)
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run
+        (self.work_dir / "best.pt").unlink(missing_ok=True)  # stale best of an earlier run (the folder is hkd's)
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -475,6 +514,14 @@ class Run:
         """Train as configured, yielding after every optimisation step, so that several runs can advance
         together (:mod:`hkd.train.lockstep`); ``self.metrics`` holds the metrics at the end."""
         cfg = self.cfg
+        try:
+            self.folders.claim()
+            yield from self._steps()
+        finally:
+            self.folders.release()
+
+    def _steps(self):
+        cfg = self.cfg
         self.try_resume()
         started = time.time() - sum(r["seconds"] for r in self.history)
         status, diverged_at = "completed", None
@@ -561,8 +608,7 @@ class Run:
         metrics["gradient_flags"] = gradient_balance.flags(self.history, self.cfg.distill_warmup)
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
-        if self.resume_path:
-            remove_own(self.work_dir, WORK_FILES)
+        self.folders.remove_work()
         return metrics
 
 

@@ -14,6 +14,7 @@ sys.path.insert(0, workflow.basedir)
 from hkd.config_checks import (
     check_against_package,
     check_config,
+    check_whole_numbers,
     merge_config,
     schema_error,
 )
@@ -25,8 +26,9 @@ from hkd.workflow_deps import command_modules
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 
-# A model spec from --configfile or --config replaces the default's whole (hkd/config_checks.py WHOLE).
-merge_config(config, workflow.config_settings.overwrite_config or {})
+# A model spec from --configfile or --config replaces the earlier one whole (hkd/config_checks.py WHOLE),
+# whichever file it comes from (CONFIG_OVERRIDES: configfiles.smk).
+merge_config(config, CONFIG_OVERRIDES)
 
 try:
     validate(config, SCHEMA)
@@ -35,10 +37,17 @@ except WorkflowError as exc:
     if message is None:
         raise
     raise WorkflowError(message) from None
-check_config(config)
+# A config error is one line naming the key (a WorkflowError: Snakemake adds no traceback).
+try:
+    check_whole_numbers(config, SCHEMA)
+    check_config(config)
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
 HKD_IMPORTABLE = True  # whether hkd's requirements are installed where Snakemake runs
 try:
     check_against_package(config)
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
 except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-conda)
     HKD_IMPORTABLE = False
     if config["students"]["methods"] == "all":
@@ -295,30 +304,33 @@ def run_outputs(folder):
 if HKD_IMPORTABLE and not workflow.remote_exec:
     from hkd.train.trainer import check_study_runs
 
-    check_study_runs(
-        [
-            (
-                "teacher",
-                "teacher.model",
-                train_config("teacher", config["teacher"]["model"], 0),
-            )
-        ]
-        + [
-            (
-                "students",
+    try:
+        check_study_runs(
+            [
                 (
-                    f"students.models.{w}"
-                    if w in config["students"]["models"]
-                    else f"students.widths ('{w}')"
-                ),
-                train_config("students", student_model(w), 0, m),
-            )
-            for m in METHODS
-            for w in STUDENTS
-        ],
-        DATA["image_size"],
-        len(DATA["classes"]),
-    )
+                    "teacher",
+                    "teacher.model",
+                    train_config("teacher", config["teacher"]["model"], 0),
+                )
+            ]
+            + [
+                (
+                    "students",
+                    (
+                        f"students.models.{w}"
+                        if w in config["students"]["models"]
+                        else f"students.widths ('{w}')"
+                    ),
+                    train_config("students", student_model(w), 0, m),
+                )
+                for m in METHODS
+                for w in STUDENTS
+            ],
+            DATA["image_size"],
+            len(DATA["classes"]),
+        )
+    except ValueError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]
