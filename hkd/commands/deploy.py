@@ -69,3 +69,105 @@ def cmd_predict(args) -> None:
         raise DataError(f"{len(failed)} of {len(failed) + len(done)} case(s) failed and were skipped: "
                         + "; ".join(f"{path}: {message}" for path, message in failed)
                         + f" ({len(done)} written to {args.out})")
+
+
+def parser_export(sub) -> None:
+    p = sub.add_parser("export", help="export a trained network alone as ONNX, checked against ONNX Runtime on real "
+                       "prepared slices; --int8 quantises it")
+    p.add_argument("--model", required=True, type=Path, help="a checkpoint the study wrote (best.pt)")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--data", required=True, type=Path,
+                   help="the prepared dataset it was trained on: its test slices check the export, its training "
+                        "slices calibrate --int8")
+    p.add_argument("--out", required=True, type=Path, help="the .onnx file")
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantisation (per-channel weights) calibrated on training slices; its Dice "
+                        "change and latency are reported")
+    p.add_argument("--calibration-slices", type=int, default=64)
+    p.add_argument("--report", type=Path, default=None, help="JSON of the parity (and int8) measurements")
+    p.add_argument("--threads", type=int, default=1, help="threads of the latency measurements (--int8)")
+    p.set_defaults(func=cmd_export, inputs=("model", "data"), outputs=("out", "report"))
+
+
+def cmd_export(args) -> None:
+    import onnx
+
+    from hkd.deploy.export import ARGMAX_AGREEMENT, LOGIT_TOLERANCE, export
+    from hkd.guard import check_replaceable
+    from hkd.io import atomic_path, write_json
+
+    if args.out.suffix.lower() != ".onnx":
+        raise DataError(f"--out {args.out}: an ONNX model is written as .onnx")
+    for path in (args.out, args.report):  # before any work
+        if path is not None:
+            check_replaceable(path)
+    _threads(args.threads)
+    proto, report = export(args.model, args.data, int8=args.int8, calibration=args.calibration_slices,
+                           threads=args.threads)
+    with atomic_path(args.out) as tmp:
+        onnx.save(proto, tmp)
+    if args.report:
+        write_json(args.report, {**report, "file_bytes": args.out.stat().st_size})
+    p = report["parity"]
+    print(f"{args.out}: ONNX Runtime vs PyTorch on {p['slices']} test slices: max |logit difference| "
+          f"{p['max_abs_logit_diff']:.3g} (tolerance {LOGIT_TOLERANCE:g}), arg-max agreement "
+          f"{p['argmax_agreement']:.6%} (at least {ARGMAX_AGREEMENT:.2%}); spatial size "
+          f"{'dynamic' if report['export']['dynamic_spatial'] else 'fixed'}")
+    if "int8" in report:
+        q = report["int8"]
+        lat = q["latency_ms"]
+        print(f"int8: mean test Dice {q['mean_dice']['fp32']:.4f} -> {q['mean_dice']['int8']:.4f}; arg-max agreement "
+              f"with fp32 {q['agreement_with_fp32']['argmax_agreement']:.4%}; latency per slice "
+              f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
+        for organ, d in q["dice"].items():
+            print(f"  {organ}: {d['fp32']:.4f} -> {d['int8']:.4f} ({d['change']:+.4f})")
+
+
+def _named_paths(items: list[str], flag: str) -> dict[str, Path]:
+    bad = [item for item in items if "=" not in item or not item.split("=", 1)[0]]
+    if bad:
+        raise DataError(f"{flag}: expected NAME=CHECKPOINT, got {bad}")
+    return {name: Path(path) for name, path in (item.split("=", 1) for item in items)}
+
+
+def parser_cost(sub) -> None:
+    p = sub.add_parser("cost", help="parameters, FLOPs, file size, CPU latency and peak memory of trained models, in "
+                       "PyTorch and ONNX Runtime")
+    p.add_argument("--models", required=True, nargs="+", help="NAME=CHECKPOINT (teacher=..., a width's student=...)")
+    p.add_argument("--data", type=Path, default=None, help="prepared dataset: its test volumes are timed too")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of every measurement")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per latency (after warm-up), at least 20")
+    p.add_argument("--volumes", type=int, default=2, help="test volumes timed per model")
+    p.add_argument("--summary", type=Path, default=None, help="summary.csv of hkd tables, for --figure")
+    p.add_argument("--figure", type=Path, default=None, help="PNG: test Dice against latency and against parameters")
+    p.add_argument("--out-dir", required=True, type=Path, help="folder for cost.csv, cost.md, cost.html")
+    p.set_defaults(func=cmd_cost, inputs=("data", "summary"), outputs=("out_dir", "figure"))
+
+
+def cmd_cost(args) -> None:
+    import pandas as pd
+
+    from hkd.deploy.cost import checkpoint_cost, cost_display
+    from hkd.evaluate.tables import to_html, to_markdown
+    from hkd.io import atomic_path, write_text
+
+    if args.runs < 20:
+        raise DataError(f"--runs: {args.runs}; a latency is the median of at least 20 timed runs")
+    if args.figure and not args.summary:
+        raise DataError("--figure: needs --summary (the test Dice of each model)")
+    rows = []
+    for name, path in _named_paths(args.models, "--models").items():
+        rows += checkpoint_cost(name, path, threads=args.threads, runs=args.runs, prepared=args.data,
+                                volumes=args.volumes)
+    table = pd.DataFrame(rows)
+    with atomic_path(args.out_dir / "cost.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    shown = cost_display(table)
+    title = f"Cost per model: CPU, {args.threads} thread(s), batch 1"
+    write_text(args.out_dir / "cost.md", to_markdown(shown, digits=3))
+    write_text(args.out_dir / "cost.html", to_html(shown, title, digits=3))
+    print(to_markdown(shown, digits=3))
+    if args.figure:
+        from hkd.figures.cost import dice_vs_cost
+
+        dice_vs_cost(args.figure, pd.read_csv(args.summary), table)

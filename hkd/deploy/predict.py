@@ -35,6 +35,7 @@ from hkd.data.cases import from_display, is_nifti_name, load_scan
 from hkd.data.preprocess import pad_to_square, resize_slices, window
 from hkd.deploy.runtime import Model
 from hkd.errors import DataError
+from hkd.guard import check_replaceable, mark_own
 from hkd.io import atomic_path
 
 log = logging.getLogger("hkd")
@@ -207,13 +208,14 @@ def predict(model: Model, source: Path, out: Path, *, progress: bool = True, **o
             raise DataError(f"--out {out}: a file; a folder of scans is segmented into a folder")
         out.mkdir(parents=True, exist_ok=True)
         if created:
-            from hkd.guard import mark_own
-
             mark_own(out)
         suffix = ".nii.gz"
         targets = [out / (case_name(f) + suffix) for f in files]
     else:
         targets = [out]
+    for dst in targets:  # before any work: never replace a file hkd did not write
+        for path in output_paths(dst, options.get("probabilities", False)).values():
+            check_replaceable(path)
     done, failed = [], []
     bar = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress or len(files) == 1)
     for src, dst in bar:
