@@ -34,8 +34,8 @@ _MARKER_TEXT = "written by hkd; this folder is replaced when its command reruns\
 _JSON_KEYS = ({"train", "val", "test"}, {"members"}, {"status", "model"}, {"identity"},
               {"case", "classes", "voxel_volume_mm3"}, {"export", "parity"})
 # Columns of hkd's CSV files: evaluations, tables, verdicts, context (method), training logs (epoch),
-# data summaries (class).
-_CSV_COLUMNS = {"method", "epoch", "class"}
+# data summaries (class), model costs (runtime).
+_CSV_COLUMNS = {"method", "epoch", "class", "runtime"}
 
 
 class InputOverwriteError(ValueError):
