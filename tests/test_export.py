@@ -103,3 +103,36 @@ def test_export_refusals(student_ckpt, prepared, tmp_path, capsys):
     foreign.write_bytes(b"my own model")
     assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(foreign)]) == 1
     assert "not a file hkd wrote" in capsys.readouterr().err and foreign.read_bytes() == b"my own model"
+
+
+def test_several_checkpoints_choose_the_best_validation_dice(tmp_path):
+    from hkd.commands.deploy import best_on_validation
+    from hkd.errors import DataError
+
+    runs = []
+    for name, dice in (("a", 0.4), ("b", 0.6), ("c", 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"val_dice": dice}))
+        runs.append(tmp_path / name / "best.pt")
+    assert best_on_validation(runs) == tmp_path / "b" / "best.pt"
+    assert best_on_validation(runs[:1]) == runs[0]
+    with pytest.raises(DataError, match="no validation Dice"):
+        best_on_validation([*runs, tmp_path / "d" / "best.pt"])
+
+
+@pytest.mark.slow
+def test_the_study_exports_its_chosen_students_and_measures_their_cost(default_study):
+    import pandas as pd
+
+    out = default_study.out
+    report = json.loads((out / "deploy" / "student_w0.25.json").read_text())
+    print(json.dumps(report["parity"]))
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4 and report["parity"]["argmax_agreement"] >= 0.9999
+    chosen = json.loads((Path(report["export"]["checkpoint"]).parent / "metrics.json").read_text())["val_dice"]
+    others = [json.loads((Path(c).parent / "metrics.json").read_text())["val_dice"]
+              for c in report["export"]["chosen_from"]]
+    assert chosen == max(others)
+    cost = pd.read_csv(out / "tables" / "cost.csv")
+    print(cost.to_string())
+    assert set(cost["model"]) == {"teacher", "0.25"} and set(cost["runtime"]) == {"pytorch", "onnxruntime"}
+    assert (cost["runs"] >= 20).all() and (out / "figures" / "dice_vs_cost.png").stat().st_size > 10_000

@@ -74,7 +74,9 @@ def cmd_predict(args) -> None:
 def parser_export(sub) -> None:
     p = sub.add_parser("export", help="export a trained network alone as ONNX, checked against ONNX Runtime on real "
                        "prepared slices; --int8 quantises it")
-    p.add_argument("--model", required=True, type=Path, help="a checkpoint the study wrote (best.pt)")
+    p.add_argument("--model", required=True, type=Path, nargs="+",
+                   help="a checkpoint the study wrote (best.pt); given several, the one whose run (metrics.json "
+                        "beside it) has the best validation Dice")
     p.add_argument("--format", default="onnx", choices=["onnx"])
     p.add_argument("--data", required=True, type=Path,
                    help="the prepared dataset it was trained on: its test slices check the export, its training "
@@ -102,10 +104,14 @@ def cmd_export(args) -> None:
         if path is not None:
             check_replaceable(path)
     _threads(args.threads)
-    proto, report = export(args.model, args.data, int8=args.int8, calibration=args.calibration_slices,
+    checkpoint = best_on_validation(args.model)
+    proto, report = export(checkpoint, args.data, int8=args.int8, calibration=args.calibration_slices,
                            threads=args.threads)
     with atomic_path(args.out) as tmp:
         onnx.save(proto, tmp)
+    if len(args.model) > 1:
+        report["export"]["chosen_from"] = [str(m) for m in args.model]
+        print(f"{checkpoint}: the best validation Dice of {len(args.model)} runs")
     if args.report:
         write_json(args.report, {**report, "file_bytes": args.out.stat().st_size})
     p = report["parity"]
@@ -121,6 +127,23 @@ def cmd_export(args) -> None:
               f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
         for organ, d in q["dice"].items():
             print(f"  {organ}: {d['fp32']:.4f} -> {d['int8']:.4f} ({d['change']:+.4f})")
+
+
+def best_on_validation(checkpoints: list[Path]) -> Path:
+    """The checkpoint whose run has the best validation Dice (``val_dice`` of its metrics.json); the first of
+    equals. One checkpoint is returned as it is."""
+    import json
+
+    if len(checkpoints) == 1:
+        return checkpoints[0]
+    scores = {}
+    for ckpt in checkpoints:
+        path = ckpt.parent / "metrics.json"
+        try:
+            scores[ckpt] = float(json.loads(path.read_text())["val_dice"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"--model {ckpt}: no validation Dice to choose by in {path} ({exc})") from None
+    return max(checkpoints, key=lambda c: scores[c])
 
 
 def _named_paths(items: list[str], flag: str) -> dict[str, Path]:
