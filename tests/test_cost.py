@@ -48,7 +48,7 @@ def test_cost_table_and_figure(student_ckpt, prepared, tmp_path):
     out = tmp_path / "tables"
     assert main(["cost", "--models", f"0.25={student_ckpt}", "--data", str(prepared), "--runs", "20",
                  "--volumes", "1", "--summary", str(tmp_path / "summary.csv"), "--figure", str(tmp_path / "f.png"),
-                 "--out-dir", str(out)]) == 0
+                 "--out-csv", str(out / "cost.csv"), "--out-html", str(out / "cost.html")]) == 0
     table = pd.read_csv(out / "cost.csv")
     print(table.to_string())
     assert list(table["runtime"]) == ["pytorch", "onnxruntime"]
@@ -57,4 +57,4 @@ def test_cost_table_and_figure(student_ckpt, prepared, tmp_path):
     assert (table["latency_q25_ms"] <= table["latency_ms"]).all() and (table["latency_ms"] <= table["latency_q75_ms"]).all()
     assert table["volume_s"].notna().all() and (table["peak_mb"] >= 0).all() and (table["file_mb"] > 0).all()
     assert "hkd-table" in (out / "cost.html").read_text() and (tmp_path / "f.png").stat().st_size > 10_000
-    assert main(["cost", "--models", f"0.25={student_ckpt}", "--runs", "5", "--out-dir", str(out)]) == 1
+    assert main(["cost", "--models", f"0.25={student_ckpt}", "--runs", "5", "--out-csv", str(out / "c.csv")]) == 1

@@ -124,12 +124,12 @@ def test_several_checkpoints_choose_the_best_validation_dice(tmp_path):
 def test_the_study_exports_its_chosen_students_and_measures_their_cost(default_study):
     import pandas as pd
 
-    out = default_study.out
+    out, root = default_study.out, default_study.root
     report = json.loads((out / "deploy" / "student_w0.25.json").read_text())
     print(json.dumps(report["parity"]))
     assert report["parity"]["max_abs_logit_diff"] <= 1e-4 and report["parity"]["argmax_agreement"] >= 0.9999
-    chosen = json.loads((Path(report["export"]["checkpoint"]).parent / "metrics.json").read_text())["val_dice"]
-    others = [json.loads((Path(c).parent / "metrics.json").read_text())["val_dice"]
+    chosen = json.loads((root / Path(report["export"]["checkpoint"]).parent / "metrics.json").read_text())["val_dice"]
+    others = [json.loads((root / Path(c).parent / "metrics.json").read_text())["val_dice"]
               for c in report["export"]["chosen_from"]]
     assert chosen == max(others)
     cost = pd.read_csv(out / "tables" / "cost.csv")

@@ -163,8 +163,10 @@ def parser_cost(sub) -> None:
     p.add_argument("--volumes", type=int, default=2, help="test volumes timed per model")
     p.add_argument("--summary", type=Path, default=None, help="summary.csv of hkd tables, for --figure")
     p.add_argument("--figure", type=Path, default=None, help="PNG: test Dice against latency and against parameters")
-    p.add_argument("--out-dir", required=True, type=Path, help="folder for cost.csv, cost.md, cost.html")
-    p.set_defaults(func=cmd_cost, inputs=("data", "summary"), outputs=("out_dir", "figure"))
+    p.add_argument("--out-csv", required=True, type=Path, help="the cost table, one row per model and runtime")
+    p.add_argument("--out-md", type=Path, default=None, help="the table as Markdown")
+    p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
+    p.set_defaults(func=cmd_cost, inputs=("data", "summary"), outputs=("out_csv", "out_md", "out_html", "figure"))
 
 
 def cmd_cost(args) -> None:
@@ -183,12 +185,14 @@ def cmd_cost(args) -> None:
         rows += checkpoint_cost(name, path, threads=args.threads, runs=args.runs, prepared=args.data,
                                 volumes=args.volumes)
     table = pd.DataFrame(rows)
-    with atomic_path(args.out_dir / "cost.csv") as tmp:
+    with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     shown = cost_display(table)
     title = f"Cost per model: CPU, {args.threads} thread(s), batch 1"
-    write_text(args.out_dir / "cost.md", to_markdown(shown, digits=3))
-    write_text(args.out_dir / "cost.html", to_html(shown, title, digits=3))
+    if args.out_md:
+        write_text(args.out_md, to_markdown(shown, digits=3))
+    if args.out_html:
+        write_text(args.out_html, to_html(shown, title, digits=3))
     print(to_markdown(shown, digits=3))
     if args.figure:
         from hkd.figures.cost import dice_vs_cost

@@ -34,6 +34,11 @@ def dice_vs_cost(out_png: str | Path, summary: pd.DataFrame, cost: pd.DataFrame,
             else:
                 ax.plot(rows[column], rows["dice_mean"], marker="o", markersize=4, linewidth=1.2, label=str(method))
         ax.set_xscale("log")
+        ticks = sorted(set(table[column]))
+        labels = ([f"{t:.3g}" for t in ticks] if column == "latency_ms" else
+                  [f"{t / 1e6:.3g}M" if t >= 1e5 else f"{t / 1e3:.3g}k" for t in ticks])
+        ax.set_xticks(ticks, labels, minor=False)
+        ax.set_xticks([], minor=True)
         ax.set_xlabel(xlabel, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3, which="both")

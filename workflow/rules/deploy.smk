@@ -44,10 +44,10 @@ rule cost:
     params:
         models=" ".join(f"{name}={path}" for name, path in COST_MODELS.items()),
         runs=DEPLOY["cost_runs"],
-        out_dir=lambda w, output: os.path.dirname(output.csv),
     shell:
         "hkd cost --models {params.models} --data {input.data} --threads {threads} --runs {params.runs}"
-        " --summary {input.summary} --figure {output.figure} --out-dir {params.out_dir} > {log} 2>&1"
+        " --summary {input.summary} --figure {output.figure} --out-csv {output.csv} --out-md {output.md}"
+        " --out-html {output.html} > {log} 2>&1"
 
 
 rule export_student:
