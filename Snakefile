@@ -13,6 +13,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/deploy.smk"
 
 
 report: "workflow/report/workflow.rst"
@@ -35,3 +36,6 @@ rule all:
         rules.tables.output,
         rules.hypotheses.output,
         rules.figures.output,
+        rules.cost.output,
+        EXPORTS,
+        SEGMENTATIONS,

@@ -33,6 +33,9 @@ COMMANDS = {
     "figures": "hkd.commands.report",
     "overview": "hkd.commands.report",
     "features": "hkd.commands.models",
+    "predict": "hkd.commands.deploy",
+    "export": "hkd.commands.deploy",
+    "cost": "hkd.commands.deploy",
 }
 
 

@@ -14,7 +14,9 @@ Three rules, checked before any work:
   by suffix and content (:func:`written_by_hkd`): ``.json`` an object with the keys of one of hkd's
   JSON files, ``.csv`` a header naming one of hkd's columns, ``.md`` a table or hkd's verdict page,
   ``.html`` a page with hkd's table or overview classes, ``.pt`` a torch checkpoint, ``.h5`` HDF5,
-  ``.png`` a PNG image. A file of any other kind is never replaced.
+  ``.png`` a PNG image, ``.nii``/``.nii.gz`` a segmentation carrying ``hkd predict``'s header extension,
+  ``.npz`` its probabilities, ``.onnx`` a model with ``hkd export``'s metadata. A file of any other kind is
+  never replaced.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ OUTPUT_MARKER = ".hkd-output"
 _MARKER_TEXT = "written by hkd; this folder is replaced when its command reruns\n"
 
 # Keys that identify hkd's JSON files: a split, a cohort manifest, run metrics, a store entry's identity.
-_JSON_KEYS = ({"train", "val", "test"}, {"members"}, {"status", "model"}, {"identity"})
+_JSON_KEYS = ({"train", "val", "test"}, {"members"}, {"status", "model"}, {"identity"},
+              {"case", "classes", "voxel_volume_mm3"}, {"export", "parity"})
 # Columns of hkd's CSV files: evaluations, tables, verdicts, context (method), training logs (epoch),
-# data summaries (class).
-_CSV_COLUMNS = {"method", "epoch", "class"}
+# data summaries (class), model costs (runtime).
+_CSV_COLUMNS = {"method", "epoch", "class", "runtime"}
 
 
 class InputOverwriteError(ValueError):
@@ -114,7 +117,17 @@ def written_by_hkd(path: str | os.PathLike) -> bool:
             return head.startswith(b"\x89HDF\r\n\x1a\n")
         if suffix == ".png":
             return head.startswith(b"\x89PNG\r\n\x1a\n")
-    except (OSError, ValueError, IndexError, zipfile.BadZipFile):
+        name = path.name.lower()
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            return any(b'"hkd_predict"' in ext.get_content() for ext in nib.load(path).header.extensions)
+        if suffix == ".npz":
+            with zipfile.ZipFile(path) as archive:
+                return set(archive.namelist()) == {"probabilities.npy", "classes.npy"}
+        if suffix == ".onnx":
+            return b"hkd.preprocessing" in path.read_bytes()
+    except Exception:  # noqa: BLE001: whatever a reader raises, the file is not one hkd wrote
         return False
     return False
 

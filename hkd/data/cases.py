@@ -131,6 +131,15 @@ def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.transpose(ras[::-1, ::-1, :], (2, 1, 0))
 
 
+def from_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_display`: a display-ordered array (z, row, column, ...) back in the voxel
+    order of ``affine`` (trailing axes, e.g. classes, are kept); returns a view."""
+    ras = np.swapaxes(volume, 0, 2)[::-1, ::-1]  # (R, A, S) with axes pointing to R, A, S
+    ornt = nib.orientations.io_orientation(affine)
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+    return nib.orientations.apply_orientation(ras, back)
+
+
 def display_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel spacing (mm) along the display axes (z, row, column)."""
     ornt = nib.orientations.io_orientation(affine)
@@ -139,6 +148,34 @@ def display_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     for axis, (world_axis, _) in enumerate(ornt):
         ras_zooms[int(world_axis)] = float(zooms[axis])
     return (ras_zooms[2], ras_zooms[1], ras_zooms[0])
+
+
+def _check_voxels(image: np.ndarray, path: Path) -> None:
+    """Reject NaN or infinite voxels and a constant image, naming ``path``."""
+    bad = ~np.isfinite(image)
+    if bad.any():
+        kinds = ", ".join(str(v) for v in np.unique(image[bad]).tolist())
+        raise DataError(f"{path}: contains NaN or infinite voxels ({int(bad.sum())} voxels: {kinds})")
+    if image.min() == image.max():
+        raise DataError(f"{path}: constant volume (every voxel is {image.min():g})")
+
+
+def is_nifti_name(path: str | Path) -> bool:
+    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
+
+
+def load_scan(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Load and validate one image without a label (a scan to segment): its NIfTI image and its voxels
+    (float32) in the display orientation. The checks are those of :func:`load_raw_case`."""
+    path = Path(path)
+    if not is_nifti_name(path):
+        raise DataError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    img = _load_nifti(path)
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise DataError(f"{path}: not a NIfTI file (read as {type(img).__name__})")
+    image = _read_array(img, path, np.float32)
+    _check_voxels(image, path)
+    return img, to_display(image, img.affine)
 
 
 def load_raw_case(raw: RawCase) -> Case:
@@ -156,12 +193,7 @@ def load_raw_case(raw: RawCase) -> Case:
     if min(img_nii.shape) < 1 or np.prod(img_nii.shape) == 0:
         raise DataError(f"{raw.image_path}: empty volume")
     image = _read_array(img_nii, raw.image_path, np.float32)
-    bad = ~np.isfinite(image)
-    if bad.any():
-        kinds = ", ".join(str(v) for v in np.unique(image[bad]).tolist())
-        raise DataError(f"{raw.image_path}: contains NaN or infinite voxels ({int(bad.sum())} voxels: {kinds})")
-    if image.min() == image.max():
-        raise DataError(f"{raw.image_path}: constant volume (every voxel is {image.min():g})")
+    _check_voxels(image, raw.image_path)
     label = _read_array(lab_nii, raw.label_path, None)
     if not np.issubdtype(label.dtype, np.integer):
         if np.isnan(label).any() or (label != np.round(label)).any():

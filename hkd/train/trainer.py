@@ -2,7 +2,8 @@
 
 Reproducible: model initialisation, data order and augmentation are seeded from ``seed`` and the
 epoch number, so a run resumed from its last epoch checkpoint ends exactly as an uninterrupted run.
-Outputs (all written atomically) in ``out_dir``: ``best.pt`` and ``last.pt`` (state dicts),
+Outputs (all written atomically) in ``out_dir``: ``best.pt`` and ``last.pt`` (state dicts, with the
+data's preprocessing: :mod:`hkd.deploy.preprocessing`),
 ``log.csv`` (one row per epoch) and ``metrics.json`` (``status``: completed or diverged).
 
 Every epoch, ``log.csv`` also records the gradient norm, with respect to the student's weights, of the
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from hkd import distill
 from hkd.distill import MissingFeatureError
 from hkd.data.dataset import SliceSet, load_slices, read_meta
+from hkd.deploy import preprocessing
 from hkd.devices import autocast, resolve_device
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import ARCHITECTURES, build_model, count_parameters, describe_spec, label, model_blocks, recorder_of
@@ -295,6 +297,7 @@ class Run:
         self.folders.check()
         check_batch_size(cfg)
         meta = read_meta(prepared)
+        self.preprocessing = preprocessing.record(meta)  # travels with every checkpoint (hkd predict)
         self.classes = meta["classes"]
         self.size = int(meta["image_size"])
         self.fill = float(meta.get("scale", (0.0, 1.0))[0])  # image value outside a rotated slice
@@ -371,7 +374,8 @@ class Run:
 
     def _model_state(self, epoch: int) -> dict:
         return {"model": self.model.state_dict(), "method": self.method.state_dict(), "epoch": epoch,
-                "spec": json.dumps(self.spec), "method_name": self.cfg.method}
+                "spec": json.dumps(self.spec), "method_name": self.cfg.method,
+                "preprocessing": json.dumps(self.preprocessing)}
 
     def try_resume(self) -> None:
         """Continue from the work folder's state when it was written by this same configuration."""

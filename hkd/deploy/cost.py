@@ -1,0 +1,208 @@
+"""``hkd cost``: what each trained model costs to run, beside what it scores.
+
+Per model: trainable parameters; FLOPs of one slice (``torch.utils.flop_counter``: convolutions and
+matrix products, 2 FLOPs per multiply-add; FLOPs, not MACs) at the study's slice size and at 224 px; the
+size of its weights (the network's state dict alone, as ``torch.save`` writes it) and of its ONNX file;
+and per runtime (PyTorch eager, ONNX Runtime), measured in a fresh process each on the CPU with a stated
+number of threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over
+``runs`` timed runs), seconds per test volume (evaluation's path: resize, network, nearest neighbour back),
+and peak memory (the growth of the process's peak resident set, reset once the runtime is imported,
+while it loads the model and runs slices at batch 1: the weights and the activations of one slice).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger("hkd")
+
+RUNTIMES = ("pytorch", "onnxruntime")
+WARMUP = 3
+
+
+def latency(run, x: np.ndarray, runs: int = 20, warmup: int = WARMUP) -> dict:
+    """Milliseconds per call of ``run(x)``: median, quartiles, min and max over ``runs`` after ``warmup``."""
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = np.percentile(times, [25, 50, 75])
+    return {"median_ms": float(q[1]), "q25_ms": float(q[0]), "q75_ms": float(q[2]), "min_ms": float(min(times)),
+            "max_ms": float(max(times)), "runs": runs}
+
+
+def flops(network: torch.nn.Module, size: int) -> int:
+    """FLOPs (not MACs) of one forward pass of a (1, 1, size, size) slice."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        network(torch.zeros(1, 1, size, size))
+    return int(counter.get_total_flops())
+
+
+def at_size(spec: dict, size: int) -> torch.nn.Module:
+    """The network of ``spec`` built for ``size`` px slices (weights random: FLOPs do not depend on them)."""
+    from hkd.models import build_model
+
+    return build_model({**spec, "img_size": size} if spec.get("arch") == "transunet" else spec).eval()
+
+
+def weights_bytes(network: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(network.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> float:
+    """Reset the process's peak resident set to its current size (Linux: /proc/self/clear_refs); returns the
+    current size in MB, the baseline of :func:`_peak_growth_mb`."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    return _status_mb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _peak_growth_mb(base: float) -> float:
+    peak = _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return max(peak - base, 0.0)
+
+
+def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: list) -> dict:
+    """In a fresh process: latency per slice, seconds per volume and peak memory of one runtime."""
+    torch.set_num_threads(threads)
+    from hkd.deploy import runtime
+    from hkd.deploy.export import _AsModule
+    from hkd.evaluate.volume import predict_volume
+    from hkd.models import build_model
+
+    if kind == "onnxruntime":
+        import onnxruntime  # noqa: F401 (imported before the baseline)
+    base = _reset_peak()  # everything imported: what follows is the model's weights and its activations
+    if kind == "pytorch":
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network = build_model(json.loads(state["spec"])).eval()
+        network.load_state_dict(state["model"])
+        del state
+        run = runtime.torch_runner(network)
+    else:
+        run = runtime.ort_runner(runtime.ort_session(Path(path), threads))
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    out = {"latency": latency(run, x, runs)}
+    out["peak_mb"] = _peak_growth_mb(base)
+    if volumes:
+        seconds = []
+        for image, scale in volumes:
+            t0 = time.perf_counter()
+            predict_volume(_AsModule(run), image, size, "cpu", batch_size=1, scale=scale)
+            seconds.append(time.perf_counter() - t0)
+        out["volume_s"] = float(np.mean(seconds))
+        out["volume_slices"] = float(np.mean([len(v) for v, _ in volumes]))
+    return out
+
+
+def measure_runtime(kind: str, path: Path, size: int, threads: int, runs: int, volumes: list) -> dict:
+    """:func:`_measure` in a spawned process, so that its memory and threads are its own."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_measure, (kind, str(path), size, threads, runs, volumes))
+
+
+def _test_volumes(prepared: Path | None, limit: int) -> list:
+    if prepared is None:
+        return []
+    from hkd.data.dataset import load_volume, read_meta
+
+    meta = read_meta(prepared)
+    scale = tuple(meta.get("scale", (0.0, 1.0)))
+    return [(load_volume(prepared, c)[0], scale) for c in list(meta["split"].get("test") or [])[:limit]]
+
+
+def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, threads: int = 1, runs: int = 20,
+               prepared: Path | None = None, volumes: int = 2, onnx: bool = True) -> list[dict]:
+    """One row per runtime for the network ``name`` (see the module docstring)."""
+    from hkd.deploy.export import to_onnx
+    from hkd.models import count_parameters
+
+    network = network.eval()
+    gflops = flops(network, size) / 1e9
+    common = {"model": name, "params": count_parameters(network), "size": size, "gflops": gflops,
+              "gflops_224": gflops if size == 224 else flops(at_size(spec, 224), 224) / 1e9, "threads": threads}
+    vols = _test_volumes(prepared, volumes)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "model.pt"
+        torch.save({"spec": json.dumps(spec), "model": network.state_dict()}, ckpt)
+        files = {"pytorch": (ckpt, weights_bytes(network))}
+        if onnx:
+            import onnx as onnx_lib
+
+            proto, _ = to_onnx(network, size, spec)
+            path = Path(tmp) / "model.onnx"
+            onnx_lib.save(proto, path)
+            files["onnxruntime"] = (path, os.path.getsize(path))
+        for kind, (path, nbytes) in files.items():
+            m = measure_runtime(kind, path, size, threads, runs, vols)
+            lat = m["latency"]
+            rows.append({**common, "runtime": kind, "file_mb": nbytes / 2**20, "latency_ms": lat["median_ms"],
+                         "latency_q25_ms": lat["q25_ms"], "latency_q75_ms": lat["q75_ms"], "runs": lat["runs"],
+                         "volume_s": m.get("volume_s"), "volume_slices": m.get("volume_slices"),
+                         "peak_mb": m["peak_mb"]})
+            log.info("%s %s: %.2f ms per slice (median of %d, %d thread(s))", name, kind, lat["median_ms"],
+                     lat["runs"], threads)
+    return rows
+
+
+def checkpoint_cost(name: str, checkpoint: Path, **options) -> list[dict]:
+    """:func:`model_cost` of a checkpoint's network at its training slice size."""
+    from hkd.deploy.runtime import load_checkpoint
+
+    model = load_checkpoint(checkpoint)
+    rows = model_cost(name, model.network, model.spec, int(model.preprocessing["image_size"]), **options)
+    return [{**r, "checkpoint_mb": checkpoint.stat().st_size / 2**20} for r in rows]
+
+
+def ratio(rows: list[dict], a: str, b: str) -> float | None:
+    """How many times faster model ``b`` runs than ``a``, each in its fastest runtime."""
+    fastest = {}
+    for r in rows:
+        fastest[r["model"]] = min(fastest.get(r["model"], float("inf")), r["latency_ms"])
+    return fastest[a] / fastest[b] if a in fastest and b in fastest else None
+
+
+def cost_display(table):
+    """The cost table as the report shows it: one row per model and runtime, latency as median [quartiles]."""
+    out = table[["model", "runtime", "params", "gflops", "gflops_224", "file_mb", "threads"]].copy()
+    out.insert(2, "slice px", table["size"])
+    out["latency ms (median [q25, q75])"] = [f"{m:.2f} [{a:.2f}, {b:.2f}]" for m, a, b in
+                                             zip(table["latency_ms"], table["latency_q25_ms"], table["latency_q75_ms"])]
+    out["runs"] = table["runs"]
+    if table["volume_s"].notna().any():
+        out["s per test volume"] = table["volume_s"]
+    out["peak MB"] = table["peak_mb"]
+    return out.rename(columns={"gflops": "GFLOPs", "gflops_224": "GFLOPs at 224", "file_mb": "file MB"})

@@ -1,0 +1,246 @@
+"""``hkd export``: a trained network alone as ONNX, checked against ONNX Runtime before it is written.
+
+The file holds the network of the checkpoint and nothing else (no teacher, optimiser or distillation
+adapters): input ``image`` (N, 1, H, W) float32 prepared as the metadata says, output ``logits``
+(N, C, H, W). The batch is dynamic; so are H and W (multiples of 16) when the network exports that way
+(SqueezeUNet does; TransUNet's position embeddings fix its grid at the training size). The metadata
+holds the preprocessing (``hkd.preprocessing``, :mod:`hkd.deploy.preprocessing`), the model spec and
+the parity measured at export, so ``hkd predict`` needs nothing else.
+
+Before anything is written, ONNX Runtime runs the exported graph on real prepared slices (the test
+cases', resized as for evaluation) beside PyTorch: the largest logit difference must stay within
+:data:`LOGIT_TOLERANCE` and the arg-max agree on at least :data:`ARGMAX_AGREEMENT` of the pixels (resize
+operators have exported with other coordinate conventions before; random input would not show it).
+
+``int8``: static quantisation (ONNX Runtime, QDQ, weights int8 per output channel, activations uint8,
+min-max ranges calibrated on training slices); its Dice per class on the test cases, its arg-max agreement
+with the float model and its latency are reported beside the float model's, whatever they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hkd.data.dataset import load_slices, load_volume, read_meta
+from hkd.data.preprocess import pad_to_square, resize_slices
+from hkd.deploy import runtime
+from hkd.errors import DataError
+
+log = logging.getLogger("hkd")
+
+LOGIT_TOLERANCE = 1e-4
+ARGMAX_AGREEMENT = 0.9999
+OPSET = 18
+
+
+def _quiet_export(network: torch.nn.Module, example: torch.Tensor, dynamic_shapes):
+    import logging as _logging
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        previous = _logging.getLogger("torch.onnx").level
+        _logging.getLogger("torch.onnx").setLevel(_logging.ERROR)
+        try:
+            return torch.onnx.export(network, (example,), None, dynamo=True, input_names=["image"],
+                                     output_names=["logits"], dynamic_shapes=dynamic_shapes, opset_version=OPSET,
+                                     verbose=False)
+        finally:
+            _logging.getLogger("torch.onnx").setLevel(previous)
+
+
+def _runs_at(proto, network: torch.nn.Module, size: int) -> bool:
+    """Whether the exported graph runs at ``size`` px and matches the network there (random input)."""
+    x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
+    try:
+        got = runtime.ort_runner(runtime.ort_session(proto.SerializeToString(), 1))(x)
+    except Exception:  # noqa: BLE001: ONNX Runtime refuses the shape
+        return False
+    with torch.inference_mode():
+        want = network(torch.from_numpy(x)).numpy()
+    return got.shape == want.shape and float(np.abs(got - want).max()) <= LOGIT_TOLERANCE
+
+
+def to_onnx(network: torch.nn.Module, size: int, spec: dict | None = None):
+    """The network as an ONNX ModelProto with a dynamic batch and, where it exports and then runs correctly
+    at twice the size, dynamic H and W; returns (proto, whether the spatial size is dynamic)."""
+    try:
+        import onnxscript  # noqa: F401 (the exporter needs it)
+    except ImportError:
+        raise ImportError("hkd export needs onnx, onnxscript and onnxruntime: pip install 'hkd[deploy]'") from None
+    network = network.eval().float()
+    example = torch.zeros(2, 1, size, size)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    if (spec or {}).get("arch") != "transunet":  # TransUNet's position embeddings are traced at one grid size
+        height, width = torch.export.Dim("h16", min=1, max=256), torch.export.Dim("w16", min=1, max=256)
+        try:
+            proto = _quiet_export(network, example, ({0: batch, 2: 16 * height, 3: 16 * width},)).model_proto
+            if _runs_at(proto, network, 2 * size):
+                return proto, True
+            log.info("spatial size fixed at %d px: the graph exported with a dynamic size is wrong at %d px", size,
+                     2 * size)
+        except Exception as exc:  # noqa: BLE001: a network whose size is fixed
+            log.info("spatial size fixed at %d px (%s)", size, " ".join(str(exc).split())[:160])
+    return _quiet_export(network, example, ({0: batch},)).model_proto, False
+
+
+def evaluation_slices(prepared: Path, size: int, part: str = "test", limit: int | None = None) -> np.ndarray:
+    """The slices of the ``part`` cases (test, else validation), prepared as ``hkd evaluate`` prepares them:
+    (N, 1, S, S) float32; ``limit`` spread evenly over them."""
+    meta = read_meta(prepared)
+    cases = list(meta["split"].get(part) or meta["split"].get("val") or [])
+    if not cases:
+        raise DataError(f"{prepared / 'dataset.json'}: no test or validation cases to check the export on")
+    fill = float(meta.get("scale", (0.0, 1.0))[0])
+    chunks = [resize_slices(pad_to_square(load_volume(prepared, c)[0], fill), size, "image",
+                            tuple(meta.get("scale", (0.0, 1.0)))) for c in cases]
+    slices = np.concatenate(chunks)[:, None]
+    if limit and len(slices) > limit:
+        slices = slices[np.linspace(0, len(slices) - 1, limit).round().astype(int)]
+    return np.ascontiguousarray(slices, dtype=np.float32)
+
+
+def compare(reference, candidate, slices: np.ndarray, batch_size: int = 16) -> dict:
+    """Largest absolute logit difference and arg-max agreement of two runners on ``slices``."""
+    worst, agree, pixels = 0.0, 0, 0
+    for i in range(0, len(slices), batch_size):
+        a, b = reference(slices[i:i + batch_size]), candidate(slices[i:i + batch_size])
+        worst = max(worst, float(np.abs(a - b).max()))
+        agree += int((a.argmax(1) == b.argmax(1)).sum())
+        pixels += a.shape[0] * a.shape[2] * a.shape[3]
+    return {"slices": int(len(slices)), "pixels": pixels, "max_abs_logit_diff": worst,
+            "argmax_agreement": agree / pixels}
+
+
+def _with_metadata(proto, meta: dict[str, str]):
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "hkd export"
+    return proto
+
+
+def calibration_slices(prepared: Path, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` training slices (seeded draw) for the int8 calibration."""
+    train = load_slices(prepared, "train")
+    pick = np.sort(np.random.default_rng(seed).choice(len(train), size=min(n, len(train)), replace=False))
+    return np.ascontiguousarray(train.image[torch.from_numpy(pick)].numpy(), dtype=np.float32)
+
+
+def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8):
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max calibration)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": calibration[i:i + batch_size]}
+                                 for i in range(0, len(calibration), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, src)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            except Exception as exc:  # noqa: BLE001: optional graph clean-up; quantise the graph as exported
+                log.info("int8: pre-processing skipped (%s)", " ".join(str(exc).split())[:160])
+                pre = src
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        return onnx.load(str(dst))
+
+
+class _AsModule:
+    """A runner as the callable ``hkd.evaluate.volume.predict_volume`` expects (tensor in, tensor out)."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run(x.numpy()))
+
+
+def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
+    """Mean Dice per class over the ``part`` cases, predicted as ``hkd evaluate`` predicts."""
+    from hkd.evaluate.metrics import case_metrics
+    from hkd.evaluate.volume import predict_volume
+
+    meta = read_meta(prepared)
+    classes = {i: name for i, name in enumerate(meta["classes"]) if i > 0}
+    scores: dict[str, list[float]] = {name: [] for name in classes.values()}
+    for case in meta["split"].get(part) or []:
+        image, label, spacing = load_volume(prepared, case)
+        pred = predict_volume(_AsModule(run), image, int(meta["image_size"]), "cpu",
+                              scale=tuple(meta.get("scale", (0.0, 1.0))))
+        for row in case_metrics(pred, label, spacing, classes):
+            scores[row["organ"]].append(float(row["dice"]))
+    return {name: float(np.mean(v)) for name, v in scores.items() if v}
+
+
+def export(checkpoint: Path, prepared: Path, *, int8: bool = False, calibration: int = 64,
+           check_slices: int | None = None, threads: int = 1, runs: int = 20) -> tuple[object, dict]:
+    """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report.
+
+    Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances (nothing is written then).
+    """
+    from hkd.deploy.cost import latency
+
+    model = runtime.load_checkpoint(checkpoint)
+    prep = model.preprocessing
+    size = int(prep["image_size"])
+    meta = read_meta(prepared)
+    if list(meta["classes"]) != list(prep["classes"]) or int(meta["image_size"]) != size:
+        raise DataError(f"--data {prepared}: its classes {meta['classes']} at {meta['image_size']} px are not the "
+                        f"{prep['classes']} at {size} px that {checkpoint} was trained on")
+    proto, dynamic = to_onnx(model.network, size, model.spec)
+    session = runtime.ort_session(proto.SerializeToString(), threads)
+    slices = evaluation_slices(prepared, size, limit=check_slices)
+    parity = compare(model.run, runtime.ort_runner(session), slices)
+    report = {"export": {"checkpoint": str(checkpoint), "format": "onnx", "opset": OPSET, "dynamic_batch": True,
+                         "dynamic_spatial": dynamic, "image_size": size,
+                         "tolerance": {"max_abs_logit_diff": LOGIT_TOLERANCE, "argmax_agreement": ARGMAX_AGREEMENT}},
+              "parity": parity}
+    if parity["max_abs_logit_diff"] > LOGIT_TOLERANCE or parity["argmax_agreement"] < ARGMAX_AGREEMENT:
+        raise DataError(f"{checkpoint}: ONNX Runtime differs from PyTorch on {parity['slices']} test slices (largest "
+                        f"logit difference {parity['max_abs_logit_diff']:.3g} > {LOGIT_TOLERANCE:g}, or arg-max "
+                        f"agreement {parity['argmax_agreement']:.6f} < {ARGMAX_AGREEMENT}); nothing was written")
+    kind = "fp32"
+    if int8:
+        quantised = quantize_int8(proto, calibration_slices(prepared, calibration))
+        q_session = runtime.ort_session(quantised.SerializeToString(), threads)
+        q_run = runtime.ort_runner(q_session)
+        fp32_dice, int8_dice = test_dice(runtime.ort_runner(session), prepared), test_dice(q_run, prepared)
+        one = np.ascontiguousarray(slices[:1])
+        report["int8"] = {
+            "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
+            "scheme": "static QDQ, int8 weights per output channel, uint8 activations, min-max calibration",
+            "agreement_with_fp32": compare(runtime.ort_runner(session), q_run, slices),
+            "dice": {c: {"fp32": fp32_dice[c], "int8": int8_dice[c], "change": int8_dice[c] - fp32_dice[c]}
+                     for c in fp32_dice},
+            "mean_dice": {"fp32": float(np.mean(list(fp32_dice.values()))),
+                          "int8": float(np.mean(list(int8_dice.values())))},
+            "latency_ms": {"threads": threads, "size": size,
+                           "fp32": latency(runtime.ort_runner(session), one, runs),
+                           "int8": latency(q_run, one, runs)},
+        }
+        proto, kind = quantised, "int8"
+    report["export"]["kind"] = kind
+    proto = _with_metadata(proto, {
+        runtime.META_PREPROCESSING: json.dumps(prep), runtime.META_SPEC: json.dumps(model.spec),
+        runtime.META_KIND: kind, "hkd.parity": json.dumps(parity), "hkd.checkpoint": Path(checkpoint).name})
+    return proto, report

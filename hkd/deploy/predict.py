@@ -1,0 +1,230 @@
+"""``hkd predict``: segment CT scans (NIfTI) with a trained model, each on its own grid.
+
+A scan goes in through ingest's own code (:func:`hkd.data.cases.load_scan`: the same validation, and the
+same reorientation to the display orientation, as the study's cases), is windowed, padded to square and
+resized exactly as the model's training slices were (the checkpoint's :mod:`~hkd.deploy.preprocessing`),
+and comes out as a uint8 label volume with the input's shape, affine and header, in the input's voxel order.
+
+Back on the native grid, by default the class *probabilities* (softmax of the logits) are resized to the
+scan's in-plane size (bilinear) and arg-maxed there. A label map resized by nearest neighbour can only
+change class at the model's pixel edges, so at 48 or 224 px against 512 px it draws organs as staircases a
+model pixel wide; interpolated probabilities put each boundary where the classes' probabilities cross,
+between model pixels, and small or thin organs keep their shape (nnU-Net resamples probabilities too).
+``upsample="nearest"`` resizes the arg-max label map by nearest neighbour instead, as ``hkd evaluate`` and
+TransUNet do: with it, predict reproduces the evaluation's predictions voxel for voxel.
+
+Test-time augmentation (``tta``) averages the probabilities of the slice and of its mirror images along
+each in-plane axis and both (4 passes). Mirroring swaps the patient's left and right, so it helps only a
+model that was trained with flips (the ``transunet`` augmentation) and can hurt lateral classes otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hkd.data.cases import from_display, is_nifti_name, load_scan
+from hkd.data.preprocess import pad_to_square, resize_slices, window
+from hkd.deploy.runtime import Model
+from hkd.errors import DataError
+from hkd.guard import check_replaceable, mark_own
+from hkd.io import atomic_path
+
+log = logging.getLogger("hkd")
+
+UPSAMPLE = ("probabilities", "nearest")
+#: The JSON that :func:`write_case` puts into the output's NIfTI header extension (and its key).
+EXTENSION_KEY = "hkd_predict"
+_FLIPS = ((), (-1,), (-2,), (-2, -1))
+
+
+def case_name(path: Path) -> str:
+    """The case's name: its file name without ``.nii`` or ``.nii.gz``."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
+
+
+def _probabilities(model: Model, x: np.ndarray, tta: bool) -> torch.Tensor:
+    """Softmax over classes of the model's logits on slices ``x`` (N, 1, S, S), averaged over mirror images."""
+    total = None
+    for dims in _FLIPS if tta else ((),):
+        xi = np.flip(x, dims) if dims else x
+        p = torch.from_numpy(model.run(np.ascontiguousarray(xi))).softmax(1)
+        p = p.flip(dims) if dims else p
+        total = p if total is None else total + p
+    return total / (len(_FLIPS) if tta else 1)
+
+
+def segment(model: Model, image: np.ndarray, *, upsample: str = "probabilities", tta: bool = False,
+            batch_size: int = 16, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (D, H, W) uint8 of a display-oriented HU volume (D, H, W), and with ``probabilities`` the
+    class probabilities (C, D, H, W) float16 on the same grid (resized bilinearly in either mode)."""
+    if upsample not in UPSAMPLE:
+        raise DataError(f"--upsample: '{upsample}' is not one of {', '.join(UPSAMPLE)}")
+    prep = model.preprocessing
+    scale = tuple(prep["scale"])
+    size = int(prep["image_size"])
+    image = window(np.array(image, dtype=np.float32), *prep["hu_window"], scale)
+    d, h, w = image.shape
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    labels = np.empty((d, h, w), dtype=np.uint8)
+    probs = np.empty((len(prep["classes"]), d, h, w), dtype=np.float16) if probabilities else None
+    for i in range(0, d, batch_size):
+        x = resize_slices(pad_to_square(image[i:i + batch_size], scale[0]), size, "image", scale)[:, None]
+        if upsample == "nearest" and not tta and not probabilities:
+            # exactly hkd.evaluate.volume.predict_volume: arg-max on the model's grid, then nearest neighbour
+            pred = torch.from_numpy(model.run(x)).argmax(1).to(torch.uint8)[:, None]
+        else:
+            p = _probabilities(model, x, tta)
+            if upsample == "nearest":
+                pred = p.argmax(1).to(torch.uint8)[:, None]
+            if upsample == "probabilities" or probabilities:
+                p = F.interpolate(p, size=(side, side), mode="bilinear", align_corners=False)[..., top:top + h,
+                                                                                              left:left + w]
+                if probabilities:
+                    probs[:, i:i + batch_size] = p.transpose(0, 1).numpy()
+                if upsample == "probabilities":
+                    labels[i:i + batch_size] = p.argmax(1).numpy()
+                    continue
+        pred = F.interpolate(pred, size=(side, side), mode="nearest-exact")[:, 0]
+        labels[i:i + batch_size] = pred[:, top:top + h, left:left + w].numpy()
+    return labels, probs
+
+
+def statistics(labels: np.ndarray, affine: np.ndarray, classes: list[str]) -> dict:
+    """Voxel count and volume (mm^3) of each class but the background."""
+    voxel = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    return {"voxel_volume_mm3": voxel,
+            "classes": {name: {"label": i, "voxels": int(counts[i]), "volume_mm3": float(counts[i]) * voxel}
+                        for i, name in enumerate(classes) if i > 0}}
+
+
+def segmentation_image(labels: np.ndarray, source: nib.Nifti1Image, info: dict) -> nib.Nifti1Image:
+    """``labels`` (the source's voxel order) as a uint8 NIfTI with the source's header and affine, the
+    class names and the model in a header extension."""
+    header = source.header.copy()
+    out = type(source)(np.ascontiguousarray(labels, dtype=np.uint8), source.affine, header=header)
+    out.set_data_dtype(np.uint8)
+    out.header.set_slope_inter(1.0, 0.0)
+    out.header["cal_min"], out.header["cal_max"] = 0, len(info["classes"]) - 1
+    out.set_qform(source.get_qform(), code=int(source.header["qform_code"]))
+    out.set_sform(source.get_sform(), code=int(source.header["sform_code"]))
+    out.header["descrip"] = b"hkd predict: class names in the header extension"
+    text = json.dumps({EXTENSION_KEY: info}).encode()
+    out.header.extensions.append(nib.nifti1.Nifti1Extension("comment", text))
+    return out
+
+
+def _nifti_suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+
+
+def output_paths(out: Path, probabilities: bool) -> dict[str, Path]:
+    """The files of one case: the segmentation ``out``, its statistics and (optionally) probabilities."""
+    stem = out.parent / case_name(out)
+    paths = {"segmentation": out, "statistics": stem.with_name(stem.name + ".json")}
+    if probabilities:
+        paths["probabilities"] = stem.with_name(stem.name + "_probabilities.npz")
+    return paths
+
+
+def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "probabilities", tta: bool = False,
+                 probabilities: bool = False, batch_size: int = 16) -> dict:
+    """Segment one NIfTI scan into ``out`` (.nii or .nii.gz), with ``<case>.json`` beside it (and
+    ``<case>_probabilities.npz``); every file appears complete or not at all. Returns the statistics."""
+    if not is_nifti_name(out):
+        raise DataError(f"--out {out}: a segmentation is written as .nii or .nii.gz")
+    nii, image = load_scan(source)
+    labels, probs = segment(model, image, upsample=upsample, tta=tta, batch_size=batch_size,
+                            probabilities=probabilities)
+    labels = np.ascontiguousarray(from_display(labels, nii.affine))
+    classes = model.classes
+    info = {"classes": {str(i): name for i, name in enumerate(classes)}, "model": str(model.path),
+            "runtime": model.runtime, "upsample": upsample, "tta": tta}
+    paths = output_paths(out, probabilities)
+    stats = {"case": case_name(source), "input": str(source), "segmentation": str(out), **info,
+             "shape": list(labels.shape), **statistics(labels, nii.affine, classes)}
+    image_out = segmentation_image(labels, nii, info)
+    with contextlib.ExitStack() as stack:  # all files renamed into place only when all are written
+        tmp = {k: stack.enter_context(atomic_path(p, suffix=_nifti_suffix(p) if k == "segmentation" else ""))
+               for k, p in paths.items()}
+        nib.save(image_out, tmp["segmentation"])
+        written = nib.load(tmp["segmentation"])
+        if written.shape != nii.shape or not np.allclose(written.affine, nii.affine, rtol=0, atol=1e-6):
+            raise RuntimeError(f"{out}: written with shape {written.shape} and affine {written.affine.tolist()}, "
+                               f"not the input's {nii.shape} and {nii.affine.tolist()}")
+        tmp["statistics"].write_text(json.dumps(stats, indent=2) + "\n")
+        if probabilities:
+            p = np.stack([np.ascontiguousarray(from_display(c, nii.affine)) for c in probs])
+            with open(tmp["probabilities"], "wb") as f:
+                np.savez_compressed(f, probabilities=p, classes=np.array(classes))
+    return stats
+
+
+def input_files(source: Path) -> list[Path]:
+    """The scans of ``--input``: the file itself, or a folder's .nii/.nii.gz files (not hidden, sorted)."""
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise DataError(f"--input {source}: no such file or folder")
+    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti_name(p) and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"--input {source}: no .nii or .nii.gz files in the folder")
+    seen: dict[str, Path] = {}
+    for f in files:
+        if case_name(f) in seen:
+            raise DataError(f"--input {f}: case {case_name(f)} is also stored as {seen[case_name(f)].name}; "
+                            "keep one of the two files")
+        seen[case_name(f)] = f
+    return files
+
+
+def check_classes(model: Model, wanted: list[str] | None) -> None:
+    """Refuse a model whose classes differ from those the user asked for (``--classes``)."""
+    if wanted is not None and list(wanted) != list(model.classes):
+        raise DataError(f"--classes: the model {model.path} segments {model.classes}, not {list(wanted)}")
+
+
+def predict(model: Model, source: Path, out: Path, *, progress: bool = True, **options) -> tuple[list, list]:
+    """Segment ``source`` (a scan or a folder of scans) into ``out`` (a file, or a folder for a folder).
+
+    A case that fails is logged by name and skipped; the others are written. Returns (the statistics of the
+    cases written, the (case file, error) of those that failed).
+    """
+    files = input_files(source)
+    if source.is_dir() or out.is_dir():
+        created = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+        if out.exists() and not out.is_dir():
+            raise DataError(f"--out {out}: a file; a folder of scans is segmented into a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        if created:
+            mark_own(out)
+        suffix = ".nii.gz"
+        targets = [out / (case_name(f) + suffix) for f in files]
+    else:
+        targets = [out]
+    for dst in targets:  # before any work: never replace a file hkd did not write
+        for path in output_paths(dst, options.get("probabilities", False)).values():
+            check_replaceable(path)
+    done, failed = [], []
+    bar = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress or len(files) == 1)
+    for src, dst in bar:
+        try:
+            done.append(predict_file(model, src, dst, **options))
+        except Exception as exc:  # noqa: BLE001: a bad case is named and skipped, the others finish
+            if len(files) == 1:
+                raise
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            log.error("%s: skipped (%s)", src, message)
+            failed.append((src, message))
+    return done, failed

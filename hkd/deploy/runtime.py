@@ -1,0 +1,117 @@
+"""A trained model as one callable: prepared slices (N, 1, S, S) in, logits (N, C, S, S) out.
+
+``--model`` of ``hkd predict`` and ``hkd cost`` is a checkpoint written by ``hkd train`` (run in PyTorch)
+or an ONNX file written by ``hkd export`` (run in ONNX Runtime). Either carries its preprocessing
+(:mod:`hkd.deploy.preprocessing`); an ONNX file without hkd's metadata is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hkd.deploy import preprocessing
+from hkd.errors import DataError
+
+#: Keys of the metadata ``hkd export`` writes into an ONNX file.
+META_PREPROCESSING = "hkd.preprocessing"
+META_SPEC = "hkd.spec"
+META_KIND = "hkd.kind"  # "fp32" or "int8"
+
+
+@dataclass
+class Model:
+    """A loaded model: ``run`` maps float32 slices (N, 1, S, S) to float32 logits (N, C, S, S)."""
+
+    path: Path
+    runtime: str  # "pytorch" or "onnxruntime"
+    preprocessing: dict
+    spec: dict
+    run: object  # callable
+    network: torch.nn.Module | None = None  # the PyTorch network (checkpoints only)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.preprocessing["classes"]
+
+
+def ort_session(path_or_bytes, threads: int = 0):
+    """An ONNX Runtime CPU session (``threads`` 0: ONNX Runtime's default)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("running an ONNX model needs onnxruntime: pip install 'hkd[deploy]'") from None
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(session):
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+
+    return run
+
+
+def torch_runner(network: torch.nn.Module):
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+
+    return run
+
+
+def load_onnx(path: Path, threads: int = 0) -> Model:
+    """An ONNX file written by ``hkd export``, run in ONNX Runtime."""
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("reading an ONNX model needs onnx: pip install 'hkd[deploy]'") from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
+        raise DataError(f"{path}: not a readable ONNX file ({' '.join(str(exc).split())[:200]})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if META_PREPROCESSING not in meta:
+        raise DataError(f"{path}: an ONNX model not written by hkd export (no '{META_PREPROCESSING}' metadata), "
+                        "so its preprocessing is unknown; export the checkpoint with hkd export")
+    try:
+        prep = json.loads(meta[META_PREPROCESSING])
+        spec = json.loads(meta.get(META_SPEC, "{}"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: its hkd metadata is not JSON ({exc})") from None
+    prep = preprocessing.checked(prep, str(path))
+    session = ort_session(proto.SerializeToString(), threads)
+    return Model(path, "onnxruntime", prep, spec, ort_runner(session))
+
+
+def load_checkpoint(path: Path, given_preprocessing: dict | None = None) -> Model:
+    """A checkpoint written by ``hkd train``, run in PyTorch (eval mode, CPU)."""
+    from hkd.models.checkpoint import load_model, load_state
+
+    network, spec = load_model(path)
+    prep = preprocessing.of_checkpoint(load_state(path), path, given_preprocessing)
+    return Model(path, "pytorch", prep, spec, torch_runner(network), network)
+
+
+def load(path: str | Path, given_preprocessing: dict | None = None, threads: int = 0) -> Model:
+    """A checkpoint (PyTorch) or an ONNX file written by ``hkd export`` (ONNX Runtime)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"--model {path}: no such file")
+    if path.suffix.lower() == ".onnx":
+        if given_preprocessing is not None:
+            raise DataError(f"--preprocessing: {path} carries its own; the option is for checkpoints written before "
+                            "checkpoints recorded it")
+        return load_onnx(path, threads)
+    return load_checkpoint(path, given_preprocessing)

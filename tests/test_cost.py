@@ -1,0 +1,60 @@
+"""hkd cost: parameters, FLOPs, file size, latency and memory per model and runtime; the Dice-vs-cost figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import TINY_STUDENT, TINY_TEACHER
+from hkd.cli import main
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(prepared, tmp_path_factory) -> Path:
+    from hkd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("student")
+    train({"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003},
+          prepared, out, progress=False)
+    return out / "best.pt"
+
+
+def test_flops_are_flops_not_macs(one_thread):
+    import torch
+
+    from hkd.deploy.cost import flops
+
+    conv = torch.nn.Conv2d(1, 4, 3, padding=1, bias=False)
+    # 4 output channels x 9 weights x 32 x 32 positions multiply-adds, 2 FLOPs each
+    assert flops(conv, 32) == 2 * 4 * 9 * 32 * 32
+
+
+def test_paper_sizes_flops(one_thread):
+    from hkd.deploy.cost import at_size, flops
+
+    teacher = flops(at_size({"arch": "transunet", "num_classes": 9}, 224), 224) / 1e9
+    student = flops(at_size({"arch": "squeezeunet", "width": "0.4M", "num_classes": 9}, 224), 224) / 1e9
+    print(f"GFLOPs at 224: teacher {teacher:.2f}, 0.4M student {student:.2f}, ratio {teacher / student:.1f}")
+    assert teacher == pytest.approx(57.1, abs=0.1) and student == pytest.approx(1.72, abs=0.01)
+
+
+@pytest.mark.slow
+def test_cost_table_and_figure(student_ckpt, prepared, tmp_path):
+    summary = pd.DataFrame([{"method": "scratch", "params": 26893, "dice_mean": 0.4, "dice_std": 0.0},
+                            {"method": "logits", "params": 26893, "dice_mean": 0.45, "dice_std": 0.0}])
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    out = tmp_path / "tables"
+    assert main(["cost", "--models", f"0.25={student_ckpt}", "--data", str(prepared), "--runs", "20",
+                 "--volumes", "1", "--summary", str(tmp_path / "summary.csv"), "--figure", str(tmp_path / "f.png"),
+                 "--out-csv", str(out / "cost.csv"), "--out-html", str(out / "cost.html")]) == 0
+    table = pd.read_csv(out / "cost.csv")
+    print(table.to_string())
+    assert list(table["runtime"]) == ["pytorch", "onnxruntime"]
+    assert (table["params"] == 26893).all() and (table["threads"] == 1).all() and (table["runs"] == 20).all()
+    assert (table["size"] == 32).all() and (table["gflops_224"] > table["gflops"]).all()
+    assert (table["latency_q25_ms"] <= table["latency_ms"]).all() and (table["latency_ms"] <= table["latency_q75_ms"]).all()
+    assert table["volume_s"].notna().all() and (table["peak_mb"] >= 0).all() and (table["file_mb"] > 0).all()
+    assert "hkd-table" in (out / "cost.html").read_text() and (tmp_path / "f.png").stat().st_size > 10_000
+    assert main(["cost", "--models", f"0.25={student_ckpt}", "--runs", "5", "--out-csv", str(out / "c.csv")]) == 1

@@ -1,0 +1,138 @@
+"""hkd export: the network alone as ONNX, checked against ONNX Runtime on real slices; int8 measured."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from helpers import TINY_STUDENT
+from hkd.cli import main
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(prepared, tmp_path_factory) -> Path:
+    """A tiny SqueezeUNet trained for one epoch on ``prepared``."""
+    from hkd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("student")
+    train({"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003},
+          prepared, out, progress=False)
+    return out / "best.pt"
+
+
+@pytest.fixture(scope="module")
+def exported(student_ckpt, prepared, tmp_path_factory) -> tuple[Path, dict, str]:
+    import io
+    from contextlib import redirect_stdout
+
+    out = tmp_path_factory.mktemp("export")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(out / "s.onnx"),
+                     "--report", str(out / "s.json")]) == 0
+    return out / "s.onnx", json.loads((out / "s.json").read_text()), buf.getvalue()
+
+
+@pytest.mark.slow
+def test_export_matches_pytorch_on_test_slices(exported, student_ckpt):
+    import onnx
+
+    from hkd.deploy.runtime import load
+
+    path, report, printed = exported
+    print(printed)
+    parity = report["parity"]
+    assert parity["max_abs_logit_diff"] <= 1e-4 and parity["argmax_agreement"] >= 0.9999
+    assert parity["slices"] == 12  # the test case's 12 slices
+    assert "max |logit difference|" in printed and "arg-max agreement" in printed
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["hkd.preprocessing"])["classes"][5] == "liver" and meta["hkd.kind"] == "fp32"
+    # the network alone: its initialisers hold exactly the network's parameters
+    from hkd.models import count_parameters
+
+    network = load(student_ckpt).network
+    weights = {t.name: int(np.prod(t.dims)) for t in proto.graph.initializer if t.name in network.state_dict()}
+    assert set(weights) == set(network.state_dict()) and sum(weights.values()) == count_parameters(network)
+    others = [int(np.prod(t.dims)) for t in proto.graph.initializer if t.name not in weights]
+    assert sum(others) <= 16, others  # the resize scales, nothing of a teacher, optimiser or adapter
+    # dynamic batch and spatial size
+    onnx_model, torch_model = load(path), load(student_ckpt)
+    x = np.random.default_rng(0).random((3, 1, 64, 48), dtype=np.float32)
+    np.testing.assert_allclose(onnx_model.run(x), torch_model.run(x), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_predict_with_the_onnx_file_matches_the_checkpoint(exported, student_ckpt, prepared, tmp_path):
+    path = exported[0]
+    scan = prepared.parent / "RawData" / "Training" / "img" / "img0005.nii.gz"
+    for model, out in ((path, tmp_path / "onnx.nii.gz"), (student_ckpt, tmp_path / "torch.nii.gz")):
+        assert main(["predict", "--model", str(model), "--input", str(scan), "--out", str(out), "--quiet"]) == 0
+    a, b = (np.asanyarray(nib.load(tmp_path / f).dataobj) for f in ("onnx.nii.gz", "torch.nii.gz"))
+    assert (a == b).mean() >= 0.9999
+    info = json.loads(nib.load(tmp_path / "onnx.nii.gz").header.extensions[-1].get_content())["hkd_predict"]
+    assert info["runtime"] == "onnxruntime"
+
+
+@pytest.mark.slow
+def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, capsys):
+    out = tmp_path / "s8.onnx"
+    assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(out), "--int8",
+                 "--calibration-slices", "16", "--report", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    print(printed)
+    q = json.loads((tmp_path / "r.json").read_text())["int8"]
+    assert set(q["dice"]) == {"spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
+                              "pancreas"}
+    assert all(abs(d["change"] - (d["int8"] - d["fp32"])) < 1e-12 for d in q["dice"].values())
+    assert q["latency_ms"]["int8"]["runs"] >= 20 and q["latency_ms"]["threads"] == 1
+    assert "int8: mean test Dice" in printed
+    import onnx
+
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+
+
+def test_export_refusals(student_ckpt, prepared, tmp_path, capsys):
+    assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(tmp_path / "s.pt")]) == 1
+    assert "written as .onnx" in capsys.readouterr().err
+    foreign = tmp_path / "mine.onnx"
+    foreign.write_bytes(b"my own model")
+    assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(foreign)]) == 1
+    assert "not a file hkd wrote" in capsys.readouterr().err and foreign.read_bytes() == b"my own model"
+
+
+def test_several_checkpoints_choose_the_best_validation_dice(tmp_path):
+    from hkd.commands.deploy import best_on_validation
+    from hkd.errors import DataError
+
+    runs = []
+    for name, dice in (("a", 0.4), ("b", 0.6), ("c", 0.5)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"val_dice": dice}))
+        runs.append(tmp_path / name / "best.pt")
+    assert best_on_validation(runs) == tmp_path / "b" / "best.pt"
+    assert best_on_validation(runs[:1]) == runs[0]
+    with pytest.raises(DataError, match="no validation Dice"):
+        best_on_validation([*runs, tmp_path / "d" / "best.pt"])
+
+
+@pytest.mark.slow
+def test_the_study_exports_its_chosen_students_and_measures_their_cost(default_study):
+    import pandas as pd
+
+    out, root = default_study.out, default_study.root
+    report = json.loads((out / "deploy" / "student_w0.25.json").read_text())
+    print(json.dumps(report["parity"]))
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4 and report["parity"]["argmax_agreement"] >= 0.9999
+    chosen = json.loads((root / Path(report["export"]["checkpoint"]).parent / "metrics.json").read_text())["val_dice"]
+    others = [json.loads((root / Path(c).parent / "metrics.json").read_text())["val_dice"]
+              for c in report["export"]["chosen_from"]]
+    assert chosen == max(others)
+    cost = pd.read_csv(out / "tables" / "cost.csv")
+    print(cost.to_string())
+    assert set(cost["model"]) == {"teacher", "0.25"} and set(cost["runtime"]) == {"pytorch", "onnxruntime"}
+    assert (cost["runs"] >= 20).all() and (out / "figures" / "dice_vs_cost.png").stat().st_size > 10_000
