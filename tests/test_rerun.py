@@ -35,7 +35,8 @@ STUDY_COMMANDS = {"phantom": ("phantom",), "split": ("split",), "prepare": ("pre
                   "teacher_cache": ("teacher-cache",), "train_scratch": ("train",), "train_student": ("train",),
                   "evaluate_teacher": ("evaluate",), "evaluate_scratch": ("evaluate",), "evaluate_student": ("evaluate",),
                   "tables": ("tables",), "hypotheses": ("hypotheses",),
-                  "figures": ("figures", "overview"), "context": ("context",)}
+                  "figures": ("figures", "overview"), "context": ("context",), "cost": ("cost",),
+                  "export_student": ("export",)}
 
 
 def study_loads(rule: str, method: str | None) -> tuple[str, ...]:

@@ -48,7 +48,7 @@ def test_tiny_lits_study_reads_its_layout_and_plans_every_method(tmp_path):
     """LiTS's own steps (its layout, reader, window and scaling) run; what follows them is the tumour task's
     code, which the KiTS19 study below runs end to end, so here it is planned: every method of the config."""
     root, out = _write_study("lits", tmp_path)
-    run = snakemake(root, "--cores", "2", str(out / "tables" / "data.csv"), timeout=600)
+    run = snakemake(root, "--cores", "2", str((out / "tables" / "data.csv").relative_to(root)), timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     _check_data_steps("lits", out)
     plan = snakemake(root, "-n", "--cores", "2")
