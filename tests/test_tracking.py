@@ -169,3 +169,15 @@ def test_each_epoch_logs_one_line_with_losses_dice_seconds_and_time_left(prepare
     for line, left in zip(lines, ("about", "about 0 s left")):
         assert "loss" in line and "ce " in line and "dice " in line and "val Dice" in line and "spleen" in line, line
         assert left in line and " s, about " in line, line
+
+
+def test_gradient_ratios_are_those_of_the_gradient_balance_module():
+    from hkd.train.gradient_balance import block_ratios
+    from hkd.train.tracking import grad_ratios
+
+    row = {"epoch": 1, "gradnorm_seg": 2.0, "gradnorm_seg@enc1": 1.0, "gradnorm_seg@dec1": 0.0, "gradnorm_kd": 4.0,
+           "gradnorm_kd@enc1": 3.0, "gradnorm_kd@dec1": 0.0, "gradnorm_kd@adapter.p": 5.0, "gradnorm_at": 1.0,
+           "gradnorm_at@enc1": 0.5}
+    expected = block_ratios(pd.DataFrame([row])).dropna()
+    assert grad_ratios(row) == {f"grad_ratio/{r.term}/{r.block}": r.ratio for r in expected.itertuples()}
+    assert grad_ratios(row)["grad_ratio/kd/enc1"] == 3.0

@@ -29,8 +29,6 @@ import os
 import time
 from pathlib import Path
 
-import pandas as pd
-
 from hkd.train import gradient_balance
 
 TRACKERS = ("none", "tensorboard", "mlflow")
@@ -50,10 +48,29 @@ def scalars(row: dict) -> dict[str, float]:
             out[f"val_dice/{key[len('val_dice_'):]}"] = value
         elif key not in NOT_TERMS and not key.startswith(("val_", gradient_balance.PREFIX)):
             out[f"loss/{key}"] = value
-    ratios = gradient_balance.block_ratios(pd.DataFrame([row]))
-    for r in ratios.itertuples():
-        out[f"grad_ratio/{r.term}/{r.block}"] = r.ratio
+    out.update(grad_ratios(row))
     return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
+
+
+def grad_ratios(row: dict) -> dict[str, float]:
+    """``grad_ratio/<term>/<block>`` of one row, as :func:`hkd.train.gradient_balance.block_ratios` has them
+    (block ``model``: the whole student; a block without a segmentation gradient has none)."""
+    col, seg = gradient_balance.column, gradient_balance.SEG
+    if col(seg) not in row:
+        return {}
+    head = col(seg) + gradient_balance.AT
+    blocks = ["model"] + [k[len(head):] for k in row
+                          if k.startswith(head) and not gradient_balance.is_adapter(k[len(head):])]
+    terms = [k[len(gradient_balance.PREFIX):] for k in row
+             if k.startswith(gradient_balance.PREFIX) and gradient_balance.AT not in k and k != col(seg)]
+    out = {}
+    for term in terms:
+        for block in blocks:
+            b = None if block == "model" else block
+            num, den = row.get(col(term, b)), row.get(col(seg, b))
+            if num is not None and den is not None and float(den) > 0:
+                out[f"grad_ratio/{term}/{block}"] = float(num) / float(den)
+    return out
 
 
 def _missing(package: str, extra: str, kind: str) -> ImportError:
