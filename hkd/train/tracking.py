@@ -73,6 +73,15 @@ def grad_ratios(row: dict) -> dict[str, float]:
     return out
 
 
+def check_installed(kind: str) -> None:
+    """Raise the one-line error of a tracker whose package is not installed (nothing is imported)."""
+    from importlib.util import find_spec
+
+    package = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(kind)
+    if package and find_spec(package) is None:
+        raise _missing(package, package, kind)
+
+
 def _missing(package: str, extra: str, kind: str) -> ImportError:
     return ImportError(f"train.tracker: {kind} needs the {package} package: pip install 'hkd[{extra}]' "
                        "(or set train.tracker: none)")

@@ -238,6 +238,8 @@ def train_config(section, model, seed, method="scratch"):
     """The JSON training config of one run: shared recipe, section overrides, model, method, seed."""
     recipe = {**config["train"], **config[section]["train"]}
     recipe.pop("threads")
+    # train.tracker reaches the job as a resource (see TRACKING): no part of the run's identity
+    recipe.pop("tracker")
     return {
         **recipe,
         "model": model,
@@ -287,6 +289,12 @@ def student_model(label):
     return STUDENTS[str(label)]
 
 
+# Live curves (train.tracker): a resource, not a param, so changing it retrains nothing (it changes no
+# number of a run); the MLflow store is the study's. hkd track writes the curves of runs already trained.
+TRACKING = {"tracker": config["train"]["tracker"]}
+TRACKING_ARGS = "--tracker {resources.tracker} --tracking-store " + f"{OUT}/mlruns"
+
+
 def run_outputs(folder):
     return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
 
@@ -319,6 +327,11 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
         DATA["image_size"],
         len(DATA["classes"]),
     )
+    if "conda" not in str(workflow.deployment_settings.deployment_method).lower():
+        # the jobs run here: a tracker whose extra is missing fails now, in one line, not in every job
+        from hkd.train.tracking import check_installed
+
+        check_installed(config["train"]["tracker"])
 
 
 STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]
