@@ -78,7 +78,13 @@ def check_installed(kind: str) -> None:
     from importlib.util import find_spec
 
     package = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(kind)
-    if package and find_spec(package) is None:
+    if not package:
+        return
+    try:
+        found = find_spec(package) is not None
+    except ImportError:  # an import hook that refuses the package
+        found = False
+    if not found:
         raise _missing(package, package, kind)
 
 

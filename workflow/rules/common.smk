@@ -290,7 +290,7 @@ def student_model(label):
 
 
 # Live curves (train.tracker): a resource, not a param, so changing it retrains nothing (it changes no
-# number of a run); the MLflow store is the study's. hkd track writes the curves of runs already trained.
+# number of a run); the MLflow store is the study's.
 TRACKING = {"tracker": config["train"]["tracker"]}
 TRACKING_ARGS = "--tracker {resources.tracker} --tracking-store " + f"{OUT}/mlruns"
 
@@ -328,10 +328,14 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
         len(DATA["classes"]),
     )
     if "conda" not in str(workflow.deployment_settings.deployment_method).lower():
-        # the jobs run here: a tracker whose extra is missing fails now, in one line, not in every job
+        # the jobs run here: say now, in one line, that a tracker's package is missing (a warning: the report
+        # and the steps after training do not need it)
         from hkd.train.tracking import check_installed
 
-        check_installed(config["train"]["tracker"])
+        try:
+            check_installed(config["train"]["tracker"])
+        except ImportError as exc:
+            logger.warning(f"{exc}; every training job would stop on it")
 
 
 STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]
