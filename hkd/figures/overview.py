@@ -89,6 +89,15 @@ def flags(row: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _open_result(path: str) -> str:
+    """A link target that shows the report's result ``path`` at once, as its view button does (Snakemake 9's
+    report app: ``results``, ``app.setView``), or else its entry, as an rst reference to it does."""
+    p = json.dumps(path)
+    return (f"javascript:void((typeof results==='object'&&results[{p}]&&results[{p}].data_uri)?"
+            f"app.setView({{navbarMode:'resultinfo',resultPath:{p},content:'html',contentPath:results[{p}].data_uri}})"
+            f":app.showResultInfo({p}))")
+
+
 def verdict_summary(table: pd.DataFrame, full_table: str | None = None) -> str:
     """The first page's verdict table: claim, student, difference with its 95% CI, Holm-adjusted p, verdict
     and short flags (each flag's tooltip: its meaning; the row's tooltip: the full note); ``full_table``, the
@@ -110,9 +119,8 @@ def verdict_summary(table: pd.DataFrame, full_table: str | None = None) -> str:
                     f"<td class='hkd-flags'>{flag_html}</td></tr>")
     link = ""
     if full_table:
-        target = html.escape(json.dumps(str(full_table)), quote=True)
         link = (f"<p>Every column (n, seeds, the three means, raw p, mde, the full note) and how each is "
-                f"computed: <a class='hkd-full-table' href=\"javascript:app.showResultInfo({target})\">"
+                f"computed: <a class='hkd-full-table' href=\"{html.escape(_open_result(str(full_table)), quote=True)}\">"
                 f"{html.escape(Path(full_table).name)}</a> (Verdicts).</p>")
     return (f"<table class='hkd-verdicts'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
             + link)
