@@ -104,8 +104,9 @@ def verdict_summary(table: pd.DataFrame, full_table: str | None = None) -> str:
     report's path of the page with every column, is linked under it."""
     from hkd.evaluate.tables import format_p
 
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "student", "difference [95% CI]", "p (Holm)", "verdict",
-                                              "flags"))
+    head = "".join(f"<th{kind}>{h}</th>" for h, kind in (("claim", " class='hkd-claim'"), ("student", ""),
+                                                          ("difference [95% CI]", ""), ("p (Holm)", ""),
+                                                          ("verdict", ""), ("flags", " class='hkd-flags'")))
     rows = []
     for row in table.to_dict("records"):
         note = "" if pd.isna(row.get("note")) else str(row["note"])
