@@ -79,6 +79,8 @@ def study_jobs(students: dict, cached: list[str]) -> dict[tuple[str, str | None]
 # The README's "Reruns" table: change -> what reruns.
 README_TABLE = {
     "Touching a file without changing it": "nothing",
+    "The live-curve tracker (`train.tracker`)": "nothing (it changes no number; see [Watching "
+                                                "training](#watching-training))",
     "An option of one method (`distill.latent.weight`)": "that method's students (and teacher cache, if it has "
                                                          "one), and the tables, figures and verdicts built from "
                                                          "them",
@@ -354,6 +356,12 @@ def test_changing_one_methods_option_reruns_only_its_students(restore):
     assert "train_teacher" not in jobs and not DATA_JOBS & set(jobs)
     assert set(jobs) <= {"teacher_cache", "train_student", "evaluate_student", "tables", "figures", "context",
                          "hypotheses"}
+
+
+def test_changing_the_tracker_reruns_nothing(restore):
+    _edit_config(restore, {"train": {"tracker": "mlflow" if _config(restore)["train"]["tracker"] != "mlflow"
+                                     else "none"}})
+    assert planned_jobs(restore) == {}
 
 
 def test_changing_a_teacher_setting_reruns_teacher_and_distilled_students_only(restore):

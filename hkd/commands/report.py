@@ -112,7 +112,10 @@ def parser_overview(sub) -> None:
     p.add_argument("--run", required=True, help="JSON object: what the configuration ran, shown as given")
     p.add_argument("--split", required=True, type=Path, help="split.json from hkd split")
     p.add_argument("--summary", required=True, type=Path, help="summary.csv from hkd tables")
-    p.add_argument("--hypotheses", required=True, type=Path, help="the verdict page from hkd hypotheses")
+    p.add_argument("--hypotheses", required=True, type=Path, help="hypotheses.csv from hkd hypotheses")
+    p.add_argument("--full-table", default=None,
+                   help="the verdict page with every column (hypotheses.html) as the Snakemake report names it, "
+                        "linked under the first page's table")
     p.add_argument("--figure", required=True, type=Path, help="dice_vs_params.png from hkd figures")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_overview, inputs=("split", "summary", "hypotheses", "figure"), outputs=("out",))
@@ -122,5 +125,5 @@ def cmd_overview(args) -> None:
     from hkd.figures.overview import write_overview
 
     out = write_overview(args.out, json_object(args.run, "--run"), args.split, args.summary, args.hypotheses,
-                         args.figure)
+                         args.figure, args.full_table)
     log.info("wrote %s", out)

@@ -46,6 +46,23 @@ def add_training_job_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs-per-gpu", type=int, default=1,
                    help="jobs one GPU takes at once, when concurrent jobs pick among several GPUs (default 1)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--tracker", choices=("none", "tensorboard", "mlflow"), default="none",
+                   help="live training curves (hkd.train.tracking): TensorBoard events in <run>/tensorboard, or a "
+                        "run in an MLflow file store; they change no number of the run")
+    p.add_argument("--tracking-store", type=Path, default=None,
+                   help="MLflow's file store (default <out>/mlruns); its experiment is named after the store's "
+                        "parent folder (the study's)")
+
+
+def tracker_of(args, run_dir: Path, name: str, cfg: dict):
+    """The tracker of one run (``hkd train --tracker``), named ``name`` in MLflow."""
+    from hkd.models import label
+    from hkd.train.trainer import TrainConfig
+    from hkd.train.tracking import open_tracker
+
+    full = dict(vars(TrainConfig.from_dict(cfg)))  # every key, defaults included, as MLflow parameters
+    tags = {"method": full["method"], "seed": full["seed"], "model": label(full["model"])}
+    return open_tracker(args.tracker, run_dir, name, full, store=args.tracking_store, tags=tags)
 
 
 def claimed_gpu(args, devices: set[str]):
@@ -66,6 +83,7 @@ def parser_train(sub) -> None:
     p.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint, for distillation")
     p.add_argument("--teacher-cache", type=Path, default=None,
                    help="teacher feature cache (hkd teacher-cache), used instead of running the teacher")
+    p.add_argument("--run-name", default=None, help="the run's name in MLflow (default: the --out folder's name)")
     add_training_job_options(p)
     p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"), outputs=("out", "work"))
 
@@ -81,8 +99,9 @@ def cmd_train(args) -> None:
     check_train_params(params)
     # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
     with claimed_gpu(args, {str(params.get("device", "auto"))}):
+        tracker = tracker_of(args, args.out, args.run_name or args.out.resolve().name, params)
         metrics = train(params, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
-                        progress=not args.quiet, teacher_cache=args.teacher_cache)
+                        progress=not args.quiet, teacher_cache=args.teacher_cache, tracker=tracker)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
 
 
@@ -123,8 +142,10 @@ def cmd_train_cohort(args) -> None:
             raise DataError(f"--members: member '{name}' is not a JSON object")
         check_train_params(params, f"--members '{name}'")
     with claimed_gpu(args, {str(p.get("device", "auto")) for p in members.values()}):
+        trackers = {name: tracker_of(args, Path(publish.get(name) or args.root / name),
+                                     f"{name}_s{params.get('seed', 0)}", params) for name, params in members.items()}
         done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet,
-                            publish={name: Path(folder) for name, folder in publish.items()})
+                            publish={name: Path(folder) for name, folder in publish.items()}, trackers=trackers)
     for name in members:
         done["members"][name]["config"] = members[name]
     write_json(args.manifest, done)

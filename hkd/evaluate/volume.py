@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from hkd.errors import DataError
 from hkd.data.dataset import load_volume, read_meta
@@ -59,8 +60,9 @@ def run_checkpoint(run_dir: Path) -> tuple[Path, dict]:
 
 
 def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, method: str, width: str,
-                 seed: int, part: str = "test", device: str = "cpu") -> pd.DataFrame:
-    """Tidy table (one row per model, case, organ and metric) for the run in ``run_dir``."""
+                 seed: int, part: str = "test", device: str = "cpu", progress: bool = True) -> pd.DataFrame:
+    """Tidy table (one row per model, case, organ and metric) for the run in ``run_dir``; ``progress``
+    shows a bar over the cases."""
     run_dir, prepared = Path(run_dir), Path(prepared)
     meta = read_meta(prepared)
     classes = {i: name for i, name in enumerate(meta["classes"]) if i > 0}
@@ -77,7 +79,8 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
            "convergence": run_metrics.get("convergence", ""),
            "gradient_flags": "; ".join(run_metrics.get("gradient_flags") or [])}
     rows = []
-    for case_id in case_ids:
+    for case_id in tqdm(case_ids, desc=f"{model_name}: {part} cases", unit="case", disable=not progress,
+                        mininterval=5):
         image, label, spacing = load_volume(prepared, case_id)
         pred = predict_volume(model, image, int(meta["image_size"]), dev, scale=tuple(meta.get("scale", (0.0, 1.0))))
         for r in case_metrics(pred, label, spacing, classes):

@@ -159,10 +159,11 @@ def advance_together(runs: list[Run]) -> None:
 
 def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Path,
                  teacher_ckpt: str | Path | None = None, progress: bool = False,
-                 publish: dict[str, Path] | None = None) -> dict[str, dict]:
+                 publish: dict[str, Path] | None = None, trackers: dict | None = None) -> dict[str, dict]:
     """Train the cohort ``members`` (name -> training config) in lock-step into ``root/<name>``.
 
     Members whose folder already holds a completed run of the same identity are kept as they are.
+    ``trackers`` (name -> :class:`~hkd.train.tracking.Tracker`) receive the epochs of the members trained now.
     ``publish`` (name -> folder) receives a copy of each named member's run, trained now or kept.
     Returns, per member, its identity and whether it was trained now, and the number of teacher passes
     and of teacher reads (one per distilled step) the training took.
@@ -191,7 +192,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
                                    lambda c=cfg: autocast(_device_of(c), c.precision), ())
         claim_folder(root / name, f"--root {root}: member folder", create=False)
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
-                  teacher=shared if distilled else None, data=data)
+                  teacher=shared if distilled else None, data=data, tracker=(trackers or {}).get(name))
         data = run.data
         identities[name] = member_identity(run, prepared, teacher_ckpt, code_digest(cfg.method))
         trained[name] = not is_complete(root / name, identities[name])

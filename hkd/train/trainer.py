@@ -43,7 +43,9 @@ from hkd.train import augment, convergence, gradient_balance
 from hkd.train.host_memory import retain_freed_memory
 from hkd.train.losses import LOSSES, segmentation_loss
 from hkd.train.run_folder import RunFolders
+from hkd.train.progress import epoch_line
 from hkd.train.teacher_targets import CachedTeacher, OnlineTeacher
+from hkd.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +288,10 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, prepared: Path, out_dir: Path, resume_dir: Path | None,
                  teacher_ckpt: Path | None, progress: bool = True, teacher_cache: Path | None = None,
-                 teacher: OnlineTeacher | None = None, data: tuple[SliceSet, SliceSet] | None = None):
+                 teacher: OnlineTeacher | None = None, data: tuple[SliceSet, SliceSet] | None = None,
+                 tracker: Tracker | None = None):
         self.cfg, self.out_dir, self.progress = cfg, Path(out_dir), progress
+        self.tracker = tracker or Tracker()  # live curves (hkd.train.tracking); reads the epoch rows only
         # The work folder holds the resume state and the best checkpoint so far; it is not a declared
         # output, so a workflow manager does not delete it when a killed run is restarted.
         self.work_dir = Path(resume_dir) if resume_dir else self.out_dir
@@ -527,6 +531,7 @@ class Run:
     def _steps(self):
         cfg = self.cfg
         self.try_resume()
+        self.tracker.start(self.history)
         started = time.time() - sum(r["seconds"] for r in self.history)
         status, diverged_at = "completed", None
         for epoch in range(self.start_epoch, cfg.epochs + 1):
@@ -571,14 +576,14 @@ class Run:
                    **{f"val_dice_{c}": d for c, d in zip(self.classes[1:], val["dice"][1:])},
                    "seconds": time.time() - t0}
             self.history.append(row)
-            log.info("epoch %d: loss %.4f val dice %.4f (%.1fs)", epoch, row["loss"], row["val_dice"],
-                     row["seconds"])
+            log.info("%s", epoch_line(row, self.history, cfg.epochs))
             if val["mean_dice"] > self.best:
                 self.best = val["mean_dice"]
                 self.best_val = val
                 save_state(self.work_dir / "best.pt", {**self._model_state(epoch), "val": json.dumps(val)})
             if self.resume_path:
                 save_state(self.resume_path, self._state(epoch))
+            self.tracker.epoch(row)
         self.metrics = self._finish(status, diverged_at, time.time() - started)
 
     def _finish(self, status: str, diverged_at: dict | None, seconds: float) -> dict:
@@ -612,6 +617,7 @@ class Run:
         metrics["gradient_flags"] = gradient_balance.flags(self.history, self.cfg.distill_warmup)
         write_text(self.out_dir / "log.csv", _csv(self.history))
         write_json(self.out_dir / "metrics.json", metrics)
+        self.tracker.finish(metrics, self.out_dir / "metrics.json")
         self.folders.remove_work()
         return metrics
 
@@ -627,13 +633,13 @@ def _csv(rows: list[dict]) -> str:
 
 def train(cfg: dict, prepared: str | Path, out_dir: str | Path, resume_dir: str | Path | None = None,
           teacher_ckpt: str | Path | None = None, progress: bool = True,
-          teacher_cache: str | Path | None = None) -> dict:
+          teacher_cache: str | Path | None = None, tracker: Tracker | None = None) -> dict:
     """Train one model as configured by ``cfg`` (see :class:`TrainConfig`); returns the metrics.
 
     Distilled runs need ``teacher_ckpt`` (the teacher runs online) or ``teacher_cache`` (see
-    :mod:`hkd.train.teacher_cache`).
+    :mod:`hkd.train.teacher_cache`). ``tracker`` (:mod:`hkd.train.tracking`) receives every epoch's row.
     """
     run = Run(TrainConfig.from_dict(cfg), Path(prepared), Path(out_dir),
               Path(resume_dir) if resume_dir else None, Path(teacher_ckpt) if teacher_ckpt else None, progress,
-              Path(teacher_cache) if teacher_cache else None)
+              Path(teacher_cache) if teacher_cache else None, tracker=tracker)
     return run.fit()

@@ -247,6 +247,8 @@ def train_config(section, model, seed, method="scratch"):
     """The JSON training config of one run: shared recipe, section overrides, model, method, seed."""
     recipe = {**config["train"], **config[section]["train"]}
     recipe.pop("threads")
+    # train.tracker reaches the job as a resource (see TRACKING): no part of the run's identity
+    recipe.pop("tracker")
     return {
         **recipe,
         "model": model,
@@ -296,6 +298,12 @@ def student_model(label):
     return STUDENTS[str(label)]
 
 
+# Live curves (train.tracker): a resource, not a param, so changing it retrains nothing (it changes no
+# number of a run); the MLflow store is the study's.
+TRACKING = {"tracker": config["train"]["tracker"]}
+TRACKING_ARGS = "--tracker {resources.tracker} --tracking-store " + f"{OUT}/mlruns"
+
+
 def run_outputs(folder):
     return {name.replace(".", "_"): f"{folder}/{name}" for name in RUN_FILES}
 
@@ -331,6 +339,15 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
         )
     except ValueError as exc:
         raise WorkflowError(str(exc)) from None
+    if "conda" not in str(workflow.deployment_settings.deployment_method).lower():
+        # the jobs run here: say now, in one line, that a tracker's package is missing (a warning: the report
+        # and the steps after training do not need it)
+        from hkd.train.tracking import check_installed
+
+        try:
+            check_installed(config["train"]["tracker"])
+        except ImportError as exc:
+            logger.warning(f"{exc}; every training job would stop on it")
 
 
 STUDENT_RUNS = [f"{run['dir']}/metrics.json" for run in RUNS]

@@ -8,7 +8,7 @@ rule figures:
         logs=[run["log"] for run in FIGURE_RUNS],
         summary=rules.tables.output.summary,
         split=rules.split.output[0],
-        hypotheses=rules.hypotheses.output.html,
+        hypotheses=rules.hypotheses.output.csv,
         code=sorted(set(code("figures") + code("overview"))),
     output:
         **{
@@ -38,12 +38,14 @@ rule figures:
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
         run=as_json(study_description()),
+        full_table=rules.hypotheses.output.html,
     shell:
         "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
         " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
-        " --hypotheses {input.hypotheses} --figure {output.dice_vs_params} --out {output.overview} >> {log} 2>&1"
+        " --hypotheses {input.hypotheses} --full-table {params.full_table} --figure {output.dice_vs_params}"
+        " --out {output.overview} >> {log} 2>&1"
 
 
 rule context:

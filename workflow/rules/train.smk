@@ -17,6 +17,7 @@ rule train_teacher:
     threads: config["train"]["threads"]
     resources:
         **gpu_resources(),
+        **TRACKING,
         jobs_per_gpu=config["jobs_per_gpu"],  # scheduling only: a resource, so changing it reruns nothing
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
@@ -30,7 +31,8 @@ rule train_teacher:
         work=f"{OUT}/work/teacher",
     shell:
         "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
-        " --work {params.work} --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
+        " --work {params.work} --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet"
+        f" {TRACKING_ARGS} --run-name teacher > {{log}} 2>&1"
 
 
 rule teacher_cache:
@@ -84,6 +86,7 @@ if not config["students"]["lockstep"]:
         threads: config["train"]["threads"]
         resources:
             **gpu_resources(bundled=True),  # the SLURM profile bundles students
+            **TRACKING,
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"],
@@ -97,7 +100,9 @@ if not config["students"]["lockstep"]:
         shell:
             "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
             " --work {params.work} {params.teacher} --threads {threads}"
-            " --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
+            " --jobs-per-gpu {resources.jobs_per_gpu} --quiet"
+            f" {TRACKING_ARGS} --run-name {{wildcards.method}}_w{{wildcards.width}}_s{{wildcards.seed}}"
+            " > {log} 2>&1"
 
     # Scratch students need no teacher: their own rule, so that in the report's rule graph (one node per
     # rule and level of the job DAG) they do not show train_student a second time, a level earlier.
@@ -137,6 +142,7 @@ else:
         threads: config["train"]["threads"]
         resources:
             **gpu_resources(),
+            **TRACKING,
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
@@ -151,4 +157,5 @@ else:
         shell:
             "hkd train-cohort --data {input.data} --members '{params.members}' --root {params.root}"
             " --teacher {input.teacher} --publish '{params.publish}' --manifest {output.manifest}"
-            " --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet > {log} 2>&1"
+            " --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet"
+            f" {TRACKING_ARGS} > {{log}} 2>&1"

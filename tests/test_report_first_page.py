@@ -1,0 +1,84 @@
+"""The report's first page read as a reader does, in Chromium at 1280 px: the verdict rows with the numbers of
+hypotheses.csv, nothing behind a horizontal scroll bar, and the full table one click away."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from hkd.evaluate.tables import format_p
+from hkd.figures.overview import student
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+NUMBER = re.compile(r"[+-]?\d+\.\d+")
+
+
+@pytest.fixture(scope="module")
+def report(default_study, tmp_path_factory):
+    """The shared study's report (conftest ``default_study``) and its verdict table."""
+    html = tmp_path_factory.mktemp("first_page") / "report.html"
+    rep = subprocess.run([sys.executable, "-m", "snakemake", "--report", str(html)], cwd=default_study.root,
+                         capture_output=True, text=True)
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
+    verdicts = pd.read_csv(default_study.out / "hypotheses.csv", dtype={"preset": str, "seeds": str})
+    return html, verdicts
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
+def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_1280px(report):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    html, verdicts = report
+    errors = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(html.as_uri())
+        table = page.locator(".hkd-overview table.hkd-verdicts")
+        table.wait_for(timeout=10_000)
+        assert table.locator("th").all_inner_texts() == ["claim", "student", "difference [95% CI]", "p (Holm)",
+                                                        "verdict", "flags"]
+        rows = table.locator("tbody tr")
+        assert rows.count() == len(verdicts)
+        for i, expected in enumerate(verdicts.to_dict("records")):
+            claim, who, diff, p_holm, verdict, _ = rows.nth(i).locator("td").all_inner_texts()
+            assert (claim, who, p_holm, verdict) == (expected["claim"], student(expected),
+                                                     format_p(expected["p_holm"]), expected["verdict"])
+            shown = [float(x) for x in NUMBER.findall(diff)]
+            assert shown == pytest.approx([expected[k] for k in ("mean_diff", "ci_low", "ci_high")], abs=5e-4), diff
+            assert rows.nth(i).get_attribute("title") == ("" if pd.isna(expected["note"]) else expected["note"])
+        # the same claim at two students reads as two rows
+        assert len({tuple(rows.nth(i).locator("td").all_inner_texts()[:2]) for i in range(rows.count())}) == \
+            len(verdicts)
+
+        # nothing sideways: the table ends inside the window and no element on the way to it scrolls
+        box = table.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box
+        hidden = table.evaluate("""t => { const out = [];
+            for (let e = t; e; e = e.parentElement)
+                if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible'
+                    || e === document.scrollingElement && e.scrollWidth > e.clientWidth)
+                    out.push(e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>' + e.clientWidth);
+            return out; }""")
+        assert not hidden, hidden
+        for cell in table.locator("td, th").all():
+            cbox = cell.bounding_box()
+            assert cbox["x"] + cbox["width"] <= box["x"] + box["width"] + 1, cell.inner_text()
+
+        # the full table, one click away
+        page.locator("a.hkd-full-table").click()
+        frame = page.frame_locator("iframe").first
+        frame.locator("table").wait_for(timeout=10_000)
+        assert {"claim", "p_value", "p_holm", "mde", "note"} <= set(frame.locator("th").all_inner_texts())
+        browser.close()
+    assert not errors, errors
