@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import TINY_STUDENT, TINY_TEACHER
+from helpers import TINY_STUDENT
 from hkd.cli import main
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 from helpers import CLASSES, LABEL_MAP, REAL_CT
 from hkd.cli import main

@@ -521,7 +521,6 @@ class Run:
     def steps(self):
         """Train as configured, yielding after every optimisation step, so that several runs can advance
         together (:mod:`hkd.train.lockstep`); ``self.metrics`` holds the metrics at the end."""
-        cfg = self.cfg
         try:
             self.folders.claim()
             yield from self._steps()
