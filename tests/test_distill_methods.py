@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import hkd.distill as distill
 from hkd.models import build_model, count_parameters, recorder_of
 from hkd.models.base import Feature
-from hkd.train.augment import IGNORE
+from hkd.data.tasks import IGNORE
 
 NEW = ("ofa", "dkd", "dist", "infoflow", "cka")
 ZERO_WHEN_EQUAL = ("dkd", "dist", "infoflow", "cka")

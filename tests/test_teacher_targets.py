@@ -15,6 +15,7 @@ import torch
 
 from hkd import distill
 from hkd.data.dataset import load_slices
+from hkd.data.tasks import IGNORE
 from hkd.train import augment
 from hkd.train.teacher_cache import load_cache, write_cache
 from hkd.models import model_blocks, recorder_of
@@ -133,11 +134,11 @@ def test_rotated_labels_never_invent_a_class():
     label = torch.randint(1, 4, (6, 32, 32))  # no background anywhere
     params = _params("rotation", 6)
     img_a, label_a = augment.apply(params, image, label=label)
-    assert set(label_a.unique().tolist()) <= {1, 2, 3, augment.IGNORE}
+    assert set(label_a.unique().tolist()) <= {1, 2, 3, IGNORE}
     coverage = augment.apply(params, torch.ones(6, 1, 32, 32))[:, 0]  # share of each pixel with a source
     assert (coverage == 0).any()
-    assert (label_a[coverage == 0] == augment.IGNORE).all()
-    assert (label_a[coverage > 0.999] != augment.IGNORE).all()
+    assert (label_a[coverage == 0] == IGNORE).all()
+    assert (label_a[coverage > 0.999] != IGNORE).all()
     flipped = augment.apply(_params("rot90+flip", 6), image, label=label)[1]
     assert set(flipped.unique().tolist()) <= {1, 2, 3}
 
@@ -148,7 +149,7 @@ def test_ignored_pixels_do_not_count_in_the_segmentation_loss():
     logits = torch.randn(2, 4, 8, 8)
     label = torch.randint(0, 4, (2, 8, 8))
     masked = label.clone()
-    masked[:, :2] = augment.IGNORE
+    masked[:, :2] = IGNORE
     other = masked.clone()
     other[:, :2] = 3 - label[:, :2]  # different labels under the mask ...
     a, b = segmentation_loss(logits, masked), segmentation_loss(logits[:, :, 2:], label[:, 2:])

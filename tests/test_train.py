@@ -149,7 +149,7 @@ def test_concurrent_training_jobs_each_claim_their_own_gpu(prepared, tmp_path):
 
 
 def test_focal_loss_is_cross_entropy_at_gamma_0_and_down_weights_easy_pixels():
-    from hkd.train.augment import IGNORE
+    from hkd.data.tasks import IGNORE
     from hkd.train.losses import focal_loss, segmentation_loss
 
     gen = torch.Generator().manual_seed(0)

@@ -222,6 +222,8 @@ def test_every_cli_command_has_its_code_inputs():
         assert all((REPO / m).is_file() for m in modules), command
     for command in ("train", "teacher-cache"):
         assert set(command_modules(command, REPO, ["hkd.distill.hlfd"])) & methods == {"hkd/distill/hlfd.py"}
+    # a teacher cache is built from un-augmented slices: editing augmentation reruns no cache
+    assert "hkd/train/augment.py" not in command_modules("teacher-cache", REPO, ["hkd.distill.logits"])
     assert set(command_modules("train", REPO, ["hkd.distill.scratch"])) & methods == {"hkd/distill/scratch.py"}
     assert set(command_modules("train-cohort", REPO, ["hkd.distill.logits", "hkd.distill.scratch"])) & methods == {
         "hkd/distill/logits.py", "hkd/distill/scratch.py"}

@@ -11,6 +11,9 @@ from __future__ import annotations
 from hkd.errors import DataError
 
 TUMOUR = "tumour"
+# The label of pixels nobody annotated (outside a rotated training slice's support): no segmentation loss
+# or distillation term counts them, and no class is invented for them.
+IGNORE = 255
 TASKS = {"organs": None, "organ+tumour": 3, "tumour": 2}  # task -> number of classes it needs
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hkd.models.base import Feature
-from hkd.train.augment import IGNORE
+from hkd.data.tasks import IGNORE
 
 
 def _sample_positions(n_dst: int, dst_stride: float, dst_offset: float, src_stride: float, src_offset: float,
@@ -109,7 +109,7 @@ def as_name_list(value) -> list[str]:
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Label map ``(B, H, W)`` -> float one-hot ``(B, C, H, W)``; pixels labelled
-    :data:`~hkd.train.augment.IGNORE` (outside a rotated slice) get all zeros: no class."""
+    :data:`~hkd.data.tasks.IGNORE` (outside a rotated slice) get all zeros: no class."""
     labels = labels.long()
     valid = labels != IGNORE
     return F.one_hot(labels.where(valid, 0), num_classes).movedim(-1, 1).float() * valid[:, None]

@@ -5,7 +5,7 @@ p=0.5 a rotation by an angle in [-20, 20) degrees (image bilinear, label nearest
 
 A rotation leaves the corners of the square without source pixels. The image there is ``fill``, the
 lower end of the intensity window (0 for images in [0, 1], as in TransUNet's ``scipy.ndimage.rotate``);
-the label there is :data:`IGNORE`, so no class is invented for pixels nobody annotated and the
+the label there is :data:`~hkd.data.tasks.IGNORE`, so no class is invented for pixels nobody annotated and the
 segmentation loss skips them. A distilled run's teacher sees the same augmented image, so its targets
 there are what it really predicts.
 """
@@ -17,7 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255  # label of pixels outside a rotated slice's support: ignored by the segmentation loss
+from hkd.data.tasks import IGNORE
+
 
 
 def sample_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -51,7 +52,7 @@ def apply(params: dict[str, torch.Tensor], image: torch.Tensor, label: torch.Ten
     """Apply the sampled transforms to ``image`` (B,C,H,W) and the optional ``label`` (B,H,W); rotated
     images are ``fill`` outside the rotated support.
 
-    Returns ``image`` or ``(image, label)``; rotated labels are :data:`IGNORE` outside the rotated support.
+    Returns ``image`` or ``(image, label)``; rotated labels are :data:`~hkd.data.tasks.IGNORE` outside the rotated support.
     """
     image = image.clone()
     label = label.clone() if label is not None else None

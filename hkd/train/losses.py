@@ -1,7 +1,7 @@
 """The segmentation loss of every run: 0.5 cross-entropy + 0.5 soft Dice (TransUNet's, the default), or
 0.5 focal loss (gamma 2) + 0.5 soft Dice (HLFD's).
 
-Pixels labelled :data:`hkd.train.augment.IGNORE` (outside a rotated slice) count in no term.
+Pixels labelled :data:`hkd.data.tasks.IGNORE` (outside a rotated slice) count in no term.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hkd.train.augment import IGNORE
+from hkd.data.tasks import IGNORE
 
 SEGMENTATION_TERMS = ("ce", "dice")
 #: ``train.loss`` choices -> the names of their two terms.
