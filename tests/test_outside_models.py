@@ -166,6 +166,7 @@ def test_monai_study_dry_run_plans_every_student():
 
 
 @pytest.mark.slow
+@pytest.mark.budget(420)  # a SwinUNETR teacher through every rule, its cost measured in two runtimes
 def test_tiny_monai_study_end_to_end(tmp_path):
     """SwinUNETR teacher -> BasicUNet and SqueezeUNet students, scratch and latent, through every rule; the
     tables' parameter counts are the networks' own."""
@@ -175,7 +176,8 @@ def test_tiny_monai_study_end_to_end(tmp_path):
             "teacher": {"model": TINY_SWIN, "train": {"epochs": 2}},
             "students": {"widths": ["0.25"], "models": {"basicunet": TINY_BASICUNET}, "seeds": [0],
                          "methods": ["scratch", "latent"], "train": {}},
-            "report": {"n_slices": 1, "context_slices": 2}}
+            "report": {"n_slices": 1, "context_slices": 2},
+            "deploy": {"export": False}}  # exporting students is the shared study's test (test_export.py)
     config = study_config(tiny, "results/monai", MONAI_YAML)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     run = snakemake(root, "--cores", "2")

@@ -22,7 +22,7 @@ FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "
 TABLES = ["summary.html", "organs.html", "data.html"]
 DAG_RULES = ["phantom", "split", "prepare", "describe_data", "train_teacher", "teacher_cache", "train_scratch",
              "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student", "context", "tables",
-             "figures", "hypotheses"]
+             "figures", "hypotheses", "cost", "export_student"]
 CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]

@@ -82,15 +82,16 @@ README_TABLE = {
     "The live-curve tracker (`train.tracker`)": "nothing (it changes no number; see [Watching "
                                                 "training](#watching-training))",
     "An option of one method (`distill.latent.weight`)": "that method's students (and teacher cache, if it has "
-                                                         "one), and the tables, figures and verdicts built from "
-                                                         "them",
+                                                         "one), and the tables, figures, verdicts, cost table and "
+                                                         "exported student of their width built from them",
     "A teacher setting (`teacher.train.lr`)": "the teacher, its feature caches and the distilled students; "
                                               "not the scratch students, not data preparation",
     "A figure function (`hkd/figures/curves.py`)": "the figures only",
     "A model (`hkd/models/squeezeunet.py`)": "every rule whose command imports `hkd.models`, the teacher's "
                                              "included (`hkd.models` imports both architectures)",
-    "A method (`hkd/distill/hlfd.py`)": "that method's students, their evaluations, and the tables, figures "
-                                        "and verdicts built from them; not the teacher",
+    "A method (`hkd/distill/hlfd.py`)": "that method's students, their evaluations, and the tables, figures, "
+                                        "verdicts, cost table and exported student of their width built from them; "
+                                        "not the teacher",
     "A reader the study does not use (`hkd/data/synapse.py` for the phantom)": "nothing",
     "One command's module (`hkd/commands/evaluate.py`)": "the jobs of its commands, and what depends on them",
     "The dispatcher (`hkd/cli.py`)": "every job (each runs it)",
@@ -355,7 +356,7 @@ def test_changing_one_methods_option_reruns_only_its_students(restore):
     assert jobs.get("teacher_cache", 0) <= 1  # the latent cache (its options reach it), no other
     assert "train_teacher" not in jobs and not DATA_JOBS & set(jobs)
     assert set(jobs) <= {"teacher_cache", "train_student", "evaluate_student", "tables", "figures", "context",
-                         "hypotheses"}
+                         "hypotheses", "cost", "export_student"}
 
 
 def test_changing_the_tracker_reruns_nothing(restore):
@@ -400,7 +401,7 @@ def _all_jobs(root: Path) -> dict[str, int]:
 def test_editing_a_method_reruns_only_its_students_and_what_is_built_from_them(restore):
     _edit(restore / "hkd" / "distill" / "hlfd.py")
     assert planned_jobs(restore) == {"train_student": 1, "evaluate_student": 1, "context": 1, "tables": 1,
-                                     "hypotheses": 1, "figures": 1}
+                                     "hypotheses": 1, "figures": 1, "cost": 1, "export_student": 1}
 
 
 @pytest.mark.parametrize("reader", ["synapse", "kits19", "layouts", "transunet_format"])
@@ -419,7 +420,7 @@ def test_editing_one_command_module_reruns_its_commands_only(restore):
     _edit(restore / "hkd" / "commands" / "evaluate.py")
     n = len(_config(restore)["students"]["methods"])
     assert planned_jobs(restore) == {"evaluate_teacher": 1, "evaluate_scratch": 1, "evaluate_student": n - 1,
-                                     "tables": 1, "hypotheses": 1, "figures": 1}
+                                     "tables": 1, "hypotheses": 1, "figures": 1, "cost": 1}
 
 
 def test_editing_the_dispatcher_reruns_every_job(restore):

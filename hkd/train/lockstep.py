@@ -206,6 +206,9 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
             for n in distill.get(run.cfg.method).required_teacher_features({**run.cfg.method_options})))
     log.info("cohort: training %s; up to date: %s", [n for n in cfgs if trained[n]] or "-",
              [n for n in cfgs if not trained[n]] or "-")
+    for name, folder in (publish or {}).items():  # hkd's before a tracker writes its curves there
+        if trained[name]:
+            claim_folder(folder, f"--publish '{name}'")
     advance_together(runs)
     for name in [n for n in cfgs if trained[n]]:
         write_json(root / name / IDENTITY_FILE, {"identity": identities[name],

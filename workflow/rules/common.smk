@@ -301,7 +301,7 @@ def student_model(label):
 # Live curves (train.tracker): a resource, not a param, so changing it retrains nothing (it changes no
 # number of a run); the MLflow store is the study's.
 TRACKING = {"tracker": config["train"]["tracker"]}
-TRACKING_ARGS = "--tracker {resources.tracker} --tracking-store " + f"{OUT}/mlruns"
+TRACKING_ARGS = f"--tracker {{resources.tracker}} --tracking-store {OUT}/mlruns"
 
 
 def run_outputs(folder):
