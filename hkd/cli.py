@@ -80,7 +80,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hkd.io import check_outputs_spare_inputs
+    from hkd.guard import check_outputs_spare_inputs
     from hkd.lock import LockError
 
     argv = sys.argv[1:] if argv is None else list(argv)

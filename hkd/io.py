@@ -14,8 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hkd.guard import (OUTPUT_MARKER, InputOverwriteError, check_outputs_spare_inputs,  # noqa: F401 (re-exported)
-                       check_replaceable, mark_own)
+from hkd.guard import InputOverwriteError, check_replaceable, mark_own
 
 log = logging.getLogger(__name__)
 

@@ -136,7 +136,7 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     the training curves and the gradient ratios; ``runs`` describes each name of ``models`` and ``logs``
     (model, method, width, seed; default: read from the name by :func:`hkd.figures.runs.describe`).
     ``summary_csv`` has columns method, params, dice_mean, dice_std, with the teacher as the row whose
-    method is 'teacher'. The files written are those of :data:`hkd.figures.catalog.FIGURES`.
+    method is 'teacher'. The files written are those of :data:`hkd.figures.FIGURES`.
     """
     prepared, out_dir = Path(prepared), Path(out_dir)
     if not models:
