@@ -104,6 +104,17 @@ def teacher_ckpt(prepared, tmp_path_factory) -> Path:
     return out / "best.pt"
 
 
+@pytest.fixture(scope="session")
+def student_ckpt(prepared, tmp_path_factory) -> Path:
+    """A tiny SqueezeUNet trained for one epoch on ``prepared``."""
+    from hkd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("student")
+    train({"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003},
+          prepared, out, progress=False)
+    return out / "best.pt"
+
+
 @dataclass
 class Study:
     """A completed study in a copy of the repository (``root``), its outputs under ``out``."""

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from helpers import TINY_STUDENT
 from hkd.cli import main
-
-
-@pytest.fixture(scope="module")
-def student_ckpt(prepared, tmp_path_factory) -> Path:
-    from hkd.train.trainer import train
-
-    out = tmp_path_factory.mktemp("student")
-    train({"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003},
-          prepared, out, progress=False)
-    return out / "best.pt"
 
 
 def test_flops_are_flops_not_macs(one_thread):

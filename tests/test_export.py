@@ -9,19 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from helpers import TINY_STUDENT
 from hkd.cli import main
-
-
-@pytest.fixture(scope="module")
-def student_ckpt(prepared, tmp_path_factory) -> Path:
-    """A tiny SqueezeUNet trained for one epoch on ``prepared``."""
-    from hkd.train.trainer import train
-
-    out = tmp_path_factory.mktemp("student")
-    train({"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003},
-          prepared, out, progress=False)
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")
