@@ -29,6 +29,7 @@ def test_paper_sizes_flops(one_thread):
 
 
 @pytest.mark.slow
+@pytest.mark.budget(60)  # each runtime measured in a process of its own
 def test_cost_table_and_figure(student_ckpt, prepared, tmp_path):
     summary = pd.DataFrame([{"method": "scratch", "params": 26893, "dice_mean": 0.4, "dice_std": 0.0},
                             {"method": "logits", "params": 26893, "dice_mean": 0.45, "dice_std": 0.0}])

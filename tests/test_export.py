@@ -67,6 +67,7 @@ def test_predict_with_the_onnx_file_matches_the_checkpoint(exported, student_ckp
 
 
 @pytest.mark.slow
+@pytest.mark.budget(60)  # calibration, quantisation and both runtimes timed
 def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, capsys):
     out = tmp_path / "s8.onnx"
     assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(out), "--int8",

@@ -88,6 +88,7 @@ def test_report_rule_graph_draws_every_rule(study):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
+@pytest.mark.budget(60)  # a browser opening every figure and table
 def test_report_renders_first_page_figures_and_tables_in_chromium(study):
     sync_api = pytest.importorskip("playwright.sync_api")
     out, html, _ = study

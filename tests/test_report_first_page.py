@@ -82,3 +82,23 @@ def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_12
         assert {"claim", "p_value", "p_holm", "mde", "note"} <= set(frame.locator("th").all_inner_texts())
         browser.close()
     assert not errors, errors
+
+
+def test_first_page_fragment_lists_every_verdict_with_its_student_and_numbers(default_study, tmp_path):
+    """The fragment the workflow writes (hkd overview), read as HTML where no browser runs: one verdict row
+    per line of hypotheses.csv, in its order, with the student, the Holm p and the verdict of that line."""
+    from hkd.cli import main
+
+    out, figures = default_study.out, default_study.out / "figures"
+    page = tmp_path / "overview.html"
+    assert main(["overview", "--run", '{"methods": "scratch, logits"}', "--split", str(out / "data" / "split.json"),
+                 "--summary", str(out / "tables" / "summary.csv"), "--hypotheses", str(out / "hypotheses.csv"),
+                 "--figure", str(figures / "dice_vs_params.png"), "--out", str(page)]) == 0
+    verdicts = pd.read_csv(out / "hypotheses.csv", dtype={"preset": str, "seeds": str})
+    table = page.read_text().split("<table class='hkd-verdicts'>", 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>", 1)[1], re.S)
+    assert len(rows) == len(verdicts)
+    for row, (_, want) in zip(rows, verdicts.iterrows()):
+        cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        assert cells[0] == want["claim"] and cells[1] == student(want.to_dict()) and want["verdict"] in cells[4]
+        assert cells[3] == format_p(want["p_holm"]), (cells, want["p_holm"])
