@@ -36,7 +36,8 @@ def read_junit(path: Path) -> list[dict]:
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         outcome = "failed" if case.find("failure") is not None or case.find("error") is not None else \
             "skipped" if case.find("skipped") is not None else "passed"
-        rows.append({"id": f"{case.get('classname')}::{case.get('name')}", "file": Path(file).name,
+        name = case.get("name").split("@")[0]  # without pytest-xdist's group suffix
+        rows.append({"id": f"{case.get('classname')}::{name}", "file": Path(file).name,
                      "kind": props.get("kind"), "seconds": float(case.get("time") or 0), "outcome": outcome})
     return rows
 
