@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import helpers
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -30,6 +31,7 @@ PLAIN = REPO / "tests" / "plain_install.py"
 def snakemake_as_plain_install(root, *args, pyproject=REPO / "pyproject.toml"):
     """`snakemake ARGS` on the workflow copy in ``root`` where only the project's own dependencies (no test
     extras) can be imported."""
+    helpers.CALLS.append("run")  # a workflow process: this test's kind (tests/timing.py)
     return subprocess.run([sys.executable, str(PLAIN), str(pyproject), "-m", "snakemake", "--directory", str(root),
                            "--snakefile", str(root / "Snakefile"), *args],
                           cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})

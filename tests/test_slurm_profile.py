@@ -165,6 +165,7 @@ def test_profiles_accepted_by_snakemake(tmp_path, profile):
 
 
 @pytest.mark.slurm
+@pytest.mark.budget(900)  # jobs submitted, queued and polled on a real cluster
 @pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
 def test_workflow_runs_on_slurm(tmp_path):
     assert shutil.which("sbatch") and shutil.which("squeue"), "SLURM client commands not found"
@@ -213,6 +214,7 @@ def rule_of(sbatch_call: str) -> str:
 @pytest.mark.slow
 @pytest.mark.slurm
 @pytest.mark.timeout(1500)
+@pytest.mark.budget(1500)  # a small study through the cluster's queue
 @pytest.mark.skipif(os.environ.get("HKD_SLURM_TEST") != "1", reason="needs a SLURM cluster: set HKD_SLURM_TEST=1")
 def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     """A small study (helpers.SMALL_STUDY with two widths: one or more of every rule the default runs) through
