@@ -234,7 +234,7 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     submitted = sorted(rule_of(c) for c in calls)
     assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "scratch_students",
                                 "students", "evaluate_teacher", "scratch_evaluations", "evaluations",
-                                "context"]), submitted
+                                "context", "cost", "export_student", "export_student"]), submitted
     for call in calls:
         rule = rule_of(call)
         assert ("--gpus=1" in call) == (rule in GPU_RULES), call
