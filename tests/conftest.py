@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from helpers import (CLASSES, LABEL_MAP, REAL_CT, REPO, STUDY, THREADS, TINY_STUDENT, TINY_TEACHER,  # noqa: F401
-                     copy_tracked_files, merge, snakemake, study_config)
+                     copy_tracked_files, merge, snakemake, snakemake_as_plain_install,
+                     study_config)
 
 pytest_plugins = ["timing"]
 
@@ -140,3 +141,13 @@ def default_study(tmp_path_factory) -> Study:
     seconds = time.time() - started
     print(f"\nshared study: {seconds:.0f} s")
     return Study(root=root, out=root / config["out"], config=config, seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def default_report(default_study) -> Path:
+    """The shared study's report (``snakemake --report``), built once, under the plain install's rules (no
+    test extras importable), for the report tests and the first-page test."""
+    html = default_study.root / "report.html"
+    rep = snakemake_as_plain_install(default_study.root, "--report", str(html))
+    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
+    return html

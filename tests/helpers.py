@@ -60,6 +60,23 @@ STUDY = {
 SMALL_STUDY = merge(copy.deepcopy(STUDY), {"students": {"methods": ["scratch", "logits"]}})
 
 
+# Headless Chromium for the report tests (CI installs Debian's chromium and sets HKD_CHROMIUM); the flags
+# keep it from reaching the network.
+CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+PLAIN = REPO / "tests" / "plain_install.py"
+
+
+def snakemake_as_plain_install(root: Path, *args: str, pyproject: Path = REPO / "pyproject.toml"):
+    """`snakemake ARGS` on the workflow copy in ``root`` where only the project's own dependencies (no test
+    extras) can be imported."""
+    CALLS.append("run")  # a workflow process: the test's kind (tests/timing.py)
+    return subprocess.run([sys.executable, str(PLAIN), str(pyproject), "-m", "snakemake", "--directory", str(root),
+                           "--snakefile", str(root / "Snakefile"), *args],
+                          cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+
+
 def study_config(overrides: dict, out: str, configfile: Path | None = None) -> dict:
     """The default config, updated by ``configfile`` (as ``snakemake --configfile`` merges it), then by
     ``overrides``, writing to ``out``."""

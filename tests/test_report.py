@@ -4,18 +4,13 @@ report as a web page in headless Chromium."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import yaml
 
-import helpers
-from conftest import REPO
+from helpers import CHROMIUM, CHROMIUM_FLAGS, REPO, snakemake_as_plain_install
 
 pytestmark = pytest.mark.slow
 
@@ -24,28 +19,13 @@ TABLES = ["summary.html", "organs.html", "data.html"]
 DAG_RULES = ["phantom", "split", "prepare", "describe_data", "train_teacher", "teacher_cache", "train_scratch",
              "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student", "context", "tables",
              "figures", "hypotheses", "cost", "export_student"]
-CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
-PLAIN = REPO / "tests" / "plain_install.py"
-def snakemake_as_plain_install(root, *args, pyproject=REPO / "pyproject.toml"):
-    """`snakemake ARGS` on the workflow copy in ``root`` where only the project's own dependencies (no test
-    extras) can be imported."""
-    helpers.CALLS.append("run")  # a workflow process: this test's kind (tests/timing.py)
-    return subprocess.run([sys.executable, str(PLAIN), str(pyproject), "-m", "snakemake", "--directory", str(root),
-                           "--snakefile", str(root / "Snakefile"), *args],
-                          cwd=root, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
 
 
 @pytest.fixture(scope="module")
-def study(default_study):
+def study(default_study, default_report):
     """The shared study (conftest ``default_study``) and its report, built under the plain-install rules."""
-    out, root = default_study.out, default_study.root
-    print((out / "hypotheses.md").read_text())
-    html = root / "report.html"
-    rep = snakemake_as_plain_install(root, "--report", str(html))
-    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
-    return out, html, root
+    print((default_study.out / "hypotheses.md").read_text())
+    return default_study.out, default_report, default_study.root
 
 
 def test_study_produces_tables_figures_and_verdicts(study):

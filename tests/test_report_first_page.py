@@ -3,38 +3,26 @@ hypotheses.csv, nothing behind a horizontal scroll bar, and the full table one c
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-import helpers
+from helpers import CHROMIUM, CHROMIUM_FLAGS
 
 from hkd.evaluate.tables import format_p
 from hkd.figures.overview import student
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("HKD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 NUMBER = re.compile(r"[+-]?\d+\.\d+")
 
 
 @pytest.fixture(scope="module")
-def report(default_study, tmp_path_factory):
-    """The shared study's report (conftest ``default_study``) and its verdict table."""
-    html = tmp_path_factory.mktemp("first_page") / "report.html"
-    helpers.CALLS.append("run")  # a workflow process: this test's kind (tests/timing.py)
-    rep = subprocess.run([sys.executable, "-m", "snakemake", "--report", str(html)], cwd=default_study.root,
-                         capture_output=True, text=True)
-    assert rep.returncode == 0, (rep.stdout + rep.stderr)[-3000:]
+def report(default_study, default_report):
+    """The shared study's report (conftest ``default_report``) and its verdict table."""
     verdicts = pd.read_csv(default_study.out / "hypotheses.csv", dtype={"preset": str, "seeds": str})
-    return html, verdicts
+    return default_report, verdicts
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
