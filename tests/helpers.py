@@ -68,6 +68,22 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 PLAIN = REPO / "tests" / "plain_install.py"
 
 
+@contextlib.contextmanager
+def chromium_page(width: int, errors: list):
+    """A page of headless Chromium (Playwright) ``width`` px wide; the page's script errors go to ``errors``."""
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
 def snakemake_as_plain_install(root: Path, *args: str, pyproject: Path = REPO / "pyproject.toml"):
     """`snakemake ARGS` on the workflow copy in ``root`` where only the project's own dependencies (no test
     extras) can be imported."""

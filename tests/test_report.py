@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS, REPO, snakemake_as_plain_install
+from helpers import CHROMIUM, chromium_page, REPO, snakemake_as_plain_install
 
 pytestmark = pytest.mark.slow
 
@@ -72,13 +72,9 @@ def test_report_rule_graph_draws_every_rule(study):
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
 @pytest.mark.budget(60)  # a browser opening every figure and table
 def test_report_renders_first_page_figures_and_tables_in_chromium(study):
-    sync_api = pytest.importorskip("playwright.sync_api")
     out, html, _ = study
     errors = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with chromium_page(1400, errors) as page:
 
         # first page: what was run and what came out, without a click
         page.goto(html.as_uri())
@@ -125,5 +121,4 @@ def test_report_renders_first_page_figures_and_tables_in_chromium(study):
         assert box and box["width"] > 100 and box["height"] > 100, box
         drawn = page.evaluate("rulegraph_spec.data.flatMap(d => (d.values || []).map(v => v.rule)).filter(Boolean)")
         assert set(drawn) - {"all"} == set(DAG_RULES), drawn
-        browser.close()
     assert not errors, errors

@@ -8,7 +8,7 @@ import re
 import pandas as pd
 import pytest
 
-from helpers import CHROMIUM, CHROMIUM_FLAGS
+from helpers import CHROMIUM, chromium_page
 
 from hkd.evaluate.tables import format_p
 from hkd.figures.overview import student
@@ -27,13 +27,9 @@ def report(default_study, default_report):
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
 def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_1280px(report):
-    sync_api = pytest.importorskip("playwright.sync_api")
     html, verdicts = report
     errors = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.on("pageerror", lambda e: errors.append(str(e)))
+    with chromium_page(1280, errors) as page:
         page.goto(html.as_uri())
         table = page.locator(".hkd-overview table.hkd-verdicts")
         table.wait_for(timeout=10_000)
@@ -71,7 +67,6 @@ def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_12
         frame = page.frame_locator("iframe").first
         frame.locator("table").wait_for(timeout=10_000)
         assert {"claim", "p_value", "p_holm", "mde", "note"} <= set(frame.locator("th").all_inner_texts())
-        browser.close()
     assert not errors, errors
 
 
