@@ -29,7 +29,7 @@ LABEL_MAP = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 0, 6: 5, 7: 6, 8: 7, 9: 0, 10: 0, 
 def make_data(root: Path, size: int) -> Path:
     from hkd.data.phantom import write_phantom_dataset
     from hkd.data.preprocess import prepare_dataset
-    from hkd.data.sources import iter_cases
+    from hkd.data.readers import iter_cases
 
     write_phantom_dataset(root / "RawData", 3, seed=0, size=256, slices=(12, 12))
     split = {"train": ["0001", "0002"], "val": ["0003"], "test": []}

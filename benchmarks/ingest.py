@@ -19,7 +19,7 @@ from pathlib import Path
 CHILD = r"""
 import json, os, sys, threading, time
 from hkd.data.preprocess import prepare_dataset
-from hkd.data.sources import iter_cases
+from hkd.data.readers import iter_cases
 root, out, part = sys.argv[1], sys.argv[2], sys.argv[3]
 label_map = {i: i for i in range(14)}
 classes = [f"c{i}" for i in range(14)]

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from hkd.data.sources import downloads, source_of
+from hkd.data.sources import check_phantom_tumours, download_target, downloads, source_of
 
 
 # Config keys whose value is taken whole from the config that sets it, never merged key by key: a model
@@ -130,10 +130,7 @@ def check_config(cfg: dict) -> None:
     if source.path != "none" and data["path"] and not os.path.exists(data["path"]):
         raise ValueError(f"config key data.path: {data['path']} does not exist (data.source '{source.name}')")
     phantom = data["phantom"]
-    if phantom["tumours"] is not None and phantom["layout"] == "synapse":
-        raise ValueError(
-            "config key data.phantom.tumours: the synapse layout has no tumour label; "
-            "set data.phantom.layout to kits19 (kidney tumours) or lits (liver tumours)")
+    check_phantom_tumours(phantom)
     if data["split"]["preset"] == "file" and not data["split"]["file"]:
         raise ValueError("config key data.split.file: required when data.split.preset is 'file'")
     students = cfg["students"]
@@ -210,16 +207,16 @@ def check_methods(cfg: dict) -> None:
 
 def source_cases(data: dict, out: str) -> int | None:
     """Number of cases the source will hold, where known before any job runs (else None)."""
-    from hkd.data.sources import count_cases
+    from hkd.data.readers import count_cases
 
     source = source_of(data)
     if source.name == "phantom":
         return data["phantom"]["cases"]
-    if source.name == "synapse":
-        return count_cases(f"{out}/raw/synapse/RawData.zip", "zip")
-    if downloads(data):
-        return data[source.name]["cases"]
-    return count_cases(data["path"], source.name)
+    if not downloads(data):
+        return count_cases(data["path"], source.name)
+    if source.download.cases is not None:
+        return source.download.cases(data)
+    return count_cases(download_target(data, out), source.name)
 
 
 def check_split(cfg: dict) -> None:

@@ -13,8 +13,9 @@ when the function does, which cannot be known statically, so it counts). Importi
 runs ``hkd/__init__.py`` and ``hkd/a/__init__.py``.
 
 A registry imports modules by name at run time (``importlib.import_module``): the distillation methods
-(``hkd/distill/__init__.py``, every module of its package) and the source readers
-(``hkd/data/sources.py``, the ``hkd.*`` module names written in it). A job names the modules it makes a
+(``hkd/distill/__init__.py``), the source readers (``hkd/data/readers/__init__.py``) and downloaders
+(``hkd/data/downloaders/__init__.py``), each every module of its package; a registry that is a module,
+not a package, the ``hkd.*`` module names written in it. A job names the modules it makes a
 registry load (``loads``: its method, its reader); of a registry's modules only those count then.
 A registry that a job names nothing for counts as loading all of its modules.
 """

@@ -84,7 +84,7 @@ def rawdata(tmp_path) -> Path:
 def prepared(tmp_path_factory) -> Path:
     """A small prepared dataset (5 cases of 48x48x12, slices at 32x32)."""
     from hkd.data.preprocess import prepare_dataset
-    from hkd.data.sources import iter_cases
+    from hkd.data.readers import iter_cases
 
     root = tmp_path_factory.mktemp("data")
     write_rawdata(root / "RawData", n=5, shape=(48, 48, 12))

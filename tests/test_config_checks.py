@@ -3,17 +3,24 @@ called directly: no workflow is parsed."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib
 import json
+import re
+import shlex
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import yaml
 from snakemake.utils import validate
 
 from helpers import REPO, default_config, merge
+from hkd.cli import build_parser, main
 from hkd.config_checks import check_against_package, check_config, schema_error
-from hkd.data import sources
+from hkd.data import downloaders, readers, sources
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -117,13 +124,16 @@ def _schema() -> dict:
 def test_the_registry_holds_exactly_the_schemas_sources_and_layouts():
     data = _schema()["properties"]["data"]["properties"]
     assert list(sources.SOURCES) == data["source"]["enum"]
-    assert set(sources.PHANTOM_FORMATS) == set(data["phantom"]["properties"]["layout"]["enum"])
-    formats = {s.format for s in sources.SOURCES.values() if s.format} | set(sources.PHANTOM_FORMATS.values())
+    assert sources.phantom_layouts() == data["phantom"]["properties"]["layout"]["enum"]
+    assert sources.phantom_layouts()[0] == data["phantom"]["properties"]["layout"]["default"]
+    formats = {s.format for s in sources.SOURCES.values() if s.format}
     assert formats == set(sources.FORMATS)
     for source in sources.SOURCES.values():
         assert source.path in ("none", "required", "optional") and source.packed in ("zip", "folder", "either")
-        assert source.download == (source.name in ("synapse", "kits19"))
-        assert (source.path == "optional") == (source.download and source.path != "none")
+        assert (source.path == "optional") == (source.download is not None and source.path != "none")
+    # each downloadable source's options of `hkd download` have their keys in the schema
+    for name in sources.downloadable():
+        assert name in data or name == "synapse", name
 
 
 def test_every_format_has_a_reader_with_the_interface():
@@ -131,7 +141,104 @@ def test_every_format_has_a_reader_with_the_interface():
         reader = importlib.import_module(module)
         assert all(callable(getattr(reader, f, None)) for f in ("list_cases", "iter_cases", "count_cases")), fmt
     with pytest.raises(ValueError, match="unknown format 'dicom'"):
-        sources.reader("dicom")
+        readers.reader("dicom")
+
+
+def test_every_downloadable_source_has_its_downloader(tmp_path):
+    """`hkd download --source NAME` runs hkd/data/downloaders/NAME.py, with the options the registry builds
+    from the default config."""
+    data = full_config()["data"]
+    parser = build_parser(["download"])
+    for name in sources.downloadable():
+        module = downloaders.downloader(name)
+        assert callable(module.add_arguments) and callable(module.run), name
+        what = sources.download_arguments({**data, "source": name})
+        args = parser.parse_args(["download", *shlex.split(what), "--out", str(tmp_path)])
+        assert args.source == name and args.func.__name__ == "cmd_download", what
+    with pytest.raises(ValueError, match="--source zip: not a downloadable source"):
+        downloaders.downloader("zip")
+
+
+def test_the_report_describes_each_source_by_its_registry_entry():
+    data = full_config()["data"]
+    assert sources.describe(data) == "phantom: 50 generated abdominal CT cases (seed 0)"
+    tumours = merge(data, {"phantom": {"layout": "kits19", "tumours": {}}})
+    assert sources.describe(tumours) == "phantom: 50 generated abdominal CT cases (seed 0), kits19 layout, with tumours"
+    assert sources.describe({**data, "source": "synapse"}) == "synapse: syn3379050"
+    assert sources.describe({**data, "source": "kits19"}) == "kits19: downloaded, cases 0-209"
+    assert sources.describe({**data, "source": "kits19", "path": "/data/kits19"}) == "kits19: /data/kits19"
+    assert sources.describe({**data, "source": "lits", "path": "/data/lits"}) == "lits: /data/lits"
+    assert sources.download_arguments({**data, "source": "kits19", "path": "/data/kits19"}) == ""
+    assert sources.download_arguments(data) == ""
+
+
+def _fake_source(monkeypatch, tmp_path) -> str:
+    """Register a downloadable source 'tapes' (RawData zips fetched from a folder) with its downloader module,
+    as a new source would be added: one registry entry and one module."""
+    entry = sources.Source(
+        "tapes", "rawdata", "optional", "zip", "a RawData.zip copied from a tape folder",
+        download=sources.Download(lambda d: f"--source tapes --tape {d['path_on_tape']}",
+                                  lambda d: f"tapes: {d['path_on_tape']}"))
+    monkeypatch.setitem(sources.SOURCES, "tapes", entry)
+    module = types.ModuleType("hkd.data.downloaders.tapes")
+
+    def add_arguments(group):
+        group.add_argument("--tape", default=None)
+
+    def run(args):
+        Path(args.out).write_bytes(Path(args.tape).read_bytes())
+        return args.tape
+
+    module.add_arguments, module.run = add_arguments, run
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return "tapes"
+
+
+def test_a_new_downloadable_source_is_one_registry_entry_and_its_module(monkeypatch, tmp_path, capsys):
+    name = _fake_source(monkeypatch, tmp_path)
+    tape = tmp_path / "tape.zip"
+    tape.write_bytes(b"zip bytes")
+    data = {**full_config()["data"], "source": name, "path_on_tape": str(tape)}
+    # the CLI's choices, the workflow's download options, its target and the report's line follow the entry
+    assert name in sources.downloadable()
+    assert sources.downloads(data) and sources.packed(data) == "zip"
+    assert sources.download_target(data, "out") == f"out/raw/{name}/RawData.zip"
+    assert sources.describe(data) == f"tapes: {tape}"
+    out = tmp_path / "RawData.zip"
+    assert main(["download", *shlex.split(sources.download_arguments(data)), "--out", str(out)]) == 0
+    assert out.read_bytes() == b"zip bytes"
+    monkeypatch.delitem(sources.SOURCES, name)
+    assert name not in sources.downloadable()
+    with pytest.raises(SystemExit):
+        main(["download", "--source", name, "--out", str(out)])
+    assert f"invalid choice: '{name}'" in capsys.readouterr().err
+
+
+# Where a source may be named in the code: its registry entry, its own reader or downloader, and the phantom
+# (which imitates the KiTS19 and Synapse layouts: their labels, voxel order and default).
+SOURCE_MODULES = {
+    "synapse": {"hkd/data/sources.py", "hkd/data/downloaders/synapse.py", "hkd/data/phantom.py"},
+    "kits19": {"hkd/data/sources.py", "hkd/data/downloaders/kits19.py", "hkd/data/readers/kits19_lits.py",
+               "hkd/data/phantom.py"},
+}
+
+
+def test_no_other_module_names_a_source_by_hand():
+    """The CLI, the workflow's rules and the config checks take sources from the registry: no other file
+    of the package or the workflow holds a source's name as a string."""
+    found = {name: set() for name in SOURCE_MODULES}
+    for path in sorted((REPO / "hkd").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in found:
+                found[node.value].add(str(path.relative_to(REPO)))
+    rules = sorted((REPO / "workflow").rglob("*.smk")) + [REPO / "Snakefile"]
+    for path in rules:
+        for name in found:
+            if re.search(rf"[\"']{name}[\"']", path.read_text()):
+                found[name].add(str(path.relative_to(REPO)))
+    for name, files in found.items():
+        assert files <= SOURCE_MODULES[name], (name, sorted(files - SOURCE_MODULES[name]))
+        assert "hkd/data/sources.py" in files, name  # the check sees the registry's own entry
 
 
 def test_what_each_source_is_follows_its_path(tmp_path):

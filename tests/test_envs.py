@@ -146,8 +146,8 @@ def test_pip_install_of_the_project_resolves_without_backtracking(extra, tmp_pat
 
 
 def test_download_without_the_synapse_extra_says_how_to_install_it(monkeypatch, tmp_path):
-    from hkd.data.cases import DataError
-    from hkd.data.synapse import download
+    from hkd.data.downloaders.synapse import download
+    from hkd.errors import DataError
 
     monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", "token-for-the-test")
     monkeypatch.setitem(sys.modules, "synapseclient", None)  # as after a plain install: import fails

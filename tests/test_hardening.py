@@ -29,9 +29,11 @@ import torch
 import yaml
 
 from hkd.cli import main
-from hkd.data import synapse
-from hkd.data.cases import DataError, find_raw_cases, load_raw_case
+from hkd.data.downloaders import synapse
+from hkd.data.nifti import load_raw_case
+from hkd.data.readers.rawdata import find_raw_cases
 from hkd.data.split import make_split
+from hkd.errors import DataError
 from hkd.lock import LOCK_NAME, LockError, OutLock
 from hkd.models.checkpoint import load_model
 from hkd.train.trainer import train
@@ -253,7 +255,7 @@ def test_duplicate_case_ids_are_rejected_naming_both_files(rawdata, other):
 
 def test_orphan_labels_are_named_in_a_warning(rawdata, caplog):
     (rawdata / "Training" / "img" / "img0004.nii.gz").unlink()
-    with caplog.at_level(logging.WARNING, logger="hkd.data.cases"):
+    with caplog.at_level(logging.WARNING, logger="hkd.data.readers.rawdata"):
         cases = find_raw_cases(rawdata)
     assert [c.case_id for c in cases] == ["0001", "0002", "0003", "0005"]
     assert "label0004.nii.gz" in caplog.text
@@ -317,7 +319,7 @@ def test_two_cases_with_default_ratios_name_the_ratios_and_count(tmp_path, capsy
 
 
 def test_case_counts_for_the_dry_run_come_from_file_names(tmp_path):
-    from hkd.data.sources import count_cases
+    from hkd.data.readers import count_cases
 
     raw = write_rawdata(tmp_path / "RawData", n=2, shape=(16, 16, 4))
     assert count_cases(raw, "folder") == 2
@@ -674,7 +676,7 @@ def test_kits19_download_writes_the_official_layout_read_by_the_kits19_reader(tm
     code, err = run_cli(capsys, "download", "--source", "kits19", "--cases", 2, "--imaging-url", imaging,
                         "--labels-url", labels, "--out", out)
     assert code == 0, err
-    from hkd.data.sources import list_cases
+    from hkd.data.readers import list_cases
 
     assert list_cases(out, "kits19") == {"00000": 8, "00001": 8}
     assert (out / "case_00001" / "imaging.nii.gz").read_bytes() == (

@@ -9,10 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hkd.data.cases import DataError, find_raw_cases, load_raw_case, raw_depth
-from hkd.data.layouts import find_layout_cases
-from hkd.data.sources import count_cases, list_cases
-from hkd.data.synapse import TOKEN_HELP, download, extract_zip, has_credentials
+from hkd.data.archive import extract_zip
+from hkd.data.downloaders.synapse import TOKEN_HELP, download, has_credentials
+from hkd.data.nifti import load_raw_case, raw_depth
+from hkd.data.readers import count_cases, list_cases
+from hkd.data.readers.kits19_lits import find_layout_cases
+from hkd.data.readers.rawdata import find_raw_cases
+from hkd.errors import DataError
 
 from conftest import RAS_AFFINE, REAL_CT, make_case, write_nifti
 

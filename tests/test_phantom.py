@@ -215,7 +215,7 @@ def test_tumours_lie_inside_their_organ_and_leave_the_anatomy_unchanged(case0, o
 def test_layouts_are_read_back_with_their_labels_and_orientation(tmp_path, layout):
     """KiTS19 cases are written axial axis first with KiTS19's affine; LiTS ones in LPS or RAS; both read back
     through their dataset's reader to the display orientation of the Synapse layout."""
-    from hkd.data.sources import iter_cases
+    from hkd.data.readers import iter_cases
 
     ids = write_phantom_dataset(tmp_path / layout, n_cases=2, seed=3, size=64, slices=(20, 28), layout=layout,
                                 tumours=TUMOURS)

@@ -9,11 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from hkd.data.cases import DataError, find_raw_cases
 from hkd.data.dataset import load_slices, load_volume, read_meta
 from hkd.data.preprocess import label_lookup, map_labels, pad_to_square, prepare_dataset, resize_slices, window
-from hkd.data.sources import iter_cases, list_cases
+from hkd.data.readers import iter_cases, list_cases
+from hkd.data.readers.rawdata import find_raw_cases
 from hkd.data.split import TRANSUNET_TEST, TRANSUNET_TRAIN, make_split
+from hkd.errors import DataError
 
 from conftest import CLASSES, LABEL_MAP, REAL_CT, write_nifti
 

@@ -43,7 +43,7 @@ def study_loads(rule: str, method: str | None) -> tuple[str, ...]:
     """What a job of the study (a phantom in the Synapse layout) makes the registries load: the data steps
     the RawData reader, a training job its own method (the teacher learns from the labels alone)."""
     if rule in ("split", "prepare"):
-        return ("hkd.data.cases",)
+        return ("hkd.data.readers.rawdata",)
     if rule == "train_teacher":
         return ("hkd.distill.scratch",)
     if rule in ("train_scratch", "train_student", "teacher_cache"):
@@ -92,7 +92,7 @@ README_TABLE = {
     "A method (`hkd/distill/hlfd.py`)": "that method's students, their evaluations, and the tables, figures, "
                                         "verdicts, cost table and exported student of their width built from them; "
                                         "not the teacher",
-    "A reader the study does not use (`hkd/data/synapse.py` for the phantom)": "nothing",
+    "A reader or downloader the study does not use (`hkd/data/readers/transunet.py` for the phantom)": "nothing",
     "One command's module (`hkd/commands/evaluate.py`)": "the jobs of its commands, and what depends on them",
     "The dispatcher (`hkd/cli.py`)": "every job (each runs it)",
     "The project folder, copied or moved with its results": "nothing",
@@ -215,8 +215,8 @@ def test_every_job_declares_the_modules_its_command_and_method_run(rule_code, st
                                   and rule != "train_teacher" else
                                   {"hkd/distill/scratch.py"} if rule == "train_teacher" else set()), (rule, method)
         if rule not in ("download", "extract", "split", "prepare"):  # the phantom's rules read no other source
-            assert not code & {"hkd/data/synapse.py", "hkd/data/kits19.py", "hkd/data/layouts.py",
-                               "hkd/data/transunet_format.py"}, rule
+            assert not code & {"hkd/data/downloaders/synapse.py", "hkd/data/downloaders/kits19.py",
+                               "hkd/data/readers/kits19_lits.py", "hkd/data/readers/transunet.py"}, rule
 
 
 def cohort_methods() -> list[str]:
@@ -404,15 +404,16 @@ def test_editing_a_method_reruns_only_its_students_and_what_is_built_from_them(r
                                      "hypotheses": 1, "figures": 1, "cost": 1, "export_student": 1}
 
 
-@pytest.mark.parametrize("reader", ["synapse", "kits19", "layouts", "transunet_format"])
+@pytest.mark.parametrize("reader", ["downloaders/synapse", "downloaders/kits19", "readers/kits19_lits",
+                                    "readers/transunet"])
 def test_editing_a_reader_the_study_does_not_use_reruns_nothing(restore, reader):
     _edit(restore / "hkd" / "data" / f"{reader}.py")
     assert planned_jobs(restore) == {}
 
 
 def test_editing_the_reader_the_study_uses_reruns_its_data_steps_and_all_after(restore):
-    """No false negative: the phantom's cases are read by hkd/data/cases.py."""
-    _edit(restore / "hkd" / "data" / "cases.py")
+    """No false negative: the phantom's cases are read by hkd/data/readers/rawdata.py."""
+    _edit(restore / "hkd" / "data" / "readers" / "rawdata.py")
     assert planned_jobs(restore) == {rule: n for rule, n in _all_jobs(restore).items() if rule != "phantom"}
 
 

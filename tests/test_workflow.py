@@ -212,8 +212,8 @@ def test_every_cli_command_has_its_code_inputs():
     assert set(build_parser()._subparsers._group_actions[0].choices) == set(COMMANDS)
     methods = {f"hkd/distill/{p.name}" for p in (REPO / "hkd" / "distill").glob("*.py")} - {
         "hkd/distill/__init__.py", "hkd/distill/base.py", "hkd/distill/functional.py"}
-    readers = {"hkd/data/cases.py", "hkd/data/layouts.py", "hkd/data/transunet_format.py", "hkd/data/synapse.py",
-               "hkd/data/kits19.py"}
+    readers = {"hkd/data/readers/rawdata.py", "hkd/data/readers/kits19_lits.py", "hkd/data/readers/transunet.py",
+               "hkd/data/downloaders/synapse.py", "hkd/data/downloaders/kits19.py"}
     for command, module in COMMANDS.items():
         modules = set(command_modules(command, REPO))
         assert {"hkd/cli.py", "hkd/__init__.py", module.replace(".", "/") + ".py"} <= modules, command
@@ -227,9 +227,10 @@ def test_every_cli_command_has_its_code_inputs():
     assert set(command_modules("train", REPO, ["hkd.distill.scratch"])) & methods == {"hkd/distill/scratch.py"}
     assert set(command_modules("train-cohort", REPO, ["hkd.distill.logits", "hkd.distill.scratch"])) & methods == {
         "hkd/distill/logits.py", "hkd/distill/scratch.py"}
-    assert set(command_modules("split", REPO, ["hkd.data.cases"])) & readers == {"hkd/data/cases.py"}
-    assert set(command_modules("prepare", REPO, ["hkd.data.layouts"])) & readers == {"hkd/data/cases.py",
-                                                                                      "hkd/data/layouts.py"}
+    assert set(command_modules("split", REPO, ["hkd.data.readers.rawdata"])) & readers == {
+        "hkd/data/readers/rawdata.py"}
+    assert set(command_modules("prepare", REPO, ["hkd.data.readers.kits19_lits"])) & readers == {
+        "hkd/data/readers/kits19_lits.py"}
     for command in ("phantom", "describe-data", "evaluate", "tables", "hypotheses", "context", "figures",
                     "overview"):
         modules = set(command_modules(command, REPO))

@@ -15,6 +15,8 @@ log = logging.getLogger("hkd")
 
 
 def parser_phantom(sub) -> None:
+    from hkd.data.sources import phantom_layouts
+
     p = sub.add_parser("phantom", help="generate the synthetic abdominal CT phantom (Synapse RawData layout)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--cases", type=int, default=12)
@@ -23,7 +25,7 @@ def parser_phantom(sub) -> None:
     p.add_argument("--slices", type=int, nargs=2, default=(40, 56), metavar=("MIN", "MAX"))
     p.add_argument("--spacing-xy", type=float, nargs=2, default=(0.7, 0.9), metavar=("MIN", "MAX"))
     p.add_argument("--slice-thickness", type=float, nargs=2, default=(2.5, 5.0), metavar=("MIN", "MAX"))
-    p.add_argument("--layout", default="synapse", choices=["synapse", "kits19", "lits"],
+    p.add_argument("--layout", default=phantom_layouts()[0], choices=phantom_layouts(),
                    help="folder layout and labels: Synapse RawData (BTCV ids), KiTS19 or LiTS (1 organ, 2 tumour)")
     p.add_argument("--tumours", default=None,
                    help="JSON object: lesions in the kidneys (kits19) or liver (lits); keys count, radius_mm, "
@@ -45,35 +47,25 @@ def cmd_phantom(args) -> None:
 
 
 def parser_download(sub) -> None:
-    from hkd.data.synapse import DOWNLOAD_TIMEOUT
+    from hkd.data.downloaders import DOWNLOAD_TIMEOUT, downloader
+    from hkd.data.sources import downloadable
 
-    p = sub.add_parser("download", help="download the Synapse archive (needs SYNAPSE_AUTH_TOKEN or ~/.synapseConfig) "
-                       "or the labelled KiTS19 cases (no account needed)")
-    p.add_argument("--source", default="synapse", choices=["synapse", "kits19"])
-    p.add_argument("--entity", default="syn3379050")
+    sources = downloadable()
+    p = sub.add_parser("download", help="download a source: " + ", ".join(sources))
+    p.add_argument("--source", default=sources[0], choices=sources)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--md5", default=None)
     p.add_argument("--timeout", type=float, default=DOWNLOAD_TIMEOUT,
                    help=f"seconds before the whole download is abandoned (default {DOWNLOAD_TIMEOUT:g})")
-    p.add_argument("--cases", type=int, default=210, help="kits19: labelled cases 0..N-1 to download (default 210)")
-    p.add_argument("--imaging-url", default=None, help="kits19: imaging URL template with {case} (default: official)")
-    p.add_argument("--labels-url", default=None,
-                   help="kits19: segmentation URL template with {case} (default: official)")
+    for name in sources:
+        downloader(name).add_arguments(p.add_argument_group(f"--source {name}"))
     p.set_defaults(func=cmd_download, outputs=("out",))
 
 
 def cmd_download(args) -> None:
-    if args.source == "kits19":
-        from hkd.data import kits19
+    from hkd.data.downloaders import downloader
 
-        path = kits19.download(args.out, args.cases, args.imaging_url or kits19.IMAGING_URL,
-                               args.labels_url or kits19.LABELS_URL, timeout=args.timeout)
-        log.info("downloaded %d KiTS19 cases to %s", args.cases, path)
-        return
-    from hkd.data.synapse import download
-
-    path = download(args.entity, args.out, args.md5, timeout=args.timeout)
-    log.info("downloaded %s to %s", args.entity, path)
+    what = downloader(args.source).run(args)
+    log.info("downloaded %s to %s", what, args.out)
 
 
 def parser_extract(sub) -> None:
@@ -85,7 +77,7 @@ def parser_extract(sub) -> None:
 
 
 def cmd_extract(args) -> None:
-    from hkd.data.synapse import extract_zip
+    from hkd.data.archive import extract_zip
 
     extract_zip(args.zip, args.out, args.md5)
     log.info("extracted %s to %s", args.zip, args.out)
@@ -106,7 +98,7 @@ def parser_split(sub) -> None:
 
 
 def cmd_split(args) -> None:
-    from hkd.data.sources import list_cases
+    from hkd.data.readers import list_cases
     from hkd.data.split import make_split
     from hkd.io import write_json
 
@@ -139,7 +131,7 @@ def parser_prepare(sub) -> None:
 
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
-    from hkd.data.sources import iter_cases
+    from hkd.data.readers import iter_cases
     from hkd.data.split import split_argument
 
     p = json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))

@@ -1,7 +1,7 @@
 """What every source reader returns: a case's volumes in the display orientation, or where its files lie.
 
 The display orientation (axes z, row, column; anterior at the top, the patient's right on the left,
-superior at high z) is described in :mod:`hkd.data.cases`.
+superior at high z) is described in :mod:`hkd.data.nifti`.
 """
 
 from __future__ import annotations

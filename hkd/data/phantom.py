@@ -20,7 +20,8 @@ Tumours (optional) are lesions inside the kidneys or the liver: one or several p
 ellipsoids of varied size, each hypo- or hyperdense against its organ, labelled :data:`TUMOUR_LABEL`.
 They are drawn from their own random stream, so a case's anatomy is the same with or without them.
 The dataset writer stores cases in the Synapse RawData layout, or in the KiTS19 (kidney tumours,
-axial axis first with KiTS19's affine) or LiTS (liver tumours) layout with those datasets' labels.
+axial axis first with KiTS19's affine) or LiTS (liver tumours) layout with those datasets' labels,
+under the file names the source registry gives each layout (:func:`hkd.data.sources.phantom_files`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from hkd.data.sources import check_phantom_tumours, phantom_files
 from hkd.io import atomic_path
 
 LABEL_NAMES = {
@@ -58,7 +60,6 @@ LAYOUT_LABELS = {
     "kits19": {"organs": (2, 3), "labels": {2: 1, 3: 1, TUMOUR_LABEL: 2}},  # 1 kidney, 2 tumour
     "lits": {"organs": (6,), "labels": {6: 1, TUMOUR_LABEL: 2}},  # 1 liver, 2 tumour
 }
-LAYOUTS = ("synapse", *LAYOUT_LABELS)
 TUMOUR_DEFAULTS = {"count": (1, 3), "radius_mm": (8.0, 20.0), "contrast_hu": (30.0, 80.0)}
 
 REF_FOV_MM = 400.0  # reference in-plane field of view
@@ -801,13 +802,6 @@ def to_kits19(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(ras[::-1, ::-1, ::-1].transpose(2, 1, 0))
 
 
-def _layout_files(out: Path, layout: str, index: int) -> tuple[Path, Path]:
-    if layout == "kits19":
-        folder = out / f"case_{index:05d}"
-        return folder / "imaging.nii.gz", folder / "segmentation.nii.gz"
-    return out / f"volume-{index}.nii", out / f"segmentation-{index}.nii"
-
-
 def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, size: int = 512,
                           slices: tuple[int, int] = (80, 120), spacing_xy: tuple[float, float] = (0.7, 0.9),
                           slice_thickness: tuple[float, float] = (2.5, 5.0), layout: str = "synapse",
@@ -825,30 +819,22 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, s
     lesions in the layout's organ: the kidneys for kits19, the liver for lits; the Synapse layout has
     no tumour label.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"data.phantom.layout: unknown layout '{layout}'; known: {', '.join(LAYOUTS)}")
-    if tumours is not None and layout == "synapse":
-        raise ValueError("data.phantom.tumours: the synapse layout has no tumour label; use layout kits19 or lits")
+    check_phantom_tumours({"layout": layout, "tumours": tumours})
     out = Path(out_dir)
     spec = None if tumours is None else {**tumours, "organs": LAYOUT_LABELS[layout]["organs"]}
     ids = []
     for index in range(n_cases):
         n, sxy, th = case_geometry(index, seed, slices, spacing_xy, slice_thickness)
         image, label, affine = generate_case(index, seed, size, n, sxy, th, tumours=spec)
-        if layout == "synapse":
-            case_id = f"{index + 1:04d}"
-            _save_nifti(out / "Training" / "img" / f"img{case_id}.nii.gz", image, affine)
-            _save_nifti(out / "Training" / "label" / f"label{case_id}.nii.gz", label, affine)
-            ids.append(case_id)
-            continue
-        table = np.zeros(256, np.uint8)
-        for src, dst in LAYOUT_LABELS[layout]["labels"].items():
-            table[src] = dst
-        label = table[label]
+        if layout in LAYOUT_LABELS:
+            table = np.zeros(256, np.uint8)
+            for src, dst in LAYOUT_LABELS[layout]["labels"].items():
+                table[src] = dst
+            label = table[label]
         if layout == "kits19":
             image, label, affine = to_kits19(image, affine), to_kits19(label, affine), kits19_affine(sxy, th)
-        image_path, label_path = _layout_files(out, layout, index)
-        _save_nifti(image_path, image, affine)
-        _save_nifti(label_path, label, affine)
-        ids.append(f"{index:05d}" if layout == "kits19" else f"{index:03d}")
+        case_id, image_path, label_path = phantom_files(layout, index)
+        _save_nifti(out / image_path, image, affine)
+        _save_nifti(out / label_path, label, affine)
+        ids.append(case_id)
     return ids

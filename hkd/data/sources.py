@@ -1,30 +1,52 @@
-"""The registry of data sources and of the readers of their case files; imports no reader until asked.
+"""The registry of data sources: one entry per ``data.source`` holds what the project knows of it.
 
 A study's ``data.source`` (:data:`SOURCES`) says where its cases come from: generated, downloaded, or
-the user's folder or zip (``data.path``). Its cases are read by the reader of one format
-(:data:`FORMATS`: format -> module), imported only when a case is listed or read, so a job runs the
-reader of its own source and no other (``hkd/workflow_deps.py``). Every reader module offers
-``list_cases``, ``iter_cases`` and ``count_cases``. The workflow's rules read this table too.
+the user's folder or zip (``data.path``). Its entry gives the format of its case files (read by the
+reader of that format, :data:`FORMATS`, in :mod:`hkd.data.readers`), whether and how ``hkd download``
+fetches it (:class:`Download`; its downloader is ``hkd/data/downloaders/<name>.py``), the "data source"
+line of the report's first page, and, for a layout the phantom imitates, the files the phantom writes
+(:class:`PhantomLayout`). The CLI's choices, the workflow's rules (``workflow/rules/common.smk``) and
+the config checks read this table, so a new downloadable source is its downloader and one entry here.
+
+Standard library only, and no module is imported from here: Snakemake reads it when it parses the
+workflow, and a job that reads it (the phantom's) runs no reader.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hkd.errors import DataError
 
-#: Format of the case files -> the module that reads them.
+#: Format of the case files -> the module that reads them (``hkd split/prepare --format``).
 FORMATS = {
-    "rawdata": "hkd.data.cases",  # Synapse RawData: Training/img/imgNNNN.nii.gz, Training/label/labelNNNN.nii.gz
-    "kits19": "hkd.data.layouts",
-    "lits": "hkd.data.layouts",
-    "transunet": "hkd.data.transunet_format",
+    "rawdata": "hkd.data.readers.rawdata",
+    "kits19": "hkd.data.readers.kits19_lits",
+    "lits": "hkd.data.readers.kits19_lits",
+    "transunet": "hkd.data.readers.transunet",
 }
-#: Phantom layout -> the format of the files the phantom writes in it (``hkd phantom --layout``).
-PHANTOM_FORMATS = {"synapse": "rawdata", "kits19": "kits19", "lits": "lits"}
+
+
+@dataclass(frozen=True)
+class Download:
+    """How ``hkd download --source NAME`` fetches a source that has no ``data.path``."""
+
+    arguments: Callable[[dict], str]  # its options of `hkd download`, from the data config section
+    describe: Callable[[dict], str]  # the report's data-source line when downloaded
+    cases: Callable[[dict], int] | None = None  # the cases it fetches, from the config (None: counted after)
+
+
+@dataclass(frozen=True)
+class PhantomLayout:
+    """A source's layout written by the phantom (``hkd phantom --layout NAME``): for its case ``index``, the
+    case id the source's reader gives it and the image and label paths (relative, POSIX)."""
+
+    case_id: Callable[[int], str]
+    image: Callable[[int, str], str]  # (index, case id) -> path
+    label: Callable[[int, str], str]
+    tumours: str | None = None  # the organ its tumour label lies in (None: the layout has no tumour label)
 
 
 @dataclass(frozen=True)
@@ -33,22 +55,61 @@ class Source:
 
     name: str
     format: str | None  # format of its case files (None: the phantom's, from its layout)
-    path: str  # data.path: "required", "optional" (kits19: downloaded without one) or "none"
+    path: str  # data.path: "required", "optional" (downloaded without one) or "none"
     packed: str  # what data.path (or the download) is: "zip" (extracted first), "folder", or "either"
-    download: bool  # fetched by `hkd download` (kits19: only without data.path)
     description: str
+    download: Download | None = None
+    phantom: PhantomLayout | None = None  # the phantom's layout of this name
+
+
+def _describe_phantom(data: dict) -> str:
+    phantom = data["phantom"]
+    line = f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
+    if phantom["layout"] != "synapse":
+        line += f", {phantom['layout']} layout, {'with tumours' if phantom['tumours'] is not None else 'no tumours'}"
+    return line
+
+
+def _synapse_arguments(data: dict) -> str:
+    # no --source: synapse is the first downloadable source, the default of `hkd download --source`
+    return f"--entity {data['synapse_entity']}" + (f" --md5 {data['md5']}" if data["md5"] else "")
+
+
+def _kits19_arguments(data: dict) -> str:
+    kits = data["kits19"]
+    return (f"--source kits19 --cases {kits['cases']} --imaging-url '{kits['imaging_url']}'"
+            f" --labels-url '{kits['labels_url']}'")
 
 
 SOURCES = {s.name: s for s in (
-    Source("phantom", None, "none", "folder", False, "generated abdominal CT cases (hkd phantom)"),
-    Source("synapse", "rawdata", "none", "zip", True, "the Synapse RawData.zip, downloaded"),
-    Source("zip", "rawdata", "required", "zip", False, "a RawData.zip"),
-    Source("folder", "rawdata", "required", "folder", False, "a RawData folder"),
-    Source("transunet", "transunet", "required", "folder", False, "a TransUNet-preprocessed folder"),
-    Source("kits19", "kits19", "optional", "either", True, "a KiTS19 folder or zip, or downloaded"),
-    Source("lits", "lits", "required", "either", False, "the LiTS folder or zip you downloaded: LiTS is "
-           "distributed through CodaLab and Academic Torrents, which hkd cannot download"),
+    Source("phantom", None, "none", "folder", "generated abdominal CT cases (hkd phantom)"),
+    Source("synapse", "rawdata", "none", "zip", "the Synapse RawData.zip, downloaded",
+           download=Download(_synapse_arguments, lambda d: f"synapse: {d['synapse_entity']}"),
+           phantom=PhantomLayout(lambda i: f"{i + 1:04d}", lambda i, cid: f"Training/img/img{cid}.nii.gz",
+                                 lambda i, cid: f"Training/label/label{cid}.nii.gz")),
+    Source("zip", "rawdata", "required", "zip", "a RawData.zip"),
+    Source("folder", "rawdata", "required", "folder", "a RawData folder"),
+    Source("transunet", "transunet", "required", "folder", "a TransUNet-preprocessed folder"),
+    Source("kits19", "kits19", "optional", "either", "a KiTS19 folder or zip, or downloaded",
+           download=Download(_kits19_arguments, lambda d: f"kits19: downloaded, cases 0-{d['kits19']['cases'] - 1}",
+                             cases=lambda d: d["kits19"]["cases"]),
+           phantom=PhantomLayout(lambda i: f"{i:05d}", lambda i, cid: f"case_{cid}/imaging.nii.gz",
+                                 lambda i, cid: f"case_{cid}/segmentation.nii.gz", tumours="kidney")),
+    Source("lits", "lits", "required", "either", "the LiTS folder or zip you downloaded: LiTS is "
+           "distributed through CodaLab and Academic Torrents, which hkd cannot download",
+           phantom=PhantomLayout(lambda i: f"{i:03d}", lambda i, cid: f"volume-{i}.nii",
+                                 lambda i, cid: f"segmentation-{i}.nii", tumours="liver")),
 )}
+
+
+def downloadable() -> list[str]:
+    """The sources ``hkd download`` fetches, the first one its default ``--source``."""
+    return [name for name, s in SOURCES.items() if s.download]
+
+
+def phantom_layouts() -> list[str]:
+    """The phantom's layouts (``hkd phantom --layout``, ``data.phantom.layout``), the first one its default."""
+    return [name for name, s in SOURCES.items() if s.phantom]
 
 
 def source_of(data: dict) -> Source:
@@ -61,12 +122,34 @@ def source_of(data: dict) -> Source:
 def case_format(data: dict) -> str:
     """The format of the source's case files (``hkd split/prepare --format``)."""
     source = source_of(data)
-    return source.format or PHANTOM_FORMATS[data["phantom"]["layout"]]
+    return source.format or SOURCES[data["phantom"]["layout"]].format
 
 
 def downloads(data: dict) -> bool:
     """Whether the workflow downloads the source."""
-    return source_of(data).download and not data["path"]
+    return source_of(data).download is not None and not data["path"]
+
+
+def download_arguments(data: dict) -> str:
+    """The options of ``hkd download`` that fetch the source, from its config section; empty when the
+    workflow does not download it (``--out`` and ``--timeout``, i.e. ``data.download_timeout``, are the
+    rule's)."""
+    return source_of(data).download.arguments(data) if downloads(data) else ""
+
+
+def download_target(data: dict, out: str) -> str:
+    """What ``hkd download`` writes under the study's ``out`` folder: the archive, or the cases' folder."""
+    return f"{out}/raw/{data['source']}/" + ("RawData.zip" if packed(data) == "zip" else "data")
+
+
+def describe(data: dict) -> str:
+    """The "data source" line of the report's first page: the source and where its cases come from."""
+    source = source_of(data)
+    if source.name == "phantom":
+        return _describe_phantom(data)
+    if downloads(data):
+        return source.download.describe(data)
+    return f"{source.name}: {data['path']}"
 
 
 def packed(data: dict) -> str:
@@ -84,33 +167,25 @@ def user_folder(data: dict) -> str | None:
     return None
 
 
-def reader(fmt: str):
-    """The module that reads files of format ``fmt`` (imported now)."""
-    if fmt not in FORMATS:
-        raise DataError(f"data.format: unknown format '{fmt}' ({', '.join(FORMATS)})")
-    return importlib.import_module(FORMATS[fmt])
+def phantom_layout(name: str) -> PhantomLayout:
+    """The phantom's layout ``name`` (``data.phantom.layout``)."""
+    if name not in phantom_layouts():
+        raise DataError(f"data.phantom.layout: unknown layout '{name}'; known: {', '.join(phantom_layouts())}")
+    return SOURCES[name].phantom
 
 
-def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
-    """Case id -> number of axial slices, from headers only where possible."""
-    return reader(fmt).list_cases(root, fmt)
+def phantom_files(layout: str, index: int) -> tuple[str, str, str]:
+    """The case id, image path and label path of the phantom's case ``index`` in ``layout``."""
+    files = phantom_layout(layout)
+    case_id = files.case_id(index)
+    return case_id, files.image(index, case_id), files.label(index, case_id)
 
 
-def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None) -> Iterator:
-    """Yield validated cases one at a time (so memory holds one case).
-
-    For TransUNet imports, ``liver_id`` (the source id the label map sends to the liver) is checked
-    against the data after the last case: the liver must be the largest organ.
-    """
-    return reader(fmt).iter_cases(root, fmt, case_ids, liver_id)
-
-
-def count_cases(path: str | Path, source: str) -> int | None:
-    """Number of cases a source's folder or zip holds, from file names only (no file is read): for checks
-    before any work starts. None when it does not exist yet (it is generated or downloaded by the workflow).
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    fmt = SOURCES[source].format or "rawdata"
-    return reader(fmt).count_cases(path, fmt)
+def check_phantom_tumours(phantom: dict) -> None:
+    """The layout is known, and tumours (``data.phantom.tumours``) have a layout with a tumour label;
+    ValueError naming the key."""
+    if phantom["tumours"] is not None and not phantom_layout(phantom["layout"]).tumours:
+        others = " or ".join(f"{name} ({SOURCES[name].phantom.tumours} tumours)" for name in phantom_layouts()
+                             if SOURCES[name].phantom.tumours)
+        raise ValueError(f"config key data.phantom.tumours: the {phantom['layout']} layout has no tumour label; "
+                         f"set data.phantom.layout to {others}")

@@ -1,6 +1,6 @@
 """``hkd predict``: segment CT scans (NIfTI) with a trained model, each on its own grid.
 
-A scan goes in through ingest's own code (:func:`hkd.data.cases.load_scan`: the same validation, and the
+A scan goes in through ingest's own code (:func:`hkd.data.nifti.load_scan`: the same validation, and the
 same reorientation to the display orientation, as the study's cases), is windowed, padded to square and
 resized exactly as the model's training slices were (the checkpoint's :mod:`~hkd.deploy.preprocessing`),
 and comes out as a uint8 label volume with the input's shape, affine and header, in the input's voxel order.
@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hkd.data.cases import from_display, is_nifti_name, load_scan
+from hkd.data.nifti import from_display, is_nifti_name, load_scan
 from hkd.data.preprocess import pad_to_square, resize_slices, window
 from hkd.deploy.runtime import Model
 from hkd.errors import DataError

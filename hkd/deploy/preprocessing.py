@@ -6,7 +6,7 @@ JSON under ``preprocessing``:
 * ``hu_window`` and ``scale``: HU clipped to the window, then mapped linearly onto ``scale``;
 * ``image_size``: slices padded to square (with the low end of ``scale``) and resized to this size
   (bicubic, antialiased), as :mod:`hkd.data.preprocess` does;
-* ``orientation``: :data:`ORIENTATION`, the display orientation of :mod:`hkd.data.cases` (axial slices,
+* ``orientation``: :data:`ORIENTATION`, the display orientation of :mod:`hkd.data.nifti` (axial slices,
   anterior at the top, the patient's right on the left, superior at high z), reached from any affine;
 * ``classes``, ``label_map`` (source label id -> class id) and ``task``.
 """

@@ -110,10 +110,8 @@ SOURCE_FORMAT = sources.case_format(DATA)  # hkd split/prepare --format
 READER = sources.FORMATS[SOURCE_FORMAT]  # the module that reads the case files
 PACKED = sources.packed(DATA)  # zip: extracted by the extract rule first
 DOWNLOADS = sources.downloads(DATA)
-# What `hkd download` writes: the Synapse archive, or the KiTS19 cases' folder.
-DOWNLOADED = f"{OUT}/raw/{SOURCE.name}/" + (
-    "RawData.zip" if PACKED == "zip" else "data"
-)
+# What `hkd download` writes: the downloaded archive, or the downloaded cases' folder.
+DOWNLOADED = sources.download_target(DATA, OUT)
 # The zip the extract rule unpacks, downloaded or the user's.
 ARCHIVE = DOWNLOADED if DOWNLOADS else DATA["path"]
 EXTRACTED = "|".join(
@@ -122,15 +120,8 @@ EXTRACTED = "|".join(
 
 
 def download_arguments():
-    """What `hkd download` fetches: the Synapse archive, or the KiTS19 cases (imaging and labels)."""
-    if SOURCE.name == "kits19":
-        kits = DATA["kits19"]
-        return (
-            f"--source kits19 --cases {kits['cases']} --imaging-url '{kits['imaging_url']}'"
-            f" --labels-url '{kits['labels_url']}'"
-        )
-    md5 = f" --md5 {DATA['md5']}" if DATA["md5"] else ""
-    return f"--entity {DATA['synapse_entity']}{md5}"
+    """What `hkd download` fetches (its options, from the source's registry entry)."""
+    return sources.download_arguments(DATA)
 
 
 def raw_source():
@@ -380,19 +371,9 @@ FIGURE_RUNS = [
 
 def study_description():
     """What the configuration runs, in words, for the report's first page."""
-    phantom = DATA["phantom"]
-    if SOURCE.name == "phantom":
-        source = f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
-        if phantom["layout"] != "synapse":
-            tumours = "with tumours" if phantom["tumours"] is not None else "no tumours"
-            source += f", {phantom['layout']} layout, {tumours}"
-    elif DOWNLOADS and SOURCE.name == "kits19":
-        source = f"kits19: downloaded, cases 0-{DATA['kits19']['cases'] - 1}"
-    else:
-        source = f"{DATA['source']}: {DATA['path'] or DATA['synapse_entity']}"
     teacher = config["teacher"]["model"]
     return {
-        "data source": source,
+        "data source": sources.describe(DATA),
         "slices": f"{DATA['image_size']} x {DATA['image_size']} px, HU window {DATA['hu_window']} "
         f"scaled to {DATA['scale']}",
         "task": f"{DATA['task']}: {', '.join(DATA['classes'][1:])}",

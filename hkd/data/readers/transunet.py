@@ -1,4 +1,4 @@
-"""Import of the TransUNet-preprocessed Synapse files held by many users.
+"""The reader of the TransUNet format: the preprocessed Synapse files held by many users.
 
 ``train_npz/caseXXXX_sliceNNN.npz`` (keys ``image``, ``label``; one 512x512 slice each) and
 ``test_vol_h5/caseXXXX.npy.h5`` (``image``, ``label``: D x 512 x 512). Images are already windowed
@@ -110,7 +110,7 @@ def check_label_order(voxel_counts: dict[int, int], liver_id: int, source: str) 
                 f"map puts the liver at id {liver_id}; set data.label_map to match these files")
 
 
-# --- the reader interface of hkd.data.sources (format 'transunet') -----------------------------------
+# --- the reader interface of hkd.data.readers (format 'transunet') -----------------------------------
 def list_cases(root: str | Path, fmt: str = "transunet") -> dict[str, int]:
     """Case id -> slice count."""
     return transunet_cases(root)

@@ -1,14 +1,14 @@
-"""Reading and validating raw cases: the one place that turns source files into checked volumes.
+"""Reading and validating NIfTI volumes: the one place that turns image and label files into checked volumes.
 
-A :class:`Case` holds an image and its label in the *display* orientation used everywhere in the
-project: axes (z, row, column), axial slices with the patient's anterior at the top and the
-patient's right on the left of the image (the radiological convention), superior at high z.
+Every reader of NIfTI cases (:mod:`hkd.data.readers`) and the segmentation of a new scan
+(:mod:`hkd.deploy.predict`) load through here. A :class:`~hkd.data.case.Case` holds an image and its
+label in the *display* orientation used everywhere in the project: axes (z, row, column), axial
+slices with the patient's anterior at the top and the patient's right on the left of the image (the
+radiological convention), superior at high z.
 """
 
 from __future__ import annotations
 
-import logging
-import re
 import zlib
 from pathlib import Path
 
@@ -17,55 +17,11 @@ import numpy as np
 from nibabel.openers import ImageOpener
 
 from hkd.data.case import Case, RawCase
-from hkd.errors import DataError  # noqa: F401 (also imported from here)
-
-log = logging.getLogger(__name__)
-
-_ZIP_IMG_RE = re.compile(r"(^|/)Training/img/img\d+\.nii(\.gz)?$")
+from hkd.errors import DataError
 
 # Voxels one case may declare: 2^30 (4 GiB as float32), eight times a 512 x 512 x 512 CT; a header beyond
 # this is corrupt or not a CT, and reading it would exhaust the memory.
 MAX_VOXELS = 2**30
-
-
-_IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
-_LABEL_RE = re.compile(r"^label(\d+)\.nii(\.gz)?$")
-
-
-def find_raw_cases(root: str | Path) -> list[RawCase]:
-    """List the labelled cases of a Synapse RawData folder (``Training/img``, ``Training/label``).
-
-    ``root`` may be the RawData folder itself or a folder containing it.
-    """
-    root = Path(root)
-    for base in (root, root / "RawData"):
-        if (base / "Training" / "img").is_dir():
-            break
-    else:
-        raise DataError(f"{root}: no Training/img folder (expected the Synapse RawData layout)")
-    cases: dict[str, RawCase] = {}
-    for img in sorted((base / "Training" / "img").iterdir()):
-        m = _IMG_RE.match(img.name)
-        if not m:
-            continue
-        number = m.group(1)
-        suffix = img.name[len("img") + len(number):]
-        label = base / "Training" / "label" / f"label{number}{suffix}"
-        if not label.exists():
-            raise DataError(f"{img}: no matching label file {label}")
-        case_id = number.zfill(4)
-        if case_id in cases:  # img3 and img0003, or img0003.nii and img0003.nii.gz
-            raise DataError(f"{img}: case {case_id} is also stored as {cases[case_id].image_path.name}; "
-                            "keep one of the two files")
-        cases[case_id] = RawCase(case_id, img, label)
-    if not cases:
-        raise DataError(f"{base / 'Training' / 'img'}: no img*.nii.gz files")
-    used = {c.label_path.name for c in cases.values()}
-    label_dir = base / "Training" / "label"
-    orphans = sorted(p.name for p in label_dir.iterdir() if _LABEL_RE.match(p.name) and p.name not in used)
-    if orphans:
-        log.warning("%s: label files without an image, ignored: %s", label_dir, ", ".join(orphans))
-    return sorted(cases.values(), key=lambda c: c.case_id)
 
 
 def _load_nifti(path: Path) -> nib.Nifti1Image:
@@ -77,7 +33,7 @@ def _load_nifti(path: Path) -> nib.Nifti1Image:
         raise DataError(f"{path}: expected a 3D volume, got shape {img.shape}")
     if int(np.prod(img.shape, dtype=np.int64)) > MAX_VOXELS:
         raise DataError(f"{path}: header declares {' x '.join(map(str, img.shape))} voxels, more than the limit "
-                        f"of {MAX_VOXELS:,} voxels per case (hkd.data.cases.MAX_VOXELS); a corrupt header?")
+                        f"of {MAX_VOXELS:,} voxels per case (hkd.data.nifti.MAX_VOXELS); a corrupt header?")
     _check_geometry(img, path)
     return img
 
@@ -212,35 +168,3 @@ def raw_depth(raw: RawCase) -> int:
     ornt = nib.orientations.io_orientation(img.affine)
     (axis,) = np.flatnonzero(ornt[:, 0] == 2)  # the voxel axis that runs inferior-superior
     return int(img.shape[axis])
-
-
-# --- the reader interface of hkd.data.sources (format 'rawdata') -------------------------------------
-def zip_names(path: Path) -> list[str]:
-    """The member names of a zip archive, with POSIX separators."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return [n.replace("\\", "/") for n in archive.namelist()]
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{path}: not a readable zip file ({exc})") from exc
-
-
-def list_cases(root: str | Path, fmt: str = "rawdata") -> dict[str, int]:
-    """Case id -> number of axial slices, from the headers."""
-    return {raw.case_id: raw_depth(raw) for raw in find_raw_cases(root)}
-
-
-def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
-    """The validated cases ``case_ids``, one at a time."""
-    wanted = set(case_ids)
-    for raw in find_raw_cases(root):
-        if raw.case_id in wanted:
-            yield load_raw_case(raw)
-
-
-def count_cases(path: Path, fmt: str = "rawdata") -> int:
-    """Number of cases of a RawData folder or zip, from file names only."""
-    if path.is_file():
-        return len({Path(n).name.split(".")[0] for n in zip_names(path) if _ZIP_IMG_RE.search(n)})
-    return len(find_raw_cases(path))

@@ -4,10 +4,10 @@ The official repository (github.com/neheller/kits19) holds the segmentations und
 fetches the imaging from a public server (``starter_code/get_imaging.py``); no login is needed. The
 data are licensed CC BY-NC-SA 4.0 (non-commercial use, attribution, share alike). This module
 writes the cases in the official layout, ``case_XXXXX/imaging.nii.gz`` and
-``segmentation.nii.gz``, read back by :mod:`hkd.data.layouts`.
+``segmentation.nii.gz``, read back by :mod:`hkd.data.readers.kits19_lits`.
 
-The download follows the Synapse download's rules (:mod:`hkd.data.synapse`): the whole download is
-abandoned after ``timeout`` seconds; it is written to a staging folder that replaces ``out_dir`` only
+The download follows the rules of every downloader (:mod:`hkd.data.downloaders`): the whole download
+is abandoned after ``timeout`` seconds; it is written to a staging folder that replaces ``out_dir`` only
 when every file arrived, so a failed or interrupted download leaves nothing behind.
 """
 
@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from hkd.data.synapse import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
+from hkd.data.downloaders import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
 from hkd.errors import DataError
 from hkd.io import atomic_dir
 
@@ -74,3 +74,19 @@ def download(out_dir: str | Path, cases: int = LABELLED_CASES, imaging_url: str 
     except Deadline as exc:
         raise DataError(str(exc)) from None
     return out_dir
+
+
+# --- hkd download --source kits19 -------------------------------------------------------------------
+def add_arguments(group) -> None:
+    group.add_argument("--cases", type=int, default=LABELLED_CASES,
+                       help=f"kits19: labelled cases 0..N-1 to download (default {LABELLED_CASES})")
+    group.add_argument("--imaging-url", default=IMAGING_URL, help="kits19: imaging URL template with {case} "
+                       "(default: official)")
+    group.add_argument("--labels-url", default=LABELS_URL,
+                       help="kits19: segmentation URL template with {case} (default: official)")
+
+
+def run(args) -> str:
+    """Download the labelled cases into ``args.out``; returns what was downloaded."""
+    download(args.out, args.cases, args.imaging_url, args.labels_url, timeout=args.timeout)
+    return f"{args.cases} KiTS19 cases"

@@ -1,20 +1,22 @@
-"""Getting the real Synapse data: download with synapseclient, checksum, safe zip extraction."""
+"""Downloading the Synapse RawData.zip (``hkd download --source synapse``) with synapseclient.
+
+The archive is checked against ``data.md5`` when one is set and extracted by the workflow's extract
+step (:mod:`hkd.data.archive`).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import os
 import shutil
-import signal
 import socket
-import threading
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from hkd.data.archive import verify_md5
+from hkd.data.downloaders import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
 from hkd.errors import DataError
-from hkd.io import atomic_dir
+
+ENTITY = "syn3379050"  # RawData.zip of the 'Multi-Atlas Labeling Beyond the Cranial Vault' challenge
 
 TOKEN_HELP = (
     "Synapse credentials not found. Create a personal access token at synapse.org (Account Settings -> "
@@ -33,28 +35,8 @@ def has_credentials(env: dict | None = None, home: Path | None = None) -> bool:
     return config.is_file() and "authtoken" in config.read_text(errors="ignore").lower()
 
 
-def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_md5(path: str | Path, expected: str | None) -> None:
-    """Raise DataError when ``expected`` is set and differs from the file's MD5."""
-    if expected:
-        actual = md5sum(path)
-        if actual.lower() != expected.lower():
-            raise DataError(f"{path}: MD5 {actual} does not match the configured data.md5 {expected}")
-
-
-# Seconds before a whole download is abandoned (hkd download --timeout, config data.download_timeout).
-# RawData.zip is about 1.5 GB: two hours allow ~0.2 MB/s; without a network the reachability probe
-# fails within PROBE_TIMEOUT instead.
-DOWNLOAD_TIMEOUT = 7200.0
 SYNAPSE_HOST = "repo-prod.prod.sagebase.org"  # Synapse's REST endpoint, used by synapseclient
-PROBE_TIMEOUT = 15.0
+PROBE_TIMEOUT = 15.0  # seconds for the reachability probe
 INSTALL_HELP = "Synapse downloads need the synapseclient package: pip install 'hkd[synapse]'"
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
@@ -105,46 +87,6 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-class Deadline(BaseException):
-    """The overall download time ran out (a BaseException, so that retry loops cannot swallow it)."""
-
-
-def check_timeout(seconds: float | None) -> None:
-    """A download's time limit must be a positive number of seconds (None: no limit)."""
-    if seconds is not None and not (isinstance(seconds, (int, float)) and 0 < seconds < float("inf")):
-        raise DataError(f"--timeout {seconds:g}: must be a positive number of seconds (config data.download_timeout)")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None, what: str):
-    """Raise DataError in the main thread once ``seconds`` have passed; SIGTERM raises KeyboardInterrupt.
-
-    synapseclient has no overall deadline (it retries failed requests for a long time), hence this
-    signal-based one. Off the main thread, or without SIGALRM, no limit is set.
-    """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def on_alarm(signum, frame):
-        raise Deadline(f"{what}: no result after {seconds:g} s (hkd download --timeout, "
-                           "config data.download_timeout)")
-
-    def on_term(signum, frame):
-        raise KeyboardInterrupt(f"{what}: terminated")
-
-    old_alarm = signal.signal(signal.SIGALRM, on_alarm)
-    old_term = signal.signal(signal.SIGTERM, on_term)
-    if seconds:
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old_alarm)
-        signal.signal(signal.SIGTERM, old_term)
-
-
 def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
              timeout: float | None = DOWNLOAD_TIMEOUT) -> Path:
     """Download a Synapse file entity (e.g. RawData.zip, syn3379050) to ``out_path``.
@@ -186,35 +128,13 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
     return out_path
 
 
-def _safe_member(name: str, zip_path: Path) -> PurePosixPath:
-    member = PurePosixPath(name.replace("\\", "/"))
-    if member.is_absolute() or ".." in member.parts or (member.parts and ":" in member.parts[0]):
-        raise DataError(f"{zip_path}: entry '{name}' would be written outside the target folder")
-    return member
+# --- hkd download --source synapse ------------------------------------------------------------------
+def add_arguments(group) -> None:
+    group.add_argument("--entity", default=ENTITY, help=f"synapse: the file entity (default {ENTITY}, RawData.zip)")
+    group.add_argument("--md5", default=None, help="synapse: the archive's expected MD5")
 
 
-def extract_zip(zip_path: str | Path, out_dir: str | Path, expected_md5: str | None = None) -> Path:
-    """Extract ``zip_path`` into ``out_dir`` atomically, refusing entries that escape it."""
-    zip_path = Path(zip_path)
-    verify_md5(zip_path, expected_md5)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError(f"{zip_path}: not a readable zip file ({exc})") from exc
-    with archive, atomic_dir(out_dir) as tmp:
-        members = archive.infolist()
-        for info in members:  # check every entry before writing anything
-            _safe_member(info.filename, zip_path)
-        for info in members:
-            target = tmp.joinpath(*_safe_member(info.filename, zip_path).parts)
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with archive.open(info) as src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise DataError(f"{zip_path}: entry '{info.filename}' is corrupt ({exc})") from exc
-    return Path(out_dir)
-
+def run(args) -> str:
+    """Download the entity to ``args.out``; returns what was downloaded."""
+    download(args.entity, args.out, args.md5, timeout=args.timeout)
+    return args.entity

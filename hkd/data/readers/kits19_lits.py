@@ -1,8 +1,8 @@
-"""Finding the image/label pairs of the KiTS19 and LiTS folder layouts.
+"""The reader of the KiTS19 and LiTS formats: finding their image/label pairs by file name.
 
-Both datasets are read like the Synapse RawData folders (:func:`hkd.data.cases.find_raw_cases`):
-file names give the case ids and pairs, and :func:`hkd.data.cases.load_raw_case` validates each
-pair and reorients it from its affine. The folder given may be the dataset's own folder or any
+Both datasets are read like the Synapse RawData folders (:mod:`hkd.data.readers.rawdata`): file
+names give the case ids and pairs, and :func:`hkd.data.nifti.load_raw_case` validates each pair and
+reorients it from its affine. The folder given may be the dataset's own folder or any
 folder above it (an extracted archive, a clone of the KiTS19 repository); hidden folders such as
 ``.git`` are not searched.
 
@@ -132,17 +132,17 @@ def find_layout_cases(root: str | Path, fmt: str) -> list[RawCase]:
     return [RawCase(cid, root / image, root / label) for cid, (image, label) in pairs.items()]
 
 
-# --- the reader interface of hkd.data.sources (formats 'kits19' and 'lits') --------------------------
+# --- the reader interface of hkd.data.readers (formats 'kits19' and 'lits') --------------------------
 def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
     """Case id -> number of axial slices, from the headers."""
-    from hkd.data.cases import raw_depth
+    from hkd.data.nifti import raw_depth
 
     return {raw.case_id: raw_depth(raw) for raw in find_layout_cases(root, fmt)}
 
 
 def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
     """The validated cases ``case_ids``, one at a time."""
-    from hkd.data.cases import load_raw_case
+    from hkd.data.nifti import load_raw_case
 
     wanted = set(case_ids)
     for raw in find_layout_cases(root, fmt):
@@ -152,7 +152,7 @@ def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | 
 
 def count_cases(path: Path, fmt: str) -> int:
     """Number of labelled cases of a folder or zip, from file names only."""
-    from hkd.data.cases import zip_names
+    from hkd.data.archive import zip_names
 
     if path.is_file():
         return len(pair_names(zip_names(path), LAYOUTS[fmt], str(path)))
