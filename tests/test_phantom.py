@@ -11,7 +11,7 @@ import pytest
 from nibabel.affines import apply_affine
 from scipy import ndimage
 
-from hkd.data.phantom import (LABEL_NAMES, TUMOUR_LABEL, case_geometry, generate_case, orientation_for,
+from hkd.data.phantom import (LABEL_NAMES, LAYOUT_LABELS, TUMOUR_LABEL, case_geometry, generate_case, orientation_for,
                               write_phantom_dataset)
 
 SIZE, SLICES = 128, 48
@@ -233,6 +233,19 @@ def test_layouts_are_read_back_with_their_labels_and_orientation(tmp_path, layou
         # the same image away from the lesions (in-plane smoothing spreads a lesion over 3 voxels)
         near = ndimage.binary_dilation(case.label == 2, structure=np.ones((1, 3, 3), bool), iterations=3)
         np.testing.assert_array_equal(case.image[~near], reference.image[~near])
+
+
+def test_the_registry_names_the_layouts_with_tumours_and_their_files(tmp_path):
+    """The phantom writes each layout's files where the registry says (the names its reader expects)."""
+    from hkd.data.sources import SOURCES, phantom_files, phantom_layouts
+
+    assert {name for name in phantom_layouts() if SOURCES[name].phantom.tumours} == set(LAYOUT_LABELS)
+    for layout in phantom_layouts():
+        ids = write_phantom_dataset(tmp_path / layout, n_cases=2, seed=0, size=32, slices=(4, 4), layout=layout)
+        files = [phantom_files(layout, i) for i in range(2)]
+        assert ids == [case_id for case_id, _, _ in files]
+        written = sorted(str(p.relative_to(tmp_path / layout)) for p in (tmp_path / layout).rglob("*.nii*"))
+        assert written == sorted(path for _, image, label in files for path in (image, label)), layout
 
 
 def test_tumours_need_a_layout_with_a_tumour_label(tmp_path):

@@ -8,8 +8,9 @@ line of the report's first page, and, for a layout the phantom imitates, the fil
 (:class:`PhantomLayout`). The CLI's choices, the workflow's rules (``workflow/rules/common.smk``) and
 the config checks read this table, so a new downloadable source is its downloader and one entry here.
 
-Standard library only, and no module is imported from here: Snakemake reads it when it parses the
-workflow, and a job that reads it (the phantom's) runs no reader.
+Standard library only, and it imports no reader or downloader: Snakemake reads it when it parses the
+workflow, and a job that reads it (the phantom's) runs no reader. Every download runs under the one
+time limit ``data.download_timeout`` (the download rule's ``--timeout``).
 """
 
 from __future__ import annotations
