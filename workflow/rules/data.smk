@@ -31,7 +31,7 @@ rule download:
     input:
         code=code("download"),
     output:
-        DOWNLOADED if PACKED == "zip" else directory(DOWNLOADED),
+        STUDY.downloaded if STUDY.packed == "zip" else directory(STUDY.downloaded),
     log:
         f"{OUT}/logs/download.log",
     benchmark:
@@ -39,7 +39,7 @@ rule download:
     conda:
         ENV
     params:
-        what=download_arguments(),
+        what=STUDY.download_arguments(),
         timeout=DATA["download_timeout"],
     shell:
         "hkd download {params.what} --out {output} --timeout {params.timeout} > {log} 2>&1"
@@ -47,7 +47,7 @@ rule download:
 
 rule extract:
     input:
-        zip=lambda w: ARCHIVE,
+        zip=lambda w: STUDY.archive,
         code=code("extract"),
     output:
         directory(f"{OUT}/raw/{{kind}}/RawData"),
@@ -56,7 +56,7 @@ rule extract:
     benchmark:
         f"{OUT}/benchmarks/extract_{{kind}}.tsv"
     wildcard_constraints:
-        kind=EXTRACTED,
+        kind=STUDY.extracted,
     conda:
         ENV
     params:
@@ -67,10 +67,10 @@ rule extract:
 
 rule split:
     input:
-        source=raw_source(),
-        files=source_files(),
-        split_file=split_file(),
-        code=code("split", [READER]),
+        source=STUDY.raw_source(),
+        files=STUDY.source_files(),
+        split_file=STUDY.split_file(),
+        code=code("split", [STUDY.reader]),
     output:
         f"{OUT}/data/split.json",
     log:
@@ -80,7 +80,7 @@ rule split:
     conda:
         ENV
     params:
-        format=SOURCE_FORMAT,
+        format=STUDY.source_format,
         preset=DATA["split"]["preset"],
         ratios=DATA["split"]["ratios"],
         seed=DATA["split"]["seed"],
@@ -92,10 +92,10 @@ rule split:
 
 rule prepare:
     input:
-        source=raw_source(),
-        files=source_files(),
+        source=STUDY.raw_source(),
+        files=STUDY.source_files(),
         split=rules.split.output[0],
-        code=code("prepare", [READER]),
+        code=code("prepare", [STUDY.reader]),
     output:
         directory(f"{OUT}/data/prepared"),
     log:
@@ -105,7 +105,7 @@ rule prepare:
     conda:
         ENV
     params:
-        format=SOURCE_FORMAT,
+        format=STUDY.source_format,
         prep=as_json(
             {
                 k: DATA[k]

@@ -2,21 +2,13 @@
 # the user's own scans segmented (deploy.scans).
 
 DEPLOY = config["deploy"]
-# Per student width, the runs among which export and predict choose: every method and seed at that width
-# (chosen by validation Dice when the job runs, never by test Dice).
-WIDTH_RUNS = {
-    width: [f"{run['dir']}/best.pt" for run in RUNS if str(run["width"]) == str(width)]
-    for width in STUDENTS
-}
-# The cost of an architecture does not depend on its weights: one run per width is measured.
-COST_MODELS = {"teacher": f"{TEACHER_DIR}/best.pt"} | {
-    width: runs[0] for width, runs in WIDTH_RUNS.items() if runs
-}
+# Per student width, the runs among which export and predict choose (STUDY.width_runs); the cost of an
+# architecture does not depend on its weights, so one run per width is measured (STUDY.cost_models).
 
 
 rule cost:
     input:
-        ckpts=list(COST_MODELS.values()),
+        ckpts=list(STUDY.cost_models.values()),
         data=rules.prepare.output[0],
         summary=rules.tables.output.summary,
         code=code("cost"),
@@ -42,7 +34,7 @@ rule cost:
     # the measurements run one at a time with `cost_threads` threads; nothing else of this job runs then
     threads: DEPLOY["cost_threads"]
     params:
-        models=" ".join(f"{name}={path}" for name, path in COST_MODELS.items()),
+        models=" ".join(f"{name}={path}" for name, path in STUDY.cost_models.items()),
         runs=DEPLOY["cost_runs"],
     shell:
         "hkd cost --models {params.models} --data {input.data} --threads {threads} --runs {params.runs}"
@@ -52,10 +44,10 @@ rule cost:
 
 rule export_student:
     input:
-        ckpts=lambda w: WIDTH_RUNS[w.width],
+        ckpts=lambda w: STUDY.width_runs[w.width],
         metrics=lambda w: [
             os.path.join(os.path.dirname(c), "metrics.json")
-            for c in WIDTH_RUNS[w.width]
+            for c in STUDY.width_runs[w.width]
         ],
         data=rules.prepare.output[0],
         code=code("export"),
@@ -67,7 +59,7 @@ rule export_student:
     benchmark:
         f"{OUT}/benchmarks/export/student_w{{width}}.tsv"
     wildcard_constraints:
-        width=STUDENT_LABEL,
+        width=STUDY.student_label,
     conda:
         ENV
     threads: 1
@@ -76,22 +68,13 @@ rule export_student:
         " --report {output.report} > {log} 2>&1"
 
 
-EXPORTS = (
-    [f"{OUT}/deploy/student_w{width}.onnx" for width in STUDENTS if WIDTH_RUNS[width]]
-    if DEPLOY["export"] or DEPLOY["scans"]
-    else []
-)
-# The models that segment the user's scans: the teacher and each width's exported student.
-SCAN_MODELS = {"teacher": f"{TEACHER_DIR}/best.pt"} | {
-    f"student_w{width}": f"{OUT}/deploy/student_w{width}.onnx"
-    for width in STUDENTS
-    if WIDTH_RUNS[width]
-}
+# Each width's exported student, when deploy.export or deploy.scans asks for it.
+EXPORTS = STUDY.exports
 
 
 rule segment_scans:
     input:
-        model=lambda w: SCAN_MODELS[w.model],
+        model=lambda w: STUDY.scan_models[w.model],
         scans=DEPLOY["scans"] or [],
         code=code("predict"),
     output:
@@ -101,7 +84,7 @@ rule segment_scans:
     benchmark:
         f"{OUT}/benchmarks/segment/{{model}}.tsv"
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in SCAN_MODELS),
+        model="|".join(re.escape(m) for m in STUDY.scan_models),
     conda:
         ENV
     threads: config["train"]["threads"]
@@ -110,6 +93,5 @@ rule segment_scans:
         " --threads {threads} --quiet > {log} 2>&1"
 
 
-SEGMENTATIONS = (
-    [f"{OUT}/segmentations/{model}" for model in SCAN_MODELS] if DEPLOY["scans"] else []
-)
+# The user's scans segmented by the teacher and each exported student (deploy.scans).
+SEGMENTATIONS = STUDY.segmentations

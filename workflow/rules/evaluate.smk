@@ -26,8 +26,8 @@ rule evaluate_teacher:
 
 rule evaluate_student:
     input:
-        run=f"{STUDENT_DIR}/metrics.json",
-        ckpt=f"{STUDENT_DIR}/best.pt",
+        run=f"{STUDY.student_dir}/metrics.json",
+        ckpt=f"{STUDY.student_dir}/best.pt",
         data=rules.prepare.output[0],
         code=code("evaluate"),
     output:
@@ -37,8 +37,8 @@ rule evaluate_student:
     benchmark:
         f"{OUT}/benchmarks/evaluate/{{method}}_w{{width}}_s{{seed}}.tsv"
     wildcard_constraints:
-        method=DISTILLED_METHODS,
-        width=STUDENT_LABEL,
+        method=STUDY.distilled_methods,
+        width=STUDY.student_label,
         seed="[0-9]+",
     conda:
         ENV
@@ -55,13 +55,13 @@ rule evaluate_student:
 use rule evaluate_student as evaluate_scratch with:
     wildcard_constraints:
         method="scratch",
-        width=STUDENT_LABEL,
+        width=STUDY.student_label,
         seed="[0-9]+",
 
 
 rule tables:
     input:
-        evals=EVAL_FILES,
+        evals=STUDY.eval_files,
         code=code("tables"),
     output:
         summary=f"{OUT}/tables/summary.csv",
@@ -92,7 +92,7 @@ rule tables:
 
 rule hypotheses:
     input:
-        evals=EVAL_FILES,
+        evals=STUDY.eval_files,
         context=f"{OUT}/context.csv",
         code=code("hypotheses"),
     output:

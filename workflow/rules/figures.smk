@@ -4,8 +4,8 @@
 rule figures:
     input:
         data=rules.prepare.output[0],
-        ckpts=[run["checkpoint"] for run in FIGURE_RUNS if "checkpoint" in run],
-        logs=[run["log"] for run in FIGURE_RUNS],
+        ckpts=[run["checkpoint"] for run in STUDY.figure_runs if "checkpoint" in run],
+        logs=[run["log"] for run in STUDY.figure_runs],
         summary=rules.tables.output.summary,
         split=rules.split.output[0],
         hypotheses=rules.hypotheses.output.csv,
@@ -33,11 +33,11 @@ rule figures:
         ENV
     threads: config["train"]["threads"]
     params:
-        runs=as_json(FIGURE_RUNS),
+        runs=as_json(STUDY.figure_runs),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output.overlays),
-        run=as_json(study_description()),
+        run=as_json(STUDY.description()),
         full_table=rules.hypotheses.output.html,
     shell:
         "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary}"
@@ -51,7 +51,7 @@ rule figures:
 rule context:
     input:
         data=rules.prepare.output[0],
-        ckpts=[run["checkpoint"] for run in CONTEXT_RUNS],
+        ckpts=[run["checkpoint"] for run in STUDY.context_runs],
         code=code("context"),
     output:
         f"{OUT}/context.csv",
@@ -63,7 +63,7 @@ rule context:
         ENV
     threads: config["train"]["threads"]
     params:
-        runs=as_json(CONTEXT_RUNS),
+        runs=as_json(STUDY.context_runs),
         n_slices=config["report"]["context_slices"],
         dilation=config["report"]["context_dilation"],
         seed=config["report"]["bootstrap_seed"],

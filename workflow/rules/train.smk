@@ -7,7 +7,7 @@ rule train_teacher:
         data=rules.prepare.output[0],
         code=method_code("train", ["scratch"]),  # the teacher learns from the labels alone
     output:
-        **run_outputs(TEACHER_DIR),
+        **run_outputs(STUDY.teacher_dir),
     log:
         f"{OUT}/logs/train_teacher.log",
     benchmark:
@@ -16,17 +16,13 @@ rule train_teacher:
         ENV
     threads: config["train"]["threads"]
     resources:
-        **gpu_resources(),
+        **GPU.resources(),
         **TRACKING,
         jobs_per_gpu=config["jobs_per_gpu"],  # scheduling only: a resource, so changing it reruns nothing
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
-        cfg=as_json(
-            train_config(
-                "teacher", config["teacher"]["model"], config["teacher"]["seed"]
-            )
-        ),
+        cfg=as_json(STUDY.teacher_config()),
         out=lambda w, output: os.path.dirname(output.metrics_json),
         work=f"{OUT}/work/teacher",
     shell:
@@ -52,7 +48,7 @@ rule teacher_cache:
         ENV
     threads: config["train"]["threads"]
     resources:
-        **gpu_resources(),
+        **GPU.resources(),
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
@@ -69,34 +65,32 @@ if not config["students"]["lockstep"]:
     rule train_student:
         input:
             data=rules.prepare.output[0],
-            teacher=teacher_input,
+            teacher=lambda w: STUDY.teacher_input(w.method),
             code=lambda w: method_code("train", [w.method]),
         output:
-            **run_outputs(STUDENT_DIR),
+            **run_outputs(STUDY.student_dir),
         log:
             f"{OUT}/logs/train_student/{{method}}_w{{width}}_s{{seed}}.log",
         benchmark:
             f"{OUT}/benchmarks/train_student/{{method}}_w{{width}}_s{{seed}}.tsv"
         wildcard_constraints:
-            method=DISTILLED_METHODS,
-            width=STUDENT_LABEL,
+            method=STUDY.distilled_methods,
+            width=STUDY.student_label,
             seed="[0-9]+",
         conda:
             ENV
         threads: config["train"]["threads"]
         resources:
-            **gpu_resources(bundled=True),  # the SLURM profile bundles students
+            **GPU.resources(bundled=True),  # the SLURM profile bundles students
             **TRACKING,
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"],
         params:
-            cfg=lambda w: as_json(
-                train_config("students", student_model(w.width), w.seed, w.method)
-            ),
+            cfg=lambda w: as_json(STUDY.student_config(w.width, w.seed, w.method)),
             out=lambda w, output: os.path.dirname(output.metrics_json),
             work=f"{OUT}/work/students/{{method}}/w{{width}}/s{{seed}}",
-            teacher=teacher_argument,
+            teacher=lambda w, input: teacher_argument(input.teacher),
         shell:
             "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
             " --work {params.work} {params.teacher} --threads {threads}"
@@ -109,7 +103,7 @@ if not config["students"]["lockstep"]:
     use rule train_student as train_scratch with:
         wildcard_constraints:
             method="scratch",
-            width=STUDENT_LABEL,
+            width=STUDY.student_label,
             seed="[0-9]+",
 
 else:
@@ -122,13 +116,13 @@ else:
         input:
             data=rules.prepare.output[0],
             teacher=rules.train_teacher.output.best_pt,
-            code=method_code("train-cohort", METHODS),
+            code=method_code("train-cohort", STUDY.methods),
         output:
             manifest=f"{OUT}/cohorts/s{{seed}}.json",
             runs=expand(
                 f"{OUT}/models/students/{{method}}/w{{width}}/s{{{{seed}}}}/{{file}}",
-                method=METHODS,
-                width=list(STUDENTS),
+                method=STUDY.methods,
+                width=list(STUDY.students),
                 file=RUN_FILES,
             ),
         log:
@@ -141,18 +135,16 @@ else:
             ENV
         threads: config["train"]["threads"]
         resources:
-            **gpu_resources(),
+            **GPU.resources(),
             **TRACKING,
             jobs_per_gpu=config["jobs_per_gpu"],
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
             * len(config["students"]["methods"])
-            * len(STUDENTS),
+            * len(STUDY.students),
         params:
-            members=lambda w: as_json(cohort_members(w.seed)),
-            publish=lambda w: as_json(
-                {name: run["dir"] for name, run in cohort_runs(w.seed).items()}
-            ),
+            members=lambda w: as_json(STUDY.cohort_members(w.seed)),
+            publish=lambda w: as_json(STUDY.cohort_folders(w.seed)),
             root=f"{OUT}/cohorts/s{{seed}}",
         shell:
             "hkd train-cohort --data {input.data} --members '{params.members}' --root {params.root}"
