@@ -95,7 +95,10 @@ def weight_options(name: str, options: dict, tspecs, sspecs, classes: int) -> di
                 changed = _method(name, {**options, opt: factor * value}, tspecs, sspecs, classes)
             except ValueError:  # twice is out of the option's range (alpha 0.6 -> 1.2): half of it
                 factor = 0.5
-                changed = _method(name, {**options, opt: factor * value}, tspecs, sspecs, classes)
+                try:
+                    changed = _method(name, {**options, opt: factor * value}, tspecs, sspecs, classes)
+                except ValueError:  # not a weight (a count takes whole numbers only)
+                    continue
             got = {k: float(v) for k, v in changed(teacher, student, target).items()}
             for term, v in got.items():
                 if ref[term] != 0 and abs(v / ref[term] - factor) < 1e-5:
