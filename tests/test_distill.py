@@ -404,7 +404,7 @@ def test_mgd_zero_when_the_generator_reproduces_the_teacher():
 
 
 def test_mgd_compares_on_the_student_grid():
-    method = build("mgd", ratio=0.0)
+    method = build("mgd", ratio=0.0, weight=1.0)
     s, t = feats(STUDENT, ["bottleneck"], 2), feats(TEACHER, ["bottleneck"], 1)
     with torch.no_grad():
         made = method.generator(method.align_channels(s["bottleneck"]))

@@ -154,7 +154,7 @@ def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha
     """``logits`` weighs the segmentation loss by 1 - alpha: the ratio grows as alpha / (1 - alpha), and a
     balance beyond doubling alpha's range is found below its limit of 1."""
     blocks = {"enc1": ratio, "dec4": ratio, "head": ratio}
-    row = _rule("logits", {}, {"kd_logits": {"a": blocks}})
+    row = _rule("logits", {"alpha": 0.1}, {"kd_logits": {"a": blocks}})
     # measured at alpha 0.1: the ratio at weight alpha is ratio * 9 * alpha / (1 - alpha), 1x at 1 / (1 + 9 ratio)
     assert row["widths"]["a"]["balance"] == pytest.approx(1 / (1 + 9 * ratio), rel=1e-6)
     assert row["option"] == "alpha" and row["new"] == pytest.approx(alpha)
