@@ -171,19 +171,25 @@ def test_random_features_give_positive_loss_and_correct_gradients(name):
 
 @pytest.mark.parametrize("name", [m for m in METHODS if m != "scratch"])
 def test_adapters_sit_on_the_student_side(name):
-    """No adapter ever reads a teacher map: the targets do not move when the adapters train."""
+    """No adapter ever reads a teacher map, nor anything computed from one: the targets do not move when the
+    adapters train. Every convolution's input is computed from the student's maps alone (a map itself, or
+    an adapter's own intermediate result on one)."""
     method = build(name)
-    t = feats(TEACHER, method.teacher_features, 1)
-    s = feats(STUDENT, method.student_features, 2)
+    t = feats(TEACHER, method.teacher_features, 1, requires_grad=True)
+    s = feats(STUDENT, method.student_features, 2, requires_grad=True)
     seen = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append(inp[0])) for m in method.modules()
              if isinstance(m, torch.nn.Conv2d)]
     method(t, s, target())
     for h in hooks:
         h.remove()
-    teacher_ids = {id(v) for v in t.values()}
-    assert all(id(x) not in teacher_ids and not any(x is v for v in t.values()) for x in seen)
-    assert all(any(x is v for v in s.values()) for x in seen), "adapters read student maps"
+    assert len(seen) == sum(isinstance(m, torch.nn.Conv2d) for m in method.modules())
+    for x in seen:
+        assert x.requires_grad, "an adapter reads something that is not computed from a student map"
+        from_teacher = torch.autograd.grad(x.sum(), list(t.values()), retain_graph=True, allow_unused=True)
+        assert all(g is None for g in from_teacher), "an adapter reads a teacher map"
+        from_student = torch.autograd.grad(x.sum(), list(s.values()), retain_graph=True, allow_unused=True)
+        assert any(g is not None for g in from_student), "adapters read student maps"
 
 
 def test_scratch_has_no_terms():
@@ -379,6 +385,92 @@ def test_fitnet_zero_when_regressor_reproduces_teacher():
     assert method(t, s, target())["fitnet"].item() == pytest.approx(0.0, abs=1e-10)
     other = build("fitnet", layer="bottleneck:vit")
     assert other.teacher_features == ("vit",) and other.regressor[0].out_channels == 20
+
+
+# --------------------------------------------------------------------------------------------- mgd
+
+def test_mgd_zero_when_the_generator_reproduces_the_teacher():
+    """At ratio 0 nothing is masked: a teacher map that the generator makes from the student's map scores
+    exactly 0, and any other map the mean squared difference on the student's grid."""
+    same_grid = {**STUDENT, "bottleneck": Feature(64, 2, 2, 16.0, 0.5)}  # the teacher's cells, other channels
+    method = build("mgd", student=same_grid, ratio=0.0, weight=3.0)
+    s = feats(same_grid, ["bottleneck"], 2)
+    with torch.no_grad():
+        made = method.generator(method.align_channels(s["bottleneck"]))
+    assert method({"bottleneck": made}, s, target())["mgd"].item() == 0.0
+    t = feats(TEACHER, ["bottleneck"], 1)
+    assert method(t, s, target())["mgd"].item() == pytest.approx(3.0 * (made - t["bottleneck"]).pow(2).mean().item(),
+                                                                 rel=1e-6)
+
+
+def test_mgd_compares_on_the_student_grid():
+    method = build("mgd", ratio=0.0, weight=1.0)
+    s, t = feats(STUDENT, ["bottleneck"], 2), feats(TEACHER, ["bottleneck"], 1)
+    with torch.no_grad():
+        made = method.generator(method.align_channels(s["bottleneck"]))
+    moved = align(t["bottleneck"], TEACHER["bottleneck"], STUDENT["bottleneck"])  # 8 px apart: resampled
+    assert method(t, s, target())["mgd"].item() == pytest.approx((made - moved).pow(2).mean().item(), rel=1e-6)
+    assert method(t, s, target())["mgd"].item() != pytest.approx((made - t["bottleneck"]).pow(2).mean().item(),
+                                                                  rel=1e-3)
+
+
+def generator_inputs(method, t, s, calls=1):
+    seen = []
+    hook = method.generator[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    for _ in range(calls):
+        method(t, s, target())
+    hook.remove()
+    return seen
+
+
+def test_mgd_masks_whole_cells_of_the_aligned_student_map_at_the_ratio():
+    method = build("mgd", ratio=0.3)
+    s, t = feats(STUDENT, ["bottleneck"], 2), feats(TEACHER, ["bottleneck"], 1)
+    with torch.no_grad():
+        aligned = method.align_channels(s["bottleneck"])
+    seen = generator_inputs(method, t, s, calls=200)
+    masked = torch.stack([(x == 0).all(dim=1) for x in seen]).float()  # (calls, B, h, w)
+    for x in seen:
+        keep = ~(x == 0).all(dim=1, keepdim=True)
+        torch.testing.assert_close(x, aligned * keep, rtol=0, atol=0)
+    assert masked.mean().item() == pytest.approx(0.3, abs=0.04)
+    assert 0 < masked[0].mean() < 1 or 0 < masked[1].mean() < 1, "masks differ between cells"
+    assert not all(torch.equal(seen[0], x) for x in seen[1:]), "a new mask at every call"
+    with pytest.raises(ValueError, match=r"'mgd'.*'ratio' must be in \[0, 1\)"):
+        build("mgd", ratio=1.0)
+
+
+def test_mgd_masks_follow_the_seed_and_resume_from_the_state_dict():
+    s, t = feats(STUDENT, ["bottleneck"], 2), feats(TEACHER, ["bottleneck"], 1)
+
+    def masks(method, calls=3):
+        return [(x == 0).all(dim=1) for x in generator_inputs(method, t, s, calls)]
+
+    torch.manual_seed(5)
+    first = build("mgd")
+    torch.manual_seed(5)
+    again = build("mgd")
+    torch.manual_seed(6)
+    other = build("mgd")
+    drawn = masks(first)
+    assert all(torch.equal(a, b) for a, b in zip(drawn, masks(again)))
+    assert not all(torch.equal(a, b) for a, b in zip(drawn, masks(other)))
+    state = first.state_dict()  # after three draws: the next masks continue from there
+    nxt = masks(first)
+    resumed = build("mgd")
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(nxt, masks(resumed)))
+
+
+def test_mgd_stage_and_channel_alignment():
+    method = build("mgd", stage="bottleneck:vit")
+    assert method.teacher_features == ("vit",) and method.student_features == ("bottleneck",)
+    assert method.align_channels.out_channels == 20 and method.generator[2].out_channels == 20
+    assert distill.get("mgd").required_teacher_features({"stage": "enc_s8:enc_s4"}) == ("enc_s4",)
+    same = build("mgd", student={**STUDENT, "bottleneck": TEACHER["bottleneck"]})
+    assert isinstance(same.align_channels, torch.nn.Identity)
+    with pytest.raises(ValueError, match="student feature 'vit'"):
+        build("mgd", stage="vit")
 
 
 # --------------------------------------------------------------------------------------------- cwd

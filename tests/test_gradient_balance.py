@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import pandas as pd
@@ -9,10 +10,11 @@ import pytest
 import torch
 
 from hkd.models import build_model, model_blocks
+from hkd.models.base import Feature
 from hkd.train import gradient_balance as gb
 from hkd.train.trainer import Run, TrainConfig
 
-from helpers import TINY_STUDENT, TINY_TEACHER
+from helpers import REPO, TINY_STUDENT, TINY_TEACHER
 
 
 @pytest.mark.parametrize("spec", [{"arch": "squeezeunet", "width": 1.0}, {"arch": "squeezeunet", "width": 0.25},
@@ -106,3 +108,61 @@ def test_ratios_per_block_read_the_logged_columns():
     assert last["enc3"] == pytest.approx(16.0) and last["head"] == 0 and last["model"] == pytest.approx(0.5)
     old = gb.block_ratios(_log(20.0)[["epoch", "gradnorm_seg", "gradnorm_at"]])
     assert set(old["block"]) == {"model"}  # a log written before per-block norms
+
+
+# ------------------------------------------------------------------- the default weights' balance rule
+
+def _grad_ratios():
+    """benchmarks/grad_ratios.py (a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("grad_ratios_script", REPO / "benchmarks" / "grad_ratios.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GRID = {"bottleneck": Feature(8, 2, 2, 16.0, 8.0), "logits": Feature(3, 32, 32, 1.0, 0.5)}
+
+
+def _rule(method, options, ratios):
+    (row,) = _grad_ratios().balance(method, options, ratios, GRID, GRID, 3)
+    return row
+
+
+def test_balance_puts_the_median_reached_block_at_1x_combining_widths_by_the_geometric_mean():
+    # at weight 2: width a's median over the reached blocks is 2x (balance at 1), width b's 0.5x (balance at 4)
+    ratios = {"latent_l1": {"a": {"enc1": 1.0, "enc2": 2.0, "bottleneck": 4.0, "dec1": 0.0},
+                            "b": {"enc1": 0.5, "enc2": 0.5, "bottleneck": 0.5, "dec1": 0.0}}}
+    row = _rule("latent", {"weight": 2.0}, ratios)
+    assert (row["option"], row["old"], row["new"], row["capped"]) == ("weight", 2.0, 2.0, False)
+    a, b = row["widths"]["a"], row["widths"]["b"]
+    assert a["balance"] == pytest.approx(1.0) and b["balance"] == pytest.approx(4.0)
+    assert a["median"] == pytest.approx(2.0) and b["median"] == pytest.approx(0.5)
+    assert a["max"] == pytest.approx(4.0) and a["max_block"] == "bottleneck"
+    assert a["not_reached"] == ["dec1"] and a["cap"] == pytest.approx(5.0)
+
+
+def test_balance_is_capped_where_one_block_would_pass_10x():
+    ratios = {"latent_l1": {"a": {"enc1": 1.0, "enc2": 1.0, "bottleneck": 100.0}}}
+    row = _rule("latent", {"weight": 2.0}, ratios)
+    assert row["capped"] and row["widths"]["a"]["balance"] == pytest.approx(2.0)
+    assert row["new"] == pytest.approx(0.2) and row["widths"]["a"]["max"] == pytest.approx(10.0)
+    assert row["widths"]["a"]["median"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("ratio,alpha", [(1.0, 0.1), (2.0, 0.053), (0.01, 0.92)])
+def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha):
+    """``logits`` weighs the segmentation loss by 1 - alpha: the ratio grows as alpha / (1 - alpha), and a
+    balance beyond doubling alpha's range is found below its limit of 1."""
+    blocks = {"enc1": ratio, "dec4": ratio, "head": ratio}
+    row = _rule("logits", {"alpha": 0.1}, {"kd_logits": {"a": blocks}})
+    # measured at alpha 0.1: the ratio at weight alpha is ratio * 9 * alpha / (1 - alpha), 1x at 1 / (1 + 9 ratio)
+    assert row["widths"]["a"]["balance"] == pytest.approx(1 / (1 + 9 * ratio), rel=1e-6)
+    assert row["option"] == "alpha" and row["new"] == pytest.approx(alpha)
+    assert row["widths"]["a"]["median"] == pytest.approx(1.0, rel=0.05)  # at the rounded alpha
+
+
+def test_weights_round_to_two_figures_never_past_the_cap():
+    round_down_to = _grad_ratios().round_down_to
+    assert round_down_to(2.34, 10.0) == 2.3 and round_down_to(2.36, 10.0) == 2.4
+    assert round_down_to(2.36, 2.37) == 2.3 and round_down_to(0.05263, 1.0) == 0.053
+    assert round_down_to(93.4, 1000.0) == 93.0 and round_down_to(1234.0, 1e9) == 1200.0

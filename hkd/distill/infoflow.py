@@ -14,13 +14,13 @@ normalised into the conditional distribution of image ``j`` given image ``i``::
 zero when the student's maps equal the teacher's or are any positive scaling of them. A batch of one image
 has nothing to relate and gives zero.
 
-Options: ``weight`` (default 300, by the per-block criterion of ``benchmarks/grad_ratios.py``: the largest
-weight at which the median ratio of the term's gradient to the segmentation loss's after the warm-up stays at
-or below 10x in every block of the student it reaches, measured from the logs of runs on the default study
-(``--logs``, one seed at widths 1.5 and 0.4M): at weight 150 (x1.5) the bound was 980, at 900 it was 210 (both
-runs flagged, encoder stage 4 at 21x and 42x), at 300 it is 690 (encoder stage 4), with per-epoch ratios after
-the warm-up of 0.08x-21x per block at x1.5 and 0.06x-12x at 0.4M, the lowest in decoder stage 2, which only
-``dec_s4`` reaches), ``pool`` (``flatten``, default: the spatial layout counts; ``mean``) and ``layers``: pairs
+Options: ``weight`` (default 53, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which the
+term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
+1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
+``--trained``: 1x at 95 (0.4M) and 30 (x1.5), no block above 10x up to 1.1e+02; at 53 the medians read 0.56x
+and 1.8x, the largest block 4.8x (bottleneck, x1.5); earlier 300;
+decoder stages 1 and 2 stay below 0.1x, only ``dec_s4`` reaches them), ``pool`` (``flatten``, default: the
+spatial layout counts; ``mean``) and ``layers``: pairs
 ``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow
 through the network at four depths that both models have, at equal strides: ``enc_s4``, ``enc_s8``,
 ``bottleneck`` (the teacher's ViT output after ``conv_more``) and ``dec_s4``.
@@ -63,7 +63,7 @@ class InformationFlow(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 300.0, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 53, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         pool = self.options["pool"]
