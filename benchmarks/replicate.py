@@ -6,7 +6,9 @@ then a second study B whose students train with other seeds (by default the next
 data, prepared data, teacher (with its feature caches) and teacher evaluation, times preserved. B's
 dry run must plan no data or teacher job, else the script stops before training anything. B runs up to
 its verdict table, and the two tables are printed side by side: for each claim, mean difference, 95% CI,
-p-value, Holm-adjusted p and verdict of each seed set. Each part's wall time is printed.
+p-value, Holm-adjusted p, verdict and the verdict's margin of each seed set (in half-widths of its CI, marked
+"fragile" below ``hkd.evaluate.stats.FRAGILE_MARGIN``: see ``hypotheses.md``), then how many verdicts agree
+and how many of those that differ were fragile. Each part's wall time is printed.
 
     python benchmarks/replicate.py --cores all
     python benchmarks/replicate.py --configfile workflow/configs/synapse-paper.yaml --seeds 10 11 12
@@ -28,6 +30,7 @@ import pandas as pd
 import yaml
 
 from hkd.config_checks import merge_config
+from hkd.evaluate.stats import FRAGILE_MARGIN, verdict_margin
 
 ROOT = Path(__file__).resolve().parents[1]
 # What B takes over from the first study: everything upstream of the students (paths under `out`).
@@ -88,7 +91,7 @@ def reuse_upstream(first: Path, second: Path) -> list[str]:
 def snakemake(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m snakemake`` on the workflow in ``root``; its output is captured."""
     return subprocess.run([sys.executable, "-m", "snakemake", "--directory", str(root), "--snakefile",
-                           str(root / "Snakefile"), *args], cwd=root, capture_output=True, text=True,
+                           str(root / "Snakefile"), *args], cwd=root, capture_output=True, text=True, check=False,
                           env={**os.environ, **(env or {})})
 
 
@@ -115,25 +118,46 @@ def _fmt(value: float, p: bool = False) -> str:
     return f"{value:.3f}"
 
 
+def margins(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each verdict's ``margin`` and ``fragile`` as ``hkd hypotheses`` wrote them, or, for a table written
+    before it did, computed the same way from the verdict and CI (its note says where n was too small)."""
+    if "margin" in table and "fragile" in table:
+        return table["margin"].astype(float), table["fragile"].astype(str).str.lower().eq("true")
+    notes = table["note"].fillna("").astype(str) if "note" in table else pd.Series("", index=table.index)
+    margin = pd.Series([verdict_margin(v, lo, hi, can_support="n too small" not in note) for v, lo, hi, note in
+                        zip(table["verdict"], table["ci_low"], table["ci_high"], notes)], index=table.index, dtype=float)
+    return margin, margin.lt(FRAGILE_MARGIN)
+
+
+def _margin_text(margin: float, fragile: bool) -> str:
+    return "n/a" if pd.isna(margin) else f"{margin:.2f}" + (" fragile" if fragile else "")
+
+
 def side_by_side(first: Path, second: Path, labels: tuple[str, str] = ("A", "B")) -> str:
-    """The two verdict tables (``hypotheses.csv``) as one Markdown table, a row per claim and width, then how
-    many verdicts agree."""
+    """The two verdict tables (``hypotheses.csv``) as one Markdown table, a row per claim and width, with each
+    verdict's margin (``fragile`` below :data:`~hkd.evaluate.stats.FRAGILE_MARGIN`), then how many verdicts
+    agree and how many of the claims whose verdicts differ had a fragile verdict in either table."""
     tables = []
     for path, label in zip((first, second), labels):
         t = pd.read_csv(path, dtype={"preset": str})
         t["width"] = [p if isinstance(p, str) and p else f"x{m:g}" for p, m in zip(t["preset"], t["multiplier"])]
+        margin, fragile = margins(t)
         shown = pd.DataFrame({
             "claim": t["claim"], "width": t["width"],
             f"diff {label}": t["mean_diff"].map(_fmt),
             f"95% CI {label}": [f"[{_fmt(lo)}, {_fmt(hi)}]" for lo, hi in zip(t["ci_low"], t["ci_high"])],
             f"p {label}": t["p_value"].map(lambda v: _fmt(v, p=True)),
             f"p_holm {label}": t["p_holm"].map(lambda v: _fmt(v, p=True)),
-            f"verdict {label}": t["verdict"]})
+            f"verdict {label}": t["verdict"],
+            f"margin {label}": [_margin_text(m, f) for m, f in zip(margin, fragile)]})
         tables.append(shown)
     both = tables[0].merge(tables[1], on=["claim", "width"], how="outer", sort=False).fillna("(none)")
-    agree = (both[f"verdict {labels[0]}"] == both[f"verdict {labels[1]}"]).sum()
+    differ = both[f"verdict {labels[0]}"] != both[f"verdict {labels[1]}"]
+    fragile = both[f"margin {labels[0]}"].str.endswith("fragile") | both[f"margin {labels[1]}"].str.endswith("fragile")
     return (both.to_markdown(index=False, disable_numparse=True)
-            + f"\n\nverdicts agree on {agree} of {len(both)} claims\n")
+            + f"\n\nverdicts agree on {int((~differ).sum())} of {len(both)} claims; "
+            f"{int((differ & fragile).sum())} of the {int(differ.sum())} that differ had a fragile verdict "
+            f"(margin below {FRAGILE_MARGIN} CI half-widths) in either table\n")
 
 
 @dataclass

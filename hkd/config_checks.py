@@ -139,6 +139,7 @@ def check_config(cfg: dict) -> None:
     clash = sorted(set(map(str, students["widths"])) & set(students["models"]))
     if clash:
         raise ValueError(f"config key students.models: label(s) {clash} are also widths; every student needs its own label")
+    check_compare_students(cfg)
     augment = {**cfg["train"], **cfg["students"]["train"]}["augment"]
     if cfg["teacher"]["cache"] and cfg["students"]["lockstep"]:
         raise ValueError(
@@ -154,6 +155,23 @@ def check_config(cfg: dict) -> None:
     for key, (lo, hi) in ranges.items():
         if lo > hi:
             raise ValueError(f"config key data.phantom.{key}: minimum {lo} exceeds maximum {hi}")
+
+
+def check_compare_students(cfg: dict) -> None:
+    """Raise ValueError naming ``report.compare_students`` for a pair that is not two students of the study
+    with scratch runs (checked before any training, since the claim is made after it)."""
+    students = cfg["students"]
+    labels = [*map(str, students["widths"]), *students["models"]]
+    for pair in cfg["report"]["compare_students"]:
+        unknown = [label for label in map(str, pair) if label not in labels]
+        if unknown:
+            raise ValueError(f"config key report.compare_students: {unknown} not among the students "
+                             f"(students.widths and students.models: {labels})")
+        if str(pair[0]) == str(pair[1]):
+            raise ValueError(f"config key report.compare_students: {list(pair)} compares a student with itself")
+        if students["methods"] != "all" and "scratch" not in students["methods"]:
+            raise ValueError("config key report.compare_students: a student's gain is over its scratch run; "
+                             "add scratch to students.methods")
 
 
 def check_against_package(cfg: dict) -> None:

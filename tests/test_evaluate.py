@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
+import helpers
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from helpers import REPO, default_config, merge
+from snakemake.utils import validate
 
 from hkd.cli import main
+from hkd.config_checks import check_config
+from hkd.evaluate.hypotheses import COLUMNS as VERDICT_COLUMNS
 from hkd.evaluate.hypotheses import context_claims, dice_claims, study_claims
-from hkd.evaluate.tables import organ_table, run_means, summary_table, to_html, to_markdown
+from hkd.evaluate.stats import FRAGILE_MARGIN, holm, verdict_margin
+from hkd.evaluate.tables import (
+    organ_table,
+    run_means,
+    summary_table,
+    to_html,
+    to_markdown,
+)
 from hkd.evaluate.volume import COLUMNS, evaluate_run, predict_volume
 from hkd.train.trainer import train
 
@@ -56,7 +70,7 @@ def test_evaluate_run_gives_a_tidy_table(runs, prepared):
 def test_a_diverged_run_is_evaluated_from_its_last_finite_checkpoint(runs, prepared, monkeypatch):
     assert json.loads((runs / "diverged" / "metrics.json").read_text())["status"] == "diverged"
     loaded = []
-    import hkd.evaluate.volume as volume
+    from hkd.evaluate import volume
 
     real = volume.load_model
     monkeypatch.setattr(volume, "load_model", lambda p: (loaded.append(p.name), real(p))[1])
@@ -304,6 +318,136 @@ def test_context_claims_take_the_case_as_unit():
     assert left_out["n"] == 5 and "1 case(s) left out" in left_out["note"]
 
 
+def _shifted_twin(evals: pd.DataFrame, shift: float) -> pd.DataFrame:
+    """``evals`` with a "logits" student that is scratch's runs plus ``shift`` Dice everywhere: its CI is the
+    CI of scratch against itself moved by exactly ``shift``."""
+    scratch = evals[evals["method"] == "scratch"]
+    twin = scratch.assign(method="logits", model="logits_w0.4M")
+    twin.loc[twin["metric"] == "dice", "value"] += shift
+    return pd.concat([evals, twin], ignore_index=True)
+
+
+def test_a_verdict_whose_ci_end_sits_near_zero_is_fragile():
+    """A student that is scratch plus a constant: its CI is scratch-against-itself's moved by the constant, so
+    the constant puts the CI's lower end where wanted, in half-widths h of the CI. Every case improves by the
+    constant, so p = 1/64 on 6 cases and the verdict is "supported" once the CI clears 0: 0.1 h above 0 is a
+    fragile verdict (margin 0.1), 2 h above it a firm one (margin 2)."""
+    evals = _study({}, np.random.default_rng(12), seed_sd=0.03)
+    null = dice_claims(_shifted_twin(evals, 0.0), n_boot=1000).iloc[0]
+    half = (null["ci_high"] - null["ci_low"]) / 2
+    assert null["verdict"] == "inconclusive" and null["margin"] == pytest.approx(
+        min(-null["ci_low"], null["ci_high"]) / half)
+    for above, fragile in ((0.1, True), (2.0, False)):
+        row = dice_claims(_shifted_twin(evals, -null["ci_low"] + above * half), n_boot=1000).iloc[0]
+        assert row["verdict"] == "supported" and row["p_holm"] == pytest.approx(1 / 64)
+        assert row["ci_low"] == pytest.approx(above * half) and row["margin"] == pytest.approx(above)
+        assert row["fragile"] is fragile or row["fragile"] == fragile
+    down = dice_claims(_shifted_twin(evals, -null["ci_high"] - 0.1 * half), n_boot=1000).iloc[0]
+    assert down["verdict"] == "not supported" and down["margin"] == pytest.approx(0.1) and down["fragile"]
+
+
+def test_every_verdict_carries_its_margin():
+    evals = _study({"logits": 0.08, "latent": -0.08, "hlfd": 0.0}, np.random.default_rng(7))
+    table = dice_claims(evals, n_boot=2000)
+    assert list(table.columns[:4]) == ["claim", "verdict", "margin", "fragile"]
+    for row in table.to_dict("records"):
+        assert row["margin"] == pytest.approx(verdict_margin(row["verdict"], row["ci_low"], row["ci_high"]))
+        assert row["fragile"] == (row["margin"] < FRAGILE_MARGIN)
+    logits = table.set_index("method").loc["logits"]
+    assert logits["margin"] > 1 and not logits["fragile"]  # a clear gain: the CI clears 0 by over a half-width
+
+
+def _two_students(gains: dict, rng: np.random.Generator, n_cases: int = 8) -> pd.DataFrame:
+    """Synthetic evaluations of a transformer student ("tsmall") and a CNN student ("0.4M"), each with
+    scratch and the methods of ``gains`` (method -> (tsmall's true gain, 0.4M's true gain)), 3 seeds."""
+    frames = []
+    for k, width in enumerate(("tsmall", "0.4M")):
+        study = _study({m: g[k] for m, g in gains.items()}, rng, n_cases=n_cases).replace({"0.4M": width})
+        study["model"] = study["method"] + "_w" + study["width"]
+        frames.append(study if k == 0 else study[study["method"] != "teacher"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_gain_gap_compares_each_students_gain_over_its_own_scratch():
+    evals = _two_students({"logits": (0.10, 0.02), "latent": (0.0, 0.08)}, np.random.default_rng(21))
+    table = dice_claims(evals, n_boot=2000, compare_students=[("tsmall", "0.4M")])
+    assert len(table) == 4 + 2  # method vs scratch per student, then one gap per method
+    gaps = table[table["preset"] == "tsmall vs 0.4M"].set_index("method")
+    assert gaps.index.tolist() == ["logits", "latent"]
+    dice = evals[(evals["metric"] == "dice") & (evals["method"] != "teacher")]
+    per_case = dice.groupby(["method", "width", "seed", "case"])["value"].mean().groupby(
+        ["method", "width", "case"]).mean()  # each model's seed mean per case
+    for method in ("logits", "latent"):
+        gain = {w: per_case[(method, w)] - per_case[("scratch", w)] for w in ("tsmall", "0.4M")}
+        assert gaps.loc[method, "mean_diff"] == pytest.approx((gain["tsmall"] - gain["0.4M"]).mean())
+        assert f"gain over its own scratch: tsmall {gain['tsmall'].mean():+.3f}, 0.4M {gain['0.4M'].mean():+.3f}" \
+            in gaps.loc[method, "note"]
+    logits, latent = gaps.loc["logits"], gaps.loc["latent"]
+    assert logits["claim"] == "tsmall gains more from logits than 0.4M (each over its own scratch)"
+    assert logits["verdict"] == "supported" and latent["verdict"] == "not supported"  # gaps +0.08 and -0.08
+    assert logits["mean_diff"] == pytest.approx(0.08, abs=0.03) and latent["mean_diff"] == pytest.approx(-0.08, abs=0.03)
+    assert logits["seeds"] == "3 vs 3 vs 3 vs 3" and logits["n"] == 8 and logits["unit"] == "test case"
+    assert logits["quantity"] == "test Dice ((tsmall: method - scratch) - (0.4M: method - scratch))"
+    assert pd.isna(logits["params"]) and np.isnan(logits["multiplier"]) and np.isnan(logits["method_mean"])
+    assert logits["diverged_runs"] == "0/3 vs 0/3"
+    # one family: Holm over all six claims
+    assert logits["p_value"] < 0.01 and latent["p_value"] > 0.9
+    assert table["p_holm"].tolist() == pytest.approx(holm(table["p_value"].to_numpy()).tolist())
+    alone = dice_claims(evals, n_boot=2000)
+    assert len(alone) == 4 and not alone["preset"].str.contains(" vs ").any()  # without the option, no gap
+
+
+@pytest.mark.parametrize("pair, message", [
+    (("tsmall", "1.5"), r"report.compare_students: no student '1.5' in the evaluations \(students: tsmall, 0.4M\)"),
+    (("tsmall", "tsmall"), "compares student 'tsmall' with itself"),
+])
+def test_a_gain_gap_between_unknown_students_is_an_error_naming_the_key(pair, message):
+    evals = _two_students({"logits": (0.1, 0.0)}, np.random.default_rng(22), n_cases=6)
+    with pytest.raises(ValueError, match=message):
+        dice_claims(evals, n_boot=100, compare_students=[pair])
+
+
+def _full_config(patch: dict) -> dict:
+    cfg = merge(default_config(), copy.deepcopy(patch))
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
+    return cfg
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"report": {"compare_students": [["0.4M", "x2"]]}},
+     ("config key report.compare_students: ['x2'] not among the students (students.widths and students.models: "
+      "['0.4M', '1.5'])")),
+    ({"report": {"compare_students": [["1.5", "1.5"]]}}, "['1.5', '1.5'] compares a student with itself"),
+    ({"report": {"compare_students": [["0.4M", "1.5"]]}, "students": {"methods": ["logits"]}},
+     "add scratch to students.methods"),
+])
+def test_compare_students_is_checked_before_any_training(patch, message):
+    check_config(_full_config({"report": {"compare_students": [["0.4M", "1.5"]]}}))  # two students: fine
+    with pytest.raises(ValueError) as info:
+        check_config(_full_config(patch))
+    assert message in str(info.value)
+
+
+def test_the_homogeneous_study_claims_the_heterogeneous_gap(tmp_path):
+    """workflow/configs/homogeneous.yaml: a transformer and a CNN student of about the same size, and the
+    workflow's verdict job told to compare their gains."""
+    from hkd.models import build_model, count_parameters
+
+    configfile = REPO / "workflow" / "configs" / "homogeneous.yaml"
+    cfg = yaml.safe_load(configfile.read_text())
+    assert cfg["report"]["compare_students"] == [["transunet-s", "0.4M"]]
+    sizes = [count_parameters(build_model({**cfg["students"]["models"]["transunet-s"], "img_size": 48})),
+             count_parameters(build_model({"arch": "squeezeunet", "width": "0.4M"}))]
+    assert abs(sizes[0] - sizes[1]) < 0.01 * sizes[1], sizes
+    dry = helpers.snakemake(REPO, "-n", "-p", "--cores", "2", "--configfile", str(configfile), "--config",
+                            f"out={tmp_path}/out", "--", f"{tmp_path}/out/hypotheses.csv")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    (command,) = [line for line in dry.stdout.splitlines() if "hkd hypotheses" in line]
+    assert " --compare-students transunet-s 0.4M " in command
+    for run in ("latent_wtransunet-s_s2", "logits_w0.4M_s0", "scratch_wtransunet-s_s1"):
+        assert f"eval/students/{run}.csv" in command
+
+
 def test_hypotheses_command_writes_the_unit_n_mde_and_small_p_values(tmp_path):
     evals = _study({"logits": 0.08}, np.random.default_rng(7), n_cases=12)
     paths = []
@@ -315,12 +459,44 @@ def test_hypotheses_command_writes_the_unit_n_mde_and_small_p_values(tmp_path):
                  "--out-md", str(out["md"]), "--out-html", str(out["html"])]) == 0
     table = pd.read_csv(out["csv"], dtype={"preset": str})
     assert table.iloc[0]["n"] == 12 and table.iloc[0]["p_value"] < 0.001 and table.iloc[0]["p_holm"] < 0.001
+    assert list(table.columns) == VERDICT_COLUMNS and table["fragile"].dtype == bool
     md, page = out["md"].read_text(), out["html"].read_text()
+    for text in (md, page):  # the columns and how they are defined
+        assert "| margin " in text or "<th>margin</th>" in text
+        assert "| fragile " in text or "<th>fragile</th>" in text
+        assert "half-widths" in text and f"margin below {FRAGILE_MARGIN}" in text
     assert "statistical unit is the patient" in md and "| test case " in md
     for text in (md, page):
         assert "one-sided Wilcoxon" in text and "Holm" in text and "p_holm" in text
     for text in (md, page):
         assert "<0.001" in text.replace("&lt;", "<") and "| 0.000 " not in text and ">0.000<" not in text
+
+
+def test_hypotheses_command_compares_two_students(tmp_path):
+    evals = _two_students({"logits": (0.1, 0.0)}, np.random.default_rng(23), n_cases=6)
+    paths = []
+    for (method, width), run in evals.groupby(["method", "width"]):
+        paths.append(tmp_path / f"{method}_{width}.csv")
+        run.to_csv(paths[-1], index=False)
+    out = {k: tmp_path / f"hypotheses.{k}" for k in ("csv", "md", "html")}
+    args = ["hypotheses", "--evals", *map(str, paths), "--out-csv", str(out["csv"]), "--out-md", str(out["md"]),
+            "--out-html", str(out["html"])]
+    assert main([*args, "--compare-students", "tsmall", "0.4M"]) == 0
+    table = pd.read_csv(out["csv"], dtype={"preset": str})
+    assert sorted(table["preset"]) == ["0.4M", "tsmall", "tsmall vs 0.4M"]
+    assert "student reads 'a vs b'" in out["md"].read_text()
+    assert main([*args, "--compare-students", "tsmall", "basicunet"]) == 1  # an error naming the key
+
+
+@pytest.mark.slow
+def test_the_workflows_verdict_table_has_the_margins(default_study):
+    table = pd.read_csv(default_study.out / "hypotheses.csv", dtype={"preset": str})
+    assert {"margin", "fragile"} <= set(table.columns)
+    for row in table.to_dict("records"):
+        can_support = "n too small" not in str(row["note"])
+        assert row["margin"] == pytest.approx(verdict_margin(row["verdict"], row["ci_low"], row["ci_high"],
+                                                             can_support), nan_ok=True)
+    assert "| margin " in (default_study.out / "hypotheses.md").read_text()
 
 
 # --------------------------------------------------------------------------- tables

@@ -42,16 +42,32 @@ def test_side_by_side_pairs_each_claim_and_width(tmp_path):
         ("H1: logits beats scratch", "0.4M", 1.0, 0.1, 0.04, 0.17, 0.002, 0.012, "supported")])
     text = replicate.side_by_side(a, b, labels=("A", "B"))
     lines = text.splitlines()
-    assert "| claim" in lines[0] and "verdict A" in lines[0] and "p_holm B" in lines[0]
+    assert "| claim" in lines[0] and "verdict A" in lines[0] and "p_holm B" in lines[0] and "margin B" in lines[0]
     rows = {(cells[0], cells[1]): cells for cells in
             ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:5])}
+    # margins (tables written before hkd hypotheses wrote them: computed from verdict and CI), in half-widths:
+    # supported 0.05 / 0.075 and 0.04 / 0.065
     assert rows[("H1: logits beats scratch", "0.4M")][2:] == ["0.120", "[0.050, 0.200]", "<0.001", "0.005",
-                                                              "supported", "0.100", "[0.040, 0.170]", "0.002",
-                                                              "0.012", "supported"]
-    assert rows[("H1: logits beats scratch", "x1.5")][6] == rows[("H1: logits beats scratch", "x1.5")][11] == \
-        "inconclusive"
-    assert rows[("H2: latent beats scratch", "0.4M")][6::5] == ["not supported", "inconclusive"]
-    assert lines[-1] == "verdicts agree on 2 of 3 claims"
+                                                              "supported", "0.67", "0.100", "[0.040, 0.170]",
+                                                              "0.002", "0.012", "supported", "0.62"]
+    # inconclusive: the nearer end, 0.03 / 0.04 and 0.01 / 0.035
+    assert rows[("H1: logits beats scratch", "x1.5")][6::6] == ["inconclusive", "inconclusive"]
+    assert rows[("H1: logits beats scratch", "x1.5")][7::6] == ["0.75", "0.29 fragile"]
+    # not supported 0.01 / 0.095, then inconclusive 0.03 / 0.055: the verdict that changed was fragile
+    assert rows[("H2: latent beats scratch", "0.4M")][6:] == ["not supported", "0.11 fragile", "-0.020",
+                                                              "[-0.080, 0.030]", "0.800", "1.000", "inconclusive",
+                                                              "0.55"]
+    assert lines[-1] == ("verdicts agree on 2 of 3 claims; 1 of the 1 that differ had a fragile verdict (margin "
+                         "below 0.5 CI half-widths) in either table")
+
+
+def test_side_by_side_takes_the_margins_hkd_hypotheses_wrote(tmp_path):
+    rows = [("H1: logits beats scratch", "0.4M", 1.0, 0.12, 0.05, 0.2, 0.0004, 0.0048, "supported")]
+    a, b = _verdicts(tmp_path / "a.csv", rows), _verdicts(tmp_path / "b.csv", rows)
+    written = pd.read_csv(b).assign(margin=0.3, fragile=True)  # as written, even where it differs from the CI
+    written.to_csv(b, index=False)
+    cells = [c.strip() for c in replicate.side_by_side(a, b).splitlines()[2].strip("|").split("|")]
+    assert cells[7] == "0.67" and cells[13] == "0.30 fragile"
 
 
 def test_seed_sets_are_disjoint():

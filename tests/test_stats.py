@@ -5,17 +5,19 @@ import warnings
 
 import numpy as np
 import pytest
-
 from scipy import stats as st
 
 from hkd.evaluate.stats import (
+    FRAGILE_MARGIN,
     VERDICTS,
     ci_detectable_effect,
+    contrast_bootstrap_ci,
     crossed_bootstrap_ci,
     holm,
     min_detectable_effect,
     paired_bootstrap_ci,
     verdict,
+    verdict_margin,
     wilcoxon_p,
     wilcoxon_power,
 )
@@ -145,7 +147,7 @@ def test_min_detectable_effect_has_the_stated_power(n):
 def test_min_detectable_effect_grows_with_the_sd_and_the_correction_and_shrinks_with_n():
     d = unit_sd(10)
     mdes = [min_detectable_effect(d * sd) for sd in (0.01, 0.05, 0.1, 0.2)]
-    assert all(a < b for a, b in zip(mdes, mdes[1:]))
+    assert all(a < b for a, b in itertools.pairwise(mdes))
     assert min_detectable_effect(d) < min_detectable_effect(d, alpha=0.05 / 4) < min_detectable_effect(d, 0.05 / 8)
     assert min_detectable_effect(unit_sd(12)) < min_detectable_effect(unit_sd(8)) < min_detectable_effect(unit_sd(6))
 
@@ -263,3 +265,72 @@ def test_verdict_rules(args, expected):
 def test_verdict_alpha():
     assert verdict(0.1, 0.05, 0.15, 0.03, alpha=0.01) == "inconclusive"
     assert verdict(0.1, 0.05, 0.15, 0.03, alpha=0.05) == "supported"
+
+
+# --------------------------------------------------------------------------- verdict margin
+@pytest.mark.parametrize(
+    "verdict_, low, high, can_support, margin",
+    [
+        ("supported", 0.05, 0.15, True, 1.0),  # low one half-width above 0
+        ("supported", 0.01, 0.09, True, 0.25),
+        ("not supported", -0.074, -0.009, True, 0.009 / 0.0325),  # a verdict that did flip with the CPU
+        ("inconclusive", -0.074, 0.024, True, 0.024 / 0.049),  # the same claim on the other CPU
+        ("inconclusive", -0.05, 0.05, True, 1.0),  # centred on 0: as far from either verdict as it gets
+        ("inconclusive", -0.001, 0.1, True, 0.001 / 0.0505),  # just across 0
+        ("inconclusive", -0.01, 0.1, False, 0.1 / 0.055),  # nothing can be supported: only high counts
+        ("inconclusive", 0.01, 0.09, True, 0.0),  # CI above 0, held back by p alone
+        ("inconclusive", 0.01, 0.09, False, 0.09 / 0.04),
+        ("not supported", 0.0, 0.0, True, 0.0),  # no change at all, on the boundary
+        ("supported", 0.1, 0.1, True, float("inf")),
+    ],
+)
+def test_verdict_margin_by_hand(verdict_, low, high, can_support, margin):
+    assert verdict_margin(verdict_, low, high, can_support) == pytest.approx(margin)
+
+
+def test_a_ci_just_crossing_zero_is_fragile_and_a_wide_margin_is_not():
+    assert FRAGILE_MARGIN == 0.5
+    for low, high in ((0.002, 0.1), (-0.1, -0.002), (-0.001, 0.2), (-0.2, 0.001)):
+        v = verdict(0.0, low, high, 0.001)
+        assert verdict_margin(v, low, high) < FRAGILE_MARGIN, (low, high, v)
+    for low, high in ((0.05, 0.1), (-0.1, -0.05), (-0.1, 0.1)):
+        v = verdict(0.0, low, high, 0.001)
+        assert verdict_margin(v, low, high) >= FRAGILE_MARGIN, (low, high, v)
+
+
+def test_verdict_margin_edge_inputs():
+    assert np.isnan(verdict_margin("inconclusive", float("nan"), float("nan")))
+    with pytest.raises(ValueError, match="unknown verdict 'maybe'"):
+        verdict_margin("maybe", 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- contrasts of more arms
+def test_a_two_arm_contrast_is_the_crossed_bootstrap():
+    m, b = two_arms(np.random.default_rng(6), effect=0.03)
+    assert contrast_bootstrap_ci([m, b], [1, -1], n_boot=2000, seed=3) == crossed_bootstrap_ci(m, b, n_boot=2000, seed=3)
+
+
+def test_a_gain_gap_contrast_covers_the_true_gap():
+    """(a's method - a's scratch) - (b's method - b's scratch) over four arms, 6 cases and 3 seeds each:
+    its observed value is that sum of means, and with no true gap each side of the 95% CI misses 0 at most
+    2.5% of the time plus sampling slack."""
+    n = 200
+    below = above = 0
+    for i in range(n):
+        rng = np.random.default_rng(1000 + i)
+        a_m, a_s = two_arms(rng, effect=0.05)
+        b_m, b_s = two_arms(rng, effect=0.05)
+        mean, low, high = contrast_bootstrap_ci([a_m, a_s, b_m, b_s], [1, -1, -1, 1], n_boot=1000, seed=i)
+        assert mean == pytest.approx(a_m.mean() - a_s.mean() - b_m.mean() + b_s.mean())
+        below += low > 0
+        above += high < 0
+    assert below / n <= 0.04 and above / n <= 0.04, (below, above)
+
+
+def test_contrast_bootstrap_ci_inputs():
+    m, b = two_arms(np.random.default_rng(2))
+    with pytest.raises(ValueError, match="one weight per arm"):
+        contrast_bootstrap_ci([m, b], [1])
+    with pytest.raises(ValueError, match="same cases"):
+        contrast_bootstrap_ci([m, b[:5], m], [1, -1, 1])
+    assert all(np.isnan(v) for v in contrast_bootstrap_ci([np.empty((0, 3))] * 4, [1, -1, -1, 1]))

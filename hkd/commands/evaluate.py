@@ -79,6 +79,9 @@ def parser_hypotheses(sub) -> None:
     p.add_argument("--evals", required=True, nargs="+", type=Path)
     p.add_argument("--context", type=Path, default=None, help="Grad-CAM context CSV from hkd context")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--compare-students", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="also claim, per method, that student A gains more from it than student B, each over its "
+                        "own scratch run (report.compare_students; repeatable)")
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
     p.add_argument("--out-html", required=True, type=Path)
@@ -93,7 +96,7 @@ def cmd_hypotheses(args) -> None:
     from hkd.io import atomic_path, write_text
 
     context = pd.read_csv(args.context, dtype={"case": str, "width": str}) if args.context else None
-    table = study_claims(_read_evals(args.evals), context, seed=args.seed)
+    table = study_claims(_read_evals(args.evals), context, seed=args.seed, compare_students=args.compare_students)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     text = report_markdown(table, seed=args.seed)

@@ -1,10 +1,15 @@
-"""Hypothesis verdicts: every distillation method against scratch training at the same width.
+"""Hypothesis verdicts: every distillation method against scratch training at the same width, and
+(``compare_students``) which of two students gains more from each method over its own scratch run.
+
+The claims are contrasts of models (:mod:`hkd.evaluate.contrasts`): ``method - scratch``, or for two
+students ``a`` and ``b`` the gain gap ``(a's method - a's scratch) - (b's method - b's scratch)``.
 
 The statistical unit is the patient (case). For each run and case, the quantity is averaged over
 what belongs to that case: the organs its ground truth holds (Dice claims, test cases), or its
 sampled slices and their organs (the Grad-CAM "global context" claim, validation cases). The
 case-level difference is the method's value averaged over its seeds minus the scratch student's
-value averaged over its seeds. On these differences:
+value averaged over its seeds (for a gain gap, the signed sum of its four models' seed-averaged values).
+On these differences:
 
 - the CI of their mean comes from :func:`~hkd.evaluate.stats.crossed_bootstrap_ci`, a hierarchical
   bootstrap that resamples cases (organs and slices stay with their case) and each arm's seeds
@@ -25,7 +30,11 @@ value averaged over its seeds. On these differences:
   Holm's first step: a claim whose p reaches it is supported by Holm whatever the other claims show
   (later steps are looser only once claims with smaller p are supported), so ``mde`` is what a claim
   detects on its own; it is ``inf`` when n cases cannot reach that level at all (p >= 2^-n);
-- the verdict is :func:`~hkd.evaluate.stats.verdict` on ``p_holm``, and ``note`` says when it rests
+- the verdict is :func:`~hkd.evaluate.stats.verdict` on ``p_holm``; ``margin``
+  (:func:`~hkd.evaluate.stats.verdict_margin`) is how far its CI would have to move, in half-widths of that
+  CI, for the verdict to change, and ``fragile`` marks a margin below
+  :data:`~hkd.evaluate.stats.FRAGILE_MARGIN` (a verdict a rerun on another CPU or seed set may not repeat);
+- ``note`` says when the verdict rests
   on fewer than :data:`MIN_SEEDS` seeds per arm, on too few cases for the corrected alpha, on diverged
   runs, on runs that did not converge (the method's or scratch's, :mod:`hkd.train.convergence`), or on
   runs where a distillation term dominated a block of the student after the warm-up
@@ -37,16 +46,22 @@ quantity on the same cases (teacher: its one seed; ``nan`` when it has none, e.g
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
+from hkd.evaluate.contrasts import Contrast, gain_gap_contrasts, scratch_contrasts
 from hkd.evaluate.metrics import GT_PRESENT
 from hkd.evaluate.stats import (
+    FRAGILE_MARGIN,
     ci_detectable_effect,
-    crossed_bootstrap_ci,
+    contrast_bootstrap_ci,
     holm,
     min_detectable_effect,
     verdict,
+    verdict_margin,
     wilcoxon_p,
 )
 from hkd.evaluate.tables import run_info, to_markdown, width_columns
@@ -60,9 +75,9 @@ CLAIMS = {
 #: Seeds per arm below which a verdict is flagged: two runs say little about run-to-run spread.
 MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
-COLUMNS = ["claim", "verdict", "method", "preset", "multiplier", "params", "unit", "n", "seeds", "mean_diff",
-           "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean", "note",
-           "quantity", "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
+COLUMNS = ["claim", "verdict", "margin", "fragile", "method", "preset", "multiplier", "params", "unit", "n", "seeds",
+           "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean",
+           "note", "quantity", "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -82,17 +97,19 @@ def _matrix(values: pd.DataFrame, method: str, width, value: str, strict: bool =
     return mat
 
 
-def _compare(method: pd.DataFrame, scratch: pd.DataFrame, seed: int, n_boot: int) -> dict:
-    shared = method.index.union(scratch.index)
-    cases = method.index.intersection(scratch.index)
-    cases = cases[method.loc[cases].notna().all(axis=1).to_numpy() & scratch.loc[cases].notna().all(axis=1).to_numpy()]
-    m, b = method.loc[cases].to_numpy(), scratch.loc[cases].to_numpy()
-    diffs = m.mean(axis=1) - b.mean(axis=1)
-    mean, low, high = crossed_bootstrap_ci(m, b, n_boot=n_boot, ci=CI, seed=seed)
-    return {"n": len(cases), "seeds": f"{m.shape[1]} vs {b.shape[1]}", "scratch_mean": float(b.mean()),
-            "method_mean": float(m.mean()), "mean_diff": mean, "ci_low": low, "ci_high": high,
-            "p_value": wilcoxon_p(diffs, alternative="greater"), "_diffs": diffs, "cases": cases,
-            "min_seeds": min(m.shape[1], b.shape[1]), "left_out": len(shared) - len(cases)}
+def _compare(mats: list[pd.DataFrame], weights: list[int], seed: int, n_boot: int) -> dict:
+    """The contrast ``sum(w * arm)`` over the cases every arm has a value for, each arm's seeds averaged."""
+    shared = functools.reduce(lambda a, b: a.union(b), (m.index for m in mats))
+    cases = functools.reduce(lambda a, b: a.intersection(b), (m.index for m in mats))
+    complete = np.logical_and.reduce([m.loc[cases].notna().all(axis=1).to_numpy() for m in mats])
+    cases = cases[complete]
+    arrays = [m.loc[cases].to_numpy() for m in mats]
+    diffs = sum(w * a.mean(axis=1) for w, a in zip(weights, arrays))
+    mean, low, high = contrast_bootstrap_ci(arrays, weights, n_boot=n_boot, ci=CI, seed=seed)
+    return {"n": len(cases), "seeds": " vs ".join(str(a.shape[1]) for a in arrays), "mean_diff": mean,
+            "ci_low": low, "ci_high": high, "p_value": wilcoxon_p(diffs, alternative="greater"), "_diffs": diffs,
+            "cases": cases, "_arm_means": [float(a.mean()) for a in arrays],
+            "min_seeds": min(a.shape[1] for a in arrays), "left_out": len(shared) - len(cases)}
 
 
 def _unconverged(info: pd.DataFrame) -> tuple[int, int, dict[str, int]]:
@@ -104,9 +121,10 @@ def _unconverged(info: pd.DataFrame) -> tuple[int, int, dict[str, int]]:
     return len(failed), len(known), kinds.value_counts(sort=False).to_dict()
 
 
-def _convergence_note(method: pd.DataFrame, scratch: pd.DataFrame) -> str:
+def _convergence_note(runs: list[tuple[str, pd.DataFrame]]) -> str:
+    """Which arms (by role) hold runs that did not converge, out of those known, and why."""
     parts = []
-    for who, info in (("the method's", method), ("scratch's", scratch)):
+    for who, info in runs:
         n_failed, n_known, kinds = _unconverged(info)
         if n_failed:
             why = ", ".join(f"{kind} {n}" for kind, n in kinds.items())
@@ -114,111 +132,138 @@ def _convergence_note(method: pd.DataFrame, scratch: pd.DataFrame) -> str:
     return "rests on unconverged runs: " + ", ".join(parts) if parts else ""
 
 
-def _flag_note(method: pd.DataFrame) -> str:
-    """Which blocks a distillation term dominated after the warm-up, in how many of the method's runs."""
-    seen: dict[tuple[str, str], list[float]] = {}
-    for run_flags in method["gradient_flags"]:
-        for flag in run_flags:
-            term, block, ratio = parse_flag(flag)
-            seen.setdefault((term, block), []).append(ratio)
-    if not seen:
+def _flag_note(distilled: list[tuple[str, pd.DataFrame]]) -> str:
+    """Which blocks a distillation term dominated after the warm-up, in how many of each distilled arm's runs
+    (the arm named when the claim has more than one)."""
+    parts = []
+    for who, info in distilled:
+        seen: dict[tuple[str, str], list[float]] = {}
+        for run_flags in info["gradient_flags"]:
+            for flag in run_flags:
+                term, block, ratio = parse_flag(flag)
+                seen.setdefault((term, block), []).append(ratio)
+        prefix = f"{who}: " if len(distilled) > 1 else ""
+        parts += [f"{prefix}{term} in block {block} up to {max(r):.3g}x in {len(r)} of {len(info)} runs"
+                  for (term, block), r in seen.items()]
+    if not parts:
         return ""
-    parts = [f"{term} in block {block} up to {max(r):.3g}x in {len(r)} of {len(method)} runs"
-             for (term, block), r in seen.items()]
     return "a distillation term above 10x the segmentation gradient after the warm-up: " + ", ".join(parts)
 
 
-def _note(result: dict, diverged: int, runs: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> str:
+def _note(result: dict, diverged: list[tuple[str, int]], runs: list[tuple[str, pd.DataFrame]] | None,
+          distilled: list[tuple[str, pd.DataFrame]] | None, gains: list[str]) -> str:
     notes = []
     if result["min_seeds"] == 1:
         notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): one seed measures no "
                      "run-to-run spread, the CI covers the cases only")
     elif result["min_seeds"] < MIN_SEEDS:
         notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): run-to-run spread barely measured")
-    if diverged:
-        notes.append(f"{diverged} of the method's runs diverged")
+    notes += [f"{n} of {who} runs diverged" for who, n in diverged if n]
     if runs is not None:
-        notes += [n for n in (_convergence_note(*runs), _flag_note(runs[0])) if n]
+        notes += [n for n in (_convergence_note(runs), _flag_note(distilled)) if n]
     if result["left_out"]:
         notes.append(f"{result['left_out']} case(s) left out: a run has no value there (no Grad-CAM mass where "
                      "it predicts none of the case's sampled organs)")
+    if gains:
+        notes.append("gain over its own scratch: " + ", ".join(gains))
     return "; ".join(notes)
 
 
-def _run_counts(runs: tuple[pd.DataFrame, pd.DataFrame] | None) -> dict:
-    """``unconverged_runs`` (method's vs scratch's, out of those known) and ``gradient_flagged_runs``
-    (the method's); empty without run information or when no run's convergence is known."""
+def _run_counts(runs: list[tuple[str, pd.DataFrame]] | None, distilled: list[tuple[str, pd.DataFrame]]) -> dict:
+    """``unconverged_runs`` (per arm, out of those known, `` vs ``-joined) and ``gradient_flagged_runs`` (per
+    distilled arm); empty without run information or when no run's convergence is known."""
     if runs is None:
         return {"unconverged_runs": "", "gradient_flagged_runs": ""}
-    (m_bad, m_known, _), (s_bad, s_known, _) = (_unconverged(r) for r in runs)
-    return {"unconverged_runs": f"{m_bad}/{m_known} vs {s_bad}/{s_known}" if m_known or s_known else "",
-            "gradient_flagged_runs": f"{int(runs[0]['gradient_flags'].map(bool).sum())}/{len(runs[0])}"}
+    counts = [_unconverged(info)[:2] for _, info in runs]
+    return {"unconverged_runs": " vs ".join(f"{bad}/{known}" for bad, known in counts)
+            if any(known for _, known in counts) else "",
+            "gradient_flagged_runs": " vs ".join(f"{int(info['gradient_flags'].map(bool).sum())}/{len(info)}"
+                                                 for _, info in distilled)}
 
 
-def _claims(values: pd.DataFrame, value: str, *, quantity: str, unit: str, claim_text, seed: int, n_boot: int,
-            params: dict | None = None, diverged: dict | None = None, info: pd.DataFrame | None = None,
+def _claims(values: pd.DataFrame, value: str, contrasts: list[Contrast], *, quantity: str, unit: str, seed: int,
+            n_boot: int, params: dict | None = None, diverged: dict | None = None, info: pd.DataFrame | None = None,
             strict: bool = True) -> pd.DataFrame:
+    """One row per contrast, before the family-wise step (:func:`_decide`)."""
     teacher = values[values["method"] == "teacher"].groupby("case")[value].mean()
     rows = []
-    for width in values.loc[values["method"] != "teacher", "width"].drop_duplicates():
-        at_width = values[values["width"] == width]
-        if not (at_width["method"] == "scratch").any():
-            continue
-        base = _matrix(values, "scratch", width, value, strict)
-        for method in at_width["method"].drop_duplicates():
-            if method == "scratch":
-                continue
-            result = _compare(_matrix(values, method, width, value, strict), base, seed, n_boot)
-            teacher_cases = teacher.reindex(result.pop("cases"))
-            result["n"] = int(result["n"])
-            n_div, n_runs = (diverged or {}).get((method, width), (0, None))
-            runs = None if info is None else tuple(info[(info["method"] == m) & (info["width"] == width)]
-                                                   for m in (method, "scratch"))
-            rows.append({"claim": claim_text(method), "method": method, **width_columns(width),
-                         "params": (params or {}).get((method, width), np.nan), "quantity": quantity, "unit": unit,
-                         **result,
-                         "teacher_mean": teacher_cases.mean() if teacher_cases.notna().all() else np.nan,
-                         "diverged_runs": "" if n_runs is None else f"{n_div}/{n_runs}",
-                         **_run_counts(runs),
-                         "note": _note(result, n_div, runs)})
+    for contrast in contrasts:
+        mats = [_matrix(values, arm.method, arm.width, value, strict) for arm in contrast.arms]
+        result = _compare(mats, [arm.weight for arm in contrast.arms], seed, n_boot)
+        teacher_cases = teacher.reindex(result.pop("cases"))
+        arm_means = result.pop("_arm_means")
+        result["n"] = int(result["n"])
+        distilled_arms = [arm for arm in contrast.arms if arm.method != "scratch"]
+        n_diverged = [(arm.role, *(diverged or {}).get((arm.method, arm.width), (0, None))) for arm in distilled_arms]
+        runs = distilled = None
+        if info is not None:
+            runs = [(arm.role, info[(info["method"] == arm.method) & (info["width"] == arm.width)])
+                    for arm in contrast.arms]
+            distilled = [run for run, arm in zip(runs, contrast.arms) if arm.method != "scratch"]
+        gains = [f"{name} {arm_means[i] - arm_means[j]:+.3f}" for name, i, j in contrast.gains]
+        first = contrast.arms[0]
+        rows.append({"claim": contrast.claim, "method": contrast.method, **width_columns(contrast.student),
+                     "params": (params or {}).get((first.method, first.width), np.nan)
+                     if contrast.single_student else np.nan,
+                     "quantity": f"{quantity} ({contrast.difference})", "unit": unit, **result,
+                     **{column: arm_means[i] for column, i in contrast.means.items()},
+                     "teacher_mean": teacher_cases.mean() if teacher_cases.notna().all() else np.nan,
+                     "diverged_runs": "" if any(n is None for *_, n in n_diverged)
+                     else " vs ".join(f"{d}/{n}" for _, d, n in n_diverged),
+                     **_run_counts(runs, distilled or []),
+                     "note": _note(result, [(who, d) for who, d, _ in n_diverged], runs, distilled, gains)})
     table = pd.DataFrame(rows, columns=COLUMNS + ["_diffs"])
     return table.astype({"params": "Int64", "n": int})
 
 
 def _decide(table: pd.DataFrame) -> pd.DataFrame:
     """The family-wise step, with every row of ``table`` (from ``decide=False``) one claim of one family:
-    ``p_holm``, ``mde`` at the level of Holm's first step (alpha / m), the verdict on ``p_holm``, and a
-    note where the cases cannot reach that level."""
+    ``p_holm``, ``mde`` at the level of Holm's first step (alpha / m), the verdict on ``p_holm``, its
+    ``margin`` and whether it is ``fragile``, and a note where the cases cannot reach that level."""
     table = table.copy()
     table["p_holm"] = holm(table["p_value"].to_numpy(dtype=float))
     m = max(int(table["p_value"].notna().sum()), 1)
     level = ALPHA / m
     corrected = f"{ALPHA} / {m} = {level:.2g} ({m} claims, Holm)" if m > 1 else f"{ALPHA}"
-    mde, verdicts, notes = [], [], []
+    mde, verdicts, margins, notes = [], [], [], []
     for row in table.to_dict("records"):
         wilcoxon_mde = min_detectable_effect(row["_diffs"], alpha=level, power=POWER)
         mde.append(max(wilcoxon_mde, ci_detectable_effect(row["ci_low"], row["ci_high"], alpha=1.0 - CI, power=POWER)))
         verdicts.append(verdict(row["mean_diff"], row["ci_low"], row["ci_high"], row["p_holm"], alpha=ALPHA))
+        margins.append(verdict_margin(verdicts[-1], row["ci_low"], row["ci_high"],
+                                      can_support=not np.isinf(wilcoxon_mde)))
         too_few = (f"n too small for the corrected alpha: {row['n']} cases give p >= {2.0 ** -row['n']:.3g}, "
                    f"not below {corrected}") if np.isinf(wilcoxon_mde) else ""
         notes.append("; ".join(filter(None, [row["note"], too_few])))
     table["mde"], table["verdict"], table["note"] = mde, verdicts, notes
+    table["margin"] = margins
+    table["fragile"] = [bool(v < FRAGILE_MARGIN) for v in margins]  # NaN (no CI): not fragile
     return table.drop(columns="_diffs")
 
 
-def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide: bool = True) -> pd.DataFrame:
-    """One row per (method, width) with a scratch counterpart: the case-level Dice difference.
+def _dice_values(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per run and test case: the run's Dice over the organs the case's ground truth holds."""
+    return case_values(evals[(evals["metric"] == "dice") & evals["empty"].isin(GT_PRESENT)], "value")
+
+
+def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide: bool = True,
+                compare_students: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+    """One row per (method, width) with a scratch counterpart: the case-level Dice difference; then, per pair
+    ``(a, b)`` of ``compare_students``, per method both trained: ``a``'s Dice gain over its scratch run minus
+    ``b``'s (:func:`~hkd.evaluate.contrasts.gain_gap_contrasts`).
 
     A case's Dice is the run's mean over the organs its ground truth holds (a missed organ
     counts 0). With ``decide``, its rows are one family (see :func:`_decide`); without, the rows wait for
     it (see :func:`study_claims`).
     """
-    dice = evals[(evals["metric"] == "dice") & evals["empty"].isin(GT_PRESENT)]
+    values = _dice_values(evals)
     runs = evals.drop_duplicates(["method", "width", "seed"])
     params = runs.groupby(["method", "width"])["params"].first().astype(int).to_dict()
     diverged = {k: (int(g["status"].eq("diverged").sum()), len(g)) for k, g in runs.groupby(["method", "width"])}
-    table = _claims(case_values(dice, "value"), "value", quantity="test Dice (method - scratch)", unit="test case",
-                    claim_text=lambda m: CLAIMS.get(m, f"{m} beats scratch"), seed=seed, n_boot=n_boot,
+    contrasts = scratch_contrasts(values, lambda m: CLAIMS.get(m, f"{m} beats scratch"))
+    for first, second in compare_students:
+        contrasts += gain_gap_contrasts(values, str(first), str(second))
+    table = _claims(values, "value", contrasts, quantity="test Dice", unit="test case", seed=seed, n_boot=n_boot,
                     params=params, diverged=diverged, info=run_info(evals))
     return _decide(table) if decide else table
 
@@ -232,17 +277,18 @@ def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000, de
     sampled organs has no Grad-CAM value there: such a case is left out of the claim (the note says how
     many), since a missing attribution is neither more nor less context. ``decide`` as in :func:`dice_claims`.
     """
-    table = _claims(case_values(context, "outside_mass"), "outside_mass",
-                    quantity="Grad-CAM mass outside dilated organ (method - scratch)", unit="validation case",
-                    claim_text=lambda m: f"{m} student uses more global context than scratch", seed=seed,
-                    n_boot=n_boot, strict=False, info=info)
+    values = case_values(context, "outside_mass")
+    contrasts = scratch_contrasts(values, lambda m: f"{m} student uses more global context than scratch")
+    table = _claims(values, "outside_mass", contrasts, quantity="Grad-CAM mass outside dilated organ",
+                    unit="validation case", seed=seed, n_boot=n_boot, strict=False, info=info)
     return _decide(table) if decide else table
 
 
 def study_claims(evals: pd.DataFrame, context: pd.DataFrame | None = None, seed: int = 0,
-                 n_boot: int = 10000) -> pd.DataFrame:
-    """The study's verdict table: the Dice claims and (given ``context``) the context claims, one family."""
-    tables = [dice_claims(evals, seed=seed, n_boot=n_boot, decide=False)]
+                 n_boot: int = 10000, compare_students: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+    """The study's verdict table: the Dice claims (with ``compare_students``' gain gaps) and (given
+    ``context``) the context claims, one family."""
+    tables = [dice_claims(evals, seed=seed, n_boot=n_boot, decide=False, compare_students=compare_students)]
     if context is not None:
         tables.append(context_claims(context, seed=seed, n_boot=n_boot, decide=False, info=run_info(evals)))
     return _decide(pd.concat(tables, ignore_index=True))
@@ -261,7 +307,12 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         "or over its sampled slices and their organs (Grad-CAM context), averaged over the seeds; `seeds` gives "
         "the method's and the scratch student's seed counts. `mean_diff` is the mean over cases of "
         "method minus scratch at the same width; `teacher_mean`, `scratch_mean` and `method_mean` are the "
-        "quantity itself on the same cases (the teacher has one seed; n/a where it has no value).\n\n"
+        "quantity itself on the same cases (the teacher has one seed; n/a where it has no value). A row whose "
+        "student reads 'a vs b' (report.compare_students) claims that student a gains more from the method than "
+        "student b, each over its own scratch run: its `mean_diff` is the mean over cases of (a's method - a's "
+        "scratch) - (b's method - b's scratch), each model averaged over its seeds, its bootstrap resamples the "
+        "cases and each of the four models' seeds, `seeds` lists their seed counts in that order, `note` gives "
+        "each student's gain, and `params`, `scratch_mean` and `method_mean` are n/a.\n\n"
         f"`ci_low`/`ci_high`: {CI:.0%} percentile CI from a hierarchical bootstrap ({n_boot} replicates, seed "
         f"{seed}) that resamples the cases, keeping each case's organs or slices together, and each arm's seeds, "
         "one seed draw shared by all cases of a replicate. `p_value`: one-sided Wilcoxon signed-rank test "
@@ -275,7 +326,15 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         "p is 2^-n, 1/64 at 6 cases); and the difference whose CI of this width would exclude 0 (1.43 times its "
         "half-width; the width holds the seeds' spread, which the case-level sd does not).\n\n"
         f"Verdict: supported (CI above 0 and p_holm < {ALPHA}), not supported (CI at or below 0, however "
-        f"significant a difference the other way), inconclusive (otherwise). `note` flags verdicts resting on "
+        f"significant a difference the other way), inconclusive (otherwise). `margin`: how far the CI would "
+        "have to move for the verdict to change, in half-widths h = (ci_high - ci_low) / 2 of that CI: "
+        "supported, ci_low / h; not supported, -ci_high / h; inconclusive with the CI across 0, the nearer "
+        "end's distance from 0, min(-ci_low, ci_high) / h; inconclusive with the CI above 0, 0 (p_holm alone "
+        "holds it back, a boundary the CI does not measure); where n is too small for the corrected alpha "
+        "(nothing can be supported), an inconclusive verdict's margin is ci_high / h. `fragile`: margin below "
+        f"{FRAGILE_MARGIN}, i.e. the deciding CI end lies within about one standard error (h / 1.96) of 0, a "
+        "shift that retraining on another CPU or with other seeds can make: such a verdict may not repeat. "
+        f"The margin measures the CI only: supported also needs p_holm < {ALPHA}. `note` flags verdicts resting on "
         f"fewer than {MIN_SEEDS} seeds per arm, n too small for the corrected alpha, "
         "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them), runs that did "
         "not converge (still rising, or on a plateau predicting few organs; `unconverged_runs`: the method's vs "

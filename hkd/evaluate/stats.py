@@ -3,7 +3,8 @@
 Differences are always ``method - baseline`` oriented so that a positive value
 means an improvement (negate lower-is-better metrics such as HD95 first).
 The study's unit is the patient (test case): :func:`crossed_bootstrap_ci` takes one
-value per case and seed for each arm, :func:`wilcoxon_p` and
+value per case and seed for each arm (:func:`contrast_bootstrap_ci` for a weighted sum of
+more arms, such as one student's gain minus another's), :func:`wilcoxon_p` and
 :func:`min_detectable_effect` take the case-level differences.
 
 Every claim tested here is one-sided ("the method improves over the baseline"), so
@@ -21,11 +22,15 @@ import warnings
 import numpy as np
 from scipy import stats as _st
 
-__all__ = ["paired_bootstrap_ci", "crossed_bootstrap_ci", "wilcoxon_p", "wilcoxon_power", "min_detectable_effect",
-           "ci_detectable_effect", "holm", "verdict", "VERDICTS"]
+__all__ = ["FRAGILE_MARGIN", "VERDICTS", "ci_detectable_effect", "contrast_bootstrap_ci", "crossed_bootstrap_ci",
+           "holm", "min_detectable_effect", "paired_bootstrap_ci", "verdict", "verdict_margin", "wilcoxon_p",
+           "wilcoxon_power"]
 
 #: Possible return values of :func:`verdict`.
 VERDICTS = ("supported", "not supported", "inconclusive")
+#: A verdict whose :func:`verdict_margin` is below this is fragile: its deciding CI end lies within about one
+#: standard error (the half-width / 1.96 of a 95% CI) of 0, a shift a rerun on another CPU or seed set can make.
+FRAGILE_MARGIN = 0.5
 
 _BOOT_CHUNK = 2_000_000  # resampled values drawn per chunk (bounds memory)
 
@@ -125,23 +130,45 @@ def crossed_bootstrap_ci(method, baseline, n_boot: int = 10000, ci: float = 0.95
     b = _case_by_seed(baseline, "baseline")
     if m.shape[0] != b.shape[0]:
         raise ValueError(f"method and baseline need the same cases, got {m.shape[0]} and {b.shape[0]}")
+    return contrast_bootstrap_ci([m, b], [1.0, -1.0], n_boot=n_boot, ci=ci, seed=seed)
+
+
+def contrast_bootstrap_ci(arms, weights, n_boot: int = 10000, ci: float = 0.95,
+                          seed: int = 0) -> tuple[float, float, float]:
+    """The crossed bootstrap of :func:`crossed_bootstrap_ci` for ``sum(w_k * mean(arm_k))`` over any arms.
+
+    ``arms`` are ``(cases, seeds)`` arrays over the same cases (rows in the same order), each its own
+    trained networks (its seed count its own); ``weights`` their signs or weights, e.g. ``(1, -1, -1, 1)``
+    for one student's gain over its scratch run minus another's. A replicate resamples the cases (shared by
+    every arm) and, independently, each arm's seeds, in the arms' order; the seed effects are widened with
+    the arms' seed spreads pooled (``df``: the seed counts minus the number of arms). Two arms with weights
+    ``(1, -1)`` give exactly :func:`crossed_bootstrap_ci`. Returns ``(mean, low, high)``; ``(nan, nan, nan)``
+    without cases.
+    """
+    values = [_case_by_seed(arm, f"arm {k}") for k, arm in enumerate(arms)]
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if not values or w.size != len(values):
+        raise ValueError(f"need one weight per arm, got {w.size} weights for {len(values)} arms")
+    if len({v.shape[0] for v in values}) > 1:
+        raise ValueError(f"every arm needs the same cases, got {[v.shape[0] for v in values]}")
     if n_boot < 1:
         raise ValueError("n_boot must be >= 1")
     if not 0.0 < ci < 1.0:
         raise ValueError("ci must be in (0, 1)")
-    n_cases = m.shape[0]
+    n_cases = values[0].shape[0]
     if n_cases == 0:
         return float("nan"), float("nan"), float("nan")
-    seed_df = m.shape[1] + b.shape[1] - 2  # the two arms' seed spreads, pooled
+    seed_df = sum(v.shape[1] for v in values) - len(values)  # the arms' seed spreads, pooled
     rng = np.random.default_rng(seed)
     cases = rng.integers(0, n_cases, size=(n_boot, n_cases))
     means = np.zeros(n_boot)
-    for arm, sign in ((_inflated(m, ci, seed_df), 1.0), (_inflated(b, ci, seed_df), -1.0)):
+    for arm, weight in zip(values, w):
+        arm = _inflated(arm, ci, seed_df)
         seeds = rng.integers(0, arm.shape[1], size=(n_boot, arm.shape[1]))
         # replicate r: mean over drawn cases i and drawn seeds j of arm[cases[r, i], seeds[r, j]]
         drawn = arm[cases[:, :, None], seeds[:, None, :]]
-        means += sign * drawn.mean(axis=(1, 2))
-    observed = m.mean(axis=1).mean() - b.mean(axis=1).mean()
+        means += weight * drawn.mean(axis=(1, 2))
+    observed = sum(weight * v.mean(axis=1).mean() for v, weight in zip(values, w))
     alpha = (1.0 - ci) / 2.0
     low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
     return float(observed), float(low), float(high)
@@ -303,3 +330,40 @@ def verdict(mean: float, low: float, high: float, p: float, alpha: float = 0.05)
     if high <= 0:
         return "not supported"
     return "inconclusive"
+
+
+def verdict_margin(verdict_: str, low: float, high: float, can_support: bool = True) -> float:
+    """How far a verdict is from changing, in units of its CI's half-width ``h = (high - low) / 2``.
+
+    The distance is how far the CI would have to move for :func:`verdict` to change:
+
+    - ``"supported"``: ``low / h`` (``low`` falling to 0 ends it);
+    - ``"not supported"``: ``-high / h`` (``high`` rising above 0 ends it);
+    - ``"inconclusive"`` with the CI across 0 (``low <= 0 < high``): ``min(-low, high) / h``, the nearer end
+      (``low`` rising above 0 makes it "supported" when ``p`` allows, ``high`` falling to 0 "not supported");
+      with ``can_support`` false (the cases cannot reach the corrected alpha at all), only ``high / h``;
+    - ``"inconclusive"`` with the CI above 0 (held there by ``p``): 0 when ``can_support`` (the CI already
+      lies where "supported" needs it; ``p`` alone decides, a boundary the CI does not measure), else
+      ``high / h``.
+
+    Small means fragile (:data:`FRAGILE_MARGIN`); ``inf`` for a positive distance on a zero-width CI, ``nan``
+    for a NaN bound.
+    """
+    if verdict_ not in VERDICTS:
+        raise ValueError(f"unknown verdict {verdict_!r}; one of {VERDICTS}")
+    if np.isnan(low) or np.isnan(high):
+        return float("nan")
+    if verdict_ == "supported":
+        distance = low
+    elif verdict_ == "not supported":
+        distance = -high
+    elif not can_support:
+        distance = high
+    elif low > 0:
+        distance = 0.0
+    else:
+        distance = min(-low, high)
+    half = (high - low) / 2.0
+    if half <= 0:
+        return float("inf") if distance > 0 else 0.0
+    return float(distance / half)

@@ -111,6 +111,10 @@ rule hypotheses:
         ENV
     params:
         seed=config["report"]["bootstrap_seed"],
+        compare="".join(
+            f" --compare-students {a} {b}"
+            for a, b in config["report"]["compare_students"]
+        ),
     shell:
-        "hkd hypotheses --evals {input.evals} --context {input.context} --seed {params.seed}"
+        "hkd hypotheses --evals {input.evals} --context {input.context} --seed {params.seed}{params.compare}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
