@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from hkd.chains import chain_label, is_chain
 from hkd.data import sources
 from hkd.devices import visible_gpus  # torch is imported lazily
 from hkd.run_files import RUN_FILES
@@ -97,21 +98,73 @@ class Study:
         self.students = {
             str(w): {"arch": students["arch"], "width": w, "init": students["init"]} for w in students["widths"]
         } | dict(students["models"])
-        # One row per method x student x seed: every list of runs below is read from it.
+        # Teacher-assistant chains (students.chains): method label -> its method, assistant and students.
+        self.chains = self._chains(students.get("chains", []))
+        # One row per method x student x seed, then per chain x its students x seed: every list of runs
+        # below is read from it.
         self.runs = [
-            {
-                "name": f"{method}_w{width}_s{seed}",
-                "model": f"{method}_w{width}",
-                "method": method,
-                "width": width,
-                "seed": seed,
-                "dir": self.student_dir.format(method=method, width=width, seed=seed),
-            }
-            for method in self.methods
-            for width in self.students
+            self._run(method, width, seed) for method in self.methods for width in self.students for seed in self.seeds
+        ] + [
+            self._run(label, width, seed)
+            for label, chain in self.chains.items()
+            for width in chain["students"]
             for seed in self.seeds
         ]
         self._data_source()
+
+    def _run(self, method: str, width: str, seed) -> dict:
+        return {
+            "name": f"{method}_w{width}_s{seed}",
+            "model": f"{method}_w{width}",
+            "method": method,
+            "width": width,
+            "seed": seed,
+            "dir": self.student_dir.format(method=method, width=width, seed=seed),
+        }
+
+    def _chains(self, entries: list[dict]) -> dict[str, dict]:
+        """`students.chains`, checked: each entry's assistant is a run of the study (a method of
+        `students.methods`, or an earlier chain, at one of the students), trained for every seed."""
+        chains: dict[str, dict] = {}
+        for i, entry in enumerate(entries):
+            key = f"students.chains[{i}]"
+            assistant = entry["assistant"]
+            method, a_method, a_student = entry["method"], assistant["method"], str(assistant["student"])
+            if method == "scratch" or is_chain(method):
+                raise ValueError(f"config key {key}.method: '{method}' is not a distillation method")
+            if a_method not in self.methods and a_method not in chains:
+                raise ValueError(
+                    f"config key {key}.assistant.method: '{a_method}' is neither in students.methods "
+                    f"({', '.join(self.methods)}) nor an earlier chain ({', '.join(chains) or 'none'})"
+                )
+            if a_method == "scratch":
+                raise ValueError(f"config key {key}.assistant.method: a scratch student is no assistant of a chain")
+            for label in [a_student, *map(str, entry["students"])]:
+                if label not in self.students:
+                    raise ValueError(
+                        f"config key {key}: no student labelled '{label}' (students: {', '.join(self.students)})"
+                    )
+            if a_method in chains and a_student not in chains[a_method]["students"]:
+                raise ValueError(
+                    f"config key {key}.assistant: chain '{a_method}' trains no student '{a_student}' "
+                    f"(its students: {', '.join(chains[a_method]['students'])})"
+                )
+            label = chain_label(method, a_method, a_student)
+            if label in chains:
+                raise ValueError(f"config key {key}: the chain '{label}' is listed twice")
+            chains[label] = {
+                "method": method,
+                "assistant_method": a_method,
+                "assistant_student": a_student,
+                "students": [str(s) for s in entry["students"]],
+                "key": key,
+            }
+        if chains and self.config["students"]["lockstep"]:
+            raise ValueError(
+                "config keys students.chains and students.lockstep: a chain's student waits for its assistant, "
+                "so it cannot step with it in one cohort; set students.lockstep: false"
+            )
+        return chains
 
     # --- data: what data.source is (hkd/data/sources.py) ----------------------------------------
     def _data_source(self) -> None:
@@ -166,7 +219,8 @@ class Study:
     @property
     def distilled_methods(self) -> str:
         """Wildcard constraint of the distilled students' rules (scratch students have their own)."""
-        return "|".join(re.escape(m) for m in self.methods if m != "scratch") or "(?!)"
+        labels = [m for m in self.methods if m != "scratch"] + list(self.chains)
+        return "|".join(re.escape(m) for m in labels) or "(?!)"
 
     def student_model(self, label) -> dict:
         """The model spec of the student labelled `label` (a width, or a key of `students.models`)."""
@@ -207,11 +261,25 @@ class Study:
         return self.train_config("teacher", teacher["model"], teacher["seed"])
 
     def student_config(self, label, seed, method: str) -> dict:
-        """The training config of the student labelled `label`, of one seed, trained by `method`."""
-        return self.train_config("students", self.student_model(label), seed, method)
+        """The training config of the student labelled `label`, of one seed, trained by `method` (a method,
+        or a chain's label: its method, with the assistant's model as the teacher)."""
+        chain = self.chains.get(method)
+        if chain is None:
+            return self.train_config("students", self.student_model(label), seed, method)
+        cfg = self.train_config("students", self.student_model(label), seed, chain["method"])
+        return cfg | {"teacher": self.student_model(chain["assistant_student"])}
 
-    def teacher_input(self, method: str) -> str | list:
-        """What a student run of `method` needs of the teacher: nothing, its feature cache, or its checkpoint."""
+    def teacher_input(self, method: str, seed=None) -> str | list:
+        """What a student run of `method` (of `seed`) needs of its teacher: nothing, the teacher's feature
+        cache or checkpoint, or, for a chain, the checkpoint of its assistant of the same seed."""
+        chain = self.chains.get(method)
+        if chain is not None:
+            if seed is None:
+                raise ValueError(f"the teacher of chain '{method}' is a run of one seed: give the seed")
+            folder = self.student_dir.format(
+                method=chain["assistant_method"], width=chain["assistant_student"], seed=seed
+            )
+            return f"{folder}/best.pt"
         if method == "scratch":
             return []
         if method in self.config["teacher"]["cache"]:
@@ -241,6 +309,10 @@ class Study:
             ("students", self.student_key(label), self.student_config(label, 0, method))
             for method in self.methods
             for label in self.students
+        ] + [
+            ("students", self.student_key(label), self.student_config(label, 0, name))
+            for name, chain in self.chains.items()
+            for label in chain["students"]
         ]
 
     @property

@@ -380,7 +380,7 @@ def test_the_gain_gap_compares_each_students_gain_over_its_own_scratch():
     for method in ("logits", "latent"):
         gain = {w: per_case[(method, w)] - per_case[("scratch", w)] for w in ("tsmall", "0.4M")}
         assert gaps.loc[method, "mean_diff"] == pytest.approx((gain["tsmall"] - gain["0.4M"]).mean())
-        assert f"gain over its own scratch: tsmall {gain['tsmall'].mean():+.3f}, 0.4M {gain['0.4M'].mean():+.3f}" \
+        assert f"tsmall's gain over its scratch {gain['tsmall'].mean():+.3f}, 0.4M's gain over its scratch {gain['0.4M'].mean():+.3f}" \
             in gaps.loc[method, "note"]
     logits, latent = gaps.loc["logits"], gaps.loc["latent"]
     assert logits["claim"] == "tsmall gains more from logits than 0.4M (each over its own scratch)"
@@ -559,3 +559,19 @@ def test_a_single_seed_has_no_standard_deviation():
 def test_html_tables_scroll_instead_of_being_cut_off():
     page = to_html(summary_table(_study({"logits": 0.05}, np.random.default_rng(0))), "Summary")
     assert "<div class='scroll'><table" in page and ".scroll{overflow-x:auto" in page
+
+
+def test_each_chain_is_compared_with_the_same_method_distilled_directly():
+    """A chain (latent@latent_w1.5) 0.1 above scratch and direct latent at scratch: besides each against
+    scratch, the table claims the chain beats direct latent, with the difference of the two arms' case means."""
+    evals = _study({"latent": 0.0, "latent@latent_w1.5": 0.1, "logits@logits_w1.5": 0.0}, np.random.default_rng(5),
+                   n_cases=8)
+    table = dice_claims(evals, n_boot=2000)
+    assert table["method"].tolist() == ["latent", "latent@latent_w1.5", "logits@logits_w1.5", "latent@latent_w1.5"]
+    chain = table.iloc[-1]  # logits@logits_w1.5 has no direct logits run: no chain claim for it
+    assert chain["claim"] == "the chain latent@latent_w1.5 beats direct latent"
+    assert chain["quantity"] == "test Dice (chain - direct)" and chain["verdict"] == "supported"
+    per_case = evals[evals["metric"] == "dice"].groupby(["method", "case"])["value"].mean()
+    difference = (per_case["latent@latent_w1.5"] - per_case["latent"]).mean()
+    assert chain["mean_diff"] == pytest.approx(difference)
+    assert f"chain over direct {difference:+.3f}" in chain["note"]

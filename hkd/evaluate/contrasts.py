@@ -12,9 +12,11 @@ cases and each arm's seeds, the one-sided Wilcoxon test on the case-level contra
   ``(a's method - a's scratch) - (b's method - b's scratch)`` (``report.compare_students``). With a
   transformer teacher, a transformer ``a`` and a CNN ``b``, this is the heterogeneous gap.
 
-A new kind of claim (e.g. a student distilled through an assistant against the same student distilled
-directly: ``Arm(chain, w, +1) - Arm(direct, w, -1)``) is one more such function and a config key passed to
-``hkd hypotheses``.
+- :func:`chain_contrasts`: every teacher-assistant chain (method label ``METHOD@ASSISTANT``,
+  :mod:`hkd.chains`) against the same method distilled directly from the teacher at the same student
+  (``chain - direct``), derived from the labels the evaluations hold.
+
+A new kind of claim is one more such function.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from hkd.chains import direct_method, is_chain
 
 
 @dataclass(frozen=True)
@@ -105,5 +109,18 @@ def gain_gap_contrasts(values: pd.DataFrame, first: str, second: str,
                      f"{first} vs {second}", f"({first}: method - scratch) - ({second}: method - scratch)",
                      (Arm(method, first, 1, f"{first}'s {method}"), Arm("scratch", first, -1, f"{first}'s scratch"),
                       Arm(method, second, -1, f"{second}'s {method}"), Arm("scratch", second, 1, f"{second}'s scratch")),
-                     gains=((first, 0, 1), (second, 2, 3)))
+                     gains=((f"{first}'s gain over its scratch", 0, 1), (f"{second}'s gain over its scratch", 2, 3)))
             for method in a_methods if method != "scratch" and method in b_methods]
+
+
+def chain_contrasts(values: pd.DataFrame) -> list[Contrast]:
+    """Per student, per chain trained on it whose method was also distilled directly from the teacher there:
+    ``chain - direct`` ("the assistant chain beats direct distillation")."""
+    out = []
+    for width in students(values):
+        methods = _methods(values, width)
+        out += [Contrast(f"the chain {label} beats direct {direct_method(label)}", label, width, "chain - direct",
+                         (Arm(label, width, 1, "the chain's"), Arm(direct_method(label), width, -1, "direct's")),
+                         means={"method_mean": 0}, gains=(("chain over direct", 0, 1),))
+                for label in methods if is_chain(label) and direct_method(label) in methods]
+    return out

@@ -52,7 +52,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from hkd.evaluate.contrasts import Contrast, gain_gap_contrasts, scratch_contrasts
+from hkd.evaluate.contrasts import Contrast, chain_contrasts, gain_gap_contrasts, scratch_contrasts
 from hkd.evaluate.metrics import GT_PRESENT
 from hkd.evaluate.stats import (
     FRAGILE_MARGIN,
@@ -165,7 +165,7 @@ def _note(result: dict, diverged: list[tuple[str, int]], runs: list[tuple[str, p
         notes.append(f"{result['left_out']} case(s) left out: a run has no value there (no Grad-CAM mass where "
                      "it predicts none of the case's sampled organs)")
     if gains:
-        notes.append("gain over its own scratch: " + ", ".join(gains))
+        notes.append(", ".join(gains))
     return "; ".join(notes)
 
 
@@ -261,6 +261,7 @@ def dice_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide:
     params = runs.groupby(["method", "width"])["params"].first().astype(int).to_dict()
     diverged = {k: (int(g["status"].eq("diverged").sum()), len(g)) for k, g in runs.groupby(["method", "width"])}
     contrasts = scratch_contrasts(values, lambda m: CLAIMS.get(m, f"{m} beats scratch"))
+    contrasts += chain_contrasts(values)
     for first, second in compare_students:
         contrasts += gain_gap_contrasts(values, str(first), str(second))
     table = _claims(values, "value", contrasts, quantity="test Dice", unit="test case", seed=seed, n_boot=n_boot,

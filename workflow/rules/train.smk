@@ -65,7 +65,7 @@ if not config["students"]["lockstep"]:
     rule train_student:
         input:
             data=rules.prepare.output[0],
-            teacher=lambda w: STUDY.teacher_input(w.method),
+            teacher=lambda w: STUDY.teacher_input(w.method, w.seed),
             code=lambda w: method_code("train", [w.method]),
         output:
             **run_outputs(STUDY.student_dir),
