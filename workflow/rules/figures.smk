@@ -45,7 +45,7 @@ rule figures:
         runs=as_json(FIGURE_RUNS),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
-        out_dir=f"{OUT}/figures",
+        out_dir=lambda w, output: os.path.dirname(output[0]),  # the folder of the figures (listed first)
         run=as_json(study_description()),
         full_table=rules.hypotheses.output.html,
     shell:
