@@ -3,8 +3,8 @@
 The drawing functions live in the modules of this package; the figures the study draws are the modules
 of :mod:`hkd.figures.study`, one per figure, listed by :mod:`hkd.figures.catalog` (their names, inputs
 and captions). ``hkd figures`` (:func:`hkd.figures.make.make_study_figures`) draws every figure of the
-catalog and the workflow's figures rule declares them from it. This module imports nothing: the
-workflow imports it while it parses the configuration.
+catalog and the workflow's figures rule declares them from it. Importing this package imports nothing
+(the workflow imports it while it parses the configuration; :data:`FIGURES` reads the catalog when asked).
 """
 
 from __future__ import annotations
