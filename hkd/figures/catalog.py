@@ -19,7 +19,7 @@ matplotlib are not imported), so an entry is written with literal values only.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The folder of the study figure modules.
@@ -43,7 +43,7 @@ class Figure:
     function: str  # the function of its module that draws it: function(context, out_png) -> Path
     inputs: tuple[str, ...]  # what it reads of the study context (keys of INPUTS)
     caption: str  # its caption: workflow/report/<caption>
-    name: str = field(default="")  # its module's name, written as <name>.png (filled in by the catalog)
+    name: str = ""  # its module's name, written as <name>.png (filled in by the catalog)
 
     @property
     def file(self) -> str:
