@@ -1,33 +1,35 @@
-"""Figures: exact pixel sizes, deterministic bytes, and the whole study-figure step end to end."""
+"""Figures: exact pixel sizes, deterministic bytes, the catalog of study figures, and the whole study-figure step
+end to end."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import CLASSES
+from helpers import REPO, copy_tracked_files, snakemake
 from matplotlib.image import imread
 
-from hkd.figures import FIGURES
-from hkd.figures.attributions import attribution_grid
-from hkd.figures.curves import training_curves
-from hkd.figures.gradients import gradient_ratios
-from hkd.figures.latent import latent_pca, pca_2d
-from hkd.figures.overlays import prediction_overlays
-from hkd.figures.scaling import dice_vs_params
-from hkd.figures.gradients import ratio_terms
-from hkd.figures.runs import parse_run
-from hkd.explain.context import context_table
 from hkd.data.dataset import SliceSet
-from hkd.figures.make import cell_organs, make_study_figures, select_slices
+from hkd.explain.context import context_table
+from hkd.figures.attributions import attribution_grid
+from hkd.figures.catalog import Figure, check_captions, read_catalog
+from hkd.figures.curves import training_curves
+from hkd.figures.gradients import gradient_ratios, ratio_terms
+from hkd.figures.latent import latent_pca, pca_2d
+from hkd.figures.make import make_study_figures
+from hkd.figures.overlays import prediction_overlays
+from hkd.figures.runs import parse_run
+from hkd.figures.scaling import dice_vs_params
+from hkd.figures.slices import cell_organs, select_slices
 from hkd.models import build_model
-
-from conftest import CLASSES
-from helpers import REPO
 
 S = 32
 SIZE, DPI = (3.0, 2.0), 100
@@ -124,18 +126,97 @@ def test_runs_described_as_data_draw_what_their_names_would(tmp_path):
         == gradient_ratios(tmp_path / "d.png", logs).read_bytes()
 
 
-def test_the_figure_list_names_existing_functions_and_captions():
+CATALOG = read_catalog()
+NEW_FIGURE = '''"""Mean test Dice of every model of the summary, as bars."""
+
+from hkd.figures.catalog import Figure
+from hkd.figures.style import new_figure, save_figure
+
+FIGURE = Figure(function="dice_bars", inputs=("summary",), caption="dice_bars.rst")
+
+
+def dice_bars(context, out_png):
+    fig = new_figure((3.0, 2.0))
+    fig.subplots().bar(context.summary["method"], context.summary["dice_mean"])
+    return save_figure(fig, out_png)
+'''
+
+
+def test_the_catalog_lists_every_study_figure_module_with_its_function_and_caption():
     import importlib
 
-    from hkd.figures import figure_path
+    from hkd.figures.catalog import INPUTS
+    from hkd.figures.study import drawing_function
 
-    for figure in FIGURES:
-        module, function = figure.function.rsplit(".", 1)
-        assert callable(getattr(importlib.import_module(f"hkd.figures.{module}"), function)), figure
-        assert (REPO / "workflow" / "report" / figure.caption).is_file(), figure
-        assert figure_path("out", figure.name) == Path("out") / f"{figure.name}.png"
-    with pytest.raises(ValueError, match="unknown figure"):
-        figure_path("out", "nope")
+    modules = sorted(p.stem for p in (REPO / "hkd" / "figures" / "study").glob("[!_]*.py"))
+    assert [f.name for f in CATALOG] == modules
+    for figure in CATALOG:
+        assert callable(drawing_function(figure)), figure
+        declared = importlib.import_module(f"hkd.figures.study.{figure.name}").FIGURE  # what the module runs
+        assert (declared.function, declared.inputs, declared.caption) == (figure.function, figure.inputs,
+                                                                          figure.caption)
+        assert set(figure.inputs) <= set(INPUTS) and figure.file == f"{figure.name}.png"
+    check_captions(CATALOG, REPO / "workflow" / "report")
+    with pytest.raises(ValueError, match=r"no caption file for the figure\(s\) dice_vs_params \(dice_vs_params.rst\)"):
+        check_captions(CATALOG, REPO / "workflow" / "schemas")
+
+
+@pytest.mark.parametrize("entry, error", [
+    ("", "declares its entry once"),
+    ("FIGURE = dict(function='draw')", "must be a Figure"),
+    ("FIGURE = Figure('draw', ('logs',), 'x.rst')", "by keyword"),
+    ("FIGURE = Figure(function='draw', inputs=('logs',))", "exactly the fields"),
+    ("FIGURE = Figure(function='draw', inputs=('weights',), caption='x.rst')", r"unknown input\(s\) \['weights'\]"),
+    ("FIGURE = Figure(function='draw', inputs='logs', caption='x.rst')", "tuple of names"),
+    ("FIGURE = Figure(function='plot', inputs=('logs',), caption='x.rst')", "'plot' is not a function of x.py"),
+    ("FIGURE = Figure(function='draw', inputs=('logs',), caption=CAPTION)", "literal values"),
+    ("FIGURE = Figure(function='draw', inputs=('logs',), caption='x.txt')", "caption must name an .rst"),
+])
+def test_a_bad_catalog_entry_names_its_file(tmp_path, entry, error):
+    (tmp_path / "x.py").write_text(f"{entry}\n\n\ndef draw(context, out_png):\n    return out_png\n")
+    with pytest.raises(ValueError, match=error) as raised:
+        read_catalog(tmp_path)
+    assert str(tmp_path / "x.py") in str(raised.value)
+    (tmp_path / "x.py").write_text("FIGURE = Figure(function='draw', inputs=('logs',), caption='x.rst')\n\n\n"
+                                   "def draw(context, out_png):\n    return out_png\n")
+    assert read_catalog(tmp_path) == (Figure("draw", ("logs",), "x.rst", "x"),)
+
+
+def test_a_new_figure_is_its_module_and_its_caption(tmp_path):
+    """Two new files in a copy of the project: the catalog, the figures rule's outputs and code, the report's
+    caption and ``make_study_figures`` all take the new figure."""
+    root = copy_tracked_files(tmp_path / "repo")
+    (root / "hkd" / "figures" / "study" / "dice_bars.py").write_text(NEW_FIGURE)
+    (root / "workflow" / "report" / "dice_bars.rst").write_text("Mean test Dice of every model, as bars.\n")
+    catalog = read_catalog(root / "hkd" / "figures" / "study")
+    assert [f.name for f in catalog] == sorted([*(f.name for f in CATALOG), "dice_bars"])
+
+    plan = snakemake(root, "-n", "figures")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    job = plan.stdout[plan.stdout.index("rule figures:"):].split("\n")
+    inputs = next(line for line in job if line.strip().startswith("input:"))
+    outputs = next(line for line in job if line.strip().startswith("output:"))
+    assert "hkd/figures/study/dice_bars.py" in inputs  # its code: editing it reruns the figures
+    assert {f"results/default/figures/{f.file}" for f in catalog} <= set(outputs.split(": ", 1)[1].split(", "))
+
+    (root / "workflow" / "report" / "dice_bars.rst").unlink()  # a figure without its caption is refused
+    plan = snakemake(root, "-n", "figures")
+    assert plan.returncode != 0 and "dice_bars (dice_bars.rst)" in plan.stdout + plan.stderr
+
+    prep = tmp_path / "prep"
+    prep.mkdir()
+    (prep / "dataset.json").write_text(json.dumps({"classes": CLASSES, "image_size": S}))
+    pd.DataFrame({"method": ["teacher", "scratch"], "params": [1e5, 2e4], "dice_mean": [0.8, 0.6],
+                  "dice_std": [0.02, 0.05]}).to_csv(tmp_path / "summary.csv", index=False)
+    draw = ("import sys, hkd; from hkd.figures.make import make_study_figures; "
+            "assert hkd.__file__.startswith(sys.argv[1]), hkd.__file__; "
+            "print([p.name for p in make_study_figures(sys.argv[2], {}, sys.argv[3], summary_csv=sys.argv[4])])")
+    run = subprocess.run([sys.executable, "-c", draw, str(root), str(prep), str(tmp_path / "fig"),
+                          str(tmp_path / "summary.csv")], check=False, cwd=root, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == str([f.file for f in catalog if set(f.inputs) <= {"summary"}])
+    assert _pixels(tmp_path / "fig" / "dice_bars.png") == (200, 300)
 
 
 def test_cell_organs_label_cells_by_the_organ_they_hold():
@@ -273,9 +354,7 @@ def study(tmp_path_factory):
 def test_make_study_figures_end_to_end(study, tmp_path):
     prep, models, logs, summary = study
     out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary)
-    names = [p.name for p in out]
-    assert names == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png", "training_curves.png",
-                     "grad_ratios.png", "dice_vs_params.png"]
+    assert [p.name for p in out] == [f.file for f in CATALOG]  # every figure: the study gives every input
     for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3
     assert not list(tmp_path.glob("fig/.*"))  # no temporary files left behind
@@ -298,8 +377,11 @@ def test_make_study_figures_explicit_slices_and_organs(study, tmp_path):
     prep, models, _, _ = study
     out = make_study_figures(prep, {"teacher": models["teacher"]}, tmp_path / "fig",
                              slice_selection=[("0004", 1)], organs=["stomach", "spleen"])
-    assert [p.name for p in out] == ["overlays.png", "saliency.png", "gradcam.png", "latent_pca.png"]
+    assert [p.name for p in out] == [f.file for f in CATALOG if set(f.inputs) <= {"models", "latent_slices"}]
+    with pytest.raises(ValueError, match="no figure to draw"):
+        make_study_figures(prep, {}, tmp_path / "x")
     with pytest.raises(ValueError, match="not in the validation set"):
         make_study_figures(prep, models, tmp_path / "x", slice_selection=[("0009", 0)])
     with pytest.raises(ValueError, match="unknown organ"):
         make_study_figures(prep, models, tmp_path / "x", organs=["heart"])
+    assert not (tmp_path / "x").exists()  # a bad slice or organ is reported before any figure is drawn

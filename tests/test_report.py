@@ -9,12 +9,13 @@ import re
 import pandas as pd
 import pytest
 import yaml
+from helpers import CHROMIUM, REPO, chromium_page, snakemake_as_plain_install
 
-from helpers import CHROMIUM, chromium_page, REPO, snakemake_as_plain_install
+from hkd.figures.catalog import read_catalog
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ["overlays", "saliency", "gradcam", "latent_pca", "training_curves", "grad_ratios", "dice_vs_params"]
+FIGURES = [figure.name for figure in read_catalog()]  # every study figure of the catalog
 TABLES = ["summary.html", "organs.html", "data.html"]
 DAG_RULES = ["phantom", "split", "prepare", "describe_data", "train_teacher", "teacher_cache", "train_scratch",
              "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student", "context", "tables",

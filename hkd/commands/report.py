@@ -52,8 +52,8 @@ def cmd_context(args) -> None:
 
 
 def parser_figures(sub) -> None:
-    p = sub.add_parser("figures", help="qualitative and summary figures: overlays, saliency, Grad-CAM, latent PCA, "
-                       "training curves, Dice vs parameters (the Grad-CAM context table is 'hkd context')")
+    p = sub.add_parser("figures", help="the study figures: every figure of hkd/figures/study/ (hkd.figures.catalog), "
+                       "as NAME.png (the Grad-CAM context table is 'hkd context')")
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     p.add_argument("--runs", default=None,
                    help="JSON list (inline or file) of the runs, each {name, model, method, width, seed, log} and, for "

@@ -18,7 +18,6 @@ from hkd.config_checks import (
     merge_config,
     schema_error,
 )
-from hkd.figures import FIGURES
 from hkd.lock import OutLock
 from hkd.run_files import RUN_FILES
 from hkd.study import Study, gpu_request, run_outputs, teacher_argument

@@ -1,4 +1,13 @@
 # Qualitative evidence and summary figures, all shown in the report.
+from hkd.figures.catalog import check_captions, read_catalog
+
+# The study's figures: the modules of this checkout's hkd/figures/study/, each with its caption file in
+# workflow/report/ (hkd/figures/catalog.py). Read without importing them (no torch at parse time).
+try:
+    STUDY_FIGURES = read_catalog(os.path.join(workflow.basedir, "hkd", "figures", "study"))
+    check_captions(STUDY_FIGURES, os.path.join(workflow.basedir, "workflow", "report"))
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 rule figures:
@@ -13,11 +22,11 @@ rule figures:
     output:
         **{
             figure.name: report(
-                f"{OUT}/figures/{figure.name}.png",
+                f"{OUT}/figures/{figure.file}",
                 caption=f"../report/{figure.caption}",
                 category="Figures",
             )
-            for figure in FIGURES
+            for figure in STUDY_FIGURES
         },
         # the report's first page (workflow/report/workflow.rst includes it)
         overview=report(
@@ -36,7 +45,7 @@ rule figures:
         runs=as_json(STUDY.figure_runs),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
-        out_dir=lambda w, output: os.path.dirname(output.overlays),
+        out_dir=lambda w, output: os.path.dirname(output[0]),  # the folder of the figures (listed first)
         run=as_json(STUDY.description()),
         full_table=rules.hypotheses.output.html,
     shell:
