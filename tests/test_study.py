@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -264,3 +265,78 @@ def test_the_study_model_imports_only_the_standard_library():
                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+# --- teacher-assistant chains -------------------------------------------------------------------------
+
+CHAINS = {"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1], "methods": ["scratch", "latent", "logits"],
+                       "chains": [{"method": "latent", "students": ["0.4M"],
+                                   "assistant": {"method": "latent", "student": "1.5"}},
+                                  {"method": "logits", "students": ["0.4M"],
+                                   "assistant": {"method": "latent@latent_w1.5", "student": "0.4M"}}]}}
+
+
+def test_a_chain_adds_its_runs_taught_by_the_assistant_of_the_same_seed():
+    s = study(CHAINS)
+    chained = [r for r in s.runs if "@" in r["method"]]
+    assert [r["name"] for r in chained] == ["latent@latent_w1.5_w0.4M_s0", "latent@latent_w1.5_w0.4M_s1",
+                                            "logits@latent@latent_w1.5_w0.4M_w0.4M_s0",
+                                            "logits@latent@latent_w1.5_w0.4M_w0.4M_s1"]
+    assert len(s.runs) == 3 * 2 * 2 + 4
+    # the teacher teaches the assistant; the assistant (same seed) the chain's student; a chain may teach a chain
+    assert s.teacher_input("latent", 1) == f"{OUT}/models/teacher/best.pt"
+    assert s.teacher_input("latent@latent_w1.5", 1) == f"{OUT}/models/students/latent/w1.5/s1/best.pt"
+    assert s.teacher_input("logits@latent@latent_w1.5_w0.4M", 0) == \
+        f"{OUT}/models/students/latent@latent_w1.5/w0.4M/s0/best.pt"
+    cfg = s.student_config("0.4M", 1, "latent@latent_w1.5")
+    assert cfg["method"] == "latent" and cfg["seed"] == 1 and cfg["model"] == s.student_model("0.4M")
+    assert cfg["teacher"] == s.student_model("1.5")  # the assistant's checkpoint is checked against it
+    assert {k: v for k, v in cfg.items() if k != "teacher"} == \
+        {k: v for k, v in s.student_config("0.4M", 1, "latent").items() if k != "teacher"}
+    assert "latent@latent_w1.5" in s.distilled_methods.replace("\\", "")
+    assert [c[2]["method"] for c in s.preflight_runs()[-2:]] == ["latent", "logits"]
+
+
+@pytest.mark.parametrize("chain, message", [
+    ({"method": "latent", "students": ["0.4M"], "assistant": {"method": "dkd", "student": "1.5"}},
+     "students.chains[0].assistant.method: 'dkd' is neither in students.methods"),
+    ({"method": "latent", "students": ["0.4M"], "assistant": {"method": "scratch", "student": "1.5"}},
+     "a scratch student is no assistant"),
+    ({"method": "scratch", "students": ["0.4M"], "assistant": {"method": "latent", "student": "1.5"}},
+     "students.chains[0].method: 'scratch' is not a distillation method"),
+    ({"method": "latent", "students": ["4M"], "assistant": {"method": "latent", "student": "1.5"}},
+     "students.chains[0]: no student labelled '4M'"),
+])
+def test_a_chain_that_names_no_run_of_the_study_is_an_error_naming_its_key(chain, message):
+    patch = {"students": {"widths": ["0.4M", "1.5"], "methods": ["scratch", "latent"], "chains": [chain]}}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        study(patch)
+
+
+def test_chains_cannot_step_in_a_lockstep_cohort():
+    with pytest.raises(ValueError, match="students.chains and students.lockstep"):
+        study(merge(copy.deepcopy(CHAINS), {"students": {"lockstep": True}}))
+
+
+def test_a_trained_student_teaches_another_as_its_assistant(prepared, student_ckpt, tmp_path, capsys):
+    """What a chain's job runs: `hkd train` with the assistant's checkpoint as the teacher and its spec as the
+    configured teacher; a checkpoint of another model is refused, naming the file."""
+    import json
+
+    import torch
+
+    from hkd.cli import main
+
+    assistant = json.loads(torch.load(student_ckpt, map_location="cpu", weights_only=False)["spec"])
+    cfg = {"model": TINY_STUDENT, "epochs": 1, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003,
+           "method": "latent", "teacher": assistant}
+    out = tmp_path / "chain"
+    assert main(["train", "--data", str(prepared), "--params", json.dumps(cfg), "--out", str(out),
+                 "--teacher", str(student_ckpt), "--quiet"]) == 0
+    log = (out / "log.csv").read_text().splitlines()
+    assert "latent" in log[0] and len(log) == 2
+    wrong = cfg | {"teacher": assistant | {"width": "4M"}}
+    assert main(["train", "--data", str(prepared), "--params", json.dumps(wrong), "--out", str(tmp_path / "bad"),
+                 "--teacher", str(student_ckpt), "--quiet"]) != 0
+    assert f"--teacher {student_ckpt}: holds a squeezeunet model" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "metrics.json").exists()
