@@ -15,7 +15,9 @@ import torch
 
 from hkd.data.dataset import load_slices
 from hkd.models.checkpoint import load_model, load_state
-from hkd.train.trainer import Run, TrainConfig, train, validate
+from hkd.train.config import TrainConfig
+from hkd.train.trainer import Run, train
+from hkd.train.validation import validation_dice_iou
 
 from helpers import CLASSES, TINY_STUDENT as STUDENT, TINY_TEACHER as TEACHER
 
@@ -55,7 +57,7 @@ def test_training_lowers_the_loss_and_best_pt_is_the_reported_model(prepared, tm
     assert metrics["best_epoch"] == int(log.loc[log["val_dice"].idxmax(), "epoch"])
     assert metrics["val_dice"] == pytest.approx(log["val_dice"].max())
     model, _ = load_model(tmp_path / "best.pt")
-    val = validate(model, load_slices(prepared, "val"), len(CLASSES), torch.device("cpu"))
+    val = validation_dice_iou(model, load_slices(prepared, "val"), len(CLASSES), torch.device("cpu"))
     assert val["mean_dice"] == pytest.approx(metrics["val_dice"], abs=1e-9, nan_ok=True)
     assert set(metrics["val_per_class"]) == set(CLASSES)
     assert metrics["val_per_class"]["liver"]["dice"] == pytest.approx(val["dice"][CLASSES.index("liver")])

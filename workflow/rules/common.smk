@@ -310,7 +310,7 @@ def run_outputs(folder):
 
 # Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/trainer.py).
 if HKD_IMPORTABLE and not workflow.remote_exec:
-    from hkd.train.trainer import check_study_runs
+    from hkd.train.preflight import check_study_runs
 
     try:
         check_study_runs(
