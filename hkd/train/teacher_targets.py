@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from hkd import distill
-from hkd.devices import autocast
+from hkd import devices, distill
 from hkd.models import recorder_of
 from hkd.models.base import FeatureSpecs
 from hkd.models.checkpoint import load_model
@@ -62,7 +61,7 @@ def load_teacher(path: Path, cfg: TrainConfig, image_size: int, device: torch.de
     ``precision``; a checkpoint that does not hold the configured teacher (``cfg.teacher``) is refused."""
     model, spec = load_model(path)
     check_teacher_spec(path, spec, cfg.teacher)
-    return kind(model, spec, image_size, device, lambda: autocast(device, cfg.precision))
+    return kind(model, spec, image_size, device, lambda: devices.autocast(device, cfg.precision))
 
 
 def teacher_targets(cfg: TrainConfig, teacher_ckpt: Path | None, teacher_cache: Path | None,
