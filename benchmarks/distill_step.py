@@ -85,7 +85,8 @@ def main() -> None:
 
     from hkd.train.teacher_cache import write_cache
     from hkd.models.checkpoint import load_model
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     with tempfile.TemporaryDirectory() as tmp:

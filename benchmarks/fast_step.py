@@ -46,7 +46,8 @@ def worker(conn, model: dict, options: dict, threads: int, batch: int, optimizer
     import torch
 
     from hkd.train import augment
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     torch.set_num_threads(threads)
     keys = TrainConfig.__dataclass_fields__  # an older revision lacks the newer options: it has them off

@@ -317,7 +317,8 @@ def measure(args) -> None:
     from hkd.models import model_blocks
     from hkd.models.checkpoint import load_model
     from hkd.train import augment
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     options = _config(args.config).get("distill") or {}
     _, spec = load_model(args.teacher)
@@ -350,7 +351,7 @@ def measure(args) -> None:
                     for idx, aug in plan:
                         x, y = run.train_set.image[idx], run.train_set.label[idx]
                         seg, dist = run._step_losses(x, y, idx, aug)
-                        norms = run.gradient_norms(seg, dist)
+                        norms = run.probe.norms(seg, dist)
                         for term in dist:
                             for block in blocks:
                                 b = None if block == "model" else block

@@ -127,7 +127,8 @@ def main() -> None:
     from hkd.models import SQUEEZEUNET_PRESETS
     from hkd.devices import autocast
     from hkd.models.checkpoint import save_state
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     cfg = yaml.safe_load(args.config.read_text())
     recipe = {k: v for k, v in cfg["train"].items() if k != "threads"}

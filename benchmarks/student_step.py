@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from hkd.train import augment
-from hkd.train.trainer import Run, TrainConfig
+from hkd.train.config import TrainConfig
+from hkd.train.trainer import Run
 
 VARIANTS = {"fp32": {}, "channels-last": {"channels_last": True}, "bf16": {"precision": "bf16"},
             "bf16+channels-last": {"precision": "bf16", "channels_last": True}}

@@ -71,7 +71,8 @@ def main() -> None:
     from hkd.train.teacher_cache import write_cache
     from hkd.models import recorder_of
     from hkd.models.checkpoint import load_model
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     teacher, spec = load_model(args.teacher)
     features = recorder_of(teacher, spec, "teacher")

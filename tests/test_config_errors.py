@@ -84,8 +84,8 @@ def scratch(model: dict, **recipe) -> dict:
 
 
 def dry_run_line(model: dict | None = None, cfg: dict | None = None, key: str = "students.models.net") -> str:
-    """The error of the dry run's check of one run (``hkd.train.trainer.check_study_runs``), checked to be one line."""
-    from hkd.train.trainer import check_study_runs
+    """The error of the dry run's check of one run (``hkd.train.preflight.check_study_runs``), checked to be one line."""
+    from hkd.train.preflight import check_study_runs
 
     with pytest.raises(ValueError) as err:
         check_study_runs([("students", key, cfg or scratch(model))], SIZE, CLASSES)

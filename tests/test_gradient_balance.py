@@ -12,7 +12,8 @@ import torch
 from hkd.models import build_model, model_blocks
 from hkd.models.base import Feature
 from hkd.train import gradient_balance as gb
-from hkd.train.trainer import Run, TrainConfig
+from hkd.train.config import TrainConfig
+from hkd.train.trainer import Run
 
 from helpers import REPO, TINY_STUDENT, TINY_TEACHER
 
@@ -53,9 +54,9 @@ def test_per_block_norms_add_up_to_the_whole_student_and_match_backward(prepared
     run = Run(cfg, prepared, tmp_path / "run", None, teacher_ckpt, progress=False)
     idx = torch.arange(4)
     seg, dist = run._step_losses(run.train_set.image[idx], run.train_set.label[idx].long(), idx, None)
-    norms = run.gradient_norms(seg, dist)
+    norms = run.probe.norms(seg, dist)
     student = list(model_blocks(run.model, run.spec))
-    adapters = [b for b in run.probe["blocks"] if gb.is_adapter(b)]
+    adapters = [b for b in run.probe.blocks if gb.is_adapter(b)]
     assert adapters == ["adapter.unify", "adapter.pmd"]
     for term, value in {"seg": sum(seg.values()) * run.method.segmentation_weight, **dist}.items():
         total = sum(norms[gb.column(term, b)] ** 2 for b in student)

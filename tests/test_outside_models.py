@@ -16,7 +16,9 @@ import yaml
 import hkd.distill as distill
 from hkd.explain import gradcam
 from hkd.models import build_model, count_parameters, gradcam_layer, model_blocks, recorder_of
-from hkd.train.trainer import Run, TrainConfig, check_config, train
+from hkd.train.config import TrainConfig
+from hkd.train.preflight import check_train_config
+from hkd.train.trainer import Run, train
 
 from helpers import REPO, TINY_TEACHER, copy_tracked_files, snakemake, study_config
 
@@ -123,10 +125,10 @@ def test_a_method_asking_for_an_unrecorded_feature_names_model_feature_and_what_
     cfg = {"model": student, "method": "latent", "teacher": TINY_SWIN, "device": "cpu"}
     with pytest.raises(ValueError, match=r"the student \(monai BasicUNet\) records no feature 'bottleneck', which "
                                          r"distillation method 'latent' needs; it records: logits"):
-        check_config(cfg, 64, 9)
+        check_train_config(cfg, 64, 9)
     wrong = {**TINY_BASICUNET, "args": {**TINY_BASICUNET["args"], "out_channels": 4}}
     with pytest.raises(ValueError, match=r"its logits have 4 channels, but the data has 9 classes"):
-        check_config({**cfg, "model": wrong}, 64, 9)
+        check_train_config({**cfg, "model": wrong}, 64, 9)
 
 
 def test_a_users_own_module_trains_distilled_from_the_teacher(prepared, teacher_ckpt, tmp_path, monkeypatch):

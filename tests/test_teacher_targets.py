@@ -20,7 +20,8 @@ from hkd.train import augment
 from hkd.train.teacher_cache import load_cache, write_cache
 from hkd.models import model_blocks, recorder_of
 from hkd.models.checkpoint import load_model, load_state
-from hkd.train.trainer import Run, TrainConfig, train
+from hkd.train.config import TrainConfig
+from hkd.train.trainer import Run, train
 
 from conftest import TINY_TEACHER
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from hkd.models.checkpoint import load_state
-from hkd.train.trainer import Run, TrainConfig, train
+from hkd.train.config import TrainConfig
+from hkd.train.trainer import Run, train
 from hkd.train.tracking import TENSORBOARD_DIR, open_tracker, scalars
 
 from helpers import TINY_STUDENT

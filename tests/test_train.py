@@ -15,7 +15,10 @@ import torch
 
 from hkd.data.dataset import load_slices
 from hkd.models.checkpoint import load_model, load_state
-from hkd.train.trainer import Run, TrainConfig, train, validate
+from hkd.train.config import TrainConfig
+from hkd.train.optimizers import learning_rate
+from hkd.train.trainer import Run, train
+from hkd.train.validation import validation_dice_iou
 
 from helpers import CLASSES, TINY_STUDENT as STUDENT, TINY_TEACHER as TEACHER
 
@@ -55,7 +58,7 @@ def test_training_lowers_the_loss_and_best_pt_is_the_reported_model(prepared, tm
     assert metrics["best_epoch"] == int(log.loc[log["val_dice"].idxmax(), "epoch"])
     assert metrics["val_dice"] == pytest.approx(log["val_dice"].max())
     model, _ = load_model(tmp_path / "best.pt")
-    val = validate(model, load_slices(prepared, "val"), len(CLASSES), torch.device("cpu"))
+    val = validation_dice_iou(model, load_slices(prepared, "val"), len(CLASSES), torch.device("cpu"))
     assert val["mean_dice"] == pytest.approx(metrics["val_dice"], abs=1e-9, nan_ok=True)
     assert set(metrics["val_per_class"]) == set(CLASSES)
     assert metrics["val_per_class"]["liver"]["dice"] == pytest.approx(val["dice"][CLASSES.index("liver")])
@@ -174,9 +177,9 @@ def test_hlfd_recipe_adam_cosine_to_min_lr_with_focal_dice(prepared, tmp_path):
     run = Run(TrainConfig.from_dict(_cfg(epochs=3, optimizer="adam", lr=0.01, schedule="cosine", min_lr=1e-6)),
               prepared, tmp_path / "probe", None, None, progress=False)
     assert isinstance(run.opt, torch.optim.Adam) and not isinstance(run.opt, torch.optim.AdamW)
-    assert run._lr(0) == pytest.approx(0.01)
-    assert run._lr(run.total_steps / 2) == pytest.approx((0.01 + 1e-6) / 2)
-    assert run._lr(run.total_steps) == pytest.approx(1e-6)
+    assert learning_rate(run.cfg, 0, run.total_steps) == pytest.approx(0.01)
+    assert learning_rate(run.cfg, run.total_steps / 2, run.total_steps) == pytest.approx((0.01 + 1e-6) / 2)
+    assert learning_rate(run.cfg, run.total_steps, run.total_steps) == pytest.approx(1e-6)
     log = pd.read_csv(tmp_path / "log.csv")
     assert {"focal", "dice"} <= set(log.columns) and "ce" not in log.columns
     assert log["lr"].is_monotonic_decreasing and metrics["status"] == "completed"

@@ -109,7 +109,8 @@ def test_a_folder_another_run_holds_is_refused_and_left_alone(flag, live_process
 
 
 def test_a_run_holds_its_folders_while_it_trains_and_frees_them_at_the_end(prepared, tmp_path):
-    from hkd.train.trainer import Run, TrainConfig
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
 
     out, work = tmp_path / "o", tmp_path / "w"
     run = Run(TrainConfig.from_dict(SMALL), prepared, out, work, None, progress=False)

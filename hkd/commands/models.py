@@ -34,7 +34,7 @@ def cmd_features(args) -> None:
     from hkd.models import build_model, recorder_of
     from hkd.models.checkpoint import load_model
     from hkd.models.recorder import table
-    from hkd.train.trainer import run_spec
+    from hkd.train.preflight import run_spec
 
     if args.checkpoint:
         model, spec = load_model(args.checkpoint)

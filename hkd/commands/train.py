@@ -22,7 +22,7 @@ def check_train_params(params: dict, flag: str = "--params") -> None:
     from dataclasses import MISSING, fields
 
     from hkd import distill
-    from hkd.train.trainer import TrainConfig
+    from hkd.train.config import TrainConfig
 
     known = {f.name: f for f in fields(TrainConfig)}
     unknown = sorted(set(params) - set(known))
@@ -57,7 +57,7 @@ def add_training_job_options(p: argparse.ArgumentParser) -> None:
 def tracker_of(args, run_dir: Path, name: str, cfg: dict):
     """The tracker of one run (``hkd train --tracker``), named ``name`` in MLflow."""
     from hkd.models import label
-    from hkd.train.trainer import TrainConfig
+    from hkd.train.config import TrainConfig
     from hkd.train.tracking import open_tracker
 
     full = dict(vars(TrainConfig.from_dict(cfg)))  # every key, defaults included, as MLflow parameters

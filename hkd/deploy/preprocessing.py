@@ -6,9 +6,13 @@ JSON under ``preprocessing``:
 * ``hu_window`` and ``scale``: HU clipped to the window, then mapped linearly onto ``scale``;
 * ``image_size``: slices padded to square (with the low end of ``scale``) and resized to this size
   (bicubic, antialiased), as :mod:`hkd.data.preprocess` does;
-* ``orientation``: :data:`ORIENTATION`, the display orientation of :mod:`hkd.data.nifti` (axial slices,
-  anterior at the top, the patient's right on the left, superior at high z), reached from any affine;
+* ``orientation``: :data:`hkd.data.preprocessing_record.ORIENTATION`, the display orientation of
+  :mod:`hkd.data.nifti` (axial slices, anterior at the top, the patient's right on the left, superior at
+  high z), reached from any affine;
 * ``classes``, ``label_map`` (source label id -> class id) and ``task``.
+
+The record is made by :func:`hkd.data.preprocessing_record.record`, in the data layer, where training
+takes it from; this module reads it back and checks it (``record`` here is that same function).
 """
 
 from __future__ import annotations
@@ -16,28 +20,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hkd.data.preprocessing_record import record
 from hkd.errors import DataError
 
-ORIENTATION = "hkd-display: axes (z, row, column); anterior at the top, patient's right on the left, superior at high z"
-VERSION = 1
 REQUIRED = ("image_size", "hu_window", "classes")
 #: The options that give an older checkpoint its preprocessing, in the one line that asks for them.
 HINT = ("pass --preprocessing with the dataset.json of the prepared data it was trained on (e.g. "
         "results/default/prepared/dataset.json), or inline JSON with image_size, hu_window, scale and classes")
-
-
-def record(meta: dict) -> dict:
-    """The preprocessing record of a prepared dataset's description (``dataset.json``)."""
-    return {
-        "version": VERSION,
-        "hu_window": [float(v) for v in meta["hu_window"]],
-        "scale": [float(v) for v in meta.get("scale", (0.0, 1.0))],
-        "image_size": int(meta["image_size"]),
-        "orientation": ORIENTATION,
-        "classes": [str(c) for c in meta["classes"]],
-        "label_map": {str(k): int(v) for k, v in (meta.get("label_map") or {}).items()},
-        "task": str(meta.get("task", "organs")),
-    }
 
 
 def checked(prep, where: str) -> dict:

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from hkd.data.tasks import IGNORE
 
 
-
 def sample_params(n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Draw augmentation parameters for ``n`` samples."""
     u = torch.rand(n, 2, generator=gen)

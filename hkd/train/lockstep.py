@@ -8,33 +8,28 @@ features from that one pass (:class:`SharedTeacher`). Each student keeps its own
 would alone: lock-step changes the cost, never the numbers (``tests/test_lockstep.py``).
 
 :func:`train_cohort` trains the members of a cohort into ``root/<name>/`` and skips a member whose
-folder already holds a completed run of the same identity (configuration, data, teacher and code,
-:func:`member_identity`), so changing one method's options retrains only that method's students; the
-others are copied out again unchanged.
+folder already holds a completed run of the same identity (configuration, data, teacher and code; the
+run store, :mod:`hkd.train.run_store`), so changing one method's options retrains only that method's
+students; the others are copied out again unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
 from hkd import distill
-from hkd.devices import autocast
-from hkd.guard import InputOverwriteError, check_outputs_spare_inputs, claim_folder
-from hkd.io import atomic_path, write_json
-from hkd.models.checkpoint import load_model
-from hkd.train.teacher_targets import OnlineTeacher
-from hkd.train.trainer import Run, TrainConfig, check_teacher_spec
+from hkd.devices import resolve_device
+from hkd.guard import claim_folder
+from hkd.train import run_store
+from hkd.train.config import TrainConfig
+from hkd.train.teacher_targets import OnlineTeacher, load_teacher
+from hkd.train.trainer import Run
 
 log = logging.getLogger(__name__)
-
-IDENTITY_FILE = "identity.json"
-RUN_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")  # what a finished run leaves in its folder
 
 
 class SharedTeacher(OnlineTeacher):
@@ -45,7 +40,7 @@ class SharedTeacher(OnlineTeacher):
     """
 
     def __init__(self, teacher: torch.nn.Module, spec: dict, image_size: int, device: torch.device, autocast,
-                 names: tuple[str, ...]):
+                 names: tuple[str, ...] = ()):
         super().__init__(teacher, spec, image_size, device, autocast)
         self.names = tuple(dict.fromkeys(names))
         self.passes = self.calls = 0
@@ -84,64 +79,6 @@ class RngSlot:
         return False
 
 
-def _digest(paths, extra: str = "") -> str:
-    h = hashlib.sha256(extra.encode())
-    for path in paths:
-        h.update(str(Path(path).name).encode())
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
-
-
-def code_digest(method: str) -> str:
-    """Digest of the package files a cohort member of ``method`` runs: the cohort's training code and its
-    own method's file, as the workflow declares them, so editing one method retrains only its members."""
-    from hkd.workflow_deps import command_modules
-
-    root = Path(__file__).resolve().parents[2]
-    return _digest([root / m for m in command_modules("train-cohort", root, [distill.module_of(method)])])
-
-
-def member_identity(run: Run, prepared: Path, teacher_ckpt: Path | None, code: str) -> str:
-    """What a member's result depends on: its configuration, the prepared training and validation data,
-    the teacher checkpoint (distilled members) and the training code."""
-    files = [Path(prepared) / "train.h5", Path(prepared) / "val.h5"]
-    if run.cfg.method != "scratch" and teacher_ckpt is not None:
-        files.append(Path(teacher_ckpt))
-    return _digest(files, extra=run.fingerprint + code)
-
-
-def file_checksums(folder: Path) -> dict[str, str]:
-    """SHA-256 of each of a run's files in ``folder``, recorded in the store entry when it is written."""
-    return {name: _digest([folder / name]) for name in RUN_FILES}
-
-
-def is_complete(folder: Path, identity: str) -> bool:
-    """Whether ``folder`` holds a completed run of ``identity``: its identity file names it, and every run
-    file is there with the checksum recorded when the entry was written (a truncated or replaced file
-    makes the entry incomplete, so the member is trained again)."""
-    try:
-        entry = json.loads((folder / IDENTITY_FILE).read_text())
-        recorded, sums = entry["identity"], entry["files"]
-        return recorded == identity and all(sums[name] == _digest([folder / name]) for name in RUN_FILES)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def check_publish(publish: dict[str, Path], inputs: dict[str, Path | None]) -> None:
-    """Refuse publish folders that are, contain or lie inside an input (or the store), or are shared by
-    two members: each receives a member's run files, replacing those there."""
-    outputs = {f"--publish '{name}'": folder for name, folder in publish.items()}
-    check_outputs_spare_inputs(outputs, inputs)
-    seen: dict[Path, str] = {}
-    for name, folder in publish.items():
-        key = Path(folder).expanduser().resolve()
-        if key in seen:
-            raise InputOverwriteError(f"--publish: members '{seen[key]}' and '{name}' both publish to {folder}")
-        seen[key] = name
-
-
 def advance_together(runs: list[Run]) -> None:
     """Step every run once per round until all have finished; each steps with its own random state."""
     active = [(run, run.steps(), RngSlot()) for run in runs]
@@ -170,7 +107,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     """
     prepared, root = Path(prepared), Path(root)
     teacher_ckpt = Path(teacher_ckpt) if teacher_ckpt else None
-    check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
+    run_store.check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
     for name, folder in (publish or {}).items():
         claim_folder(folder, f"--publish '{name}'", create=False)
     cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
@@ -185,20 +122,18 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
         if distilled and shared is None:
             if teacher_ckpt is None:
                 raise ValueError(f"cohort member '{name}' (method '{cfg.method}') needs --teacher")
-            teacher, spec = load_model(teacher_ckpt)
-            check_teacher_spec(teacher_ckpt, spec, cfg.teacher)
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
-            shared = SharedTeacher(teacher, spec, int(image_size), _device_of(cfg),
-                                   lambda c=cfg: autocast(_device_of(c), c.precision), ())
+            shared = load_teacher(teacher_ckpt, cfg, int(image_size), resolve_device(cfg.device), SharedTeacher)
         claim_folder(root / name, f"--root {root}: member folder", create=False)
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
                   teacher=shared if distilled else None, data=data, tracker=(trackers or {}).get(name))
         data = run.data
-        identities[name] = member_identity(run, prepared, teacher_ckpt, code_digest(cfg.method))
-        trained[name] = not is_complete(root / name, identities[name])
+        identities[name] = run_store.member_identity(run.fingerprint, cfg.method, prepared, teacher_ckpt,
+                                                     run_store.code_digest(cfg.method))
+        trained[name] = not run_store.is_complete(root / name, identities[name])
         if trained[name]:
             claim_folder(root / name, f"--root {root}: member folder")
-            (root / name / IDENTITY_FILE).unlink(missing_ok=True)
+            run_store.forget_entry(root / name)
             runs.append(run)
     if shared is not None:
         shared.names = tuple(dict.fromkeys(
@@ -211,20 +146,12 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
             claim_folder(folder, f"--publish '{name}'")
     advance_together(runs)
     for name in [n for n in cfgs if trained[n]]:
-        write_json(root / name / IDENTITY_FILE, {"identity": identities[name],
-                                                 "files": file_checksums(root / name)})
+        run_store.record_entry(root / name, identities[name])
     for name, folder in (publish or {}).items():
         claim_folder(folder, f"--publish '{name}'")
-        for file in RUN_FILES:
-            with atomic_path(Path(folder) / file) as tmp:
-                shutil.copyfile(root / name / file, tmp)
+        run_store.publish(root / name, folder)
     passes, reads = (shared.passes, shared.calls) if shared is not None else (0, 0)
     log.info("cohort: %d teacher passes for %d distilled steps", passes, reads)
     return {"members": {name: {"identity": identities[name], "trained": trained[name]} for name in cfgs},
             "teacher_passes": passes, "teacher_reads": reads}
 
-
-def _device_of(cfg: TrainConfig) -> torch.device:
-    from hkd.devices import resolve_device
-
-    return resolve_device(cfg.device)

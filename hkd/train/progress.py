@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hkd.train.tracking import NOT_TERMS
 from hkd.train.gradient_balance import PREFIX
+from hkd.train.tracking import NOT_TERMS
 
 
 def duration(seconds: float) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 from hkd.guard import OUTPUT_MARKER, check_apart, claim_folder, is_marked
 from hkd.io import remove_killed_writes
 from hkd.lock import OutLock
+from hkd.run_files import RUN_FILES  # what a run leaves in --out
 
-OUT_FILES = ("best.pt", "last.pt", "log.csv", "metrics.json")  # what a run leaves in --out
 WORK_FILES = ("state.pt", "best.pt")  # what a run keeps in its work folder (--work), deleted at the end
 
 
@@ -59,7 +59,7 @@ class RunFolders:
         self.out = Path(out)
         self.work = Path(work) if work else None
         self.folders = {"--out": self.out, **({"--work": self.work} if self.work else {})}
-        self.files = {"--out": OUT_FILES + (WORK_FILES if not self.work else ()), "--work": WORK_FILES}
+        self.files = {"--out": RUN_FILES + (WORK_FILES if not self.work else ()), "--work": WORK_FILES}
         self.locks: list[OutLock] = []
         self._sigterm = False  # whether this run counts in _held
 

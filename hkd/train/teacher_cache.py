@@ -18,8 +18,8 @@ import h5py
 import numpy as np
 import torch
 
-from hkd.errors import DataError
 from hkd.data.dataset import load_slices
+from hkd.errors import DataError
 from hkd.io import atomic_path
 from hkd.models import recorder_of
 from hkd.models.base import Feature

@@ -121,9 +121,9 @@ logger.info(
 TRACKING = {"tracker": config["train"]["tracker"]}
 TRACKING_ARGS = f"--tracker {{resources.tracker}} --tracking-store {OUT}/mlruns"
 
-# Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/trainer.py).
+# Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/preflight.py).
 if HKD_IMPORTABLE and not workflow.remote_exec:
-    from hkd.train.trainer import check_study_runs
+    from hkd.train.preflight import check_study_runs
 
     try:
         check_study_runs(
