@@ -5,11 +5,9 @@
 a trainable 1x1 conv on the student side (student channels -> teacher channels); ``align`` moves the
 projected map onto the teacher's grid (the two models' stride-16 cells are centred 7.5 px apart).
 
-Options: ``weight`` (default 2.4, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 3.5 (0.4M) and 1.6 (x1.5), no block above 10x up to 7.5; at 2.4 the medians read 0.68x
-and 1.5x, the largest block 3.2x (bottleneck, x1.5); earlier 2; the term never
+Options: ``weight`` (default 2; by the balance rule of ``benchmarks/grad_ratios.py``, from the default
+study's 3 seeds of logs after the warm-up (``--logs``): median ratio over the blocks it reaches 1.15x (0.4M)
+and 1.38x (x1.5), largest block 4.5x (bottleneck, x1.5); kept, within 0.5x-2x; the term never
 reaches the decoder or the head); ``project``: ``auto`` (default; a projector only when the channel
 counts differ, so width 1 matches the study, which had none), ``always`` or ``never`` (channel counts
 must then agree).
@@ -35,7 +33,7 @@ class LatentL1(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 2.4, "project": "auto"}
+        return {"weight": 2.0, "project": "auto"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
