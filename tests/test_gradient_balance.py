@@ -150,7 +150,7 @@ def test_balance_is_capped_where_one_block_would_pass_10x():
     assert row["widths"]["a"]["median"] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("ratio,alpha", [(1.0, 0.1), (2.0, 0.053), (0.01, 0.92)])
+@pytest.mark.parametrize("ratio,alpha", [(1.0, 0.1), (3.0, 0.036), (0.01, 0.92)])
 def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha):
     """``logits`` weighs the segmentation loss by 1 - alpha: the ratio grows as alpha / (1 - alpha), and a
     balance beyond doubling alpha's range is found below its limit of 1."""
@@ -160,6 +160,17 @@ def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha
     assert row["widths"]["a"]["balance"] == pytest.approx(1 / (1 + 9 * ratio), rel=1e-6)
     assert row["option"] == "alpha" and row["new"] == pytest.approx(alpha)
     assert row["widths"]["a"]["median"] == pytest.approx(1.0, rel=0.05)  # at the rounded alpha
+
+
+@pytest.mark.parametrize("median, kept", [(0.5, True), (1.9, True), (0.45, False), (2.2, False)])
+def test_a_weight_whose_median_is_within_half_and_twice_is_kept(median, kept):
+    """Balance is a band: the medians of one weight vary 2-3x between seeds, so a weight at 0.5x-2x in every
+    width stays; outside it, the rule moves the weight to the balance weight."""
+    ratios = {"latent_l1": {"a": {"enc1": median, "enc2": median, "bottleneck": median},
+                            "b": {"enc1": 1.0, "enc2": 1.0, "bottleneck": 1.0}}}
+    row = _rule("latent", {"weight": 2.0}, ratios)
+    assert row["kept"] is kept
+    assert row["new"] == (2.0 if kept else pytest.approx(2.0 / median ** 0.5, rel=0.05))  # 2 figures
 
 
 def test_weights_round_to_two_figures_never_past_the_cap():

@@ -5,11 +5,8 @@ with p = 2 are compared on the coarser of the two grids (the finer map is averag
 :func:`~hkd.distill.functional.align`); the term is ``weight / 2 * sum_pairs mean((a_s - a_t)^2)``
 (mean over batch and positions); ``weight`` plays the paper's beta, with its beta/2 factor.
 
-Options: ``weight`` (default 4.6, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 5.5 (0.4M) and 3.8 (x1.5), no block above 10x up to 18; at 4.6 the medians read 0.84x and
-1.2x, the largest block 2.6x (bottleneck, x1.5); earlier 50; the paper's 1000 gives the term about
+Options: ``weight`` (default 22, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 50; the paper's 1000 gives the term about
 10x the segmentation loss's gradient already at initialisation), ``p`` (default 2), ``layers``: pairs
 ``"student:teacher"`` (or one
 name for the same feature on both sides). The default pairs the maps of equal stride that both models
@@ -34,7 +31,7 @@ class AttentionTransfer(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 4.6, "p": 2, "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 22, "p": 2, "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         p = float(self.options["p"])

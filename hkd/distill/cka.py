@@ -15,11 +15,8 @@ computed in the feature spaces (``C x C`` matrices), so its cost grows linearly 
 The term is ``weight * mean over the pairs of (1 - CKA)``: zero when the student's map equals the teacher's
 (or is any rotation or scaling of it).
 
-Options: ``weight`` (default 0.73, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 0.63 (0.4M) and 0.84 (x1.5), no block above 10x up to 3.2; at 0.73 the medians read 1.2x
-and 0.87x, the largest block 2.3x (bottleneck, x1.5); earlier 7; the term never
+Options: ``weight`` (default 1.3, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 7; the term never
 reaches the decoder or the head)
 and ``layers``: pairs ``"student:teacher"``
 (or one name for the same feature on both sides); default ``enc_s4``, ``enc_s8`` and ``bottleneck``, the
@@ -69,7 +66,7 @@ class LinearCKA(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 0.73, "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 1.3, "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         total = 0.0

@@ -14,14 +14,9 @@ The terms are ``dist_inter = beta * T^2 * inter`` and ``dist_intra = gamma * T^2
 the student's logits equal the teacher's (and for any student whose outputs are an affine image of the
 teacher's). Teacher and student logits both live on the input grid.
 
-Options: ``temperature`` (default 1, the paper's ImageNet value), ``beta`` (default 9) and
-``gamma`` (default 0.58), by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which the term's
-median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and 1.5,
-lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``. Inter-class: 1x at 8.9 (0.4M) and 9.2 (x1.5), no block above 10x up to 72; at 9 the medians
-read 1x and 0.98x, the largest block 1.2x (head, 0.4M); earlier 50. Intra-class:
-1x at 0.59 (0.4M) and 0.57 (x1.5), no block above 10x up to 4; at 0.58 the medians read 0.99x and 1x, the
-largest block 1.4x (enc2, x1.5); earlier 3. The paper used beta = gamma = 1 (ImageNet).
+Options: ``temperature`` (default 1, the paper's ImageNet value), ``beta`` (default 5.2) and
+``gamma`` (default 0.35), by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier beta 50, gamma 3. The paper used beta = gamma = 1 (ImageNet).
 """
 
 from __future__ import annotations
@@ -70,7 +65,7 @@ class DIST(LogitsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"temperature": 1.0, "beta": 9, "gamma": 0.58}
+        return {"temperature": 1.0, "beta": 5.2, "gamma": 0.35}
 
     def forward(self, teacher, student, target):
         s, t = self.logits(teacher, student)

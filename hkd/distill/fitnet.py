@@ -4,11 +4,8 @@
 student's guided layer ``v_s`` through a trainable regressor ``r`` on the student side (1x1 conv + batch
 norm, student channels -> teacher channels); ``align`` moves the regressed map onto the teacher's grid.
 
-Options: ``weight`` (default 1.5, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 1.4 (0.4M) and 1.6 (x1.5), no block above 10x up to 2.9; at 1.5 the medians read 1.1x and
-0.92x, the largest block 5.1x (bottleneck, x1.5); earlier 5), ``layer`` (default ``bottleneck``;
+Options: ``weight`` (default 34, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 5), ``layer`` (default ``bottleneck``;
 ``"student:teacher"`` for
 different names, e.g. ``bottleneck:vit``).
 """
@@ -30,7 +27,7 @@ class FitNet(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 1.5, "layer": "bottleneck"}
+        return {"weight": 34, "layer": "bottleneck"}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

@@ -14,11 +14,8 @@ normalised into the conditional distribution of image ``j`` given image ``i``::
 zero when the student's maps equal the teacher's or are any positive scaling of them. A batch of one image
 has nothing to relate and gives zero.
 
-Options: ``weight`` (default 53, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which the
-term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 95 (0.4M) and 30 (x1.5), no block above 10x up to 1.1e+02; at 53 the medians read 0.56x
-and 1.8x, the largest block 4.8x (bottleneck, x1.5); earlier 300;
+Options: ``weight`` (default 70, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 300;
 decoder stages 1 and 2 stay below 0.1x, only ``dec_s4`` reaches them), ``pool`` (``flatten``, default: the
 spatial layout counts; ``mean``) and ``layers``: pairs
 ``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow
@@ -63,7 +60,7 @@ class InformationFlow(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 53, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 70, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         pool = self.options["pool"]

@@ -23,11 +23,8 @@ when the method is built from the global generator, which the trainer has just s
 ``seed``; its state is part of the method's ``state_dict``, so a resumed run draws the masks an
 uninterrupted one would, and students trained in lock-step draw the masks they would alone.
 
-Options: ``weight`` (default 82, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which the
-term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 60 (0.4M) and 1.1e+02 (x1.5), no block above 10x up to 2.5e+02; at 82 the medians read
-1.4x and 0.72x, the largest block 3.2x (bottleneck, 0.4M); earlier 1), ``ratio``, the share of masked cells
+Options: ``weight`` (default 28, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"), ``ratio``, the share of masked cells
 (default 0.5, in [0, 1); the paper
 used 0.65 for detection and lower for classification; at the stride-16 ``bottleneck``, 3 x 3 cells on
 the default study, 0.5 hides about half of them), and ``stage``: the student feature whose masked map
@@ -63,7 +60,7 @@ class MaskedGenerative(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 82, "ratio": 0.5, "stage": "bottleneck"}
+        return {"weight": 28, "ratio": 0.5, "stage": "bottleneck"}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

@@ -27,11 +27,8 @@ student's inference output and parameter count do not change. Each branch is one
 (stage channels -> classes), the per-pixel counterpart of OFA's pooled linear head, reading the stage's
 map directly.
 
-Options: ``weight`` (default 0.85, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 0.99 (0.4M) and 0.94 (x1.5), no block above 10x up to 0.85 (the cap sets it); at 0.85 the
-medians read 0.86x and 0.9x, the largest block 10x (enc4, x1.5); earlier 3), ``eps`` (default 1.5),
+Options: ``weight`` (default 0.54, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 3), ``eps`` (default 1.5),
 ``temperature`` (default 1,
 OFA's) and ``stages`` (student feature names; default ``enc_s4``, ``enc_s8``, ``bottleneck``
 and ``logits``: the encoder from stride 4 to the bottleneck, and the output).
@@ -72,7 +69,7 @@ class OneForAll(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 0.85, "eps": 1.5, "temperature": 1.0, "stages": list(DEFAULT_STAGES)}
+        return {"weight": 0.54, "eps": 1.5, "temperature": 1.0, "stages": list(DEFAULT_STAGES)}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

@@ -13,11 +13,8 @@ more); the same positions serve as anchors for teacher and student, so both rela
 representations use the same reference inputs. The term is
 ``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
 
-Options: ``weight`` (default 1.1, by the balance rule of ``benchmarks/grad_ratios.py``: the weight at which
-the term's median gradient ratio over the student blocks it reaches is 1x, geometric mean over widths 0.4M and
-1.5, lowered where a block would pass 10x; measured on the default study's trained scratch students, seed 0,
-``--trained``: 1x at 0.51 (0.4M) and 2.2 (x1.5), no block above 10x up to 2.3; at 1.1 the medians read 2.2x
-and 0.49x, the largest block 4.9x (bottleneck, x1.5); earlier 4), ``num_anchors`` (default 256), ``distance``
+Options: ``weight`` (default 13, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 4), ``num_anchors`` (default 256), ``distance``
 (``mse`` | ``l1``).
 """
 
@@ -50,7 +47,7 @@ class RelativeRepresentations(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 1.1, "num_anchors": 256, "distance": "mse"}
+        return {"weight": 13, "num_anchors": 256, "distance": "mse"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
