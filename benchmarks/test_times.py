@@ -2,8 +2,9 @@
 
 Runs the README's test command with ``--junitxml`` (or reads JUnit files written before) and prints the
 time per kind of test (``unit``, ``dry run``, ``study``, ``install``: ``tests/timing.py`` records each
-test's kind) and per file, summed over tests (set-up, body and tear-down; with pytest-xdist the sum is
-worker time, more than the wall time printed beside it), and the slowest tests.
+test's kind) and per file (its path under ``tests/``, folder included), summed over tests (set-up, body and
+tear-down; with pytest-xdist the sum is worker time, more than the wall time printed beside it), and the
+slowest tests.
 
 Usage:
   python benchmarks/test_times.py                      # runs `python -m pytest -q -n 2 --dist loadgroup`
@@ -32,12 +33,13 @@ def read_junit(path: Path) -> list[dict]:
     """One row per test: id, file, kind (None if not recorded), seconds, outcome."""
     rows = []
     for case in ET.parse(path).getroot().iter("testcase"):
-        file = case.get("file") or case.get("classname", "").replace(".", "/") + ".py"
+        file = Path(case.get("file") or case.get("classname", "").replace(".", "/") + ".py")
+        file = file.relative_to("tests") if file.parts[:1] == ("tests",) else Path(file.name)  # e.g. unit/test_x.py
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         outcome = "failed" if case.find("failure") is not None or case.find("error") is not None else \
             "skipped" if case.find("skipped") is not None else "passed"
         name = case.get("name").split("@")[0]  # without pytest-xdist's group suffix
-        rows.append({"id": f"{case.get('classname')}::{name}", "file": Path(file).name,
+        rows.append({"id": f"{case.get('classname')}::{name}", "file": file.as_posix(),
                      "kind": props.get("kind"), "seconds": float(case.get("time") or 0), "outcome": outcome})
     return rows
 

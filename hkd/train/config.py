@@ -2,7 +2,7 @@
 
 The recipe's keys and defaults are also those of the workflow schema's ``train`` section
 (``workflow/schemas/config.schema.yaml``), which adds only the workflow's own ``threads`` and
-``tracker``; ``tests/test_train_config.py`` holds the two to the same keys, defaults, types and choices.
+``tracker``; ``tests/unit/test_train_config.py`` holds the two to the same keys, defaults, types and choices.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ and augmentation depend only on the seed and the epoch), so their training steps
 side: at each step the teacher runs once on the augmented batch and every distilled student reads its
 features from that one pass (:class:`SharedTeacher`). Each student keeps its own random-number state
 (:class:`RngSlot`; dropout draws from the global generator), so every student ends bit for bit as it
-would alone: lock-step changes the cost, never the numbers (``tests/test_lockstep.py``).
+would alone: lock-step changes the cost, never the numbers (``tests/unit/test_lockstep.py``).
 
 :func:`train_cohort` trains the members of a cohort into ``root/<name>/`` and skips a member whose
 folder already holds a completed run of the same identity (configuration, data, teacher and code; the

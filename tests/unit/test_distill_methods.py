@@ -1,9 +1,11 @@
-"""Invariants and hand computations of the distillation methods ofa, dkd, dist, infoflow and cka, on the real
-tiny TransUNet teacher and SqueezeUNet student and on tiny hand-made inputs."""
+"""Invariants every registered distillation method keeps, on the real tiny TransUNet teacher and SqueezeUNet
+student, and hand computations of dkd, dist, cka, infoflow and ofa on tiny hand-made inputs."""
 
 from __future__ import annotations
 
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +17,17 @@ from hkd.models import build_model, count_parameters, recorder_of
 from hkd.models.base import Feature
 from hkd.data.tasks import IGNORE
 
-NEW = ("ofa", "dkd", "dist", "infoflow", "cka")
-ZERO_WHEN_EQUAL = ("dkd", "dist", "infoflow", "cka")
+# Every registered method that distils (scratch has no terms).
+DISTILLED = [name for name in distill.available() if name != "scratch"]
+# The methods that compare what has the same size in both networks whatever their widths (class
+# probabilities, attention maps, relations between samples or positions): they train no adapter.
+ADAPTER_FREE = ("at", "cka", "cwd", "dist", "dkd", "infoflow", "logits", "relrep")
+# A student identical to its teacher scores zero under these methods. The others score zero only once their
+# adapters reproduce the teacher (each has its own test, named test_<method>_zero...), or never (below).
+ZERO_WHEN_EQUAL = ("at", "cka", "cwd", "dist", "dkd", "infoflow", "latent", "logits", "relrep")
+NEVER_ZERO_FOR_A_COPY = {"ofa": "its term is a cross-entropy, which does not vanish for equal distributions",
+                         "hlfd": "it pairs each student stage with other stages of the teacher"}
+TESTS = Path(__file__).resolve().parents[1]
 CLASSES = 9
 SIZE = 32
 
@@ -57,7 +68,7 @@ def teacher_maps(t_rec, x, method):
 # --------------------------------------------------------------------------------- real tiny models
 
 def test_registered_each_in_its_own_file():
-    for name in NEW:
+    for name in distill.available():
         assert name in distill.available()
         cls = distill.get(name)
         assert cls.name == name and cls.__module__ == distill.module_of(name)
@@ -79,7 +90,20 @@ def test_a_student_identical_to_the_teacher_gets_zero_loss(models, name):
         assert abs(identical[key].item()) <= 1e-3 * different[key].item(), (key, identical[key], different[key])
 
 
-@pytest.mark.parametrize("name", NEW)
+def _test_functions() -> set[str]:
+    """Names of the test functions of the whole suite."""
+    return {node.name for path in TESTS.rglob("test_*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")}
+
+
+def test_every_method_is_zero_for_a_copy_of_its_teacher_or_says_why_not():
+    own_tests = {name for name in DISTILLED if any(t.startswith(f"test_{name}_zero") for t in _test_functions())}
+    assert not set(ZERO_WHEN_EQUAL) & set(NEVER_ZERO_FOR_A_COPY)
+    assert set(ZERO_WHEN_EQUAL) | own_tests | set(NEVER_ZERO_FOR_A_COPY) == set(DISTILLED), \
+        "a method with neither a zero-loss test nor a reason why it has none"
+
+
+@pytest.mark.parametrize("name", DISTILLED)
 def test_terms_reach_the_student_and_only_the_student(models, name):
     teacher, student, x, y, t_rec, s_rec = models
     method = distill.build(name, specs(t_rec, SIZE), specs(s_rec, SIZE), CLASSES)
@@ -90,9 +114,16 @@ def test_terms_reach_the_student_and_only_the_student(models, name):
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in teacher.parameters())
-    if name != "ofa":
-        assert not list(method.parameters()), "needs no adapter"
     student.zero_grad()
+
+
+def test_only_methods_comparing_width_free_quantities_go_without_adapters(models):
+    """Between the TransUNet and the narrower SqueezeUNet, the methods of ``ADAPTER_FREE`` train no
+    parameters of their own, and every other method does."""
+    *_, t_rec, s_rec = models
+    without = [name for name in DISTILLED
+               if not list(distill.build(name, specs(t_rec, SIZE), specs(s_rec, SIZE), CLASSES).parameters())]
+    assert without == sorted(ADAPTER_FREE)
 
 
 def test_ofa_every_branch_is_optimised_and_changes_after_one_step(models):

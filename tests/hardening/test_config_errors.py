@@ -1,5 +1,5 @@
 """Model specs, method options and config files fail at the dry run, each in one line naming the config key
-or file (third bad-input audit, rows found only after the teacher had trained, and the messages).
+or file, before any job runs (mistakes that would otherwise surface only after the teacher had trained).
 
 Most tests call the checks the dry run runs (``check_study_runs``, ``check_methods``, the config file
 reader) directly; the ``slow`` ones run ``snakemake -n`` on a copy of the workflow.
@@ -16,7 +16,7 @@ from snakemake.utils import validate
 
 import helpers
 from helpers import REPO, TINY_TEACHER, default_config, merge
-from test_hardening import one_line_error, run_cli
+from cli_errors import one_line_error, run_cli
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 SIZE, CLASSES = 32, 9

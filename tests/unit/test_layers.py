@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "hkd"
+PACKAGE = Path(__file__).resolve().parents[2] / "hkd"
 
 # Lowest first. A new top-level module or subpackage of hkd takes its place here.
 LAYERS = (
@@ -66,7 +66,7 @@ def _uphill(file: str, module: str) -> bool:
 
 def test_every_module_has_a_layer():
     tops = {_own_top(str(p.relative_to(PACKAGE.parent))) for p in PACKAGE.rglob("*.py")} - {None}
-    assert tops - set(RANK) == set(), "place these modules in LAYERS (tests/test_layers.py)"
+    assert tops - set(RANK) == set(), "place these modules in LAYERS (tests/unit/test_layers.py)"
 
 
 def test_no_import_runs_uphill():

@@ -1,6 +1,6 @@
-"""``hkd train`` never destroys or mixes up what it did not write, and trains on bounded numbers (third
-bad-input audit, data-loss, concurrency and numerics rows): its run folders are hkd's only when new, empty
-or marked, one run holds each at a time, what a killed write left behind is swept by the next run of that
+"""``hkd train`` never destroys or mixes up what it did not write, and trains on bounded numbers: its work
+folder is its own (never the output, never a user's), its run folders are hkd's only when new, empty or
+marked, one run holds each at a time, what a killed write left behind is swept by the next run of that
 job, and a method normalising by a spread keeps its gradient bounded when the student's spread vanishes.
 """
 
@@ -19,9 +19,10 @@ import torch
 
 from hkd.guard import OUTPUT_MARKER, mark_own
 from hkd.lock import LOCK_NAME, LockError, OutLock
+from hkd.models.checkpoint import load_model
 
 from conftest import REPO
-from test_hardening import one_line_error, run_cli, snapshot
+from cli_errors import one_line_error, run_cli, snapshot
 
 SMALL = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu",
          "method": "scratch"}
@@ -41,6 +42,45 @@ def _user_folder(folder: Path, files: dict[str, object]) -> dict[str, bytes]:
         else:
             torch.save(content, folder / name)
     return snapshot(folder)
+
+
+# --- the work folder: hkd's own, never the output, never a user's -----------------------------------------
+
+def test_a_work_folder_holding_user_files_is_refused_and_kept(prepared, tmp_path, capsys):
+    work = tmp_path / "u"
+    work.mkdir()
+    (work / "thesis.tex").write_text("years of work")
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", tmp_path / "run1", "--work", work, "--quiet")
+    line = one_line_error(err)
+    assert code == 1 and f"--work {work} holds files hkd did not write (thesis.tex)" in line, line
+    assert (work / "thesis.tex").read_text() == "years of work"
+    assert not (tmp_path / "run1").exists()
+
+
+def test_a_work_folder_that_is_or_contains_the_output_is_refused(prepared, tmp_path, capsys):
+    run2 = tmp_path / "run2"
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", run2, "--work", run2, "--quiet")
+    line = one_line_error(err)
+    assert code == 1 and f"--work {run2} is --out {run2}" in line, line
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", run2 / "inner", "--work", run2, "--quiet")
+    assert code == 1 and "contains --out" in one_line_error(err)
+
+
+def test_the_work_folder_hkd_made_is_removed_after_training_and_an_unmarked_one_kept(prepared, tmp_path, capsys):
+    work, out = tmp_path / "work", tmp_path / "run"
+    code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
+                        "--out", out, "--work", work, "--quiet")
+    assert code == 0, err
+    assert not work.exists() and load_model(out / "best.pt")[1]["arch"] == "squeezeunet"
+    # an unmarked folder is never hkd's, whatever its files' names and forms (the tests above)
+    work.mkdir()
+    torch.save(torch.zeros(2), work / "state.pt")
+    assert run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL), "--out", out,
+                   "--work", work, "--quiet")[0] == 1
+    assert torch.equal(torch.load(work / "state.pt"), torch.zeros(2))
 
 
 # --- an unmarked folder is never hkd's --------------------------------------------------------------------

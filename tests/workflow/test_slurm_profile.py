@@ -21,7 +21,7 @@ import yaml
 
 from helpers import SMALL_STUDY, copy_tracked_files, merge, snakemake, study_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ROOT / "workflow" / "profiles"
 SLURM = PROFILES / "slurm" / "config.v8+.yaml"
 LOCAL = PROFILES / "local" / "config.v8+.yaml"

@@ -120,7 +120,7 @@ def planned_jobs(root: Path) -> dict[str, int]:
     table = out.split("Job stats:", 1)[1]
     jobs = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
             if m.group(1) not in ("total", "all")}
-    print("planned jobs:", jobs)  # the rerun table, with `pytest -s tests/test_rerun.py`
+    print("planned jobs:", jobs)  # the rerun table, with `pytest -s tests/workflow/test_rerun.py`
     return jobs
 
 

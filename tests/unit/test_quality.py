@@ -1,6 +1,6 @@
 """A review pass over the test suite itself: no test that cannot fail.
 
-Flags, in every ``tests/test_*.py``: ``assert`` on a constant (``assert True``, ``assert "msg"``, a
+Flags, in every ``test_*.py`` under ``tests/``: ``assert`` on a constant (``assert True``, ``assert "msg"``, a
 non-empty tuple), a comparison of two constants or of an expression with itself, and test functions
 that check nothing: neither an ``assert`` nor a call that asserts (``ASSERTING_CALLS``, or a function
 of the same module that itself asserts).
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).resolve().parent
-FILES = sorted(TESTS.glob("test_*.py"))
+TESTS = Path(__file__).resolve().parents[1]
+FILES = sorted(TESTS.rglob("test_*.py"))
 
 # Calls that fail the test on their own: pytest's context managers and failure, the numeric libraries'
 # comparison helpers (matched by the called name's last part).
@@ -75,11 +75,11 @@ def unchecked_tests(tree: ast.Module) -> list[str]:
             if f.name.startswith("test_") and not _asserts(f, helpers)]
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[p.relative_to(TESTS).as_posix() for p in FILES])
 def test_no_assertion_that_cannot_fail(path):
     tree = ast.parse(path.read_text(), filename=str(path))
     findings = constant_assertions(tree) + unchecked_tests(tree)
-    assert not findings, f"{path.name}: " + "; ".join(findings)
+    assert not findings, f"{path.relative_to(TESTS)}: " + "; ".join(findings)
 
 
 def test_the_review_flags_what_it_should():
