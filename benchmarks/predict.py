@@ -25,7 +25,7 @@ import torch
 from hkd.deploy import cost, runtime
 from hkd.deploy.export import _with_metadata, to_onnx
 from hkd.deploy.predict import predict_file
-from hkd.deploy.preprocessing import record
+from hkd.data.preprocessing_record import record
 from hkd.models import build_model
 
 CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",

@@ -12,7 +12,7 @@ JSON under ``preprocessing``:
 * ``classes``, ``label_map`` (source label id -> class id) and ``task``.
 
 The record is made by :func:`hkd.data.preprocessing_record.record`, in the data layer, where training
-takes it from; this module reads it back and checks it (``record`` here is that same function).
+takes it from; this module reads it back and checks it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from hkd.cli import main
 from hkd.data.nifti import from_display, load_scan, to_display
 from hkd.data.preprocess import label_lookup, pad_to_square, resize_slices
 from hkd.deploy import predict as P
-from hkd.deploy.preprocessing import record
+from hkd.data.preprocessing_record import record
 from hkd.deploy.runtime import Model, load
 from hkd.models.checkpoint import load_state, save_state
 
