@@ -22,10 +22,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from hkd.data.preprocessing_record import record
 from hkd.deploy import cost, runtime
 from hkd.deploy.export import _with_metadata, to_onnx
 from hkd.deploy.predict import predict_file
-from hkd.data.preprocessing_record import record
 from hkd.models import build_model
 
 CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
@@ -65,7 +65,7 @@ def main() -> None:
     by = {(r["model"], r["runtime"]): r for r in rows}
     for name in specs:
         e, o = by[(name, "pytorch")], by[(name, "onnxruntime")]
-        fmt = lambda r: f"{r['latency_ms']:.1f} [{r['latency_q25_ms']:.1f}, {r['latency_q75_ms']:.1f}]"  # noqa: E731
+        fmt = lambda r: f"{r['latency_ms']:.1f} [{r['latency_q25_ms']:.1f}, {r['latency_q75_ms']:.1f}]"
         print(f"{name:26s} {e['params']:>12,d} {e['gflops']:>7.2f} {fmt(e):>24s} {fmt(o):>24s} "
               f"{e['latency_ms'] / o['latency_ms']:>8.2f}x {e['peak_mb']:>8.0f}/{o['peak_mb']:<8.0f}")
     if not args.no_teacher:

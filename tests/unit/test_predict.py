@@ -8,13 +8,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from helpers import CLASSES, LABEL_MAP, REAL_CT
+
 from hkd.cli import main
 from hkd.data.nifti import from_display, load_scan, to_display
 from hkd.data.preprocess import label_lookup, pad_to_square, resize_slices
-from hkd.deploy import predict as P
 from hkd.data.preprocessing_record import record
+from hkd.deploy import predict as P
 from hkd.deploy.runtime import Model, load
 from hkd.models.checkpoint import load_state, save_state
 
@@ -137,9 +137,9 @@ def test_geometry_round_trip_on_real_ct(tmp_path):
 
 @pytest.mark.parametrize("layout", ["synapse", "kits19", "lits"])
 def test_geometry_round_trip_per_phantom_layout(layout, tmp_path):
+    from hkd.data.phantom import write_phantom_dataset
     from hkd.data.readers.kits19_lits import find_layout_cases
     from hkd.data.readers.rawdata import find_raw_cases
-    from hkd.data.phantom import write_phantom_dataset
 
     write_phantom_dataset(tmp_path, n_cases=2, seed=0, size=256, slices=(5, 6), layout=layout)
     raws = find_raw_cases(tmp_path) if layout == "synapse" else find_layout_cases(tmp_path, layout)
