@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-_RUN = re.compile(r"^(?P<model>(?P<method>[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*?)_w(?P<width>[^_]+))(?:_s(?P<seed>\d+))?$")
+# a method label may be a chain's, METHOD@ASSISTANT (hkd/chains.py), e.g. latent@latent_w1.5
+_RUN = re.compile(r"^(?P<model>(?P<method>[A-Za-z0-9@.]+(?:_[A-Za-z0-9@.]+)*?)_w(?P<width>[^_]+))(?:_s(?P<seed>\d+))?$")
 
 
 def parse_run(name: str) -> dict[str, str | None]:

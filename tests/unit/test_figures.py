@@ -238,6 +238,8 @@ def test_cell_organs_label_cells_by_the_organ_they_hold():
 def test_run_names_give_model_and_seed():
     assert parse_run("latent_w0.4M_s1") == {"model": "latent_w0.4M", "method": "latent", "width": "0.4M", "seed": "1"}
     assert parse_run("kd_logits_w1.5_s0")["method"] == "kd_logits"
+    assert parse_run("latent@latent_w1.5_w0.4M_s2") == {"model": "latent@latent_w1.5_w0.4M",
+                                                        "method": "latent@latent_w1.5", "width": "0.4M", "seed": "2"}
     assert parse_run("teacher") == {"model": "teacher", "method": "teacher", "width": None, "seed": None}
 
 
