@@ -219,8 +219,12 @@ class Study:
     @property
     def distilled_methods(self) -> str:
         """Wildcard constraint of the distilled students' rules (scratch students have their own)."""
-        labels = [m for m in self.methods if m != "scratch"] + list(self.chains)
-        return "|".join(re.escape(m) for m in labels) or "(?!)"
+        return "|".join(re.escape(m) for m in self.methods if m != "scratch") or "(?!)"
+
+    @property
+    def chain_methods(self) -> str:
+        """Wildcard constraint of the chains' rules (students taught by an assistant, a level later)."""
+        return "|".join(re.escape(m) for m in self.chains) or "(?!)"
 
     def student_model(self, label) -> dict:
         """The model spec of the student labelled `label` (a width, or a key of `students.models`)."""
@@ -391,6 +395,11 @@ class Study:
             width: [f"{run['dir']}/best.pt" for run in self.runs if str(run["width"]) == str(width)]
             for width in self.students
         }
+
+    @property
+    def chain_runs(self) -> list[str]:
+        """Every chain student's metrics file (none without students.chains)."""
+        return [f"{run['dir']}/metrics.json" for run in self.runs if run["method"] in self.chains]
 
     @property
     def cost_models(self) -> dict[str, str]:

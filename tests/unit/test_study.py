@@ -293,7 +293,9 @@ def test_a_chain_adds_its_runs_taught_by_the_assistant_of_the_same_seed():
     assert cfg["teacher"] == s.student_model("1.5")  # the assistant's checkpoint is checked against it
     assert {k: v for k, v in cfg.items() if k != "teacher"} == \
         {k: v for k, v in s.student_config("0.4M", 1, "latent").items() if k != "teacher"}
-    assert "latent@latent_w1.5" in s.distilled_methods.replace("\\", "")
+    assert s.chain_methods.replace("\\", "").split("|") == ["latent@latent_w1.5", "logits@latent@latent_w1.5_w0.4M"]
+    assert "@" not in s.distilled_methods
+    assert s.chain_runs == [f"{r['dir']}/metrics.json" for r in chained] and study().chain_runs == []
     assert [c[2]["method"] for c in s.preflight_runs()[-2:]] == ["latent", "logits"]
 
 

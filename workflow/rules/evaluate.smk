@@ -59,6 +59,14 @@ use rule evaluate_student as evaluate_scratch with:
         seed="[0-9]+",
 
 
+# Chains' evaluations, a level later (see train_chain).
+use rule evaluate_student as evaluate_chain with:
+    wildcard_constraints:
+        method=STUDY.chain_methods,
+        width=STUDY.student_label,
+        seed="[0-9]+",
+
+
 rule tables:
     input:
         evals=STUDY.eval_files,

@@ -4,7 +4,9 @@ from hkd.figures.catalog import check_captions, read_catalog
 # The study's figures: the modules of this checkout's hkd/figures/study/, each with its caption file in
 # workflow/report/ (hkd/figures/catalog.py). Read without importing them (no torch at parse time).
 try:
-    STUDY_FIGURES = read_catalog(os.path.join(workflow.basedir, "hkd", "figures", "study"))
+    STUDY_FIGURES = read_catalog(
+        os.path.join(workflow.basedir, "hkd", "figures", "study")
+    )
     check_captions(STUDY_FIGURES, os.path.join(workflow.basedir, "workflow", "report"))
 except ValueError as exc:
     raise WorkflowError(str(exc)) from None

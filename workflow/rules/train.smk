@@ -106,6 +106,14 @@ if not config["students"]["lockstep"]:
             width=STUDY.student_label,
             seed="[0-9]+",
 
+    # Chains' students (students.chains) wait for their assistant, a student: their own rule, for the same
+    # reason (a chain of chains shows it once per level).
+    use rule train_student as train_chain with:
+        wildcard_constraints:
+            method=STUDY.chain_methods,
+            width=STUDY.student_label,
+            seed="[0-9]+",
+
 else:
 
     # Lock-step: the students of one seed train in one job, one teacher pass per batch for all of them
