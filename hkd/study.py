@@ -3,8 +3,8 @@ rules are built from.
 
 One :class:`Study` per configuration (after the schema's defaults and the config checks): the teacher
 and the students, one run per method x student x seed (and per teacher-assistant chain x its students x
-seed), each run's training config and folder, the
-lock-step cohorts, and what evaluation, figures, context and deployment read. Standard library only, so
+seed), each run's training config and folder, the lock-step cohorts, and what evaluation, figures, context
+and deployment read. Standard library only, so
 that the workflow, the tests and a plain ``python`` read it without torch.
 """
 
