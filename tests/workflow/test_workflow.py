@@ -238,3 +238,20 @@ def test_every_cli_command_has_its_code_inputs():
     assert "hkd/train/teacher_cache.py" in command_modules("teacher-cache", REPO)
     assert "hkd/models/base.py" in command_modules("teacher-cache", REPO)
     assert not {m for m in command_modules("tables", REPO) if m.startswith(("hkd/figures", "hkd/train"))}
+
+
+def test_a_chain_waits_for_its_assistant_and_declares_its_method_only(tmp_path):
+    """assistant.yaml: each chain's student trains from its assistant's checkpoint of the same seed, by its own
+    rule, and declares the code of its method alone (editing logits.py reruns no latent chain)."""
+    result = snakemake("-n", "-p", "--configfile", str(REPO / "workflow" / "configs" / "assistant.yaml"),
+                       "--config", f"out={tmp_path}/out")
+    assert result.returncode == 0, result.stderr
+    jobs = [job for job in result.stdout.split("\nrule ") if job.startswith("train_chain:")]
+    assert len(jobs) == 2 * 3  # two chains into 0.4M, three seeds
+    latent = [job for job in jobs if "method=latent@latent_w1.5," in job]
+    assert len(latent) == 3
+    for job in latent:
+        inputs = job.split("input: ", 1)[1].split("\n", 1)[0].split(", ")
+        seed = job.split("seed=", 1)[1].split("\n", 1)[0].strip()
+        assert f"{tmp_path}/out/models/students/latent/w1.5/s{seed}/best.pt" in inputs
+        assert "hkd/distill/latent.py" in inputs and "hkd/distill/logits.py" not in inputs

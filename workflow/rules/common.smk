@@ -20,6 +20,7 @@ from hkd.config_checks import (
 )
 from hkd.lock import OutLock
 from hkd.run_files import RUN_FILES
+from hkd.chains import direct_method
 from hkd.study import Study, gpu_request, run_outputs, teacher_argument
 from hkd.workflow_deps import command_modules
 
@@ -96,8 +97,9 @@ def code(command, loads=()):
 
 
 def method_code(command, methods):
-    """The code of a job that runs the distillation `methods` (hkd.distill.<method>: one file each)."""
-    return code(command, [f"hkd.distill.{method}" for method in methods])
+    """The code of a job that runs the distillation `methods` (hkd.distill.<method>: one file each; a
+    chain's label, METHOD@ASSISTANT, runs METHOD)."""
+    return code(command, [f"hkd.distill.{direct_method(m)}" for m in methods])
 
 
 def as_json(obj):
