@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from helpers import REPO, STUDY, default_config, merge, runnable, snakemake
+from hkd.chains import direct_method
 from hkd.workflow_deps import command_modules, package_modules
 
 pytestmark = pytest.mark.slow
@@ -46,8 +47,8 @@ def study_loads(rule: str, method: str | None) -> tuple[str, ...]:
         return ("hkd.data.readers.rawdata",)
     if rule == "train_teacher":
         return ("hkd.distill.scratch",)
-    if rule in ("train_scratch", "train_student", "teacher_cache"):
-        return (f"hkd.distill.{method}",)
+    if rule in ("train_scratch", "train_student", "train_chain", "teacher_cache"):
+        return (f"hkd.distill.{direct_method(method)}",)  # a chain's label runs its method
     if rule == "train_cohort":  # a cohort trains its study's methods at once
         return tuple(f"hkd.distill.{m}" for m in cohort_methods())
     return ()
@@ -162,7 +163,7 @@ def _job_blocks(out: str):
 
 def _method(block: str) -> str | None:
     wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.M)
-    found = re.search(r"(?:^|, )method=([\w]+)", wildcards.group(1)) if wildcards else None
+    found = re.search(r"(?:^|, )method=([\w@.]+)", wildcards.group(1)) if wildcards else None
     return found.group(1) if found else None
 
 
@@ -211,7 +212,7 @@ def test_every_job_declares_the_modules_its_command_and_method_run(rule_code, st
         if not (method or "").startswith("other study"):
             assert code == modules_of(command, study, study_loads(rule, method)), (rule, method)
         assert code & methods == ({f"hkd/distill/{m}.py" for m in cohort_methods()} if rule == "train_cohort" else
-                                  {f"hkd/distill/{method}.py"} if rule.startswith(("train_", "teacher_cache"))
+                                  {f"hkd/distill/{direct_method(method)}.py"} if rule.startswith(("train_", "teacher_cache"))
                                   and rule != "train_teacher" else
                                   {"hkd/distill/scratch.py"} if rule == "train_teacher" else set()), (rule, method)
         if rule not in ("download", "extract", "split", "prepare"):  # the phantom's rules read no other source
