@@ -1,14 +1,13 @@
 """The runs in figures: described as data by the workflow (``hkd figures --runs``), or by name.
 
-A name given by hand (``hkd figures --models/--logs``) is ``METHOD_wWIDTH_sSEED`` for a student and
-``teacher`` for the teacher, read by :func:`parse_run`.
+A name given by hand (``hkd figures --models/--logs``) is ``METHOD_wWIDTH_sSEED`` for a student (METHOD
+may be a chain's label, ``latent@latent_w1.5``) and ``teacher`` for the teacher, read by :func:`parse_run`.
 """
 
 from __future__ import annotations
 
 import re
 
-# a method label may be a chain's, METHOD@ASSISTANT (hkd/chains.py), e.g. latent@latent_w1.5
 _RUN = re.compile(r"^(?P<model>(?P<method>[A-Za-z0-9@.]+(?:_[A-Za-z0-9@.]+)*?)_w(?P<width>[^_]+))(?:_s(?P<seed>\d+))?$")
 
 
