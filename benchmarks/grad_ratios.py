@@ -200,7 +200,9 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
         for width, raw in unit.items():
             now = {b: r * gain(chosen) for b, r in raw.items()}
             worst = max(now, key=now.get)
+            measured = reached[width]
             at[width] = {"median": statistics.median(now.values()), "max": now[worst], "max_block": worst,
+                         "run_median": statistics.median(measured.values()), "run_max": max(measured.values()),
                          "below": [b for b, r in now.items() if r < BAND[0]],
                          "not_reached": [b for b in widths[width] if b not in raw], **per_width[width]}
         rows.append({"method": name, "term": term, "option": opt, "old": w0, "new": chosen, "kept": kept,
@@ -219,7 +221,8 @@ def balance_lines(rows: list[dict]) -> list[str]:
                      + (" (capped)" if r["capped"] else "")
                      + (f" (kept: every width's median within {NEAR[0]:g}x-{NEAR[1]:g}x)" if r.get("kept") else ""))
         for width, a in r["widths"].items():
-            lines.append(f"{'':<8} {'':<11}   width {width}: balance {a['balance']:.3g}, cap {a['cap']:.3g}; at "
+            lines.append(f"{'':<8} {'':<11}   width {width}: at {r['old']:g} median {a['run_median']:.3g}x, max "
+                         f"{a['run_max']:.3g}x; balance {a['balance']:.3g}, cap {a['cap']:.3g}; at "
                          f"{r['new']:g}: median {a['median']:.3g}x, max {a['max']:.3g}x ({a['max_block']}); below "
                          f"{BAND[0]:g}x: {', '.join(a['below']) or 'none'}; not reached: "
                          f"{', '.join(a['not_reached']) or 'none'}")
