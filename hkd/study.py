@@ -181,10 +181,6 @@ class Study:
         self.archive = self.downloaded if self.downloads else data["path"]
         self.extracted = "|".join(s.name for s in sources.SOURCES.values() if s.packed in ("zip", "either"))
 
-    def download_arguments(self) -> str:
-        """What `hkd download` fetches (its options, from the source's registry entry)."""
-        return sources.download_arguments(self.data)
-
     def raw_source(self) -> str:
         """The folder that holds the source cases."""
         if self.source.name == "phantom":

@@ -17,6 +17,7 @@ import pytest
 from helpers import REPO, TINY_STUDENT, default_config, merge
 from snakemake.utils import validate
 
+from hkd.data import sources
 from hkd.errors import DataError
 from hkd.run_files import RUN_FILES
 from hkd.study import Study, gpu_request, run_outputs, teacher_argument
@@ -168,12 +169,12 @@ def test_description_says_what_the_default_study_runs():
 
 def test_downloaded_sources_say_what_hkd_download_fetches():
     synapse = study({"data": {"source": "synapse", "md5": "0123456789abcdef0123456789abcdef"}})
-    assert synapse.download_arguments() == "--entity syn3379050 --md5 0123456789abcdef0123456789abcdef"
+    assert sources.download_arguments(synapse.data) == "--entity syn3379050 --md5 0123456789abcdef0123456789abcdef"
     assert synapse.downloaded == f"{OUT}/raw/synapse/RawData.zip" == synapse.archive
     assert synapse.raw_source() == f"{OUT}/raw/synapse/RawData"
 
     kits = study({"data": {"source": "kits19", "kits19": {"cases": 5}}})
-    assert kits.download_arguments().startswith("--source kits19 --cases 5 --imaging-url '")
+    assert sources.download_arguments(kits.data).startswith("--source kits19 --cases 5 --imaging-url '")
     assert kits.raw_source() == f"{OUT}/raw/kits19/data"
     assert kits.description()["data source"] == "kits19: downloaded, cases 0-4"
 

@@ -21,6 +21,7 @@ from hkd.config_checks import (
 from hkd.lock import OutLock
 from hkd.run_files import RUN_FILES
 from hkd.chains import direct_method
+from hkd.data import sources
 from hkd.study import Study, gpu_request, run_outputs, teacher_argument
 from hkd.workflow_deps import command_modules
 

@@ -39,7 +39,7 @@ rule download:
     conda:
         ENV
     params:
-        what=STUDY.download_arguments(),
+        what=sources.download_arguments(DATA),
         timeout=DATA["download_timeout"],
     shell:
         "hkd download {params.what} --out {output} --timeout {params.timeout} > {log} 2>&1"
