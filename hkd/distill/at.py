@@ -5,8 +5,8 @@ with p = 2 are compared on the coarser of the two grids (the finer map is averag
 :func:`~hkd.distill.functional.align`); the term is ``weight / 2 * sum_pairs mean((a_s - a_t)^2)``
 (mean over batch and positions); ``weight`` plays the paper's beta, with its beta/2 factor.
 
-Options: ``weight`` (default 22, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 50; the paper's 1000 gives the term about
+Options: ``weight`` (default 43, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 22, 50; the paper's 1000 gives the term about
 10x the segmentation loss's gradient already at initialisation), ``p`` (default 2), ``layers``: pairs
 ``"student:teacher"`` (or one
 name for the same feature on both sides). The default pairs the maps of equal stride that both models
@@ -31,7 +31,7 @@ class AttentionTransfer(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 22, "p": 2, "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 43, "p": 2, "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         p = float(self.options["p"])

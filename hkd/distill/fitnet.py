@@ -4,8 +4,8 @@
 student's guided layer ``v_s`` through a trainable regressor ``r`` on the student side (1x1 conv + batch
 norm, student channels -> teacher channels); ``align`` moves the regressed map onto the teacher's grid.
 
-Options: ``weight`` (default 34, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 5), ``layer`` (default ``bottleneck``;
+Options: ``weight`` (default 75, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 34, 5), ``layer`` (default ``bottleneck``;
 ``"student:teacher"`` for
 different names, e.g. ``bottleneck:vit``).
 """
@@ -27,7 +27,7 @@ class FitNet(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 34, "layer": "bottleneck"}
+        return {"weight": 75, "layer": "bottleneck"}
 
     @classmethod
     def required_teacher_features(cls, options: dict) -> tuple[str, ...]:

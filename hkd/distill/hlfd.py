@@ -44,8 +44,8 @@ teacher's class maps.
 
 Options: ``preset`` (``default`` or ``paper``) and ``alpha``, ``beta``, ``temperature``, ``p``, which
 override the preset's values when given. ``paper`` is the published setting (alpha 0.1, beta 0.9, T 4,
-p 4). ``default`` keeps its T and p and sets alpha 0.083 and beta 0.53, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs (README: "Default weights"); earlier alpha 0.1, beta 0.9
+p 4). ``default`` keeps its T and p and sets alpha 0.16 and beta 1.4, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs (README: "Default weights"); earlier alpha 0.083, beta 0.53; alpha 0.1, beta 0.9
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ STUDENT_D5 = "dec_s8"                             # student d5
 STUDENT_LATER = ("dec_s4", "dec_s2", "dec_s1")    # student d4, d3, d2
 
 PAPER = {"alpha": 0.1, "beta": 0.9, "temperature": 4.0, "p": 4}
-PRESETS = {"default": {**PAPER, "alpha": 0.083, "beta": 0.53}, "paper": PAPER}
+PRESETS = {"default": {**PAPER, "alpha": 0.16, "beta": 1.4}, "paper": PAPER}
 
 
 def at_distance(s: torch.Tensor, t: torch.Tensor, p: float) -> torch.Tensor:

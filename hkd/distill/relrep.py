@@ -13,8 +13,8 @@ more); the same positions serve as anchors for teacher and student, so both rela
 representations use the same reference inputs. The term is
 ``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
 
-Options: ``weight`` (default 13, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 4), ``num_anchors`` (default 256), ``distance``
+Options: ``weight`` (default 34, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 13, 4), ``num_anchors`` (default 256), ``distance``
 (``mse`` | ``l1``).
 """
 
@@ -47,7 +47,7 @@ class RelativeRepresentations(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 13, "num_anchors": 256, "distance": "mse"}
+        return {"weight": 34, "num_anchors": 256, "distance": "mse"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)
