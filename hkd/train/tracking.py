@@ -16,7 +16,8 @@ with the training config as parameters, the metrics per epoch and ``metrics.json
 
 A run resumed after a kill logs every epoch once: the TensorBoard folder is rewritten from the epochs
 the resumed state holds (events of later epochs, logged before the kill, go with it); the MLflow run
-is found again by its name and only the (metric, epoch) pairs it lacks are logged. A run started
+is found again by its name (the store records each name's run id), an append the kill cut short is
+dropped, and only the (metric, epoch) pairs it lacks are logged. A run started
 afresh replaces what an earlier run of the same folder or name logged. Nothing is sent anywhere:
 MLflow's telemetry is switched off before it is imported.
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from hkd.train import gradient_balance
 TRACKERS = ("none", "tensorboard", "mlflow")
 TENSORBOARD_DIR = "tensorboard"  # a run's event folder, inside the run's folder
 MLFLOW_STORE = "mlruns"  # the study's MLflow file store, inside the study's folder
-RUN_TAG = "hkd.run"  # the MLflow tag a run is found again by
+RUN_TAG = "hkd.run"  # the MLflow tag naming a run as the workflow names it
 NOT_TERMS = {"epoch", "lr", "loss", "seconds", "val_dice", "val_iou"}
 PARAM_LENGTH = 6000  # MLflow's longest parameter value
 
@@ -194,25 +196,40 @@ class MlflowTracker(Tracker):
             finally:
                 lock.unlink(missing_ok=True)
 
-    def _runs(self, experiment_id: str) -> list:
-        return self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_TAG}` = '{self.name}'")
+    def _id_file(self, experiment_id: str) -> Path:
+        """The file holding the id of this name's MLflow run: a hidden file in the store's top folder,
+        whose sub-folders MLflow reads as experiments."""
+        return self.store / f".{experiment_id}.{self.name}.run-id"
+
+    def _recorded_run(self, experiment_id: str) -> str | None:
+        """The id of the active MLflow run this name logged to before, if its folder is still there. Read
+        from the store's own record, never by searching the experiment: a search reads every run's metric
+        files, which concurrent jobs are appending to."""
+        try:
+            run_id = self._id_file(experiment_id).read_text().strip()
+        except FileNotFoundError:
+            return None
+        meta = self.store / experiment_id / run_id / "meta.yaml"
+        if not run_id or not meta.exists() or "lifecycle_stage: deleted" in meta.read_text():
+            return None
+        return run_id
 
     def start(self, history: list[dict]) -> None:
         from mlflow.entities import Param, RunTag
 
         experiment_id = self._experiment_id()
-        runs = self._runs(experiment_id)
-        if history and runs:  # resumed: the run that logged the epochs before the kill
-            self.run_id = runs[0].info.run_id
-            for stale in runs[1:]:
-                self.client.delete_run(stale.info.run_id)
-            self.logged = {tag: {m.step for m in self.client.get_metric_history(self.run_id, tag)}
-                           for tag in runs[0].data.metrics}
+        earlier = self._recorded_run(experiment_id)
+        if history and earlier:  # resumed: the run that logged the epochs before the kill
+            self.run_id = earlier
+            repair_torn_metrics(self.store / experiment_id / earlier / "metrics")
+            tags = self.client.get_run(earlier).data.metrics
+            self.logged = {tag: {m.step for m in self.client.get_metric_history(earlier, tag)} for tag in tags}
         else:  # afresh: what an earlier run of this name logged goes
-            for stale in runs:
-                self.client.delete_run(stale.info.run_id)
+            if earlier:
+                self.client.delete_run(earlier)
             run = self.client.create_run(experiment_id, run_name=self.name, tags={RUN_TAG: self.name, **self.tags})
             self.run_id = run.info.run_id
+            _replace_text(self._id_file(experiment_id), self.run_id + "\n")
             params = [Param(k, v) for k, v in _flatten(self.config).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per call
                 self.client.log_batch(self.run_id, params=params[i:i + 100])
@@ -246,6 +263,37 @@ class MlflowTracker(Tracker):
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.client.log_artifact(self.run_id, str(metrics_json))
         self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by renaming a finished temporary file onto it (the files are MLflow's
+    store's, not outputs of hkd, so :func:`hkd.io.write_text`'s check of what it replaces does not apply)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def repair_torn_metrics(folder: Path) -> None:
+    """Drop the incomplete last line of each metric file of one MLflow run in a file store.
+
+    MLflow's file store appends ``timestamp value step`` lines to one text file per metric, not atomically:
+    a process killed mid-append leaves an empty file (every read of the run then fails) or a cut line (read
+    as a wrong value at step 0). MLflow has no call that repairs a run, hence this one. Only whole lines
+    (three fields, ending in a newline) stay; a file left empty goes."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        text = path.read_text()
+        lines = text.splitlines(keepends=True)
+        whole = [line for line in lines if line.endswith("\n") and len(line.split()) == 3]
+        if not whole:
+            path.unlink()
+        elif len(whole) < len(lines):
+            _replace_text(path, "".join(whole))
 
 
 def open_tracker(kind: str, run_dir: str | Path, name: str, config: dict, store: str | Path | None = None,

@@ -130,6 +130,57 @@ def test_mlflow_run_holds_the_config_tags_and_metrics_json(prepared, tmp_path):
     assert len(_mlflow(store)[1]) == 1
 
 
+def _row(epoch):
+    """A ``log.csv`` row as the trainer writes one."""
+    return {"epoch": epoch, "loss": 1.0 / epoch, "ce": 0.6 / epoch, "dice": 0.4 / epoch, "lr": 0.01,
+            "val_dice": 0.1 * epoch, "val_iou": 0.05 * epoch, "val_dice_spleen": 0.1 * epoch, "seconds": 0.5}
+
+
+def _metric_files(store):
+    return sorted(p for p in store.rglob("metrics/**/*") if p.is_file())
+
+
+def test_mlflow_resume_drops_the_append_a_kill_cut_short(tmp_path):
+    """A kill mid-append leaves MLflow's file store with an empty metric file and a cut line (MLflow itself
+    then fails on every read of the run); the resumed run drops both and holds each epoch once, with the
+    values logged."""
+    pytest.importorskip("mlflow")
+    store = tmp_path / "study" / "mlruns"
+    first = open_tracker("mlflow", tmp_path, NAME, {"seed": 3}, store=store)
+    first.start([])
+    first.epoch(_row(1))
+    files = _metric_files(store)
+    assert len(files) == len(scalars(_row(1)))
+    files[0].write_text(files[0].read_text() + "1765000000000 0.5")  # epoch 2's line cut by the kill
+    files[1].unlink()
+    files[1].touch()  # created, killed before its first line
+    resumed = open_tracker("mlflow", tmp_path, NAME, {"seed": 3}, store=store)
+    resumed.start([_row(1)])
+    resumed.epoch(_row(2))
+    _, runs, steps = _mlflow(store)
+    assert len(runs) == 1 and runs[0].info.run_id == first.run_id
+    assert steps[NAME] == {tag: [1, 2] for tag in scalars(_row(1))}
+    history = {m.step: m.value for m in _mlflow(store)[0].get_metric_history(first.run_id, "loss/total")}
+    assert history == {1: 1.0, 2: 0.5}
+
+
+def test_mlflow_run_starts_while_another_job_appends_to_the_store(tmp_path):
+    """Jobs of one study share the MLflow store: a run starting while another job's metric file is being
+    appended to (empty for an instant) neither fails nor touches the other run."""
+    pytest.importorskip("mlflow")
+    store = tmp_path / "study" / "mlruns"
+    other = open_tracker("mlflow", tmp_path, "scratch_w0.5_s0", {"seed": 0}, store=store)
+    other.start([])
+    other.epoch(_row(1))
+    appending = _metric_files(store)[0]
+    appending.write_text("")
+    for history in ([], [_row(1)]):  # afresh, then as a resumed job
+        mine = open_tracker("mlflow", tmp_path, NAME, {"seed": 3}, store=store)
+        mine.start(history)
+        mine.epoch(_row(2))
+    assert appending.read_text() == ""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", TRACKERS)
 def test_killed_training_job_logs_every_epoch_once(kind, prepared, tmp_path):
