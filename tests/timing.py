@@ -55,12 +55,21 @@ def shared_group(item) -> str | None:
     return None
 
 
+def runs_long(item) -> bool:
+    """Whether a test runs workflow jobs or shares a study (marked ``slow``, or in a shared study's group)."""
+    return item.get_closest_marker("slow") is not None or shared_group(item) in SHARED_STUDIES
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
+    """Keep the tests sharing a fixture in one worker, and hand out the long tests first: pytest-xdist gives
+    the workers tests in collection order, so a long test collected last would leave the other worker idle
+    at the end while the short ones fill the gaps when they come last (the order otherwise as collected)."""
     for item in items:
         group = shared_group(item)
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: not runs_long(item))
 
 
 def kind(item, calls: list[str]) -> str:

@@ -22,6 +22,9 @@ import yaml
 from helpers import SMALL_STUDY, copy_tracked_files, merge, snakemake, study_config
 
 ROOT = Path(__file__).resolve().parents[2]
+# The SLURM executor polls the queue this many seconds after a submission, then 10 s later each time no
+# job has finished: 1 s (not its default 40) keeps a chain of short jobs from waiting out the polls.
+POLL = ["--slurm-init-seconds-before-status-checks", "1"]
 PROFILES = ROOT / "workflow" / "profiles"
 SLURM = PROFILES / "slurm" / "config.v8+.yaml"
 LOCAL = PROFILES / "local" / "config.v8+.yaml"
@@ -171,8 +174,7 @@ def test_workflow_runs_on_slurm(tmp_path):
     assert shutil.which("sbatch") and shutil.which("squeue"), "SLURM client commands not found"
     proc = _snakemake(
         tmp_path, "--profile", str(SLURM.parent), "--verbose",
-        "--slurm-init-seconds-before-status-checks", "5",
-        timeout=900,
+        *POLL, timeout=900,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
@@ -225,8 +227,8 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     out = tmp_path / "study"
     two_widths = merge(copy.deepcopy(SMALL_STUDY), {"students": {"widths": ["0.25", "0.5"]}})
     (root / "config.yaml").write_text(yaml.safe_dump(study_config(two_widths, str(out))))
-    proc = snakemake(root, "--profile", str(root / "workflow" / "profiles" / "slurm"), "--verbose",
-                     "--slurm-init-seconds-before-status-checks", "5", timeout=1500)
+    proc = snakemake(root, "--profile", str(root / "workflow" / "profiles" / "slurm"), "--verbose", *POLL,
+                     timeout=1500)
     log = proc.stdout + proc.stderr
     (tmp_path / "snakemake.log").write_text(log)
     assert proc.returncode == 0, log[-6000:]
