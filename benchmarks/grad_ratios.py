@@ -21,7 +21,8 @@ double; the ratio of a term in a block grows with that weight (divided by the se
 for a method that trades the two off). At each width, the *balance weight* puts the median of the term's
 ratios over the blocks it reaches at 1x, and the *cap* is the largest weight at which no such block exceeds
 10x (the trained student with ``--trained``, else the initialisation; in ``--logs`` each block's
-post-warm-up median, median over the seeds). The suggested weight is the geometric mean of the widths'
+post-warm-up median: the median over the seeds for the balance, the highest seed's for the cap, so that
+no run passes 10x). The suggested weight is the geometric mean of the widths'
 balance weights, lowered to the smallest cap, rounded to 2 significant figures (:func:`balance`); a weight
 whose median already lies within 0.5x-2x at every width, with no block above 10x, is kept (the medians of
 one weight vary 2-3x between seeds). The defaults take the rule from the runs' own logs after the warm-up
@@ -154,9 +155,10 @@ def round_down_to(value: float, cap: float, digits: int = 2) -> float:
 
 
 def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, float]]], tspecs, sspecs,
-            classes: int) -> list[dict]:
+            classes: int, peaks: dict[str, dict[str, dict[str, float]]] | None = None) -> list[dict]:
     """The balance rule for one method, per term: ``ratios`` is term -> width -> student block -> the ratio
-    measured at ``options``.
+    measured at ``options``; ``peaks``, shaped alike, the highest of the runs behind each ratio (the cap holds
+    for every run; default: ``ratios``).
 
     At each width the term's ratio in every block it reaches (ratio > 0) grows with the weight option that
     scales it (over the segmentation loss's weight, for a method that trades the two off). The balance
@@ -185,16 +187,17 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
         def valid(w: float, opt: str = opt) -> bool:
             return _valid(name, options, opt, w, tspecs, sspecs, classes) is not None
 
+        top = {w: {b: (peaks or ratios)[term][w][b] for b in by_block} for w, by_block in reached.items()}
         unit = {w: {b: r / gain(w0) for b, r in by_block.items()} for w, by_block in reached.items()}
         per_width = {}
         for width, raw in unit.items():
             per_width[width] = {
                 "balance": _weight_at(TARGET / statistics.median(raw.values()), gain, w0, valid),
-                "cap": _weight_at(CAP / max(raw.values()), gain, w0, valid)}
+                "cap": _weight_at(CAP * gain(w0) / max(top[width].values()), gain, w0, valid)}
         combined = math.exp(statistics.fmean(math.log(v["balance"]) for v in per_width.values()))
         cap = min(v["cap"] for v in per_width.values())
-        kept = all(NEAR[0] <= statistics.median(r.values()) <= NEAR[1] and max(r.values()) <= CAP
-                   for r in reached.values())
+        kept = all(NEAR[0] <= statistics.median(reached[w].values()) <= NEAR[1] and max(top[w].values()) <= CAP
+                   for w in reached)
         chosen = w0 if kept else round_down_to(min(combined, cap), cap)
         at = {}
         for width, raw in unit.items():
@@ -203,6 +206,7 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
             measured = reached[width]
             at[width] = {"median": statistics.median(now.values()), "max": now[worst], "max_block": worst,
                          "run_median": statistics.median(measured.values()), "run_max": max(measured.values()),
+                         "run_peak": max(top[width].values()),
                          "below": [b for b, r in now.items() if r < BAND[0]],
                          "not_reached": [b for b in widths[width] if b not in raw], **per_width[width]}
         rows.append({"method": name, "term": term, "option": opt, "old": w0, "new": chosen, "kept": kept,
@@ -280,14 +284,16 @@ def from_logs(args) -> None:
     size = int(tspec["img_size"])
     tspecs = recorder_of(build_model(tspec), tspec, "teacher").describe(size)
     print(f"\nbalance rule: median over the reached blocks {TARGET:g}x, none above {CAP:g}x, after the warm-up "
-          "(each block's post-warm-up median, median over the seeds)")
+          "(each block's post-warm-up median: median over the seeds for the balance, highest seed for the cap)")
     rows = []
     for method in dict.fromkeys(m for m, _ in medians):
         sspecs = recorder_of(build_model(specs[method]), specs[method], "student").describe(size)
         options = (cfg.get("distill") or {}).get(method, {})
         terms = {t: {w: {b: statistics.median(v) for b, v in blocks.items()} for w, blocks in widths.items()}
                  for (m, t), widths in medians.items() if m == method}
-        rows += balance(method, options, terms, tspecs, sspecs, int(tspec["num_classes"]))
+        peaks = {t: {w: {b: max(v) for b, v in blocks.items()} for w, blocks in widths.items()}
+                 for (m, t), widths in medians.items() if m == method}
+        rows += balance(method, options, terms, tspecs, sspecs, int(tspec["num_classes"]), peaks)
     print("\n".join(balance_lines(rows)))
     _write_json(args.json, {"source": str(args.logs), "rule": rows})
 

@@ -14,8 +14,8 @@ normalised into the conditional distribution of image ``j`` given image ``i``::
 zero when the student's maps equal the teacher's or are any positive scaling of them. A batch of one image
 has nothing to relate and gives zero.
 
-Options: ``weight`` (default 190, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 70, 300;
+Options: ``weight`` (default 320, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 190, 70, 300;
 decoder stages 1 and 2 stay below 0.1x, only ``dec_s4`` reaches them), ``pool`` (``flatten``, default: the
 spatial layout counts; ``mean``) and ``layers``: pairs
 ``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow
@@ -60,7 +60,7 @@ class InformationFlow(LayerPairsMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 190, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
+        return {"weight": 320, "pool": "flatten", "layers": list(DEFAULT_LAYERS)}
 
     def forward(self, teacher, student, target):
         pool = self.options["pool"]

@@ -150,6 +150,18 @@ def test_balance_is_capped_where_one_block_would_pass_10x():
     assert row["widths"]["a"]["median"] == pytest.approx(0.1)
 
 
+def test_the_cap_holds_for_every_seed_not_only_the_median_one():
+    """From the logs, a block's ratio is the median over seeds for the balance but the highest seed's for the
+    cap: a median seed at 8x with one seed at 16x is not kept at 2; the cap is 1.25 (16x -> 10x), the weight
+    1.2 (two figures, rounded down below the cap)."""
+    ratios = {"latent_l1": {"a": {"enc1": 1.0, "enc2": 1.0, "bottleneck": 8.0}}}
+    peaks = {"latent_l1": {"a": {"enc1": 1.5, "enc2": 1.2, "bottleneck": 16.0}}}
+    assert _rule("latent", {"weight": 2.0}, ratios)["kept"]  # the median seeds alone pass
+    (row,) = _grad_ratios().balance("latent", {"weight": 2.0}, ratios, GRID, GRID, 3, peaks)
+    assert not row["kept"] and row["capped"] and row["new"] == pytest.approx(1.2)
+    assert row["widths"]["a"]["run_peak"] == 16.0 and row["widths"]["a"]["cap"] == pytest.approx(1.25)
+
+
 @pytest.mark.parametrize("ratio,alpha", [(1.0, 0.1), (3.0, 0.036), (0.01, 0.92)])
 def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha):
     """``logits`` weighs the segmentation loss by 1 - alpha: the ratio grows as alpha / (1 - alpha), and a
