@@ -26,6 +26,7 @@ def exported(student_ckpt, prepared, tmp_path_factory) -> tuple[Path, dict, str]
 
 
 @pytest.mark.slow
+@pytest.mark.budget(60)  # its set-up exports the student through torch.export (about 20 s on 2 busy cores)
 def test_export_matches_pytorch_on_test_slices(exported, student_ckpt):
     import onnx
 
