@@ -25,7 +25,8 @@ post-warm-up median: the median over the seeds for the balance, the highest seed
 no run passes 10x). The suggested weight is the geometric mean of the widths'
 balance weights, lowered to the smallest cap, rounded to 2 significant figures (:func:`balance`); a weight
 whose median already lies within 0.5x-2x at every width, with no block above 10x, is kept (the medians of
-one weight vary 2-3x between seeds). The defaults take the rule from the runs' own logs after the warm-up
+one weight vary 2-3x between seeds); so is a weight held by the cap whose highest block lies within
+5x-10x (the highest block of one weight varies as much). The defaults take the rule from the runs' own logs after the warm-up
 (``--logs``, with ``--config`` holding the weights the runs used): a trained scratch student (``--trained``)
 stands in poorly for a distilled one on the terms that act on the logits (it reads 23x-36x for ``logits`` at
 alpha 0.1, whose runs log 0.64x).
@@ -165,8 +166,9 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
     weight is the one at which the median of those ratios is :data:`TARGET` (1x); the cap is the largest
     weight at which none exceeds :data:`CAP` (10x). Widths combine by the geometric mean of their balance
     weights, capped at every width's cap; the result is rounded to 2 significant figures (down, where
-    rounding up would pass the cap). The weight of ``options`` is kept where every width's median lies in
-    :data:`NEAR` and no block passes the cap.
+    rounding up would pass the cap). The weight of ``options`` is kept where no block passes the cap and
+    either every width's median lies in :data:`NEAR` or, held by the cap (the balance weight is above it),
+    its highest block lies within ``NEAR[0]`` of the cap.
     """
     base = _method(name, options, tspecs, sspecs, classes)
     scaled_by = weight_options(name, options, tspecs, sspecs, classes)
@@ -196,8 +198,11 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
                 "cap": _weight_at(CAP * gain(w0) / max(top[width].values()), gain, w0, valid)}
         combined = math.exp(statistics.fmean(math.log(v["balance"]) for v in per_width.values()))
         cap = min(v["cap"] for v in per_width.values())
-        kept = all(NEAR[0] <= statistics.median(reached[w].values()) <= NEAR[1] and max(top[w].values()) <= CAP
-                   for w in reached)
+        under_cap = all(max(top[w].values()) <= CAP for w in reached)
+        balanced = all(NEAR[0] <= statistics.median(reached[w].values()) <= NEAR[1] for w in reached)
+        held = cap < combined  # the cap decides: no weight brings the median to 1x without passing 10x
+        near_cap = max(max(top[w].values()) for w in reached) >= NEAR[0] * CAP
+        kept = under_cap and (balanced or (held and near_cap))
         chosen = w0 if kept else round_down_to(min(combined, cap), cap)
         at = {}
         for width, raw in unit.items():
@@ -210,7 +215,7 @@ def balance(name: str, options: dict, ratios: dict[str, dict[str, dict[str, floa
                          "below": [b for b, r in now.items() if r < BAND[0]],
                          "not_reached": [b for b in widths[width] if b not in raw], **per_width[width]}
         rows.append({"method": name, "term": term, "option": opt, "old": w0, "new": chosen, "kept": kept,
-                     "capped": not kept and cap < combined, "widths": at})
+                     "balanced": balanced, "capped": not kept and held, "widths": at})
     return rows
 
 
@@ -223,7 +228,9 @@ def balance_lines(rows: list[dict]) -> list[str]:
             continue
         lines.append(f"{r['method']:<8} {r['term']:<11} {r['option']}={r['old']:g} now -> {r['option']}={r['new']:g}"
                      + (" (capped)" if r["capped"] else "")
-                     + (f" (kept: every width's median within {NEAR[0]:g}x-{NEAR[1]:g}x)" if r.get("kept") else ""))
+                     + (f" (kept: every width's median within {NEAR[0]:g}x-{NEAR[1]:g}x)" if r.get("kept") and r["balanced"]
+                        else f" (kept: held by the cap, highest block within {NEAR[0] * CAP:g}x-{CAP:g}x)" if r.get("kept")
+                        else ""))
         for width, a in r["widths"].items():
             lines.append(f"{'':<8} {'':<11}   width {width}: at {r['old']:g} median {a['run_median']:.3g}x, max "
                          f"{a['run_max']:.3g}x; balance {a['balance']:.3g}, cap {a['cap']:.3g}; at "

@@ -13,9 +13,9 @@ more); the same positions serve as anchors for teacher and student, so both rela
 representations use the same reference inputs. The term is
 ``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
 
-Options: ``weight`` (default 22, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 34, 13, 4; held by the 10x cap: the term's gradient gathers in the
-bottleneck, up to 15x there at 34 on one seed, while the encoder stages it also reaches get 0.1x), ``num_anchors`` (default 256), ``distance``
+Options: ``weight`` (default 18, by the balance rule of
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 22, 34, 13, 4; held by the 10x cap: the term's gradient gathers in the
+bottleneck, up to 12x there at 22 on one seed, while the encoder stages it also reaches get 0.1x), ``num_anchors`` (default 256), ``distance``
 (``mse`` | ``l1``).
 """
 
@@ -48,7 +48,7 @@ class RelativeRepresentations(DistillMethod):
 
     @classmethod
     def option_defaults(cls) -> dict:
-        return {"weight": 22, "num_anchors": 256, "distance": "mse"}
+        return {"weight": 18, "num_anchors": 256, "distance": "mse"}
 
     def __init__(self, teacher_specs, student_specs, num_classes, **options):
         super().__init__(teacher_specs, student_specs, num_classes, **options)

@@ -162,6 +162,17 @@ def test_the_cap_holds_for_every_seed_not_only_the_median_one():
     assert row["widths"]["a"]["run_peak"] == 16.0 and row["widths"]["a"]["cap"] == pytest.approx(1.25)
 
 
+@pytest.mark.parametrize("peak, kept", [(7.0, True), (5.0, True), (4.0, False), (11.0, False)])
+def test_a_weight_held_by_the_cap_is_kept_while_its_highest_block_is_within_5x_10x(peak, kept):
+    """A term whose gradient gathers in one block cannot have its median at 1x without passing 10x there: the
+    cap decides, and, as for the median band, a weight whose highest block lies within 5x-10x is kept."""
+    ratios = {"latent_l1": {"a": {"enc1": 0.05, "enc2": 0.1, "bottleneck": peak}}}
+    row = _rule("latent", {"weight": 2.0}, ratios)
+    assert row["kept"] is kept and not row["balanced"]
+    assert row["new"] == (2.0 if kept else pytest.approx(2.0 * 10 / peak, rel=0.05))
+    assert row["capped"] is (not kept)
+
+
 @pytest.mark.parametrize("ratio,alpha", [(1.0, 0.1), (3.0, 0.036), (0.01, 0.92)])
 def test_balance_counts_the_segmentation_weight_a_method_trades_off(ratio, alpha):
     """``logits`` weighs the segmentation loss by 1 - alpha: the ratio grows as alpha / (1 - alpha), and a
