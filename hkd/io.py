@@ -38,15 +38,17 @@ def _out_of_space(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ""):
+def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
-    An existing ``path`` is replaced only when hkd wrote it (:func:`hkd.guard.check_replaceable`). A
+    An existing ``path`` is replaced only when hkd wrote it (:func:`hkd.guard.check_replaceable`; ``own``
+    False: a file of another tool's store that hkd edits, such as MLflow's, is replaced as it is). A
     write that fails for want of space raises :class:`NoSpaceError` naming ``path``, which keeps its
     earlier content.
     """
     path = Path(path)
-    check_replaceable(path)
+    if own:
+        check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
     os.close(fd)
@@ -154,7 +156,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text atomically."""
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, own: bool = True) -> None:
+    """Write text atomically (``own``: as :func:`atomic_path`)."""
+    with atomic_path(path, own=own) as tmp:
         tmp.write_text(text)

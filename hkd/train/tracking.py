@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from hkd.io import write_text
 from hkd.train import gradient_balance
 
 TRACKERS = ("none", "tensorboard", "mlflow")
@@ -229,7 +229,7 @@ class MlflowTracker(Tracker):
                 self.client.delete_run(earlier)
             run = self.client.create_run(experiment_id, run_name=self.name, tags={RUN_TAG: self.name, **self.tags})
             self.run_id = run.info.run_id
-            _replace_text(self._id_file(experiment_id), self.run_id + "\n")
+            write_text(self._id_file(experiment_id), self.run_id + "\n", own=False)
             params = [Param(k, v) for k, v in _flatten(self.config).items()]
             for i in range(0, len(params), 100):  # MLflow takes at most 100 parameters per call
                 self.client.log_batch(self.run_id, params=params[i:i + 100])
@@ -265,20 +265,6 @@ class MlflowTracker(Tracker):
         self.client.set_terminated(self.run_id, "FINISHED")
 
 
-def _replace_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by renaming a finished temporary file onto it (the files are MLflow's
-    store's, not outputs of hkd, so :func:`hkd.io.write_text`'s check of what it replaces does not apply)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def repair_torn_metrics(folder: Path) -> None:
     """Drop the incomplete last line of each metric file of one MLflow run in a file store.
 
@@ -293,7 +279,7 @@ def repair_torn_metrics(folder: Path) -> None:
         if not whole:
             path.unlink()
         elif len(whole) < len(lines):
-            _replace_text(path, "".join(whole))
+            write_text(path, "".join(whole), own=False)
 
 
 def open_tracker(kind: str, run_dir: str | Path, name: str, config: dict, store: str | Path | None = None,
