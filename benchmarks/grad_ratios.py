@@ -26,7 +26,8 @@ no run passes 10x). The suggested weight is the geometric mean of the widths'
 balance weights, lowered to the smallest cap, rounded to 2 significant figures (:func:`balance`); a weight
 whose median already lies within 0.5x-2x at every width, with no block above 10x, is kept (the medians of
 one weight vary 2-3x between seeds); so is a weight held by the cap whose highest block lies within
-5x-10x (the highest block of one weight varies as much). The defaults take the rule from the runs' own logs after the warm-up
+5x-10x (the highest block of one weight varies between seeds too: 7x and 12x for ``relrep``
+at 22). The defaults take the rule from the runs' own logs after the warm-up
 (``--logs``, with ``--config`` holding the weights the runs used): a trained scratch student (``--trained``)
 stands in poorly for a distilled one on the terms that act on the logits (it reads 23x-36x for ``logits`` at
 alpha 0.1, whose runs log 0.64x).

@@ -201,18 +201,21 @@ class MlflowTracker(Tracker):
         whose sub-folders MLflow reads as experiments."""
         return self.store / f".{experiment_id}.{self.name}.run-id"
 
-    def _recorded_run(self, experiment_id: str) -> str | None:
-        """The id of the active MLflow run this name logged to before, if its folder is still there. Read
-        from the store's own record, never by searching the experiment: a search reads every run's metric
-        files, which concurrent jobs are appending to."""
+    def _recorded_run(self, experiment_id: str):
+        """The active MLflow run this name logged to before, if its folder is still there, with the append a
+        kill cut short dropped (:func:`repair_torn_metrics`). Found by the store's own record, never by
+        searching the experiment: a search reads every run's metric files, which concurrent jobs are
+        appending to."""
         try:
             run_id = self._id_file(experiment_id).read_text().strip()
         except FileNotFoundError:
             return None
-        meta = self.store / experiment_id / run_id / "meta.yaml"
-        if not run_id or not meta.exists() or "lifecycle_stage: deleted" in meta.read_text():
+        folder = self.store / experiment_id / run_id
+        if not run_id or not folder.is_dir():
             return None
-        return run_id
+        repair_torn_metrics(folder / "metrics")
+        run = self.client.get_run(run_id)
+        return run if run.info.lifecycle_stage == "active" else None
 
     def start(self, history: list[dict]) -> None:
         from mlflow.entities import Param, RunTag
@@ -220,13 +223,12 @@ class MlflowTracker(Tracker):
         experiment_id = self._experiment_id()
         earlier = self._recorded_run(experiment_id)
         if history and earlier:  # resumed: the run that logged the epochs before the kill
-            self.run_id = earlier
-            repair_torn_metrics(self.store / experiment_id / earlier / "metrics")
-            tags = self.client.get_run(earlier).data.metrics
-            self.logged = {tag: {m.step for m in self.client.get_metric_history(earlier, tag)} for tag in tags}
+            self.run_id = earlier.info.run_id
+            self.logged = {tag: {m.step for m in self.client.get_metric_history(self.run_id, tag)}
+                           for tag in earlier.data.metrics}
         else:  # afresh: what an earlier run of this name logged goes
             if earlier:
-                self.client.delete_run(earlier)
+                self.client.delete_run(earlier.info.run_id)
             run = self.client.create_run(experiment_id, run_name=self.name, tags={RUN_TAG: self.name, **self.tags})
             self.run_id = run.info.run_id
             write_text(self._id_file(experiment_id), self.run_id + "\n", own=False)
