@@ -41,10 +41,7 @@ class Model:
 
 def ort_session(path_or_bytes, threads: int = 0):
     """An ONNX Runtime CPU session (``threads`` 0: ONNX Runtime's default)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ImportError("running an ONNX model needs onnxruntime: pip install 'hkd[deploy]'") from None
+    import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -73,10 +70,8 @@ def torch_runner(network: torch.nn.Module):
 
 def load_onnx(path: Path, threads: int = 0) -> Model:
     """An ONNX file written by ``hkd export``, run in ONNX Runtime."""
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("reading an ONNX model needs onnx: pip install 'hkd[deploy]'") from None
+    import onnx
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX

@@ -14,8 +14,7 @@ import inspect
 
 from torch import nn
 
-MONAI_EXTRA = "pip install 'hkd[monai]'"
-
+from hkd import extras
 
 def one_line(exc: BaseException) -> str:
     """An exception as ``Type: first line of its message``."""
@@ -48,10 +47,7 @@ def argument_problems(cls: type, args: dict) -> list[str]:
 
 def monai_class(name: str) -> type:
     """The class ``name`` of ``monai.networks.nets``."""
-    try:
-        nets = importlib.import_module("monai.networks.nets")
-    except ImportError:
-        raise ImportError(f"arch 'monai' needs MONAI, which is not installed: {MONAI_EXTRA}") from None
+    nets = extras.require("monai.networks.nets", "arch 'monai'")
     cls = getattr(nets, str(name), None)
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
         known = sorted(n for n in dir(nets) if inspect.isclass(getattr(nets, n)) and issubclass(getattr(nets, n), nn.Module))

@@ -30,6 +30,7 @@ import os
 import time
 from pathlib import Path
 
+from hkd import extras
 from hkd.io import write_text
 from hkd.train import gradient_balance
 
@@ -37,6 +38,7 @@ TRACKERS = ("none", "tensorboard", "mlflow")
 TENSORBOARD_DIR = "tensorboard"  # a run's event folder, inside the run's folder
 MLFLOW_STORE = "mlruns"  # the study's MLflow file store, inside the study's folder
 RUN_TAG = "hkd.run"  # the MLflow tag naming a run as the workflow names it
+MLFLOW_NEEDS = "train.tracker: mlflow"  # what needs the mlflow extra (its missing-package line)
 NOT_TERMS = {"epoch", "lr", "loss", "seconds", "val_dice", "val_iou"}
 PARAM_LENGTH = 6000  # MLflow's longest parameter value
 
@@ -77,22 +79,8 @@ def grad_ratios(row: dict) -> dict[str, float]:
 
 def check_installed(kind: str) -> None:
     """Raise the one-line error of a tracker whose package is not installed (nothing is imported)."""
-    from importlib.util import find_spec
-
-    package = {"tensorboard": "tensorboard", "mlflow": "mlflow"}.get(kind)
-    if not package:
-        return
-    try:
-        found = find_spec(package) is not None
-    except ImportError:  # an import hook that refuses the package
-        found = False
-    if not found:
-        raise _missing(package, package, kind)
-
-
-def _missing(package: str, extra: str, kind: str) -> ImportError:
-    return ImportError(f"train.tracker: {kind} needs the {package} package: pip install 'hkd[{extra}]' "
-                       "(or set train.tracker: none)")
+    if kind == "mlflow":
+        extras.check("mlflow", MLFLOW_NEEDS, otherwise="set train.tracker: none")
 
 
 class Tracker:
@@ -112,10 +100,8 @@ class TensorBoardTracker(Tracker):
     """Event files in ``<run folder>/tensorboard`` (torch's SummaryWriter)."""
 
     def __init__(self, run_dir: str | Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise _missing("tensorboard", "tensorboard", "tensorboard") from None
+        from torch.utils.tensorboard import SummaryWriter
+
         self._writer_class = SummaryWriter
         self.folder = Path(run_dir) / TENSORBOARD_DIR
         self.writer = None
@@ -163,13 +149,10 @@ class MlflowTracker(Tracker):
         # MLflow 3 keeps its file store (one folder per run: no database, safe for concurrent jobs and
         # network filesystems) behind this switch
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        try:
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise _missing("mlflow", "mlflow", "mlflow") from None
+        tracking = extras.require("mlflow.tracking", MLFLOW_NEEDS, otherwise="set train.tracker: none")
         self.store = Path(store).resolve()
         self.store.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.store.as_uri())
+        self.client = tracking.MlflowClient(tracking_uri=self.store.as_uri())
         self.experiment, self.name, self.config, self.tags = experiment, name, config, tags or {}
         self.run_id = None
         self.logged: dict[str, set[int]] = {}  # the epochs each metric has, so none is logged twice
@@ -218,8 +201,7 @@ class MlflowTracker(Tracker):
         return run if run.info.lifecycle_stage == "active" else None
 
     def start(self, history: list[dict]) -> None:
-        from mlflow.entities import Param, RunTag
-
+        Param, RunTag = _entities().Param, _entities().RunTag
         experiment_id = self._experiment_id()
         earlier = self._recorded_run(experiment_id)
         if history and earlier:  # resumed: the run that logged the epochs before the kill
@@ -241,8 +223,7 @@ class MlflowTracker(Tracker):
     def _log(self, rows: list[dict]) -> None:
         """Log the rows' values, leaving out the (metric, epoch) pairs the run has (a resumed run trains
         again the epochs after its state, which may have been logged before the kill)."""
-        from mlflow.entities import Metric
-
+        Metric = _entities().Metric
         now = int(time.time() * 1000)
         metrics = []
         for row in rows:
@@ -258,13 +239,17 @@ class MlflowTracker(Tracker):
         self._log([row])
 
     def finish(self, metrics: dict, metrics_json: Path) -> None:
-        from mlflow.entities import RunTag
-
+        RunTag = _entities().RunTag
         tags = {"status": metrics.get("status"), "converged": metrics.get("converged"),
                 "gradient_flags": ", ".join(metrics.get("gradient_flags") or []) or "none"}
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.client.log_artifact(self.run_id, str(metrics_json))
         self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _entities():
+    """MLflow's entity classes (Param, RunTag, Metric)."""
+    return extras.require("mlflow.entities", MLFLOW_NEEDS)
 
 
 def repair_torn_metrics(folder: Path) -> None:

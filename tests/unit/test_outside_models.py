@@ -116,7 +116,8 @@ def test_missing_monai_extra_and_bad_specs_are_one_line_errors(monkeypatch):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['spatial_dims'\]; .* go under 'args'"):
         build_model({"arch": "monai", "name": "BasicUNet", "spatial_dims": 2})
     monkeypatch.setitem(sys.modules, "monai.networks.nets", None)  # as if MONAI were not installed
-    with pytest.raises(ImportError, match=r"^arch 'monai' needs MONAI, which is not installed: pip install 'hkd\[monai\]'$"):
+    with pytest.raises(ImportError, match=r"^arch 'monai' needs the monai package, which is not installed: "
+                                          r"pip install 'hkd\[monai\]'$"):
         build_model(SWIN)
 
 

@@ -203,12 +203,20 @@ def test_killed_training_job_logs_every_epoch_once(kind, prepared, tmp_path):
     assert found and all(s == list(range(1, EPOCHS + 1)) for s in found.values()), found
 
 
-def test_missing_extra_is_one_line_naming_the_install(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+def test_missing_mlflow_extra_is_one_line_naming_the_install(monkeypatch, tmp_path):
+    """MLflow is the one tracker outside the plain install (TensorBoard, the default's, is in it)."""
+    from hkd.train.tracking import check_installed
+
     monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
-    for kind in TRACKERS:
-        with pytest.raises(ImportError, match=rf"train.tracker: {kind} needs .*pip install 'hkd\[{kind}\]'"):
-            open_tracker(kind, tmp_path, NAME, {})
+    line = (r"^train.tracker: mlflow needs the mlflow-skinny package, which is not installed: "
+            r"pip install 'hkd\[mlflow\]' \(or set train.tracker: none\)$")
+    with pytest.raises(ImportError, match=line):
+        open_tracker("mlflow", tmp_path, NAME, {})
+    assert not (tmp_path / "mlruns").exists()  # nothing written
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ImportError, match=line):
+        check_installed("mlflow")
+    check_installed("tensorboard")
     with pytest.raises(ValueError, match="unknown tracker 'wandb'"):
         open_tracker("wandb", tmp_path, NAME, {})
 

@@ -158,3 +158,39 @@ def test_download_without_the_synapse_extra_says_how_to_install_it(monkeypatch, 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert not any(canonicalize_name(Requirement(d).name) == "synapseclient" for d in project["dependencies"])
     assert any(Requirement(d).name == "synapseclient" for d in project["optional-dependencies"]["synapse"])
+
+
+def test_optional_packages_are_imported_only_through_extras_and_their_extras_exist():
+    """hkd/extras.py names each optional module's extra; pyproject.toml installs it there and not in the
+    plain install; no hkd module imports one by a statement (which would fail without the extra's line)."""
+    import ast
+
+    from hkd.extras import EXTRAS
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    plain = {canonicalize_name(Requirement(d).name) for d in project["dependencies"]}
+    extras = {name: {canonicalize_name(Requirement(d).name) for d in deps}
+              for name, deps in project["optional-dependencies"].items()}
+    for module, (dist, extra) in EXTRAS.items():
+        assert canonicalize_name(dist) in extras.get(extra, set()), f"hkd[{extra}] does not install {dist} ({module})"
+        assert canonicalize_name(dist) not in plain, f"{dist} is in the plain install: {module} is no extra's"
+    assert set(extras) - {"test"} == {extra for _, extra in EXTRAS.values()}, "an extra no module needs"
+    for path in sorted((REPO / "hkd").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            for name in names:
+                assert name.partition(".")[0] not in EXTRAS, \
+                    f"{path.relative_to(REPO)}:{node.lineno} imports {name} (use hkd.extras.require)"
+
+
+def test_a_missing_optional_package_is_one_line_naming_its_extra(monkeypatch):
+    from hkd import extras
+
+    monkeypatch.setitem(sys.modules, "monai", None)  # as if not installed
+    with pytest.raises(extras.MissingExtra) as err:
+        extras.require("monai.networks.nets", "arch 'monai'")
+    assert str(err.value) == "arch 'monai' needs the monai package, which is not installed: pip install 'hkd[monai]'"
+    with pytest.raises(KeyError, match="not an optional package"):
+        extras.check("numpy", "x")  # the plain install's packages are imported by statements
+    assert extras.require("einops", "SwinUNETR").__name__ == "einops"  # installed: the module itself

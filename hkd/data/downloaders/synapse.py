@@ -6,12 +6,12 @@ step (:mod:`hkd.data.archive`).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
 from pathlib import Path
 
+from hkd import extras
 from hkd.data.archive import verify_md5
 from hkd.data.downloaders import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
 from hkd.errors import DataError
@@ -37,7 +37,7 @@ def has_credentials(env: dict | None = None, home: Path | None = None) -> bool:
 
 SYNAPSE_HOST = "repo-prod.prod.sagebase.org"  # Synapse's REST endpoint, used by synapseclient
 PROBE_TIMEOUT = 15.0  # seconds for the reachability probe
-INSTALL_HELP = "Synapse downloads need the synapseclient package: pip install 'hkd[synapse]'"
+SYNAPSE_NEEDS = "a Synapse download"  # what needs the synapse extra (its missing-package line)
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -99,15 +99,17 @@ def download(entity: str, out_path: str | Path, expected_md5: str | None = None,
     check_timeout(timeout)
     if not has_credentials():
         raise DataError(TOKEN_HELP)
-    if importlib.util.find_spec("synapseclient") is None:
-        raise DataError(INSTALL_HELP)
+    try:
+        extras.check("synapseclient", SYNAPSE_NEEDS)
+    except extras.MissingExtra as exc:
+        raise DataError(str(exc)) from None
     out_path = Path(out_path)
     staging = out_path.parent / f".{out_path.name}.download"
     staging.mkdir(parents=True, exist_ok=True)
     try:
         with time_limit(timeout, f"Synapse download of {entity}"):
             check_reachable()
-            import synapseclient  # imported lazily: slow to import and only needed here
+            synapseclient = extras.require("synapseclient", SYNAPSE_NEEDS)  # slow to import: only here
 
             try:
                 syn = synapseclient.Synapse(skip_checks=True, silent=True)
