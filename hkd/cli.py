@@ -80,6 +80,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hkd import record
     from hkd.guard import check_outputs_spare_inputs
     from hkd.lock import LockError
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser([name] if name in COMMANDS else None).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    record.set_writer(f"hkd {args.command}")  # what this process writes is recorded as this command's
     try:
         check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
         args.func(args)

@@ -60,8 +60,12 @@ def cmd_predict(args) -> None:
     _threads(args.threads)
     model = runtime.load(args.model, _preprocessing_arg(args.preprocessing), threads=args.threads)
     check_classes(model, None if args.classes is None else [c.strip() for c in args.classes.split(",")])
+    inputs = {"--model": args.model, "--input": args.input}
+    if args.preprocessing is not None and Path(args.preprocessing).exists():
+        inputs["--preprocessing"] = args.preprocessing
     done, failed = predict(model, args.input, args.out, progress=not args.quiet, upsample=args.upsample,
-                           tta=args.tta, probabilities=args.probabilities, batch_size=args.batch_size)
+                           tta=args.tta, probabilities=args.probabilities, batch_size=args.batch_size,
+                           inputs=inputs)
     for stats in done:
         organs = ", ".join(f"{name} {c['volume_mm3'] / 1000:.1f} ml" for name, c in stats["classes"].items())
         log.info("%s -> %s: %s", stats["input"], stats["segmentation"], organs)
@@ -166,7 +170,8 @@ def parser_cost(sub) -> None:
     p.add_argument("--out-csv", required=True, type=Path, help="the cost table, one row per model and runtime")
     p.add_argument("--out-md", type=Path, default=None, help="the table as Markdown")
     p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
-    p.set_defaults(func=cmd_cost, inputs=("data", "summary"), outputs=("out_csv", "out_md", "out_html", "figure"))
+    p.set_defaults(func=cmd_cost, inputs=("models", "data", "summary"),
+                   outputs=("out_csv", "out_md", "out_html", "figure"))
 
 
 def cmd_cost(args) -> None:

@@ -35,8 +35,9 @@ from hkd.data.nifti import from_display, is_nifti_name, load_scan
 from hkd.data.preprocess import pad_to_square, resize_slices, window
 from hkd.deploy.runtime import Model
 from hkd.errors import DataError
-from hkd.guard import check_replaceable, mark_own
+from hkd.guard import check_outputs_spare_inputs, check_replaceable
 from hkd.io import atomic_path
+from hkd.record import make_folder
 
 log = logging.getLogger("hkd")
 
@@ -195,27 +196,29 @@ def check_classes(model: Model, wanted: list[str] | None) -> None:
         raise DataError(f"--classes: the model {model.path} segments {model.classes}, not {list(wanted)}")
 
 
-def predict(model: Model, source: Path, out: Path, *, progress: bool = True, **options) -> tuple[list, list]:
+def predict(model: Model, source: Path, out: Path, *, progress: bool = True, inputs: dict | None = None,
+            **options) -> tuple[list, list]:
     """Segment ``source`` (a scan or a folder of scans) into ``out`` (a file, or a folder for a folder).
 
-    A case that fails is logged by name and skipped; the others are written. Returns (the statistics of the
-    cases written, the (case file, error) of those that failed).
+    Before any work, every file it would write is checked: none may be, contain or lie inside one of the
+    command's ``inputs`` (flag -> path), and an existing one must be hkd's (:mod:`hkd.guard`). A case that
+    fails is logged by name and skipped; the others are written. Returns (the statistics of the cases
+    written, the (case file, error) of those that failed).
     """
     files = input_files(source)
     if source.is_dir() or out.is_dir():
-        created = not out.exists() or (out.is_dir() and not any(out.iterdir()))
         if out.exists() and not out.is_dir():
             raise DataError(f"--out {out}: a file; a folder of scans is segmented into a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        if created:
-            mark_own(out)
-        suffix = ".nii.gz"
-        targets = [out / (case_name(f) + suffix) for f in files]
+        targets = [out / (case_name(f) + ".nii.gz") for f in files]
     else:
         targets = [out]
-    for dst in targets:  # before any work: never replace a file hkd did not write
-        for path in output_paths(dst, options.get("probabilities", False)).values():
-            check_replaceable(path)
+    written = {f"--out ({kind} of {dst.name})": path for dst in targets
+               for kind, path in output_paths(dst, options.get("probabilities", False)).items()}
+    check_outputs_spare_inputs(written, inputs or {})
+    for path in written.values():  # never replace a file hkd did not write
+        check_replaceable(path)
+    if source.is_dir() or out.is_dir():
+        make_folder(out)
     done, failed = [], []
     bar = tqdm(list(zip(files, targets)), desc="predict", unit="case", disable=not progress or len(files) == 1)
     for src, dst in bar:

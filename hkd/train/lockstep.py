@@ -24,12 +24,14 @@ import torch
 from hkd import distill
 from hkd.devices import resolve_device
 from hkd.guard import claim_folder
+from hkd.run_files import RUN_FILES
 from hkd.train import run_store
 from hkd.train.config import TrainConfig
 from hkd.train.teacher_targets import OnlineTeacher, load_teacher
 from hkd.train.trainer import Run
 
 log = logging.getLogger(__name__)
+MEMBER_FILES = RUN_FILES + (run_store.IDENTITY_FILE,)  # what a member's folder of the store holds
 
 
 class SharedTeacher(OnlineTeacher):
@@ -109,7 +111,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     teacher_ckpt = Path(teacher_ckpt) if teacher_ckpt else None
     run_store.check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
     for name, folder in (publish or {}).items():
-        claim_folder(folder, f"--publish '{name}'", create=False)
+        claim_folder(folder, f"--publish '{name}'", create=False, names=RUN_FILES)
     cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
     schedule = {(c.seed, c.epochs, c.batch_size, c.augment, c.device) for c in cfgs.values()}
     if len(schedule) > 1:
@@ -124,7 +126,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
                 raise ValueError(f"cohort member '{name}' (method '{cfg.method}') needs --teacher")
             image_size = json.loads((prepared / "dataset.json").read_text())["image_size"]
             shared = load_teacher(teacher_ckpt, cfg, int(image_size), resolve_device(cfg.device), SharedTeacher)
-        claim_folder(root / name, f"--root {root}: member folder", create=False)
+        claim_folder(root / name, f"--root {root}: member folder", create=False, names=MEMBER_FILES)
         run = Run(cfg, prepared, root / name, root / name / ".work", None, progress,
                   teacher=shared if distilled else None, data=data, tracker=(trackers or {}).get(name))
         data = run.data
@@ -132,7 +134,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
                                                      run_store.code_digest(cfg.method))
         trained[name] = not run_store.is_complete(root / name, identities[name])
         if trained[name]:
-            claim_folder(root / name, f"--root {root}: member folder")
+            claim_folder(root / name, f"--root {root}: member folder", names=MEMBER_FILES)
             run_store.forget_entry(root / name)
             runs.append(run)
     if shared is not None:
@@ -143,12 +145,12 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
              [n for n in cfgs if not trained[n]] or "-")
     for name, folder in (publish or {}).items():  # hkd's before a tracker writes its curves there
         if trained[name]:
-            claim_folder(folder, f"--publish '{name}'")
+            claim_folder(folder, f"--publish '{name}'", names=RUN_FILES)
     advance_together(runs)
     for name in [n for n in cfgs if trained[n]]:
         run_store.record_entry(root / name, identities[name])
     for name, folder in (publish or {}).items():
-        claim_folder(folder, f"--publish '{name}'")
+        claim_folder(folder, f"--publish '{name}'", names=RUN_FILES)
         run_store.publish(root / name, folder)
     passes, reads = (shared.passes, shared.calls) if shared is not None else (0, 0)
     log.info("cohort: %d teacher passes for %d distilled steps", passes, reads)

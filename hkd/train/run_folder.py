@@ -1,9 +1,10 @@
 """The folders a training run writes (``--out``, and ``--work`` when given): hkd's own, one run at a time.
 
-A run writes only into a folder that is new, empty or marked as hkd's (:func:`hkd.guard.claim_folder`);
-it marks it, takes its lock (:class:`hkd.lock.OutLock`, as the workflow does for the study's ``out``) and
-removes what killed writes of its own files left there (:func:`hkd.io.remove_killed_writes`). At the end
-the work folder's files, marker and lock are removed, the folder itself when nothing else is in it. While
+A run replaces only its own files, and only those hkd wrote (:func:`hkd.guard.claim_folder`, by the
+folder's record, :mod:`hkd.record`); other files in its folders are never touched. It takes the folders'
+locks (:class:`hkd.lock.OutLock`, as the workflow does for the study's ``out``) and removes the temporaries
+killed writes recorded there. At the end the work folder's files and lock are removed, the folder itself
+when hkd created it and nothing else is in it. While
 a run holds its folders, SIGTERM (a cluster's time limit, a workflow manager stopping the job) interrupts it
 as Ctrl-C does, so the locks are released; only a SIGKILL leaves one, which the next run on the same host
 takes over.
@@ -17,8 +18,8 @@ import signal
 import threading
 from pathlib import Path
 
-from hkd.guard import OUTPUT_MARKER, check_apart, claim_folder, is_marked
-from hkd.io import remove_killed_writes
+from hkd import record
+from hkd.guard import check_apart, claim_folder, remove_own
 from hkd.lock import OutLock
 from hkd.run_files import RUN_FILES  # what a run leaves in --out
 
@@ -69,7 +70,7 @@ class RunFolders:
         if self.work:  # deleted when the run ends: never the output folder
             check_apart("--work", self.work, "--out", self.out)
         for flag, folder in self.folders.items():
-            claim_folder(folder, flag, create=False)
+            claim_folder(folder, flag, create=False, names=self.files[flag])
             writable = folder if folder.is_dir() else _nearest_existing(folder)
             if not os.access(writable, os.W_OK | os.X_OK):
                 raise OSError(f"{flag} {folder}: cannot write there ({writable} is read-only for this user); choose "
@@ -78,7 +79,7 @@ class RunFolders:
     def claim(self) -> None:
         """Make and mark the folders, take their locks and remove killed writes of the run's files."""
         for flag, folder in self.folders.items():
-            claim_folder(folder, flag)
+            claim_folder(folder, flag, names=self.files[flag])
         if not self._sigterm:
             _hold_sigterm(True)
             self._sigterm = True
@@ -86,7 +87,7 @@ class RunFolders:
             lock = OutLock(folder)
             lock.acquire()
             self.locks.append(lock)
-            remove_killed_writes(folder, self.files[flag])
+            record.sweep(folder)
 
     def release(self) -> None:
         """Release the locks (safe to call more than once)."""
@@ -98,14 +99,17 @@ class RunFolders:
         self.locks = []
 
     def remove_work(self) -> None:
-        """Delete the work folder's files and marker, release the locks, then delete the folder if that left
-        it empty (anything else put there is kept)."""
-        if self.work and is_marked(self.work):
-            remove_killed_writes(self.work, WORK_FILES)
-            for name in (*WORK_FILES, OUTPUT_MARKER):
-                with contextlib.suppress(FileNotFoundError):
-                    (self.work / name).unlink()
+        """Delete the work folder's files (those hkd wrote), release the locks, then delete the folder if hkd
+        created it and that left it empty (anything else put there is kept)."""
+        if self.work and self.work.is_dir():
+            record.sweep(self.work)
+            for name in WORK_FILES:
+                with contextlib.suppress(OSError, ValueError):  # not hkd's: kept
+                    remove_own(self.work / name)
         self.release()
-        if self.work:
+        if self.work and record.created(self.work) and \
+                {p.name for p in self.work.iterdir()} <= set(record.BOOKKEEPING):
+            for name in record.BOOKKEEPING:
+                (self.work / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.work.rmdir()

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from hkd import distill
-from hkd.guard import InputOverwriteError, check_outputs_spare_inputs
+from hkd.guard import InputOverwriteError, check_outputs_spare_inputs, remove_own
 from hkd.io import atomic_path, write_json
 from hkd.run_files import RUN_FILES
 
@@ -76,7 +76,7 @@ def record_entry(folder: Path, identity: str) -> None:
 
 def forget_entry(folder: Path) -> None:
     """Remove ``folder``'s entry before its run is trained again (a killed run leaves none)."""
-    (folder / IDENTITY_FILE).unlink(missing_ok=True)
+    remove_own(folder / IDENTITY_FILE)
 
 
 def check_publish(publish: dict[str, Path], inputs: dict[str, Path | None]) -> None:

@@ -15,6 +15,7 @@ import torch
 from cli_errors import one_line_error, run_cli
 from conftest import REPO, TINY_TEACHER
 
+from hkd import record
 from hkd.models.checkpoint import load_model
 from hkd.train.trainer import train
 
@@ -57,12 +58,12 @@ def test_a_truncated_or_foreign_checkpoint_is_one_line(kind, prepared, teacher_c
 
 
 def test_a_foreign_resume_state_is_ignored_and_training_starts_afresh(prepared, tmp_path, caplog):
-    from hkd.guard import mark_own
+    from hkd import record
 
     work = tmp_path / "work"
     work.mkdir()
-    mark_own(work)  # hkd's work folder (an unmarked one is refused: tests/hardening/test_train_outputs.py)
     torch.save(torch.zeros(3), work / "state.pt")
+    record.add(work / "state.pt")  # recorded as hkd's (an unrecorded one is refused: tests/hardening/test_train_outputs.py)
     cfg = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu"}
     with caplog.at_level(logging.WARNING):
         metrics = train(cfg, prepared, tmp_path / "out", resume_dir=work, progress=False)
@@ -103,6 +104,7 @@ def test_disk_full_while_writing_a_checkpoint_is_one_line_and_keeps_the_last_goo
                             "save_state(Path(sys.argv[1]), {'w': torch.zeros(100000)})")
     good = tmp_path / "last.pt"
     torch.save({"w": torch.ones(3)}, good)
+    record.add(good)  # hkd's checkpoint
     before = good.read_bytes()
     result = subprocess.run([sys.executable, "-c", lib, "20000", str(good)], capture_output=True, text=True, env=env)
     assert result.returncode != 0 and f"NoSpaceError: no space left while writing {good} (its earlier content is kept)" \

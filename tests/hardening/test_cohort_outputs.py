@@ -27,7 +27,9 @@ def test_publishing_a_member_into_the_teachers_folder_is_refused(prepared, teach
     assert snapshot(t) == before and not (tmp_path / "m.json").exists()
 
 
-def test_a_truncated_store_file_is_retrained_and_the_good_copy_published(prepared, tmp_path, capsys):
+def test_a_truncated_store_file_is_named_and_once_removed_retrained_and_published(prepared, tmp_path, capsys):
+    """A store file changed since hkd wrote it (hkd writes atomically: something else cut it) is no longer
+    hkd's: named, kept; once the user removes it, the member trains again."""
     store, pub = tmp_path / "store", tmp_path / "pub"
     argv = ["train-cohort", "--data", prepared, "--members", json.dumps({"a": SMALL}), "--root", store,
             "--publish", json.dumps({"a": str(pub)}), "--manifest", tmp_path / "m.json", "--quiet"]
@@ -37,6 +39,11 @@ def test_a_truncated_store_file_is_retrained_and_the_good_copy_published(prepare
     assert run_cli(capsys, *argv)[0] == 0  # unchanged: kept
     assert json.loads((tmp_path / "m.json").read_text())["members"]["a"]["trained"] is False
     (store / "a" / "best.pt").write_bytes(good[: len(good) // 2])  # truncated, identity.json still there
+    code, err = run_cli(capsys, *argv)
+    line = one_line_error(err)
+    assert code == 1 and "holds best.pt, which hkd may not replace: it was changed since hkd wrote it" in line, line
+    assert (store / "a" / "best.pt").read_bytes() == good[: len(good) // 2]
+    (store / "a" / "best.pt").unlink()
     code, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert json.loads((tmp_path / "m.json").read_text())["members"]["a"]["trained"] is True

@@ -94,7 +94,8 @@ def test_an_earlier_output_is_replaced_but_a_foreign_folder_is_not(tmp_path, cap
     (mine / "thesis.txt").write_text("years of work")
     for argv in (["extract", "--zip", zip_path, "--out", mine], ["phantom", "--out", mine, "--cases", 3]):
         code, err = run_cli(capsys, *argv)
-        assert code == 1 and f"{mine} exists and is not an earlier output of hkd" in one_line_error(err)
+        line = one_line_error(err)
+        assert code == 1 and f"{mine} exists and holds thesis.txt, which is not hkd's (hkd did not write it" in line, line
         assert (mine / "thesis.txt").read_text() == "years of work"
 
 
@@ -113,7 +114,7 @@ def test_split_refuses_to_replace_a_file_hkd_did_not_write(rawdata, tmp_path, ca
     notes.write_text("my notes")
     code, err = run_cli(capsys, "split", "--source", rawdata, "--out", notes)
     line = one_line_error(err)
-    assert code == 1 and f"{notes} exists and is not a file hkd wrote" in line, line
+    assert code == 1 and f"{notes} exists and hkd did not write it" in line, line
     assert notes.read_text() == "my notes"
     mine = tmp_path / "user" / "package.json"
     mine.write_text('{"name": "mine"}')
@@ -128,7 +129,7 @@ PREP = {"image_size": 16, "hu_window": [-125, 275], "classes": ["background", "l
 
 
 def test_stale_temporaries_of_a_killed_prepare_are_removed_on_the_next_run(rawdata, tmp_path, capsys):
-    from hkd.io import PARTIAL_MARKER
+    from hkd import record
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -138,8 +139,10 @@ def test_stale_temporaries_of_a_killed_prepare_are_removed_on_the_next_run(rawda
         for name, pid in (("killed", dead.pid), ("running", alive.pid)):
             temps[name] = tmp_path / f".prep.{name}"
             (temps[name] / "volumes").mkdir(parents=True)
-            (temps[name] / PARTIAL_MARKER).write_text(json.dumps({"pid": pid, "host": socket.gethostname()}))
-        temps["user"] = tmp_path / ".prep.mine"  # not hkd's: never touched
+            with record.updating(tmp_path) as rec:  # recorded by the write that made it
+                rec["writing"][temps[name].name] = {"pid": pid, "host": socket.gethostname(), "kind": "folder",
+                                                    "by": "hkd prepare"}
+        temps["user"] = tmp_path / ".prep.mine"  # not recorded, so not hkd's: never touched
         temps["user"].mkdir()
         split = tmp_path / "s.json"
         split.write_text(json.dumps({"train": ["0001", "0002"], "val": ["0003"], "test": ["0004"]}))

@@ -1,6 +1,6 @@
 """``hkd train`` never destroys or mixes up what it did not write, and trains on bounded numbers: its work
-folder is its own (never the output, never a user's), its run folders are hkd's only when new, empty or
-marked, one run holds each at a time, what a killed write left behind is swept by the next run of that
+folder is never the output, it replaces in its folders only the files hkd recorded writing (a user's files
+there are kept, whatever their names), one run holds each folder at a time, what a killed write left behind is swept by the next run of that
 job, and a method normalising by a spread keeps its gradient bounded when the student's spread vanishes.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hkd.guard import OUTPUT_MARKER, mark_own
+from hkd.record import RECORD
 from hkd.lock import LOCK_NAME, LockError, OutLock
 from hkd.models.checkpoint import load_model
 
@@ -46,16 +46,17 @@ def _user_folder(folder: Path, files: dict[str, object]) -> dict[str, bytes]:
 
 # --- the work folder: hkd's own, never the output, never a user's -----------------------------------------
 
-def test_a_work_folder_holding_user_files_is_refused_and_kept(prepared, tmp_path, capsys):
+def test_a_work_folder_of_the_users_keeps_their_files_and_itself(prepared, tmp_path, capsys):
+    """A folder that existed before stays the user's: hkd writes and removes its own files there, nothing else."""
     work = tmp_path / "u"
     work.mkdir()
     (work / "thesis.tex").write_text("years of work")
     code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
                         "--out", tmp_path / "run1", "--work", work, "--quiet")
-    line = one_line_error(err)
-    assert code == 1 and f"--work {work} holds files hkd did not write (thesis.tex)" in line, line
+    assert code == 0, err
+    assert sorted(p.name for p in work.iterdir()) == ["thesis.tex"]  # hkd's files and its record of them gone
     assert (work / "thesis.tex").read_text() == "years of work"
-    assert not (tmp_path / "run1").exists()
+    assert load_model(tmp_path / "run1" / "best.pt")[1]["arch"] == "squeezeunet"
 
 
 def test_a_work_folder_that_is_or_contains_the_output_is_refused(prepared, tmp_path, capsys):
@@ -69,13 +70,13 @@ def test_a_work_folder_that_is_or_contains_the_output_is_refused(prepared, tmp_p
     assert code == 1 and "contains --out" in one_line_error(err)
 
 
-def test_the_work_folder_hkd_made_is_removed_after_training_and_an_unmarked_one_kept(prepared, tmp_path, capsys):
+def test_the_work_folder_hkd_made_is_removed_after_training_and_a_users_file_kept(prepared, tmp_path, capsys):
     work, out = tmp_path / "work", tmp_path / "run"
     code, err = run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL),
                         "--out", out, "--work", work, "--quiet")
     assert code == 0, err
     assert not work.exists() and load_model(out / "best.pt")[1]["arch"] == "squeezeunet"
-    # an unmarked folder is never hkd's, whatever its files' names and forms (the tests above)
+    # a file hkd did not record is never hkd's, whatever its name and form (the tests below)
     work.mkdir()
     torch.save(torch.zeros(2), work / "state.pt")
     assert run_cli(capsys, "train", "--data", prepared, "--params", json.dumps(SMALL), "--out", out,
@@ -83,7 +84,7 @@ def test_the_work_folder_hkd_made_is_removed_after_training_and_an_unmarked_one_
     assert torch.equal(torch.load(work / "state.pt"), torch.zeros(2))
 
 
-# --- an unmarked folder is never hkd's --------------------------------------------------------------------
+# --- a file hkd did not record is never hkd's ---------------------------------------------------------------
 
 @pytest.mark.parametrize("files", [{"state.pt": "text"}, {"best.pt": "text"},
                                    {"state.pt": {"model": torch.zeros(2)}, "best.pt": {"w": torch.ones(1)}}],
@@ -93,8 +94,9 @@ def test_a_work_folder_holding_files_named_as_hkds_is_refused_and_kept(files, pr
     before = _user_folder(work, files)
     code, err = train_cli(capsys, prepared, tmp_path / "o", work)
     line = one_line_error(err)
-    assert code == 1 and f"--work {work} holds files hkd did not write" in line, line
-    assert "to reuse it, move those files elsewhere" in line, line
+    name = sorted(files)[-1]  # the first of the run's work files (state.pt, best.pt) found there
+    assert code == 1 and f"--work {work} holds {name}, which hkd may not replace: hkd did not write it" in line, line
+    assert "move it away, or choose a new or empty folder (nothing was written)" in line, line
     assert snapshot(work) == before and not (tmp_path / "o").exists()
 
 
@@ -106,20 +108,27 @@ def test_an_out_folder_holding_files_hkd_did_not_write_is_refused_and_kept(files
     before = _user_folder(out, files)
     code, err = train_cli(capsys, prepared, out)
     line = one_line_error(err)
-    assert code == 1 and f"--out {out} holds files hkd did not write" in line, line
+    assert code == 1 and f"--out {out} holds " in line and "which hkd may not replace: hkd did not write it" in line, line
     assert snapshot(out) == before
 
 
-def test_a_folder_hkd_created_is_reused_and_an_emptied_one_taken(prepared, tmp_path, capsys):
+def test_a_run_reruns_over_the_files_it_recorded_and_refuses_one_the_user_edited(prepared, tmp_path, capsys):
     out, work = tmp_path / "o", tmp_path / "w"
-    out.mkdir()  # empty: taken
+    out.mkdir()  # the user's folder: it stays theirs, hkd records the files it writes in it
     assert train_cli(capsys, prepared, out, work)[0] == 0
-    assert (out / OUTPUT_MARKER).is_file() and not work.exists()
+    assert not work.exists()
     first = (out / "metrics.json").read_text()
-    assert train_cli(capsys, prepared, out, work)[0] == 0  # hkd's own (marked): rerun in place
+    assert train_cli(capsys, prepared, out, work)[0] == 0  # the files it recorded: rerun in place
     assert json.loads((out / "metrics.json").read_text())["val_dice"] == json.loads(first)["val_dice"]
-    assert sorted(p.name for p in out.iterdir()) == sorted([OUTPUT_MARKER, "best.pt", "last.pt", "log.csv",
-                                                             "metrics.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([RECORD, "best.pt", "last.pt", "log.csv", "metrics.json"])
+    with open(out / "log.csv", "a") as f:  # the user's edit: the file is theirs now
+        f.write("# checked by hand\n")
+    before = snapshot(out)
+    code, err = train_cli(capsys, prepared, out, work)
+    line = one_line_error(err)
+    assert code == 1 and f"--out {out} holds log.csv, which hkd may not replace: it was changed since hkd wrote it" \
+        in line, line
+    assert snapshot(out) == before
 
 
 # --- one run per folder ------------------------------------------------------------------------------------
@@ -137,7 +146,6 @@ def test_a_folder_another_run_holds_is_refused_and_left_alone(flag, live_process
     out, work = tmp_path / "o", tmp_path / "w"
     held = out if flag == "--out" else work
     held.mkdir()
-    mark_own(held)
     (held / LOCK_NAME).write_text(json.dumps({"pid": live_process.pid, "host": socket.gethostname()}))
     before = snapshot(held)
     code, err = train_cli(capsys, prepared, out, work)
@@ -205,7 +213,6 @@ def test_an_unreadable_lock_file_is_named_with_how_to_clear_it(content, tmp_path
 def test_train_names_an_empty_lock_file_in_its_out_folder(prepared, tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
-    mark_own(out)
     (out / LOCK_NAME).write_text("")
     code, err = train_cli(capsys, prepared, out)
     line = one_line_error(err)
@@ -214,23 +221,33 @@ def test_train_names_an_empty_lock_file_in_its_out_folder(prepared, tmp_path, ca
 
 # --- killed writes ------------------------------------------------------------------------------------------
 
+def killed_write(path: Path, content: bytes) -> None:
+    """``path`` as a temporary that a write of hkd train recorded before its process was killed."""
+    from hkd import record
+
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                             text=True).stdout)  # a process that is gone
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    with record.updating(path.parent, created=True) as rec:
+        rec["writing"][path.name] = {"pid": pid, "host": socket.gethostname(), "kind": "file", "by": "hkd train"}
+
+
 def test_temporaries_of_a_killed_checkpoint_write_are_swept_by_the_next_run(prepared, tmp_path, capsys):
     out, work = tmp_path / "o", tmp_path / "w"
-    for folder in (out, work):
-        folder.mkdir()
-        mark_own(folder)  # both written by the killed run
-    (work / ".state.pt.k1ll3d_0.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
-    (work / ".best.pt.a8c2x9q1.pt").write_bytes(b"PK")
-    (out / ".last.pt.0123abcd.pt").write_bytes(b"PK")
-    (out / ".metrics.json.zzzzzzzz.json").write_text("{")
-    mine = {out / ".best.pt.notes.txt": "mine", out / "best.pt.draft": "mine too"}  # not hkd's temporaries' names
+    killed_write(work / ".state.pt.k1ll3d_0.pt", b"PK\x03\x04 half a checkpoint")
+    killed_write(work / ".best.pt.a8c2x9q1.pt", b"PK")
+    killed_write(out / ".last.pt.0123abcd.pt", b"PK")
+    killed_write(out / ".metrics.json.zzzzzzzz.json", b"{")
+    # the user's files, named as hkd's temporaries are or not: not recorded, so never hkd's
+    mine = {out / ".best.pt.notes.txt": "mine", out / "best.pt.draft": "mine too", out / ".log.csv.abcd1234.csv": "x"}
     for path, text in mine.items():
         path.write_text(text)
     for _ in range(2):  # the job runs again later: nothing is left to stop it
         code, err = train_cli(capsys, prepared, out, work)
         assert code == 0, err
         assert not work.exists()
-        assert not [p.name for p in out.iterdir() if p.name.startswith((".last.pt.", ".metrics.json."))]
+        assert not (out / ".last.pt.0123abcd.pt").exists() and not (out / ".metrics.json.zzzzzzzz.json").exists()
     assert all(path.read_text() == text for path, text in mine.items())
 
 

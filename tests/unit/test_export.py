@@ -92,7 +92,7 @@ def test_export_refusals(student_ckpt, prepared, tmp_path, capsys):
     foreign = tmp_path / "mine.onnx"
     foreign.write_bytes(b"my own model")
     assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(foreign)]) == 1
-    assert "not a file hkd wrote" in capsys.readouterr().err and foreign.read_bytes() == b"my own model"
+    assert "exists and hkd did not write it" in capsys.readouterr().err and foreign.read_bytes() == b"my own model"
 
 
 def test_several_checkpoints_choose_the_best_validation_dice(tmp_path):

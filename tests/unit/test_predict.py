@@ -247,7 +247,7 @@ def test_folder_skips_a_failing_case_and_never_replaces_foreign_files(teacher_ck
     err = capsys.readouterr().err
     assert "1 of 3 case(s) failed" in err and "broken.nii.gz" in err
     names = sorted(p.name for p in out.iterdir())
-    assert names == [".hkd-output", "img0004.json", "img0004.nii.gz", "img0005.json", "img0005.nii.gz"]
+    assert names == [".hkd-record.json", "img0004.json", "img0004.nii.gz", "img0005.json", "img0005.nii.gz"]
     # its own earlier outputs are replaced; a file hkd did not write is not
     (folder / "broken.nii.gz").unlink()
     assert main(["predict", "--model", str(teacher_ckpt), "--input", str(folder), "--out", str(out), "--quiet"]) == 0
@@ -256,6 +256,6 @@ def test_folder_skips_a_failing_case_and_never_replaces_foreign_files(teacher_ck
     (mine / "img0004.nii.gz").write_bytes(_raw(prepared, "0004").read_bytes())
     (mine / "notes.txt").write_text("mine")
     assert main(["predict", "--model", str(teacher_ckpt), "--input", str(folder), "--out", str(mine), "--quiet"]) == 1
-    assert "img0004.nii.gz exists and is not a file hkd wrote" in capsys.readouterr().err
+    assert "img0004.nii.gz exists and hkd did not write it" in capsys.readouterr().err
     assert (mine / "img0004.nii.gz").read_bytes() == _raw(prepared, "0004").read_bytes()
     assert not [p for p in mine.iterdir() if p.name.startswith(".")]

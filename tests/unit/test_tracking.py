@@ -15,6 +15,7 @@ import time
 import pandas as pd
 import pytest
 
+from hkd import record
 from hkd.models.checkpoint import load_state
 from hkd.train.config import TrainConfig
 from hkd.train.trainer import Run, train
@@ -95,6 +96,7 @@ def test_every_epoch_once_after_a_resume_from_an_older_state(kind, prepared, tmp
             break  # epoch 2 trained, saved and logged; the run is left there, as a kill would
     steps.close()
     shutil.copyfile(older, work / "state.pt")
+    record.add(work / "state.pt")  # as hkd wrote it at epoch 1
     run().fit()
 
     found = _steps(kind, out, store)
