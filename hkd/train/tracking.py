@@ -25,14 +25,19 @@ MLflow's telemetry is switched off before it is imported.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
 from pathlib import Path
 
-from hkd import extras
+from hkd import extras, record
+from hkd.guard import remove_own
 from hkd.io import write_text
+from hkd.record import make_folder
 from hkd.train import gradient_balance
+
+log = logging.getLogger(__name__)
 
 TRACKERS = ("none", "tensorboard", "mlflow")
 TENSORBOARD_DIR = "tensorboard"  # a run's event folder, inside the run's folder
@@ -107,14 +112,26 @@ class TensorBoardTracker(Tracker):
         self.writer = None
 
     def start(self, history: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        for old in self.folder.glob("events.out.tfevents.*"):  # an earlier (or killed) run of this folder
-            old.unlink()
+        make_folder(self.folder)
+        before = set(self.folder.iterdir())
+        for old in sorted(before):  # an earlier (or killed) run's event files, as hkd recorded them
+            if record.why_not_hkds(old) is None:
+                remove_own(old)
+            else:
+                log.warning("%s: kept (not an event file hkd recorded writing); TensorBoard may show its "
+                            "curves beside this run's", old)
         # purge_step 1: a TensorBoard watching the folder drops what it read from the deleted files
         self.writer = self._writer_class(str(self.folder), purge_step=1 if history else None, flush_secs=3600)
+        self.files = set(self.folder.iterdir()) - before - {self.folder / name for name in record.BOOKKEEPING}
         for row in history:
             self._write(row)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Write the events out and record the event file as it now is (it grows every epoch)."""
         self.writer.flush()
+        for path in self.files:
+            record.add(path)
 
     def _write(self, row: dict) -> None:
         for tag, value in scalars(row).items():
@@ -122,10 +139,12 @@ class TensorBoardTracker(Tracker):
 
     def epoch(self, row: dict) -> None:
         self._write(row)
-        self.writer.flush()
+        self._flush()
 
     def finish(self, metrics: dict, metrics_json: Path) -> None:
         self.writer.close()
+        for path in self.files:
+            record.add(path)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
