@@ -26,6 +26,18 @@ def _threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def _allow_module_arg(p) -> None:
+    p.add_argument("--allow-module", action="append", default=[], metavar="MODULE",
+                   help="let a model of arch 'module' import MODULE (a checkpoint never makes hkd import a module "
+                        "you did not name)")
+
+
+def _allow(args) -> None:
+    from hkd.trust import allow_modules
+
+    allow_modules(args.allow_module)
+
+
 def parser_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment CT scans (NIfTI) with a trained model: a uint8 label volume on each "
                        "scan's own grid, and each class's volume")
@@ -50,6 +62,7 @@ def parser_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    _allow_module_arg(p)
     p.set_defaults(func=cmd_predict, inputs=("model", "input", "preprocessing"), outputs=("out",))
 
 
@@ -57,6 +70,7 @@ def cmd_predict(args) -> None:
     from hkd.deploy import runtime
     from hkd.deploy.predict import check_classes, predict
 
+    _allow(args)
     _threads(args.threads)
     model = runtime.load(args.model, _preprocessing_arg(args.preprocessing), threads=args.threads)
     check_classes(model, None if args.classes is None else [c.strip() for c in args.classes.split(",")])
@@ -92,6 +106,7 @@ def parser_export(sub) -> None:
     p.add_argument("--calibration-slices", type=int, default=64)
     p.add_argument("--report", type=Path, default=None, help="JSON of the parity (and int8) measurements")
     p.add_argument("--threads", type=int, default=1, help="threads of the latency measurements (--int8)")
+    _allow_module_arg(p)
     p.set_defaults(func=cmd_export, inputs=("model", "data"), outputs=("out", "report"))
 
 
@@ -107,6 +122,7 @@ def cmd_export(args) -> None:
     for path in (args.out, args.report):  # before any work
         if path is not None:
             check_replaceable(path)
+    _allow(args)
     _threads(args.threads)
     checkpoint = best_on_validation(args.model)
     proto, report = export(checkpoint, args.data, int8=args.int8, calibration=args.calibration_slices,
@@ -170,6 +186,7 @@ def parser_cost(sub) -> None:
     p.add_argument("--out-csv", required=True, type=Path, help="the cost table, one row per model and runtime")
     p.add_argument("--out-md", type=Path, default=None, help="the table as Markdown")
     p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
+    _allow_module_arg(p)
     p.set_defaults(func=cmd_cost, inputs=("models", "data", "summary"),
                    outputs=("out_csv", "out_md", "out_html", "figure"))
 
@@ -185,6 +202,7 @@ def cmd_cost(args) -> None:
         raise DataError(f"--runs: {args.runs}; a latency is the median of at least 20 timed runs")
     if args.figure and not args.summary:
         raise DataError("--figure: needs --summary (the test Dice of each model)")
+    _allow(args)
     rows = []
     for name, path in _named_paths(args.models, "--models").items():
         rows += checkpoint_cost(name, path, threads=args.threads, runs=args.runs, prepared=args.data,

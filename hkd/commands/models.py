@@ -39,7 +39,10 @@ def cmd_features(args) -> None:
     if args.checkpoint:
         model, spec = load_model(args.checkpoint)
     else:
+        from hkd.trust import allow_modules, spec_modules
+
         spec = run_spec(_spec_from_config(args.config, args.key), args.size, args.classes)
+        allow_modules(spec_modules(spec))  # the user's own config names it
         model = build_model(spec)
     features = recorder_of(model, spec, args.key if args.config else str(args.checkpoint))
     print(table(features.describe(args.size), features.paths))

@@ -5,6 +5,9 @@ with the other keys as constructor arguments (MONAI is the optional extra ``hkd[
 ``{"arch": "module", "name": "package.module:Class", ...}`` imports ``Class`` from ``package.module``
 (which must be importable where the jobs run) and builds it the same way. hkd's own keys (see
 :data:`hkd.models.SPEC_KEYS`) are never passed to the constructor.
+
+A module is imported only when the user named it (:mod:`hkd.trust`): a checkpoint asking for any other
+is refused in one line, before the import.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import inspect
 from torch import nn
 
 from hkd import extras
+from hkd.trust import check_allowed
 
 def one_line(exc: BaseException) -> str:
     """An exception as ``Type: first line of its message``."""
@@ -60,6 +64,7 @@ def module_class(path: str) -> type:
     module_name, _, attr = str(path).partition(":")
     if not module_name or not attr:
         raise ValueError(f"arch 'module': name must be 'package.module:Class', got {path!r}")
+    check_allowed(module_name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

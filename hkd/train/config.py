@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hkd import trust
 from hkd.train.losses import LOSSES
 from hkd.train.optimizers import OPTIMIZERS, SCHEDULES
 
@@ -84,4 +85,5 @@ class TrainConfig:
                                          for k in bad))
         if cfg.method != "scratch" and cfg.teacher is None:
             raise ValueError(f"training config: method '{cfg.method}' needs a 'teacher' model spec")
+        trust.allow_modules(trust.spec_modules([cfg.model, cfg.teacher]))  # named by the user's config
         return cfg

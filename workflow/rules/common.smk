@@ -23,6 +23,7 @@ from hkd.run_files import RUN_FILES
 from hkd.chains import direct_method
 from hkd.data import sources
 from hkd.study import Study, gpu_request, run_outputs, teacher_argument
+from hkd.trust import allow_modules, spec_modules
 from hkd.workflow_deps import command_modules
 
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
@@ -82,6 +83,9 @@ DATA = config["data"]
 ENV = os.path.join(workflow.basedir, "envs", "hkd.yaml")
 # The conda env installs hkd from ${HKD_SOURCE}: its copy under .snakemake/conda/ cannot use a relative path.
 os.environ.update(HKD_SOURCE=workflow.basedir)
+# The modules the config's `arch: module` specs name: the only ones a job may import for a checkpoint's
+# network (hkd/trust.py; a file never makes hkd import code).
+allow_modules(spec_modules(config))
 # The data source, the runs and every list of files the rules read (hkd/study.py).
 STUDY = Study(config)
 
