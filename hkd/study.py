@@ -13,9 +13,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 from hkd.chains import chain_label, is_chain
 from hkd.data import sources
+from hkd.data.scans import folder_scans
 from hkd.devices import visible_gpus  # torch is imported lazily
 from hkd.run_files import RUN_FILES
 
@@ -424,9 +427,17 @@ class Study:
             if runs
         }
 
+    @cached_property
+    def scans(self) -> dict[str, str]:
+        """Case name -> the user's scan to segment (deploy.scans: a folder of .nii/.nii.gz files; none without)."""
+        folder = self.config["deploy"]["scans"]
+        if not folder:
+            return {}
+        return {case: str(path) for case, path in folder_scans(Path(folder), "config key deploy.scans:").items()}
+
     @property
     def segmentations(self) -> list[str]:
-        """The folders of the user's segmented scans (none without deploy.scans)."""
-        if not self.config["deploy"]["scans"]:
-            return []
-        return [f"{self.out}/segmentations/{model}" for model in self.scan_models]
+        """Each scan's segmentation by each model, one job each (a bad scan fails only its own; a scan that
+        changes is segmented again), with its statistics beside it."""
+        return [f"{self.out}/segmentations/{model}/{case}.{ext}" for model in self.scan_models
+                for case in self.scans for ext in ("nii.gz", "json")]

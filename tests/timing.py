@@ -10,8 +10,9 @@ Every test is given a kind, recorded as the JUnit property ``kind`` (``--junitxm
 * ``unit``: neither.
 
 The tripwire: a test whose set-up and body take longer than its kind's budget (``BUDGETS``, seconds on
-2 busy cores) fails, saying by how much, so a slow test is made deliberately: a test that needs more
-names its own budget with ``@pytest.mark.budget(seconds)``. ``HKD_TEST_BUDGET_SCALE`` multiplies every
+2 busy cores) fails in CI (``CI=true``), saying by how much, so a slow test is made deliberately: a test
+that needs more names its own budget with ``@pytest.mark.budget(seconds)``. Elsewhere (a machine busy
+with other work makes every test slower) it passes and the summary lists it under its own heading. ``HKD_TEST_BUDGET_SCALE`` multiplies every
 budget (a slower machine: 2; ``0`` turns the tripwire off); measuring coverage (``--cov``) doubles them.
 
 Tests that share a study, or any other fixture built once per module or session, are kept in one
@@ -29,6 +30,8 @@ import helpers
 
 BUDGETS = {"unit": 30.0, "dry run": 40.0, "study": 240.0, "install": 120.0}
 SCALE = float(os.environ.get("HKD_TEST_BUDGET_SCALE", "1"))
+# An over-budget test fails only in CI (CI=true, as .ci/run sets it); elsewhere the summary lists it.
+STRICT = os.environ.get("CI", "").lower() == "true"
 # Session fixtures that build a study: their tests share one xdist worker.
 SHARED_STUDIES = ("default_study",)
 
@@ -104,7 +107,26 @@ def pytest_runtest_makereport(item, call):
         return
     allowed = budget(item, item._hkd_kind)
     if item._hkd_seconds > allowed:
-        report.outcome = "failed"
-        report.longrepr = (f"{item.nodeid} took {item._hkd_seconds:.0f} s (set-up and body), over the "
-                           f"{allowed:.0f} s budget of a '{item._hkd_kind}' test: make it faster or shared, or "
-                           "give it its own budget with @pytest.mark.budget(seconds) (tests/timing.py)")
+        text = (f"{item.nodeid} took {item._hkd_seconds:.0f} s (set-up and body), over the {allowed:.0f} s budget "
+                f"of a '{item._hkd_kind}' test")
+        if STRICT:
+            report.outcome = "failed"
+            report.longrepr = (f"{text}: make it faster or shared, or give it its own budget with "
+                               "@pytest.mark.budget(seconds) (tests/timing.py)")
+        else:  # a busy machine makes any test slow: said in the summary, failed only in CI
+            report.user_properties.append(("over_budget", text))
+
+
+OVER_BUDGET: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    """Collect the over-budget tests (in the controlling process too, under pytest-xdist)."""
+    OVER_BUDGET.extend(text for key, text in getattr(report, "user_properties", ()) if key == "over_budget")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if OVER_BUDGET:
+        terminalreporter.section("over their time budget (tests/timing.py; a failure in CI)")
+        for text in OVER_BUDGET:
+            terminalreporter.write_line(text)

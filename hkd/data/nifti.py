@@ -17,6 +17,7 @@ import numpy as np
 from nibabel.openers import ImageOpener
 
 from hkd.data.case import Case, RawCase
+from hkd.data.scans import is_nifti_name
 from hkd.errors import DataError
 
 # Voxels one case may declare: 2^30 (4 GiB as float32), eight times a 512 x 512 x 512 CT; a header beyond
@@ -114,10 +115,6 @@ def _check_voxels(image: np.ndarray, path: Path) -> None:
         raise DataError(f"{path}: contains NaN or infinite voxels ({int(bad.sum())} voxels: {kinds})")
     if image.min() == image.max():
         raise DataError(f"{path}: constant volume (every voxel is {image.min():g})")
-
-
-def is_nifti_name(path: str | Path) -> bool:
-    return Path(path).name.lower().endswith((".nii", ".nii.gz"))
 
 
 def load_scan(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:

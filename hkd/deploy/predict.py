@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hkd.data.nifti import from_display, is_nifti_name, load_scan
+from hkd.data.nifti import from_display, load_scan
 from hkd.data.preprocess import pad_to_square, resize_slices, window
 from hkd.deploy.runtime import Model
+from hkd.data.scans import case_name, folder_scans, is_nifti_name
 from hkd.errors import DataError
 from hkd.guard import check_outputs_spare_inputs, check_replaceable
 from hkd.io import atomic_path
@@ -45,12 +46,6 @@ UPSAMPLE = ("probabilities", "nearest")
 #: The JSON that :func:`write_case` puts into the output's NIfTI header extension (and its key).
 EXTENSION_KEY = "hkd_predict"
 _FLIPS = ((), (-1,), (-2,), (-2, -1))
-
-
-def case_name(path: Path) -> str:
-    """The case's name: its file name without ``.nii`` or ``.nii.gz``."""
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
 
 
 def _probabilities(model: Model, x: np.ndarray, tta: bool) -> torch.Tensor:
@@ -178,16 +173,7 @@ def input_files(source: Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise DataError(f"--input {source}: no such file or folder")
-    files = sorted(p for p in source.iterdir() if p.is_file() and is_nifti_name(p) and not p.name.startswith("."))
-    if not files:
-        raise DataError(f"--input {source}: no .nii or .nii.gz files in the folder")
-    seen: dict[str, Path] = {}
-    for f in files:
-        if case_name(f) in seen:
-            raise DataError(f"--input {f}: case {case_name(f)} is also stored as {seen[case_name(f)].name}; "
-                            "keep one of the two files")
-        seen[case_name(f)] = f
-    return files
+    return list(folder_scans(source).values())
 
 
 def check_classes(model: Model, wanted: list[str] | None) -> None:

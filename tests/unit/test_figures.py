@@ -359,7 +359,12 @@ def test_make_study_figures_end_to_end(study, tmp_path):
     assert [p.name for p in out] == [f.file for f in CATALOG]  # every figure: the study gives every input
     for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3
-    assert not list(tmp_path.glob("fig/.*"))  # no temporary files left behind
+    from hkd import record
+
+    # no temporary files left behind: only the record of what was written, every figure in it
+    assert [p.name for p in tmp_path.glob("fig/.*")] == [record.RECORD]
+    rec = record.read(tmp_path / "fig")
+    assert not rec["writing"] and set(rec["files"]) == {f.file for f in CATALOG}
 
 
 def test_context_table_covers_sampled_slices_and_present_organs(study):

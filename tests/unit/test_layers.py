@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "hkd"
 
 # Lowest first. A new top-level module or subpackage of hkd takes its place here.
 LAYERS = (
-    ("errors", "run_files", "chains", "configfile", "workflow_deps"),
+    ("errors", "run_files", "chains", "configfile", "workflow_deps", "extras", "record", "trust"),
     ("guard",),
     ("io", "lock", "devices"),
     ("data", "models"),

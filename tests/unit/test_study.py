@@ -212,7 +212,7 @@ def test_an_unknown_student_or_seed_names_the_keys():
 
 # --- deployment --------------------------------------------------------------------------------------------
 
-def test_each_width_exports_one_student_and_is_costed_by_its_first_run():
+def test_each_width_exports_one_student_and_is_costed_by_its_first_run(tmp_path):
     s = study({"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1], "methods": ["scratch", "logits"]}})
     assert s.width_runs["1.5"] == [f"{OUT}/models/students/{m}/w1.5/s{seed}/best.pt"
                                    for m in ("scratch", "logits") for seed in (0, 1)]
@@ -222,9 +222,19 @@ def test_each_width_exports_one_student_and_is_costed_by_its_first_run():
     assert s.exports == [f"{OUT}/deploy/student_w0.4M.onnx", f"{OUT}/deploy/student_w1.5.onnx"]
     assert s.segmentations == []  # no deploy.scans
     assert study({"deploy": {"export": False}}).exports == []
-    scans = study({"deploy": {"export": False, "scans": "my_scans"}})
+    folder = tmp_path / "my_scans"
+    folder.mkdir()
+    for name in ("b.nii", "a.nii.gz", "notes.txt", ".hidden.nii.gz"):
+        (folder / name).write_bytes(b"")
+    scans = study({"deploy": {"export": False, "scans": str(folder)}})
     assert len(scans.exports) == 2  # the scans need them
-    assert scans.segmentations == [f"{OUT}/segmentations/{m}" for m in ("teacher", "student_w0.4M", "student_w1.5")]
+    assert scans.scans == {"a": str(folder / "a.nii.gz"), "b": str(folder / "b.nii")}
+    assert scans.segmentations == [f"{OUT}/segmentations/{m}/{case}.{ext}" for m in ("teacher", "student_w0.4M",
+                                                                                     "student_w1.5")
+                                   for case in ("a", "b") for ext in ("nii.gz", "json")]
+    (folder / "a.nii").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"config key deploy.scans: .*a.nii.gz: case a is also stored as a.nii;"):
+        study({"deploy": {"scans": str(folder)}}).scans
 
 
 # --- the GPU request ------------------------------------------------------------------------------------------

@@ -88,6 +88,10 @@ os.environ.update(HKD_SOURCE=workflow.basedir)
 allow_modules(spec_modules(config))
 # The data source, the runs and every list of files the rules read (hkd/study.py).
 STUDY = Study(config)
+try:
+    STUDY.scans  # deploy.scans: a folder of scans, listed once (one job per scan)
+except ValueError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 def code(command, loads=()):

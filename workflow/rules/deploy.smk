@@ -75,26 +75,29 @@ rule export_student:
 EXPORTS = STUDY.exports
 
 
-rule segment_scans:
+rule segment_scan:
     input:
         model=lambda w: STUDY.scan_models[w.model],
-        scans=DEPLOY["scans"] or [],
+        scan=lambda w: STUDY.scans[w.case],
         code=code("predict"),
     output:
-        directory(f"{OUT}/segmentations/{{model}}"),
+        segmentation=f"{OUT}/segmentations/{{model}}/{{case}}.nii.gz",
+        statistics=f"{OUT}/segmentations/{{model}}/{{case}}.json",
     log:
-        f"{OUT}/logs/segment/{{model}}.log",
+        f"{OUT}/logs/segment/{{model}}/{{case}}.log",
     benchmark:
-        f"{OUT}/benchmarks/segment/{{model}}.tsv"
+        f"{OUT}/benchmarks/segment/{{model}}/{{case}}.tsv"
     wildcard_constraints:
         model="|".join(re.escape(m) for m in STUDY.scan_models),
+        case="|".join(re.escape(c) for c in STUDY.scans) or "(?!)",
     conda:
         ENV
     threads: config["train"]["threads"]
     shell:
-        "hkd predict --model {input.model} --input {input.scans} --out {output}"
+        "hkd predict --model {input.model} --input {input.scan} --out {output.segmentation}"
         " --threads {threads} --quiet > {log} 2>&1"
 
 
-# The user's scans segmented by the teacher and each exported student (deploy.scans).
+# The user's scans segmented by the teacher and each exported student (deploy.scans), one job per scan and
+# model: a bad scan fails only its own job (the profiles keep going), earlier results stay.
 SEGMENTATIONS = STUDY.segmentations
