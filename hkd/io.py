@@ -58,12 +58,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
         if own:
             record.begin(tmp)
         yield tmp
-        if own:
-            with record.updating(path.parent) as rec:
-                check_replaceable(path)  # edited by the user while this was written: theirs now
-                os.replace(tmp, path)
-                rec["files"][path.name] = record.fingerprint(path)
-                rec["writing"].pop(tmp.name, None)
+        if own:  # checked again: a file the user edited while this was written is theirs now
+            record.replace(tmp, path, check_replaceable)
         else:
             os.replace(tmp, path)
     except BaseException as exc:

@@ -143,7 +143,13 @@ def entry_of(path: str | os.PathLike) -> dict | None:
 
 
 def unchanged(path: str | os.PathLike, entry: dict) -> bool:
-    """Whether the file ``path`` is as hkd wrote it (its ``entry``)."""
+    """Whether the file ``path`` is as hkd wrote it: as its ``entry`` says, or, while a replacement is being
+    renamed into place (a process killed then leaves either), as the entry's ``previous`` says."""
+    previous = entry.get("previous")
+    return _matches(path, entry) or (isinstance(previous, dict) and _matches(path, previous))
+
+
+def _matches(path: str | os.PathLike, entry: dict) -> bool:
     try:
         stat = os.lstat(path)
     except OSError:
@@ -221,6 +227,26 @@ def add(path: str | os.PathLike, temporary: str | None = None) -> None:
         rec["files"][path.name] = fingerprint(path)
         if temporary:
             rec["writing"].pop(temporary, None)
+
+
+def replace(temporary: Path, path: Path, check) -> None:
+    """Rename the finished ``temporary`` onto ``path`` and record it, under the folder's lock, after
+    ``check(path)`` (which raises if ``path`` may not be replaced). The record names the new content before
+    the rename, with the old as ``previous`` until after it, so a kill at any point leaves a file hkd knows."""
+    folder = path.parent
+    with _locked(folder):
+        rec = read(folder) or _empty(False)
+        check(path)
+        new = fingerprint(temporary)
+        old = rec["files"].get(path.name)
+        if isinstance(old, dict) and path.exists():
+            old.pop("previous", None)
+            rec["files"][path.name] = {**new, "previous": old}
+            _write(folder, rec)
+        os.replace(temporary, path)
+        rec["files"][path.name] = new
+        rec["writing"].pop(temporary.name, None)
+        _write(folder, rec)
 
 
 def forget(path: str | os.PathLike) -> None:
