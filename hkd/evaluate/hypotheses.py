@@ -132,6 +132,17 @@ def _convergence_note(runs: list[tuple[str, pd.DataFrame]]) -> str:
     return "rests on unconverged runs: " + ", ".join(parts) if parts else ""
 
 
+def _stalled_note(runs: list[tuple[str, pd.DataFrame]]) -> str:
+    """Which arms (by role) hold stalled runs (most organs at a validation Dice of 0.1 or less at the end)."""
+    parts = []
+    for who, info in runs:
+        flags = [bool(v) for v in info.get("stalled", pd.Series(dtype=object)) if v is not None and not pd.isna(v)]
+        if any(flags):
+            parts.append(f"{sum(flags)} of {who} {len(flags)}")
+    return "rests on stalled runs (most organs at validation Dice <= 0.1 at the end): " + ", ".join(parts) \
+        if parts else ""
+
+
 def _flag_note(distilled: list[tuple[str, pd.DataFrame]]) -> str:
     """Which blocks a distillation term dominated after the warm-up, in how many of each distilled arm's runs
     (the arm named when the claim has more than one)."""
@@ -160,7 +171,7 @@ def _note(result: dict, diverged: list[tuple[str, int]], runs: list[tuple[str, p
         notes.append(f"rests on fewer than {MIN_SEEDS} seeds ({result['seeds']}): run-to-run spread barely measured")
     notes += [f"{n} of {who} runs diverged" for who, n in diverged if n]
     if runs is not None:
-        notes += [n for n in (_convergence_note(runs), _flag_note(distilled)) if n]
+        notes += [n for n in (_stalled_note(runs), _convergence_note(runs), _flag_note(distilled)) if n]
     if result["left_out"]:
         notes.append(f"{result['left_out']} case(s) left out: a run has no value there (no Grad-CAM mass where "
                      "it predicts none of the case's sampled organs)")
@@ -337,7 +348,8 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         "shift that retraining on another CPU or with other seeds can make: such a verdict may not repeat. "
         f"The margin measures the CI only: supported also needs p_holm < {ALPHA}. `note` flags verdicts resting on "
         f"fewer than {MIN_SEEDS} seeds per arm, n too small for the corrected alpha, "
-        "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them), runs that did "
+        "diverged runs (evaluated from their last finite checkpoint; `diverged_runs` counts them), stalled runs "
+        "(at least half the organs at a validation Dice of 0.1 or less at the end), runs that did "
         "not converge (still rising, or on a plateau predicting few organs; `unconverged_runs`: the method's vs "
         "scratch's, out of the runs whose convergence is recorded), or runs where a distillation term's gradient "
         "stayed above 10x the segmentation loss's in a block of the student after the warm-up "

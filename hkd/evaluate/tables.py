@@ -13,7 +13,8 @@ Conventions (the report captions state them):
 - Per run, pairs are averaged per organ over cases, then over organs (TransUNet's order).
 - A standard deviation over one seed is undefined: it is left empty in the CSV, ``n/a`` in print.
 - ``converged`` counts the runs that converged (:mod:`hkd.train.convergence`) out of the runs whose
-  convergence is known (runs trained before it was recorded are counted apart as unknown);
+  convergence is known (runs trained before it was recorded are counted apart as unknown), ``stalled``
+  the runs that ended with most organs at a validation Dice of 0.1 or less, the same way;
   ``gradient_flagged`` counts the runs where a distillation term dominated a block of the student after the
   warm-up (:mod:`hkd.train.gradient_balance`).
 - The width is shown as ``preset`` (the SqueezeUNet preset name, when configured as one, or the label of
@@ -91,14 +92,16 @@ def run_info(evals: pd.DataFrame) -> pd.DataFrame:
 
     out["converged"] = [_converged(v) for v in column("converged")]
     out["convergence"] = ["" if pd.isna(v) else str(v) for v in column("convergence")]
+    out["stalled"] = [_converged(v) for v in column("stalled")]
     out["gradient_flags"] = [[] if pd.isna(v) or not str(v).strip() else str(v).split("; ")
                              for v in column("gradient_flags")]
     return out
 
 
-def converged_count(info: pd.DataFrame) -> str:
-    """``"2/3"`` converged runs out of those known, ``" (1 unknown)"`` added; ``"n/a"`` when none is known."""
-    known = [bool(v) for v in info["converged"] if v is not None and not pd.isna(v)]
+def converged_count(info: pd.DataFrame, column: str = "converged") -> str:
+    """``"2/3"`` converged runs (or ``column``: stalled ones) out of those known, ``" (1 unknown)"`` added;
+    ``"n/a"`` when none is known."""
+    known = [bool(v) for v in info[column] if v is not None and not pd.isna(v)]
     unknown = len(info) - len(known)
     if not known:
         return "n/a"
@@ -157,6 +160,7 @@ def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
         at = info[(info["method"] == method) & (info["width"] == width)]
         row = {"method": method, **width_columns(width), "params": int(g["params"].iloc[0]), "seeds": len(g),
                "diverged": int((g["status"] == "diverged").sum()), "converged": converged_count(at),
+               "stalled": converged_count(at, "stalled"),
                "gradient_flagged": f"{int(at['gradient_flags'].map(bool).sum())}/{len(at)}"}
         for m in SUMMARY_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])

@@ -29,7 +29,8 @@ from hkd.evaluate.metrics import case_metrics
 from hkd.models import count_parameters
 from hkd.models.checkpoint import load_model
 
-COLUMNS = ["model", "method", "width", "params", "seed", "status", "converged", "convergence", "gradient_flags",
+COLUMNS = ["model", "method", "width", "params", "seed", "status", "converged", "convergence", "stalled",
+           "gradient_flags",
            "case", "organ", "empty", "metric", "value"]
 METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox")
 
@@ -76,7 +77,7 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
     model.to(dev)
     params = count_parameters(model)
     run = {"status": run_metrics["status"], "converged": run_metrics.get("converged"),
-           "convergence": run_metrics.get("convergence", ""),
+           "convergence": run_metrics.get("convergence", ""), "stalled": run_metrics.get("stalled"),
            "gradient_flags": "; ".join(run_metrics.get("gradient_flags") or [])}
     rows = []
     for case_id in tqdm(case_ids, desc=f"{model_name}: {part} cases", unit="case", disable=not progress,

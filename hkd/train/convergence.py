@@ -9,7 +9,12 @@ The rule. A run converged when both hold:
     classes present in validation have a validation Dice above :data:`ORGAN_FLOOR`.
 
 A curve that is flat is not enough: a run stalled on the liver-only plateau is flat too, and (b) tells
-the two apart. A diverged run, or one with fewer than :data:`MIN_EPOCHS` epochs (too short to compare
+the two apart.
+
+Stalled, whatever the curve does: a run that ends (its last epoch) with at least :data:`MIN_ORGAN_SHARE` of
+the foreground classes present in validation at a validation Dice of at most :data:`ORGAN_FLOOR`
+(:func:`stalled`). Such a run may still be "rising" on a curve of a few organs; its numbers say little
+about the method. A diverged run, or one with fewer than :data:`MIN_EPOCHS` epochs (too short to compare
 its last epochs with earlier ones), has not converged.
 
 The constants suit the short runs of a study (8 to 30 epochs): 3 epochs are a window that still leaves
@@ -37,6 +42,16 @@ def _finite(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
+
+
+def stalled(history: Sequence[dict]) -> bool:
+    """Whether the run's last epoch leaves at least half the foreground classes present in validation at a
+    validation Dice of at most :data:`ORGAN_FLOOR` (never for a run with no validated epoch)."""
+    rows = [r for r in history if _finite(r.get("val_dice")) is not None]
+    if not rows:
+        return False
+    present = [d for d in (_finite(v) for k, v in rows[-1].items() if k.startswith("val_dice_")) if d is not None]
+    return bool(present) and sum(d <= ORGAN_FLOOR for d in present) >= MIN_ORGAN_SHARE * len(present)
 
 
 def assess(history: Sequence[dict], status: str = "completed") -> tuple[bool, str]:

@@ -315,6 +315,7 @@ class Run:
             "device": str(self.device),
         }
         metrics["converged"], metrics["convergence"] = convergence.assess(self.history, status)
+        metrics["stalled"] = convergence.stalled(self.history)
         metrics["gradient_flags"] = gradient_balance.flags(self.history, self.cfg.distill_warmup)
         write_text(self.out_dir / LOG_CSV, _csv(self.history))
         write_json(self.out_dir / METRICS, metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -35,6 +36,17 @@ def test_a_rising_curve_is_not_converged():
     assert convergence.assess(_history(rising, 8)) == (False, "still rising (+0.11 over the last 3 epochs)")
 
 
+def test_a_run_ending_with_most_organs_at_zero_is_stalled_even_while_rising():
+    """The default's logits x1.5 seed 2: validation Dice 0.18 and rising, six of eight organs at 0."""
+    rising = [0.0, 0.02, 0.05, 0.08, 0.1, 0.12, 0.15, 0.18]
+    assert convergence.assess(_history(rising, 2))[1].startswith("still rising")
+    assert convergence.stalled(_history(rising, 2))
+    assert convergence.stalled(_history(rising, 4))  # half the organs at 0: stalled too
+    assert not convergence.stalled(_history(rising, 5))
+    learned = [0.1, 0.3, 0.5, 0.6, 0.62, 0.63, 0.625, 0.635]
+    assert not convergence.stalled(_history(learned, 8)) and not convergence.stalled([])
+
+
 def test_a_flat_curve_predicting_every_organ_is_converged():
     learned = [0.1, 0.3, 0.5, 0.6, 0.62, 0.63, 0.625, 0.635]  # +0.005 over the last 3: noise
     assert convergence.assess(_history(learned, 8)) == (True, "converged")
@@ -63,3 +75,6 @@ def test_a_run_records_whether_it_converged(prepared, tmp_path):
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["converged"] is False and written["convergence"] == "too few epochs (2 < 6)"
     assert written["gradient_flags"] == [] and metrics["convergence"] == written["convergence"]
+    history = [{k: float(v) if k.startswith("val_dice") else v for k, v in row.items()}
+               for row in csv.DictReader(open(tmp_path / "log.csv"))]
+    assert written["stalled"] is convergence.stalled(history)  # the rule on the run's own log

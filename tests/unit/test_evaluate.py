@@ -189,6 +189,26 @@ def test_a_verdict_on_unconverged_or_gradient_flagged_runs_says_so(tmp_path):
     assert summary.loc["latent", "gradient_flagged"] == "2/3" and summary.loc["teacher", "converged"] == "1/1"
 
 
+def test_a_verdict_on_a_stalled_run_says_so_and_the_summary_counts_them(tmp_path):
+    """A run that ended with most organs at validation Dice <= 0.1 is stalled whatever its convergence reason
+    says (here "still rising"): counted per model, and named in the verdict resting on it."""
+    evals = _study({"logits": 0.08}, np.random.default_rng(7))
+    evals["converged"], evals["convergence"], evals["stalled"], evals["gradient_flags"] = True, "converged", False, ""
+    stalled = (evals["method"] == "logits") & (evals["seed"] == 2)
+    evals.loc[stalled, ["converged", "convergence", "stalled"]] = [False, "still rising (+0.08 over the last 3 "
+                                                                          "epochs)", True]
+    evals.to_csv(tmp_path / "evals.csv", index=False)
+    back = pd.read_csv(tmp_path / "evals.csv", dtype={"case": str, "width": str})
+    logits = dice_claims(back, n_boot=500).set_index("method").loc["logits"]
+    assert "rests on stalled runs (most organs at validation Dice <= 0.1 at the end): 1 of the method's 3" \
+        in logits["note"], logits["note"]
+    summary = summary_table(back).set_index("method")
+    assert summary.loc["logits", "stalled"] == "1/3" and summary.loc["scratch", "stalled"] == "0/3"
+    evals = evals.drop(columns="stalled")  # tables written before the column: unknown, no note
+    assert summary_table(evals).set_index("method").loc["logits", "stalled"] == "n/a"
+    assert "stalled" not in dice_claims(evals, n_boot=200).set_index("method").loc["logits", "note"]
+
+
 def test_a_null_effect_is_rarely_supported():
     """Under no effect, with a run-to-run spread larger than the case-level one, over 60 studies
     and bootstrap seeds, "supported" comes out at most 5% of the time."""
