@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from hkd.commands.args import is_inline_json
@@ -74,6 +75,20 @@ def _paths(args, names: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _check_numbers(args) -> None:
+    """The counts a command declares (``minimums``: argument -> least value) are whole numbers at least that;
+    ``--threads`` above this machine's CPUs is capped, said in one line. Checked before any work."""
+    for name, least in getattr(args, "minimums", {}).items():
+        value = getattr(args, name, None)
+        if value is not None and value < least:
+            flag = "--" + name.replace("_", "-")
+            raise DataError(f"{flag} {value}: must be at least {least} (nothing was written)")
+    cpus = os.cpu_count() or 1
+    if getattr(args, "threads", None) and args.threads > cpus:
+        logging.getLogger("hkd").warning("--threads %d: this machine has %d CPU(s); using %d", args.threads, cpus, cpus)
+        args.threads = cpus
+
+
 def _one_line(exc: BaseException) -> str:
     msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     return " ".join(str(msg).split())
@@ -91,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     record.set_writer(f"hkd {args.command}")  # what this process writes is recorded as this command's
     try:
+        _check_numbers(args)
         check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
         args.func(args)
     except (DataError, ValueError, KeyError, OSError, ImportError, LockError) as exc:

@@ -32,6 +32,18 @@ def _out_of_space(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_SHORT_WRITE)
 
 
+_READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def _cannot_write(path: Path) -> OSError:
+    """The error for an output whose folder cannot be written (named, not the temporary's path)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return OSError(f"{path}: cannot write there ({folder} is read-only for this user); choose a folder you can "
+                   "write to (nothing was written)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -44,13 +56,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
     raises :class:`NoSpaceError` naming ``path``, which keeps its earlier content.
     """
     path = Path(path)
-    if own:
-        check_replaceable(path)
-        record.make_folder(path.parent)
-        record.sweep(path.parent)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    try:
+        if own:
+            check_replaceable(path)
+            record.make_folder(path.parent)
+            record.sweep(path.parent)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        raise _cannot_write(path) from None
     os.close(fd)
     tmp = Path(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
@@ -88,10 +105,15 @@ def atomic_dir(path: str | os.PathLike):
     if path.exists() and not path.is_dir():
         raise InputOverwriteError(f"{path} exists and is a file, not a folder hkd wrote; refusing to replace it")
     check_replaceable(path)
-    record.make_folder(path.parent)
-    record.sweep(path.parent)
-    created = record.created(path) if path.exists() else True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        record.make_folder(path.parent)
+        record.sweep(path.parent)
+        created = record.created(path) if path.exists() else True
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        raise _cannot_write(path) from None
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         record.begin(tmp, kind="folder")

@@ -63,7 +63,8 @@ def parser_predict(sub) -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     _allow_module_arg(p)
-    p.set_defaults(func=cmd_predict, inputs=("model", "input", "preprocessing"), outputs=("out",))
+    p.set_defaults(func=cmd_predict, inputs=("model", "input", "preprocessing"), outputs=("out",),
+                   minimums={"batch_size": 1, "threads": 0})
 
 
 def cmd_predict(args) -> None:
@@ -107,7 +108,8 @@ def parser_export(sub) -> None:
     p.add_argument("--report", type=Path, default=None, help="JSON of the parity (and int8) measurements")
     p.add_argument("--threads", type=int, default=1, help="threads of the latency measurements (--int8)")
     _allow_module_arg(p)
-    p.set_defaults(func=cmd_export, inputs=("model", "data"), outputs=("out", "report"))
+    p.set_defaults(func=cmd_export, inputs=("model", "data"), outputs=("out", "report"),
+                   minimums={"calibration_slices": 1, "threads": 1})
 
 
 def cmd_export(args) -> None:
@@ -170,6 +172,10 @@ def _named_paths(items: list[str], flag: str) -> dict[str, Path]:
     bad = [item for item in items if "=" not in item or not item.split("=", 1)[0]]
     if bad:
         raise DataError(f"{flag}: expected NAME=CHECKPOINT, got {bad}")
+    names = [item.split("=", 1)[0] for item in items]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{flag}: the name {twice[0]} is given twice; each model needs its own name")
     return {name: Path(path) for name, path in (item.split("=", 1) for item in items)}
 
 
@@ -188,7 +194,7 @@ def parser_cost(sub) -> None:
     p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
     _allow_module_arg(p)
     p.set_defaults(func=cmd_cost, inputs=("models", "data", "summary"),
-                   outputs=("out_csv", "out_md", "out_html", "figure"))
+                   outputs=("out_csv", "out_md", "out_html", "figure"), minimums={"threads": 1, "volumes": 0})
 
 
 def cmd_cost(args) -> None:
@@ -202,9 +208,22 @@ def cmd_cost(args) -> None:
         raise DataError(f"--runs: {args.runs}; a latency is the median of at least 20 timed runs")
     if args.figure and not args.summary:
         raise DataError("--figure: needs --summary (the test Dice of each model)")
+    models = _named_paths(args.models, "--models")
+    if args.summary:  # read now: a wrong file is found before the minutes of measuring
+        from hkd.figures.cost import SUMMARY_COLUMNS
+
+        try:
+            columns = set(pd.read_csv(args.summary, nrows=0).columns)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"--summary {args.summary}: not a readable CSV ({' '.join(str(exc).split())[:200]})") \
+                from None
+        missing = [c for c in SUMMARY_COLUMNS if c not in columns]
+        if missing:
+            raise DataError(f"--summary {args.summary}: no column {', '.join(missing)} (expected hkd tables' "
+                            "summary.csv; nothing was written)")
     _allow(args)
     rows = []
-    for name, path in _named_paths(args.models, "--models").items():
+    for name, path in models.items():
         rows += checkpoint_cost(name, path, threads=args.threads, runs=args.runs, prepared=args.data,
                                 volumes=args.volumes)
     table = pd.DataFrame(rows)

@@ -126,6 +126,13 @@ def load_scan(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     img = _load_nifti(path)
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise DataError(f"{path}: not a NIfTI file (read as {type(img).__name__})")
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"{path}: its voxels are {dtype} ({'RGB' if dtype.fields else 'complex'}), not one real "
+                        "value each as in a CT scan")
+    if len(img.shape) != 3 or min(img.shape) < 1:
+        raise DataError(f"{path}: shape {tuple(img.shape)}; a scan to segment is one 3-D volume with at least one "
+                        "slice")
     image = _read_array(img, path, np.float32)
     _check_voxels(image, path)
     return img, to_display(image, img.affine)

@@ -141,6 +141,7 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
     if not is_nifti_name(out):
         raise DataError(f"--out {out}: a segmentation is written as .nii or .nii.gz")
     nii, image = load_scan(source)
+    warn_unusual(source, nii, image)
     labels, probs = segment(model, image, upsample=upsample, tta=tta, batch_size=batch_size,
                             probabilities=probabilities)
     labels = np.ascontiguousarray(from_display(labels, nii.affine))
@@ -165,6 +166,23 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
             with open(tmp["probabilities"], "wb") as f:
                 np.savez_compressed(f, probabilities=p, classes=np.array(classes))
     return stats
+
+
+CT_AIR_HU = -500  # a CT scan holds air (about -1000 HU) around or inside the body
+ANISOTROPY = 3.0  # in-plane pixels longer than this many times their width are not a CT slice's
+
+
+def warn_unusual(source: Path, nii: nib.Nifti1Image, image: np.ndarray) -> None:
+    """One warning line for a scan that may not be what the model was trained on: no voxel below -500 HU
+    (an MRI, a label map, an image already scaled), or pixels more than 3x longer than wide in-plane."""
+    if float(image.min()) > CT_AIR_HU:
+        log.warning("%s: no voxel below %d HU (lowest %g): it does not look like CT (MRI, a label map, or already "
+                    "scaled?); its segmentation may mean nothing", source, CT_AIR_HU, float(image.min()))
+    zooms = [float(z) for z in nii.header.get_zooms()[:3]]
+    in_plane = sorted(zooms[:2]) if len(zooms) >= 2 else []
+    if in_plane and in_plane[0] > 0 and in_plane[1] / in_plane[0] > ANISOTROPY:
+        log.warning("%s: in-plane pixels of %g x %g mm (%.1fx longer than wide): the model was trained on square "
+                    "pixels; resample the scan first", source, *zooms[:2], in_plane[1] / in_plane[0])
 
 
 def input_files(source: Path) -> list[Path]:

@@ -52,12 +52,37 @@ def ort_session(path_or_bytes, threads: int = 0):
 
 
 def ort_runner(session):
-    name = session.get_inputs()[0].name
+    """Slices in, logits out; a model exported with a fixed batch gets its batches (the last one padded)."""
+    first = session.get_inputs()[0]
+    name, batch = first.name, first.shape[0] if isinstance(first.shape[0], int) else None
 
     def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if batch is None or len(x) == batch:
+            return session.run(None, {name: x})[0]
+        parts = []
+        for i in range(0, len(x), batch):
+            chunk = x[i:i + batch]
+            padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *x.shape[1:]), np.float32)])
+            parts.append(session.run(None, {name: padded})[0][:len(chunk)])
+        return np.concatenate(parts)
 
     return run
+
+
+def check_fits(model: Model, session=None) -> None:
+    """Refuse, before any scan is read, a model that cannot segment slices as its preprocessing makes them:
+    an ONNX file of another fixed slice size, or a network whose output channels are not its classes."""
+    size, classes = int(model.preprocessing["image_size"]), model.classes
+    if session is not None:
+        h, w = session.get_inputs()[0].shape[2:4]
+        if isinstance(h, int) and isinstance(w, int) and (h, w) != (size, size):
+            raise DataError(f"--model {model.path}: takes slices of {h} x {w} pixels, but its preprocessing makes "
+                            f"{size} x {size} ones")
+    channels = model.run(np.zeros((1, 1, size, size), np.float32)).shape[1]
+    if channels != len(classes):
+        raise DataError(f"--model {model.path}: the network gives {channels} output channels, but its class list "
+                        f"has {len(classes)} ({', '.join(classes)})")
 
 
 def torch_runner(network: torch.nn.Module):
@@ -87,7 +112,9 @@ def load_onnx(path: Path, threads: int = 0) -> Model:
         raise DataError(f"{path}: its hkd metadata is not JSON ({exc})") from None
     prep = preprocessing.checked(prep, str(path))
     session = ort_session(proto.SerializeToString(), threads)
-    return Model(path, "onnxruntime", prep, spec, ort_runner(session))
+    model = Model(path, "onnxruntime", prep, spec, ort_runner(session))
+    check_fits(model, session)
+    return model
 
 
 def load_checkpoint(path: Path, given_preprocessing: dict | None = None) -> Model:
@@ -96,7 +123,9 @@ def load_checkpoint(path: Path, given_preprocessing: dict | None = None) -> Mode
 
     network, spec = load_model(path)
     prep = preprocessing.of_checkpoint(load_state(path), path, given_preprocessing)
-    return Model(path, "pytorch", prep, spec, torch_runner(network), network)
+    model = Model(path, "pytorch", prep, spec, torch_runner(network), network)
+    check_fits(model)
+    return model
 
 
 def load(path: str | Path, given_preprocessing: dict | None = None, threads: int = 0) -> Model:

@@ -8,6 +8,8 @@ import pandas as pd
 
 from hkd.figures.style import new_figure, save_figure
 
+SUMMARY_COLUMNS = ("method", "params", "dice_mean")  # what it reads of hkd tables' summary.csv
+
 
 def dice_vs_cost(out_png: str | Path, summary: pd.DataFrame, cost: pd.DataFrame, *,
                  size: tuple[float, float] = (10.0, 4.2), dpi: int = 100) -> Path:
