@@ -69,7 +69,7 @@ def _paths(args, names: tuple[str, ...]) -> dict[str, str]:
         for i, v in enumerate(values):
             if v is None or (isinstance(v, str) and is_inline_json(v)):
                 continue
-            if name == "models":  # NAME=RUN_FOLDER
+            if name in ("models", "logs"):  # NAME=PATH
                 v = str(v).split("=", 1)[-1]
             out[flag if len(values) == 1 else f"{flag}[{i}]"] = v
     return out

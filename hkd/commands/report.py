@@ -68,7 +68,8 @@ def parser_figures(sub) -> None:
     p.add_argument("--n-slices", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_figures, inputs=("data", "runs", "models", "summary", "slices"), outputs=("out_dir",))
+    p.set_defaults(func=cmd_figures, inputs=("data", "runs", "models", "logs", "summary", "slices"),
+                   outputs=("out_dir",))
 
 
 def _runs_arg(runs) -> tuple[dict, dict, dict]:

@@ -85,7 +85,8 @@ def parser_train(sub) -> None:
                    help="teacher feature cache (hkd teacher-cache), used instead of running the teacher")
     p.add_argument("--run-name", default=None, help="the run's name in MLflow (default: the --out folder's name)")
     add_training_job_options(p)
-    p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"), outputs=("out", "work"))
+    p.set_defaults(func=cmd_train, inputs=("data", "params", "teacher", "teacher_cache"),
+                   outputs=("out", "work", "gpu_locks", "tracking_store"))
 
 
 def cmd_train(args) -> None:
@@ -119,7 +120,8 @@ def parser_train_cohort(sub) -> None:
                         "log.csv, metrics.json), every member whether trained now or kept")
     p.add_argument("--manifest", required=True, type=Path, help="JSON written at the end: each member's identity")
     add_training_job_options(p)
-    p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"), outputs=("manifest", "root"))
+    p.set_defaults(func=cmd_train_cohort, inputs=("data", "members", "teacher"),
+                   outputs=("manifest", "root", "gpu_locks", "tracking_store"))
 
 
 def cmd_train_cohort(args) -> None:

@@ -43,6 +43,22 @@ def test_a_download_timeout_that_is_not_positive_is_named(source, timeout, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_every_path_a_command_takes_is_a_declared_input_or_output():
+    """The guard checks outputs against inputs by these declarations (hkd/cli.py): a path argument left out
+    of both would escape it."""
+    import argparse
+    from pathlib import Path
+
+    from hkd.cli import build_parser
+
+    commands = next(a for a in build_parser(None)._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, parser in commands.items():
+        declared = set(parser.get_default("inputs") or ()) | set(parser.get_default("outputs") or ())
+        paths = {a.dest for a in parser._actions if a.type is Path}
+        assert paths <= declared, (name, sorted(paths - declared))
+        assert declared <= {a.dest for a in parser._actions}, (name, sorted(declared))  # no stale name
+
+
 def test_help_has_no_markup_and_figures_does_not_claim_the_context_table(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,23 @@ def test_the_record_lists_what_a_command_wrote_with_size_and_hash(trained):
     entry = rec["files"]["best.pt"]
     assert entry["by"] == "hkd train" and entry["size"] == (trained / "best.pt").stat().st_size
     assert entry["sha256"] == record.sha256(trained / "best.pt") and not rec["writing"]
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_rerun_removes_what_a_killed_write_left_of_its_outputs(command, student_ckpt, prepared, tmp_path, capsys):
+    out = tmp_path / ("a.nii.gz" if command == "predict" else "a.onnx")
+    left = tmp_path / f".{out.name}.k1ll3d00{''.join(out.suffixes)}"  # the temporary a killed write made
+    left.write_bytes(b"half")
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    with record.updating(tmp_path) as rec:
+        rec["writing"][left.name] = {"pid": gone, "host": socket.gethostname(), "kind": "file",
+                                     "by": f"hkd {command}"}
+    mine = tmp_path / f".{out.name}.notes0000{''.join(out.suffixes)}"  # named alike, never recorded: the user's
+    mine.write_bytes(b"mine")
+    argv = {"predict": ["--model", student_ckpt, "--input", _scan(prepared), "--out", out, "--quiet"],
+            "export": ["--model", student_ckpt, "--data", prepared, "--out", out]}[command]
+    code, err = run_cli(capsys, command, *argv)
+    assert code == 0, err
+    assert not left.exists() and mine.read_bytes() == b"mine" and out.exists()
+    assert not record.read(tmp_path)["writing"]
