@@ -107,7 +107,7 @@ def pytest_runtest_makereport(item, call):
         return
     allowed = budget(item, item._hkd_kind)
     if item._hkd_seconds > allowed:
-        text = (f"{item.nodeid} took {item._hkd_seconds:.0f} s (set-up and body), over the {allowed:.0f} s budget "
+        text = (f"{item.nodeid} took {item._hkd_seconds:.1f} s (set-up and body), over the {allowed:.1f} s budget "
                 f"of a '{item._hkd_kind}' test")
         if STRICT:
             report.outcome = "failed"

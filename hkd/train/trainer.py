@@ -37,6 +37,7 @@ from tqdm import tqdm
 from hkd.data.dataset import SliceSet, load_slices, read_meta
 from hkd.data.preprocessing_record import record as preprocessing_record
 from hkd.devices import autocast, resolve_device
+from hkd.guard import remove_own
 from hkd.io import atomic_path, write_json, write_text
 from hkd.models import build_model, count_parameters, recorder_of
 from hkd.models.checkpoint import load_state, save_state
@@ -152,7 +153,7 @@ class Run:
                 return
             if state:
                 log.info("ignoring %s: written by a run with another configuration", self.resume_path)
-        (self.work_dir / BEST).unlink(missing_ok=True)  # stale best of an earlier run (the folder is hkd's)
+        remove_own(self.work_dir / BEST)  # stale best of an earlier run (hkd's: checked when the run claimed it)
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -292,7 +293,8 @@ class Run:
         save_state(self.out_dir / LAST, self._model_state(epoch))
         best = self.work_dir / BEST
         if not best.exists():  # diverged before the first validation: the last finite state
-            shutil.copyfile(self.out_dir / LAST, best)
+            with atomic_path(best) as tmp:
+                shutil.copyfile(self.out_dir / LAST, tmp)
         if best != self.out_dir / BEST:
             with atomic_path(self.out_dir / BEST) as tmp:
                 shutil.copyfile(best, tmp)
