@@ -83,7 +83,7 @@ def check_replaceable(path: str | os.PathLike) -> None:
         found = record.foreign(path)
         if found:
             entry, why = found
-            raise _refusal(path, f"holds {entry.relative_to(path)}, which is not hkd's ({why})")
+            raise _refusal(path, f"holds {entry.relative_to(path)}, which hkd may not replace ({why})")
         return
     why = record.why_not_hkds(path)
     if why:

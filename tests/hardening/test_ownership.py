@@ -112,7 +112,7 @@ def test_a_folder_the_user_made_stays_theirs(teacher_ckpt, prepared, tmp_path, c
     before = snapshot(folder)
     code, err = run_cli(capsys, "phantom", "--out", folder, "--cases", 2)
     line = one_line_error(err)
-    assert code == 1 and f"{folder} exists and holds " in line and "which is not hkd's" in line, line
+    assert code == 1 and f"{folder} exists and holds " in line and "which hkd may not replace" in line, line
     assert snapshot(folder) == before
     for name in ("thesis.txt", "photos"):  # even with only hkd predict's files left, not phantom's to replace
         shutil.rmtree(folder / name) if name == "photos" else (folder / name).unlink()
