@@ -7,13 +7,20 @@ of the latency over ``--runs`` timed runs after warm-up, peak memory. Then a 100
 (NIfTI, written here) is segmented by the 0.4M student through ``hkd predict``'s whole path (reading,
 preprocessing, the network in its faster runtime, resizing back, writing) in both upsampling modes.
 
-    python benchmarks/predict.py [--widths 0.4M 1.5 4M] [--runs 20] [--threads 1]
+    python benchmarks/predict.py [--widths 0.4M 1.5 4M] [--runs 20] [--threads 1] [--volume-only]
+
+The volume part runs each mode in a fresh process and prints its wall time, the network's own time (the
+model run on the volume's slices alone) and the process's peak memory: nearest, probabilities (the
+default) and probabilities with ``--probabilities`` (the class probabilities written too).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +32,7 @@ import torch
 from hkd.data.preprocessing_record import record
 from hkd.deploy import cost, runtime
 from hkd.deploy.export import _with_metadata, to_onnx
-from hkd.deploy.predict import predict_file
+from hkd.deploy.predict import BATCH, predict_file
 from hkd.models import build_model
 
 CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
@@ -44,14 +51,74 @@ def _volume(path: Path, slices: int = 100, side: int = 512) -> Path:
     return path
 
 
+MODES = {"nearest": ("nearest", False), "probabilities": ("probabilities", False),
+         "probabilities + --probabilities": ("probabilities", True)}
+
+
+def _one_volume(folder: Path, mode: str, threads: int) -> None:
+    """In this (fresh) process: segment the volume once in ``mode``; print JSON of the seconds, the network's
+    seconds on the same slices, and the peak resident memory."""
+    from hkd.data.nifti import load_scan
+    from hkd.data.preprocess import pad_to_square, resize_slices, window
+
+    torch.set_num_threads(threads)
+    model = runtime.load(folder / "s.onnx", threads=threads)
+    upsample, probabilities = MODES[mode]
+    scan = folder / "scan.nii.gz"
+    t0 = time.perf_counter()
+    predict_file(model, scan, folder / f"{upsample}{int(probabilities)}.nii.gz", upsample=upsample,
+                 probabilities=probabilities)
+    seconds = time.perf_counter() - t0
+    prep = model.preprocessing
+    image = window(load_scan(scan)[1].astype(np.float32), *prep["hu_window"], tuple(prep["scale"]))
+    slices = [resize_slices(pad_to_square(image[i:i + BATCH], prep["scale"][0]), 224, "image",
+                            tuple(prep["scale"]))[:, None] for i in range(0, len(image), BATCH)]
+    t0 = time.perf_counter()
+    for x in slices:
+        model.run(x)
+    network = time.perf_counter() - t0
+    print(json.dumps({"seconds": seconds, "network": network,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def volume_table(threads: int) -> None:
+    """A 512 x 512 x 100 volume through hkd predict, the 0.4M student in ONNX Runtime, each mode in a fresh
+    process."""
+    spec = {"arch": "squeezeunet", "width": "0.4M", "num_classes": 9}
+    torch.manual_seed(0)
+    network = build_model(spec).eval()
+    prep = record({"hu_window": [-125, 275], "image_size": 224, "classes": CLASSES})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        proto, _ = to_onnx(network, 224, spec)
+        proto = _with_metadata(proto, {runtime.META_PREPROCESSING: json.dumps(prep), runtime.META_SPEC: json.dumps(spec)})
+        (tmp / "s.onnx").write_bytes(proto.SerializeToString())
+        _volume(tmp / "scan.nii.gz")
+        print(f"\n512 x 512 x 100 volume, 0.4M student (ONNX Runtime, {threads} thread(s)), reading and writing "
+              "included, each mode in a fresh process")
+        print(f"{'mode':34s} {'seconds':>8s} {'network s':>10s} {'ratio':>6s} {'peak MB':>8s}")
+        for mode in MODES:
+            out = subprocess.run([sys.executable, __file__, "--child", str(tmp), mode, "--threads", str(threads)],
+                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            print(f"{mode:34s} {r['seconds']:>8.2f} {r['network']:>10.2f} {r['seconds'] / r['network']:>5.2f}x "
+                  f"{r['peak_mb']:>8.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--widths", nargs="+", default=["0.4M", "1.5", "4M"])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-teacher", action="store_true", help="students only")
+    ap.add_argument("--volume-only", action="store_true", help="only the volume's table")
+    ap.add_argument("--child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return _one_volume(Path(args.child[0]), args.child[1], args.threads)
     torch.set_num_threads(args.threads)
+    if args.volume_only:
+        return volume_table(args.threads)
     specs = {} if args.no_teacher else {"TransUNet R50-ViT-B/16": {"arch": "transunet", "num_classes": 9,
                                                                    "img_size": 224}}
     specs |= {f"SqueezeUNet {w}": {"arch": "squeezeunet", "width": w, "num_classes": 9} for w in args.widths}
@@ -74,25 +141,7 @@ def main() -> None:
             print(f"{teacher} / {name}: {cost.ratio(rows, teacher, name):.1f}x per slice (each in its fastest "
                   f"runtime); FLOPs {by[(teacher, 'pytorch')]['gflops'] / by[(name, 'pytorch')]['gflops']:.1f}x")
 
-    # a 512 x 512 x 100 volume through hkd predict, the 0.4M student in ONNX Runtime
-    spec = {"arch": "squeezeunet", "width": "0.4M", "num_classes": 9}
-    torch.manual_seed(0)
-    network = build_model(spec).eval()
-    prep = record({"hu_window": [-125, 275], "image_size": 224, "classes": CLASSES})
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        proto, _ = to_onnx(network, 224, spec)
-        proto = _with_metadata(proto, {runtime.META_PREPROCESSING: json.dumps(prep), runtime.META_SPEC: json.dumps(spec)})
-        (tmp / "s.onnx").write_bytes(proto.SerializeToString())
-        scan = _volume(tmp / "scan.nii.gz")
-        model = runtime.load(tmp / "s.onnx", threads=args.threads)
-        predict_file(model, scan, tmp / "warm.nii.gz", upsample="nearest")  # warm-up
-        for upsample in ("nearest", "probabilities"):
-            t0 = time.perf_counter()
-            predict_file(model, scan, tmp / f"{upsample}.nii.gz", upsample=upsample)
-            print(f"512 x 512 x 100 volume, 0.4M student (ONNX Runtime, {args.threads} thread(s)), --upsample "
-                  f"{upsample}: {time.perf_counter() - t0:.2f} s, reading and writing included")
-
+    volume_table(args.threads)
 
 if __name__ == "__main__":
     main()

@@ -59,7 +59,9 @@ def parser_predict(sub) -> None:
     p.add_argument("--preprocessing", default=None,
                    help="for a checkpoint written before checkpoints recorded it: the prepared data's dataset.json, "
                         "or inline JSON with image_size, hu_window, scale, classes")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices per step (default: hkd.deploy.predict.BATCH, 4; more hold more of the network's "
+                        "activations at once)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     _allow_module_arg(p)
@@ -78,9 +80,9 @@ def cmd_predict(args) -> None:
     inputs = {"--model": args.model, "--input": args.input}
     if args.preprocessing is not None and Path(args.preprocessing).exists():
         inputs["--preprocessing"] = args.preprocessing
+    options = {} if args.batch_size is None else {"batch_size": args.batch_size}
     done, failed = predict(model, args.input, args.out, progress=not args.quiet, upsample=args.upsample,
-                           tta=args.tta, probabilities=args.probabilities, batch_size=args.batch_size,
-                           inputs=inputs)
+                           tta=args.tta, probabilities=args.probabilities, inputs=inputs, **options)
     for stats in done:
         organs = ", ".join(f"{name} {c['volume_mm3'] / 1000:.1f} ml" for name, c in stats["classes"].items())
         log.info("%s -> %s: %s", stats["input"], stats["segmentation"], organs)
