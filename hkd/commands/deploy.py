@@ -99,9 +99,10 @@ def parser_export(sub) -> None:
                    help="a checkpoint the study wrote (best.pt); given several, the one whose run (metrics.json "
                         "beside it) has the best validation Dice")
     p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--data", required=True, type=Path,
+    p.add_argument("--data", type=Path, default=None,
                    help="the prepared dataset it was trained on: its test slices check the export, its training "
-                        "slices calibrate --int8")
+                        "slices calibrate --int8 (needed there); without it the check runs on a generated phantom "
+                        "case prepared as the checkpoint records")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantisation (per-channel weights) calibrated on training slices; its Dice "
@@ -123,6 +124,9 @@ def cmd_export(args) -> None:
 
     if args.out.suffix.lower() != ".onnx":
         raise DataError(f"--out {args.out}: an ONNX model is written as .onnx")
+    if args.int8 and args.data is None:
+        raise DataError("--int8: needs --data, the prepared data the model was trained on (its training slices "
+                        "calibrate the quantisation, its test cases measure the Dice change)")
     for path in (args.out, args.report):  # before any work
         if path is not None:
             check_replaceable(path)
@@ -139,7 +143,7 @@ def cmd_export(args) -> None:
     if args.report:
         write_json(args.report, {**report, "file_bytes": args.out.stat().st_size})
     p = report["parity"]
-    print(f"{args.out}: ONNX Runtime vs PyTorch on {p['slices']} test slices: max |logit difference| "
+    print(f"{args.out}: ONNX Runtime vs PyTorch on {p['slices']} slices of {p['on']}: max |logit difference| "
           f"{p['max_abs_logit_diff']:.3g} (tolerance {LOGIT_TOLERANCE:g}), arg-max agreement "
           f"{p['argmax_agreement']:.6%} (at least {ARGMAX_AGREEMENT:.2%}); spatial size "
           f"{'dynamic' if report['export']['dynamic_spatial'] else 'fixed'}")

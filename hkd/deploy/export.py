@@ -7,10 +7,12 @@ adapters): input ``image`` (N, 1, H, W) float32 prepared as the metadata says, o
 holds the preprocessing (``hkd.preprocessing``, :mod:`hkd.deploy.preprocessing`), the model spec and
 the parity measured at export, so ``hkd predict`` needs nothing else.
 
-Before anything is written, ONNX Runtime runs the exported graph on real prepared slices (the test
-cases', resized as for evaluation) beside PyTorch: the largest logit difference must stay within
-:data:`LOGIT_TOLERANCE` and the arg-max agree on at least :data:`ARGMAX_AGREEMENT` of the pixels (resize
-operators have exported with other coordinate conventions before; random input would not show it).
+Before anything is written, ONNX Runtime runs the exported graph on CT slices beside PyTorch: the
+largest logit difference must stay within :data:`LOGIT_TOLERANCE` and the arg-max agree on at least
+:data:`ARGMAX_AGREEMENT` of the pixels (resize operators have exported with other coordinate conventions
+before; random input would not show it). The slices are the test cases' of the prepared data the model was
+trained on, resized as for evaluation; without it (a checkpoint alone), those of a generated phantom case
+prepared as the checkpoint's own record says, and the report says which.
 
 ``int8``: static quantisation (ONNX Runtime, QDQ, weights int8 per output channel, activations uint8,
 min-max ranges calibrated on training slices); its Dice per class on the test cases, its arg-max agreement
@@ -104,6 +106,23 @@ def evaluation_slices(prepared: Path, size: int, part: str = "test", limit: int 
     return np.ascontiguousarray(slices, dtype=np.float32)
 
 
+GENERATED = "a generated phantom case, prepared as the checkpoint records (no --data)"
+
+
+def generated_slices(prep: dict, n_slices: int = 12) -> np.ndarray:
+    """Axial slices of a generated abdominal CT phantom case prepared as ``prep`` says (window, scale, pad,
+    resize): (N, 1, S, S) float32, for a parity check without prepared data."""
+    from hkd.data.nifti import to_display
+    from hkd.data.phantom import generate_case
+    from hkd.data.preprocess import window
+
+    size, scale = int(prep["image_size"]), tuple(prep["scale"])
+    image, _, affine = generate_case(0, 0, size=max(2 * size, 128), n_slices=n_slices)
+    volume = window(to_display(image.astype(np.float32), affine), *prep["hu_window"], scale)
+    return np.ascontiguousarray(resize_slices(pad_to_square(volume, scale[0]), size, "image", scale)[:, None],
+                                dtype=np.float32)
+
+
 def compare(reference, candidate, slices: np.ndarray, batch_size: int = 16) -> dict:
     """Largest absolute logit difference and arg-max agreement of two runners on ``slices``."""
     worst, agree, pixels = 0.0, 0, 0
@@ -190,31 +209,40 @@ def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
     return {name: float(np.mean(v)) for name, v in scores.items() if v}
 
 
-def export(checkpoint: Path, prepared: Path, *, int8: bool = False, calibration: int = 64,
+def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int = 64,
            check_slices: int | None = None, threads: int = 1, runs: int = 20) -> tuple[object, dict]:
-    """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report.
+    """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report. ``prepared``
+    None: the parity is checked on a generated case (``int8`` needs prepared data).
 
     Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances (nothing is written then).
     """
     from hkd.deploy.cost import latency
 
+    if int8 and prepared is None:
+        raise DataError("int8: needs the prepared data the model was trained on (--data)")
     model = runtime.load_checkpoint(checkpoint)
     prep = model.preprocessing
     size = int(prep["image_size"])
-    meta = read_meta(prepared)
-    if list(meta["classes"]) != list(prep["classes"]) or int(meta["image_size"]) != size:
-        raise DataError(f"--data {prepared}: its classes {meta['classes']} at {meta['image_size']} px are not the "
-                        f"{prep['classes']} at {size} px that {checkpoint} was trained on")
+    if prepared is not None:
+        meta = read_meta(prepared)
+        if list(meta["classes"]) != list(prep["classes"]) or int(meta["image_size"]) != size:
+            raise DataError(f"--data {prepared}: its classes {meta['classes']} at {meta['image_size']} px are not "
+                            f"the {prep['classes']} at {size} px that {checkpoint} was trained on")
     proto, dynamic = to_onnx(model.network, size, model.spec)
     session = runtime.ort_session(proto.SerializeToString(), threads)
-    slices = evaluation_slices(prepared, size, limit=check_slices)
-    parity = compare(model.run, runtime.ort_runner(session), slices)
+    if prepared is None:
+        slices = generated_slices(prep)
+    else:
+        slices = evaluation_slices(prepared, size, limit=check_slices)
+    parity = {**compare(model.run, runtime.ort_runner(session), slices),
+              "on": GENERATED if prepared is None else f"the test cases of {prepared}"}
     report = {"export": {"checkpoint": str(checkpoint), "format": "onnx", "opset": OPSET, "dynamic_batch": True,
                          "dynamic_spatial": dynamic, "image_size": size,
                          "tolerance": {"max_abs_logit_diff": LOGIT_TOLERANCE, "argmax_agreement": ARGMAX_AGREEMENT}},
               "parity": parity}
     if parity["max_abs_logit_diff"] > LOGIT_TOLERANCE or parity["argmax_agreement"] < ARGMAX_AGREEMENT:
-        raise DataError(f"{checkpoint}: ONNX Runtime differs from PyTorch on {parity['slices']} test slices (largest "
+        raise DataError(f"{checkpoint}: ONNX Runtime differs from PyTorch on {parity['slices']} slices of "
+                        f"{parity['on']} (largest "
                         f"logit difference {parity['max_abs_logit_diff']:.3g} > {LOGIT_TOLERANCE:g}, or arg-max "
                         f"agreement {parity['argmax_agreement']:.6f} < {ARGMAX_AGREEMENT}); nothing was written")
     kind = "fp32"

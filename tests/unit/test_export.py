@@ -126,3 +126,24 @@ def test_the_study_exports_its_chosen_students_and_measures_their_cost(default_s
     print(cost.to_string())
     assert set(cost["model"]) == {"teacher", "0.25"} and set(cost["runtime"]) == {"pytorch", "onnxruntime"}
     assert (cost["runs"] >= 20).all() and (out / "figures" / "dice_vs_cost.png").stat().st_size > 10_000
+
+
+def test_a_checkpoint_alone_exports_checked_on_a_generated_case(student_ckpt, prepared, tmp_path, capsys):
+    """Without --data the parity runs on a generated phantom case prepared as the checkpoint records, the report
+    says so, and the file predicts as the one exported with --data does; --int8 still needs the data."""
+    alone, with_data = tmp_path / "alone.onnx", tmp_path / "data.onnx"
+    assert main(["export", "--model", str(student_ckpt), "--out", str(alone), "--report",
+                 str(tmp_path / "alone.json")]) == 0
+    assert "slices of a generated phantom case, prepared as the checkpoint records (no --data)" in \
+        capsys.readouterr().out
+    report = json.loads((tmp_path / "alone.json").read_text())
+    assert report["parity"]["on"].startswith("a generated phantom case") and report["parity"]["slices"] == 12
+    assert report["parity"]["max_abs_logit_diff"] <= 1e-4
+    assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(with_data)]) == 0
+    capsys.readouterr()
+    from hkd.deploy import runtime
+
+    x = np.random.default_rng(1).random((2, 1, 32, 32), dtype=np.float32)
+    assert np.array_equal(runtime.load(alone).run(x), runtime.load(with_data).run(x))
+    assert main(["export", "--model", str(student_ckpt), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 1
+    assert "--int8: needs --data" in capsys.readouterr().err and not (tmp_path / "q.onnx").exists()
