@@ -83,9 +83,8 @@ def resize_argmax(p: torch.Tensor, side: int, crop: tuple[int, int, int, int],
         if best is None:
             best = pc
             continue
-        higher = pc > best
-        labels[higher] = c
-        best = torch.where(higher, pc, best)
+        labels.masked_fill_(pc > best, c)
+        torch.maximum(best, pc, out=best)
     return labels
 
 
