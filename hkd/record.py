@@ -242,7 +242,9 @@ def replace(temporary: Path, path: Path, check) -> None:
         if isinstance(old, dict) and path.exists():
             old.pop("previous", None)
             rec["files"][path.name] = {**new, "previous": old}
-            _write(folder, rec)
+        else:  # a new file: listed before it appears (an entry without a file is harmless)
+            rec["files"][path.name] = new
+        _write(folder, rec)
         os.replace(temporary, path)
         rec["files"][path.name] = new
         rec["writing"].pop(temporary.name, None)

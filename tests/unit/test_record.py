@@ -33,10 +33,12 @@ def test_a_file_saved_again_unchanged_stays_hkds_and_an_edit_of_the_same_size_do
     assert record.why_not_hkds(path) == "it was changed since hkd wrote it"
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["a replacement", "the first write"])
 @pytest.mark.parametrize("killed", ["before the rename", "after the rename"])
-def test_a_kill_during_a_replacement_leaves_a_file_hkd_knows(killed, tmp_path, monkeypatch):
+def test_a_kill_during_a_write_leaves_a_file_hkd_knows(killed, first, tmp_path, monkeypatch):
     path = tmp_path / "state.txt"
-    write_text(path, "epoch 1\n")
+    if not first:
+        write_text(path, "epoch 1\n")
     writes = []
     real_write, real_replace = record._write, os.replace
 
@@ -56,8 +58,11 @@ def test_a_kill_during_a_replacement_leaves_a_file_hkd_knows(killed, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         write_text(path, "epoch 2\n")
     monkeypatch.undo()
-    assert path.read_text() == ("epoch 1\n" if killed == "before the rename" else "epoch 2\n")
-    check_replaceable(path)  # hkd's either way: the next run replaces it
+    if killed == "before the rename":
+        assert path.read_text() == "epoch 1\n" if not first else not path.exists()
+    else:
+        assert path.read_text() == "epoch 2\n"
+    check_replaceable(path)  # hkd's (or absent) either way: the next run replaces it
     write_text(path, "epoch 3\n")
     assert "previous" not in record.entry_of(path)
 
