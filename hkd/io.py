@@ -6,8 +6,8 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 from hkd import record
@@ -44,6 +44,26 @@ def _cannot_write(path: Path) -> OSError:
                    "write to (nothing was written)")
 
 
+def _temporary(path: Path, suffix: str, own: bool, create, kind: str = "file") -> Path:
+    """A new temporary next to ``path`` (``.<name>.<8 random characters><suffix>``), made by ``create``; with
+    ``own`` recorded in the folder's record before it exists, so a kill at any point leaves nothing the next
+    write in the folder cannot remove. (tempfile.mkstemp names and creates in one step, leaving no moment to
+    record the name first.)"""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        if own:
+            record.begin(tmp, kind=kind)
+        try:
+            create(tmp)
+            return tmp
+        except BaseException as exc:
+            if own:
+                record.end(tmp)
+            if not isinstance(exc, FileExistsError):
+                raise
+    raise FileExistsError(f"{path.parent}: no free name for a temporary of {path.name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
@@ -63,17 +83,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
             record.sweep(path.parent)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix, dir=path.parent)
+        tmp = _temporary(path, suffix or path.suffix, own, lambda t: os.close(
+            os.open(t, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)))
     except OSError as exc:
         if exc.errno not in _READ_ONLY:
             raise
         raise _cannot_write(path) from None
-    os.close(fd)
-    tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
     try:
-        if own:
-            record.begin(tmp)
         yield tmp
         if own:  # checked again: a file the user edited while this was written is theirs now
             record.replace(tmp, path, check_replaceable)
@@ -109,14 +125,12 @@ def atomic_dir(path: str | os.PathLike):
         record.make_folder(path.parent)
         record.sweep(path.parent)
         created = record.created(path) if path.exists() else True
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = _temporary(path, "", True, lambda t: os.mkdir(t, 0o777 & ~_UMASK), kind="folder")
     except OSError as exc:
         if exc.errno not in _READ_ONLY:
             raise
         raise _cannot_write(path) from None
-    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
-        record.begin(tmp, kind="folder")
         yield tmp
         record.record_tree(tmp, created=created)
         with record.updating(path.parent) as rec:

@@ -5,8 +5,10 @@ other's entries."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,24 @@ def test_concurrent_writers_in_one_folder_keep_each_others_entries(tmp_path):
     rec = record.read(tmp_path)
     assert set(rec["files"]) == {f"{p}{i}.txt" for p in "abc" for i in range(25)} and not rec["writing"]
     assert all(record.why_not_hkds(tmp_path / name) is None for name in rec["files"])
+
+
+def test_a_temporary_is_recorded_before_it_exists_and_a_killed_writers_entry_goes(tmp_path, monkeypatch):
+    seen = []
+    real_open = os.open
+
+    def watching_open(path, flags, *args):  # the temporary's creation: its name is in the record already
+        if Path(path).name.startswith(".a.txt."):
+            seen.append(Path(path).name in record.read(tmp_path)["writing"])
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", watching_open)
+    write_text(tmp_path / "a.txt", "x")
+    monkeypatch.undo()
+    assert seen and all(seen)
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    with record.updating(tmp_path) as rec:  # killed after recording its temporary, before creating it
+        rec["writing"][".b.txt.0123abcd.txt"] = {"pid": gone, "host": socket.gethostname(), "kind": "file"}
+    write_text(tmp_path / "c.txt", "y")
+    assert record.read(tmp_path)["writing"] == {}
