@@ -35,13 +35,20 @@ def _out_of_space(exc: BaseException) -> bool:
 _READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def _cannot_write(path: Path) -> OSError:
-    """The error for an output whose folder cannot be written (named, not the temporary's path)."""
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return OSError(f"{path}: cannot write there ({folder} is read-only for this user); choose a folder you can "
-                   "write to (nothing was written)")
+@contextlib.contextmanager
+def _named_if_read_only(path: Path):
+    """Turn a refusal to write next to ``path`` into one line naming ``path`` and the read-only folder (not
+    the temporary's path)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY:
+            raise
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        raise OSError(f"{path}: cannot write there ({folder} is read-only for this user); choose a folder you can "
+                      "write to (nothing was written)") from None
 
 
 def _temporary(path: Path, suffix: str, own: bool, create, kind: str = "file") -> Path:
@@ -76,7 +83,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
     raises :class:`NoSpaceError` naming ``path``, which keeps its earlier content.
     """
     path = Path(path)
-    try:
+    with _named_if_read_only(path):
         if own:
             check_replaceable(path)
             record.make_folder(path.parent)
@@ -85,10 +92,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary(path, suffix or path.suffix, own, lambda t: os.close(
             os.open(t, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666 & ~_UMASK)))
-    except OSError as exc:
-        if exc.errno not in _READ_ONLY:
-            raise
-        raise _cannot_write(path) from None
     try:
         yield tmp
         if own:  # checked again: a file the user edited while this was written is theirs now
@@ -121,15 +124,11 @@ def atomic_dir(path: str | os.PathLike):
     if path.exists() and not path.is_dir():
         raise InputOverwriteError(f"{path} exists and is a file, not a folder hkd wrote; refusing to replace it")
     check_replaceable(path)
-    try:
+    with _named_if_read_only(path):
         record.make_folder(path.parent)
         record.sweep(path.parent)
         created = record.created(path) if path.exists() else True
         tmp = _temporary(path, "", True, lambda t: os.mkdir(t, 0o777 & ~_UMASK), kind="folder")
-    except OSError as exc:
-        if exc.errno not in _READ_ONLY:
-            raise
-        raise _cannot_write(path) from None
     try:
         yield tmp
         record.record_tree(tmp, created=created)

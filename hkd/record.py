@@ -251,13 +251,17 @@ def replace(temporary: Path, path: Path, check) -> None:
         _write(folder, rec)
 
 
-def forget(path: str | os.PathLike) -> None:
-    """Drop the file ``path`` from its folder's record (after deleting it)."""
+def _drop(path: str | os.PathLike, section: str) -> None:
     path = Path(path)
     if read(path.parent) is None:
         return
     with updating(path.parent) as rec:
-        rec["files"].pop(path.name, None)
+        rec[section].pop(path.name, None)
+
+
+def forget(path: str | os.PathLike) -> None:
+    """Drop the file ``path`` from its folder's record (after deleting it)."""
+    _drop(path, "files")
 
 
 def begin(temporary: str | os.PathLike, kind: str = "file") -> None:
@@ -270,11 +274,7 @@ def begin(temporary: str | os.PathLike, kind: str = "file") -> None:
 
 def end(temporary: str | os.PathLike) -> None:
     """Drop the ``temporary`` of a write that ended (it was renamed into place or removed)."""
-    temporary = Path(temporary)
-    if read(temporary.parent) is None:
-        return
-    with updating(temporary.parent) as rec:
-        rec["writing"].pop(temporary.name, None)
+    _drop(temporary, "writing")
 
 
 def _gone(writer_: dict) -> bool:
