@@ -28,21 +28,6 @@ import torch
 log = logging.getLogger("hkd")
 
 RUNTIMES = ("pytorch", "onnxruntime")
-WARMUP = 3
-
-
-def latency(run, x: np.ndarray, runs: int = 20, warmup: int = WARMUP) -> dict:
-    """Milliseconds per call of ``run(x)``: median, quartiles, min and max over ``runs`` after ``warmup``."""
-    for _ in range(warmup):
-        run(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        run(x)
-        times.append((time.perf_counter() - t0) * 1e3)
-    q = np.percentile(times, [25, 50, 75])
-    return {"median_ms": float(q[1]), "q25_ms": float(q[0]), "q75_ms": float(q[2]), "min_ms": float(min(times)),
-            "max_ms": float(max(times)), "runs": runs}
 
 
 def flops(network: torch.nn.Module, size: int) -> int:
@@ -97,7 +82,6 @@ def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: 
     """In a fresh process: latency per slice, seconds per volume and peak memory of one runtime."""
     torch.set_num_threads(threads)
     from hkd.deploy import runtime
-    from hkd.deploy.export import _AsModule
     from hkd.evaluate.volume import predict_volume
     from hkd.models import build_model
 
@@ -113,13 +97,13 @@ def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: 
     else:
         run = runtime.ort_runner(runtime.ort_session(Path(path), threads))
     x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
-    out = {"latency": latency(run, x, runs)}
+    out = {"latency": runtime.latency(run, x, runs)}
     out["peak_mb"] = _peak_growth_mb(base)
     if volumes:
         seconds = []
         for image, scale in volumes:
             t0 = time.perf_counter()
-            predict_volume(_AsModule(run), image, size, "cpu", batch_size=1, scale=scale)
+            predict_volume(runtime.as_module(run), image, size, "cpu", batch_size=1, scale=scale)
             seconds.append(time.perf_counter() - t0)
         out["volume_s"] = float(np.mean(seconds))
         out["volume_slices"] = float(np.mean([len(v) for v, _ in volumes]))

@@ -182,16 +182,6 @@ def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8):
         return onnx.load(str(dst))
 
 
-class _AsModule:
-    """A runner as the callable ``hkd.evaluate.volume.predict_volume`` expects (tensor in, tensor out)."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run(x.numpy()))
-
-
 def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
     """Mean Dice per class over the ``part`` cases, predicted as ``hkd evaluate`` predicts."""
     from hkd.evaluate.metrics import case_metrics
@@ -202,7 +192,7 @@ def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
     scores: dict[str, list[float]] = {name: [] for name in classes.values()}
     for case in meta["split"].get(part) or []:
         image, label, spacing = load_volume(prepared, case)
-        pred = predict_volume(_AsModule(run), image, int(meta["image_size"]), "cpu",
+        pred = predict_volume(runtime.as_module(run), image, int(meta["image_size"]), "cpu",
                               scale=tuple(meta.get("scale", (0.0, 1.0))))
         for row in case_metrics(pred, label, spacing, classes):
             scores[row["organ"]].append(float(row["dice"]))
@@ -216,8 +206,6 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
 
     Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances (nothing is written then).
     """
-    from hkd.deploy.cost import latency
-
     if int8 and prepared is None:
         raise DataError("int8: needs the prepared data the model was trained on (--data)")
     model = runtime.load_checkpoint(checkpoint)
@@ -261,8 +249,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
             "mean_dice": {"fp32": float(np.mean(list(fp32_dice.values()))),
                           "int8": float(np.mean(list(int8_dice.values())))},
             "latency_ms": {"threads": threads, "size": size,
-                           "fp32": latency(runtime.ort_runner(session), one, runs),
-                           "int8": latency(q_run, one, runs)},
+                           "fp32": runtime.latency(runtime.ort_runner(session), one, runs),
+                           "int8": runtime.latency(q_run, one, runs)},
         }
         proto, kind = quantised, "int8"
     report["export"]["kind"] = kind

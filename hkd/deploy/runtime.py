@@ -8,6 +8,7 @@ or an ONNX file written by ``hkd export`` (run in ONNX Runtime). Either carries 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,31 @@ def ort_runner(session):
         return np.concatenate(parts)
 
     return run
+
+
+WARMUP = 3  # calls before a latency is timed
+
+
+def latency(run, x: np.ndarray, runs: int = 20, warmup: int = WARMUP) -> dict:
+    """Milliseconds per call of ``run(x)``: median, quartiles, min and max over ``runs`` after ``warmup``."""
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    q = np.percentile(times, [25, 50, 75])
+    return {"median_ms": float(q[1]), "q25_ms": float(q[0]), "q75_ms": float(q[2]), "min_ms": float(min(times)),
+            "max_ms": float(max(times)), "runs": runs}
+
+
+def as_module(run):
+    """A runner as the tensor-in, tensor-out callable :func:`hkd.evaluate.volume.predict_volume` takes."""
+    def module(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run(x.numpy()))
+
+    return module
 
 
 def check_fits(model: Model, session=None) -> None:
