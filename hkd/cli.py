@@ -107,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     record.set_writer(f"hkd {args.command}")  # what this process writes is recorded as this command's
     try:
         _check_numbers(args)
-        check_outputs_spare_inputs(_paths(args, args.outputs), _paths(args, getattr(args, "inputs", ())))
+        # what the command reads, by flag: its outputs are checked against them here, and a command that
+        # derives more outputs (predict's case files) checks those against the same
+        args.input_paths = _paths(args, getattr(args, "inputs", ()))
+        check_outputs_spare_inputs(_paths(args, args.outputs), args.input_paths)
         args.func(args)
     except (DataError, ValueError, KeyError, OSError, ImportError, LockError) as exc:
         # Bad input (or a folder another run holds): one line that names the file, key or argument. Other

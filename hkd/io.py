@@ -87,7 +87,6 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", own: bool = True):
         if own:
             check_replaceable(path)
             record.make_folder(path.parent)
-            record.sweep(path.parent)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary(path, suffix or path.suffix, own, lambda t: os.close(
@@ -118,7 +117,7 @@ def atomic_dir(path: str | os.PathLike):
     :func:`hkd.guard.check_replaceable`), checked before any work and again before the swap. Every file of
     the new folder is recorded as this command's; the folder keeps the owner it had (a folder that
     existed before hkd first wrote it stays the user's). Temporaries of earlier writes in the same folder
-    whose process was killed are removed first.
+    whose process was killed are removed first (:func:`hkd.record.begin`).
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -126,7 +125,6 @@ def atomic_dir(path: str | os.PathLike):
     check_replaceable(path)
     with _named_if_read_only(path):
         record.make_folder(path.parent)
-        record.sweep(path.parent)
         created = record.created(path) if path.exists() else True
         tmp = _temporary(path, "", True, lambda t: os.mkdir(t, 0o777 & ~_UMASK), kind="folder")
     try:

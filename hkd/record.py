@@ -14,8 +14,8 @@ a name, a suffix, a content or a marker (:mod:`hkd.guard` applies the rule).
 
 ``created``: hkd made the folder (a folder that existed before stays the user's: hkd only records the files
 it writes in it). ``by``: the command that wrote the file (``hkd <command>``; ``null`` for a call of hkd's
-functions from Python, which matches any command). ``writing``: the temporaries of writes in progress; a
-later write in the folder removes those whose process is gone (same host), so a killed write leaves nothing.
+functions from Python, which matches any command). ``writing``: the temporaries of writes in progress; the
+next write in the folder removes those whose process is gone (same host), so a killed write leaves nothing.
 
 Every update reads, changes and replaces the record (written to a temporary and renamed) under an
 exclusive lock on the folder (``flock`` on the folder itself; where the filesystem has none, unlocked),
@@ -220,13 +220,11 @@ def make_folder(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def add(path: str | os.PathLike, temporary: str | None = None) -> None:
-    """Record the file ``path`` as written by this command (and drop the ``temporary`` it was written as)."""
+def add(path: str | os.PathLike) -> None:
+    """Record the file ``path``, as it is now, as written by this command."""
     path = Path(path)
     with updating(path.parent) as rec:
         rec["files"][path.name] = fingerprint(path)
-        if temporary:
-            rec["writing"].pop(temporary, None)
 
 
 def replace(temporary: Path, path: Path, check) -> None:
@@ -265,9 +263,11 @@ def forget(path: str | os.PathLike) -> None:
 
 
 def begin(temporary: str | os.PathLike, kind: str = "file") -> None:
-    """Record the ``temporary`` (file or folder) a write is about to create."""
+    """Record the ``temporary`` (file or folder) a write is about to create, after removing those that killed
+    writes left in the folder."""
     temporary = Path(temporary)
     with updating(temporary.parent) as rec:
+        _sweep(temporary.parent, rec)
         rec["writing"][temporary.name] = {"pid": os.getpid(), "host": socket.gethostname(), "kind": kind,
                                           "by": writer()}
 
@@ -294,27 +294,21 @@ def _gone(writer_: dict) -> bool:
     return False
 
 
-def sweep(folder: str | os.PathLike) -> list[Path]:
-    """Remove the temporaries that killed writes recorded in ``folder`` left; returns what was removed."""
-    folder = Path(folder)
-    rec = read(folder) if folder.is_dir() else None
-    if not rec or not any(_gone(w) for w in rec["writing"].values()):
-        return []
-    removed = []
-    with updating(folder) as rec:
-        for name, w in list(rec["writing"].items()):
-            if not _gone(w):
-                continue
-            path = folder / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            elif path.is_file() and not path.is_symlink():
-                path.unlink(missing_ok=True)
-            if not path.exists():
-                removed.append(path)
-                log.info("removed %s, left by a write that was killed", path)
-            del rec["writing"][name]
-    return removed
+def _sweep(folder: Path, rec: dict) -> None:
+    """Remove the temporaries that killed writes recorded in ``rec`` (the record of ``folder``, held under its
+    lock) left there, and their entries."""
+    for name, w in list(rec["writing"].items()):
+        if not _gone(w):
+            continue
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+        if path.exists():
+            continue
+        log.info("removed %s, left by a write that was killed", path)
+        del rec["writing"][name]
 
 
 def record_tree(folder: str | os.PathLike, created: bool = True) -> None:

@@ -77,12 +77,9 @@ def cmd_predict(args) -> None:
     _threads(args.threads)
     model = runtime.load(args.model, _preprocessing_arg(args.preprocessing), threads=args.threads)
     check_classes(model, None if args.classes is None else [c.strip() for c in args.classes.split(",")])
-    inputs = {"--model": args.model, "--input": args.input}
-    if args.preprocessing is not None and Path(args.preprocessing).exists():
-        inputs["--preprocessing"] = args.preprocessing
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
     done, failed = predict(model, args.input, args.out, progress=not args.quiet, upsample=args.upsample,
-                           tta=args.tta, probabilities=args.probabilities, inputs=inputs, **options)
+                           tta=args.tta, probabilities=args.probabilities, inputs=args.input_paths, **options)
     for stats in done:
         organs = ", ".join(f"{name} {c['volume_mm3'] / 1000:.1f} ml" for name, c in stats["classes"].items())
         log.info("%s -> %s: %s", stats["input"], stats["segmentation"], organs)
@@ -124,9 +121,6 @@ def cmd_export(args) -> None:
 
     if args.out.suffix.lower() != ".onnx":
         raise DataError(f"--out {args.out}: an ONNX model is written as .onnx")
-    if args.int8 and args.data is None:
-        raise DataError("--int8: needs --data, the prepared data the model was trained on (its training slices "
-                        "calibrate the quantisation, its test cases measure the Dice change)")
     for path in (args.out, args.report):  # before any work
         if path is not None:
             check_replaceable(path)

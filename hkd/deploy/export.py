@@ -207,7 +207,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
     Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances (nothing is written then).
     """
     if int8 and prepared is None:
-        raise DataError("int8: needs the prepared data the model was trained on (--data)")
+        raise DataError("--int8: needs --data, the prepared data the model was trained on (its training slices "
+                        "calibrate the quantisation, its test cases measure the Dice change)")
     model = runtime.load_checkpoint(checkpoint)
     prep = model.preprocessing
     size = int(prep["image_size"])

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from hkd.data.nifti import from_display, load_scan
 from hkd.data.preprocess import pad_to_square, resize_slices, window
-from hkd.deploy.runtime import Model
 from hkd.data.scans import case_name, folder_scans, is_nifti_name
+from hkd.deploy.runtime import Model
 from hkd.errors import DataError
 from hkd.guard import check_outputs_spare_inputs, check_replaceable
 from hkd.io import atomic_path

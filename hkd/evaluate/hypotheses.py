@@ -136,7 +136,7 @@ def _stalled_note(runs: list[tuple[str, pd.DataFrame]]) -> str:
     """Which arms (by role) hold stalled runs (most organs at a validation Dice of 0.1 or less at the end)."""
     parts = []
     for who, info in runs:
-        flags = [bool(v) for v in info.get("stalled", pd.Series(dtype=object)) if v is not None and not pd.isna(v)]
+        flags = [bool(v) for v in info["stalled"] if v is not None and not pd.isna(v)]
         if any(flags):
             parts.append(f"{sum(flags)} of {who} {len(flags)}")
     return "rests on stalled runs (most organs at validation Dice <= 0.1 at the end): " + ", ".join(parts) \

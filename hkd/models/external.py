@@ -20,6 +20,7 @@ from torch import nn
 from hkd import extras
 from hkd.trust import check_allowed
 
+
 def one_line(exc: BaseException) -> str:
     """An exception as ``Type: first line of its message``."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

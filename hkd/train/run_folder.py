@@ -2,9 +2,9 @@
 
 A run replaces only its own files, and only those hkd wrote (:func:`hkd.guard.claim_folder`, by the
 folder's record, :mod:`hkd.record`); other files in its folders are never touched. It takes the folders'
-locks (:class:`hkd.lock.OutLock`, as the workflow does for the study's ``out``) and removes the temporaries
-killed writes recorded there. At the end the work folder's files and lock are removed, the folder itself
-when hkd created it and nothing else is in it. While
+locks (:class:`hkd.lock.OutLock`, as the workflow does for the study's ``out``); its first write in each
+removes the temporaries killed writes recorded there (:func:`hkd.record.begin`). At the end the work folder's
+files and lock are removed, the folder itself when hkd created it and nothing else is in it. While
 a run holds its folders, SIGTERM (a cluster's time limit, a workflow manager stopping the job) interrupts it
 as Ctrl-C does, so the locks are released; only a SIGKILL leaves one, which the next run on the same host
 takes over.
@@ -77,7 +77,7 @@ class RunFolders:
                               "a folder you can write to (nothing was written)")
 
     def claim(self) -> None:
-        """Make and mark the folders, take their locks and remove killed writes of the run's files."""
+        """Make the folders (recorded as hkd's when new) and take their locks."""
         for flag, folder in self.folders.items():
             claim_folder(folder, flag, names=self.files[flag])
         if not self._sigterm:
@@ -87,7 +87,6 @@ class RunFolders:
             lock = OutLock(folder)
             lock.acquire()
             self.locks.append(lock)
-            record.sweep(folder)
 
     def release(self) -> None:
         """Release the locks (safe to call more than once)."""
@@ -102,14 +101,10 @@ class RunFolders:
         """Delete the work folder's files (those hkd wrote), release the locks, then delete the folder if hkd
         created it and that left it empty (anything else put there is kept)."""
         if self.work and self.work.is_dir():
-            record.sweep(self.work)
             for name in WORK_FILES:
                 with contextlib.suppress(OSError, ValueError):  # not hkd's: kept
                     remove_own(self.work / name)
         self.release()
-        if self.work and record.created(self.work) and \
-                {p.name for p in self.work.iterdir()} <= set(record.BOOKKEEPING):
-            for name in record.BOOKKEEPING:
-                (self.work / name).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.work.rmdir()
+        if self.work and record.created(self.work):
+            with contextlib.suppress(OSError, ValueError):  # holds what is not hkd's: kept
+                remove_own(self.work)

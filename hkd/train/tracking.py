@@ -113,7 +113,7 @@ class TensorBoardTracker(Tracker):
 
     def start(self, history: list[dict]) -> None:
         make_folder(self.folder)
-        before = set(self.folder.iterdir())
+        before = {p for p in self.folder.iterdir() if p.name not in record.BOOKKEEPING}
         for old in sorted(before):  # an earlier (or killed) run's event files, as hkd recorded them
             if record.why_not_hkds(old) is None:
                 remove_own(old)
@@ -122,14 +122,14 @@ class TensorBoardTracker(Tracker):
                             "curves beside this run's", old)
         # purge_step 1: a TensorBoard watching the folder drops what it read from the deleted files
         self.writer = self._writer_class(str(self.folder), purge_step=1 if history else None, flush_secs=3600)
-        self.files = set(self.folder.iterdir()) - before - {self.folder / name for name in record.BOOKKEEPING}
+        self.files = {p for p in self.folder.iterdir() if p.name not in record.BOOKKEEPING} - before
         for row in history:
             self._write(row)
-        self._flush()
-
-    def _flush(self) -> None:
-        """Write the events out and record the event file as it now is (it grows every epoch)."""
         self.writer.flush()
+        self._record()
+
+    def _record(self) -> None:
+        """Record the event files as they now are (they grow every epoch)."""
         for path in self.files:
             record.add(path)
 
@@ -139,12 +139,12 @@ class TensorBoardTracker(Tracker):
 
     def epoch(self, row: dict) -> None:
         self._write(row)
-        self._flush()
+        self.writer.flush()
+        self._record()
 
     def finish(self, metrics: dict, metrics_json: Path) -> None:
         self.writer.close()
-        for path in self.files:
-            record.add(path)
+        self._record()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -220,7 +220,8 @@ class MlflowTracker(Tracker):
         return run if run.info.lifecycle_stage == "active" else None
 
     def start(self, history: list[dict]) -> None:
-        Param, RunTag = _entities().Param, _entities().RunTag
+        entities = _entities()
+        Param, RunTag = entities.Param, entities.RunTag
         experiment_id = self._experiment_id()
         earlier = self._recorded_run(experiment_id)
         if history and earlier:  # resumed: the run that logged the epochs before the kill
