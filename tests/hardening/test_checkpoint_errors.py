@@ -63,7 +63,7 @@ def test_a_foreign_resume_state_is_ignored_and_training_starts_afresh(prepared, 
     work = tmp_path / "work"
     work.mkdir()
     torch.save(torch.zeros(3), work / "state.pt")
-    record.add(work / "state.pt")  # recorded as hkd's (an unrecorded one is refused: tests/hardening/test_train_outputs.py)
+    record.add(work / "state.pt")  # hkd's (an unrecorded one is refused: tests/hardening/test_train_outputs.py)
     cfg = {"model": {"arch": "squeezeunet", "width": 0.25}, "epochs": 1, "batch_size": 8, "device": "cpu"}
     with caplog.at_level(logging.WARNING):
         metrics = train(cfg, prepared, tmp_path / "out", resume_dir=work, progress=False)

@@ -95,7 +95,8 @@ def test_an_earlier_output_is_replaced_but_a_foreign_folder_is_not(tmp_path, cap
     for argv in (["extract", "--zip", zip_path, "--out", mine], ["phantom", "--out", mine, "--cases", 3]):
         code, err = run_cli(capsys, *argv)
         line = one_line_error(err)
-        assert code == 1 and f"{mine} exists and holds thesis.txt, which hkd may not replace (hkd did not write it" in line, line
+        assert code == 1 and f"{mine} exists and holds thesis.txt, which hkd may not replace (hkd did not write it" \
+            in line, line
         assert (mine / "thesis.txt").read_text() == "years of work"
 
 
