@@ -32,11 +32,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SLICES, VAL_SLICES, TEST_SLICES = 2211, 737, 737  # 60/20/20 of the 3,685 slices of the 30 cases
-SEEDS, DISTILLED_METHODS = 3, 7
 
 
-def peak_tflops(device: torch.device, bf16: bool, n: int = 4096) -> float:
+def peak_tflops(device: torch.device, bf16: bool, n: int | None = None) -> float:
     """Best rate of an n x n matrix product on ``device`` in the step's precision (TFLOP/s)."""
+    n = n or (8192 if device.type == "cuda" else 2048)  # long enough to run well past launch overhead
     dtype = torch.bfloat16 if bf16 else torch.float32
     a = torch.rand(n, n, device=device, dtype=dtype)
     b = torch.rand(n, n, device=device, dtype=dtype)
@@ -55,8 +55,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_data(root: Path, n_train: int) -> Path:
-    """A prepared dataset of ``n_train`` synthetic 224 px training slices (the cost does not depend on them)."""
+def make_data(root: Path, n_train: int, size: int) -> Path:
+    """A prepared dataset of ``n_train`` synthetic ``size`` px training slices (the cost does not depend on them)."""
     import h5py
     import numpy as np
 
@@ -66,13 +66,13 @@ def make_data(root: Path, n_train: int) -> Path:
     rng = np.random.default_rng(0)
     for part, n in (("train", n_train), ("val", 8)):
         with h5py.File(root / f"{part}.h5", "w") as f:
-            f["image"] = rng.random((n, 224, 224), dtype=np.float32)
-            f["label"] = rng.integers(0, 9, (n, 224, 224), dtype=np.uint8)
+            f["image"] = rng.random((n, size, size), dtype=np.float32)
+            f["label"] = rng.integers(0, 9, (n, size, size), dtype=np.uint8)
             f["case"] = np.array([b"0001"] * n)
             f["slice"] = np.arange(n)
     classes = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach",
                "aorta", "pancreas"]
-    write_json(root / "dataset.json", {"classes": classes, "image_size": 224,
+    write_json(root / "dataset.json", {"classes": classes, "image_size": size, "hu_window": [-125, 275],
                                       "slices": {"train": n_train, "val": 8}})
     return root
 
@@ -100,9 +100,9 @@ def time_run(run, steps: int, device: torch.device) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def time_inference(model, batch: int, device: torch.device, precision_autocast) -> float:
-    """Seconds per slice of inference at 224 px."""
-    x = torch.rand(batch, 1, 224, 224, device=device)
+def time_inference(model, batch: int, size: int, device: torch.device, precision_autocast) -> float:
+    """Seconds per slice of inference at ``size`` px."""
+    x = torch.rand(batch, 1, size, size, device=device)
     model.eval().to(device)
     with precision_autocast():
         model(x)
@@ -121,50 +121,57 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="CPU threads")
     ap.add_argument("--jobs-per-device", type=int, default=1, help="jobs sharing the device in the plan")
     ap.add_argument("--config", type=Path, default=REPO / "workflow" / "configs" / "synapse-paper.yaml")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures printed here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hkd.models import SQUEEZEUNET_PRESETS
     from hkd.devices import autocast
     from hkd.models.checkpoint import save_state
     from hkd.train.config import TrainConfig
     from hkd.train.trainer import Run
 
     cfg = yaml.safe_load(args.config.read_text())
-    recipe = {k: v for k, v in cfg["train"].items() if k != "threads"}
+    recipe = {k: v for k, v in cfg["train"].items() if k not in ("threads", "tracker")}
     if args.batch:
         recipe["batch_size"] = args.batch
+    size = cfg["data"]["image_size"]
     teacher_spec = cfg["teacher"]["model"]
+    students = cfg["students"]
+    seeds, widths = len(students["seeds"]), [str(w) for w in students["widths"]]
+    distilled_methods = len([m for m in students["methods"] if m != "scratch"])
     t_epochs = {**recipe, **cfg["teacher"].get("train", {})}["epochs"]
-    s_epochs = {**recipe, **cfg["students"].get("train", {})}["epochs"]
+    s_epochs = {**recipe, **students.get("train", {})}["epochs"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training does: fixed shapes, algorithms chosen once
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
-    bf16 = device.type == "cuda" and recipe.get("precision", "auto") in ("auto", "bf16")
+    bf16 = recipe.get("precision", "auto") == "bf16" or (device.type == "cuda" and recipe.get("precision", "auto") == "auto")
     peak = peak_tflops(device, bf16)
     print(f"device: {name}; {'bf16' if bf16 else 'fp32'}; matrix-multiply rate {peak:.2f} TFLOP/s; "
-          f"batch {recipe['batch_size']}; median of {args.steps} steps per job kind")
+          f"batch {recipe['batch_size']}; {size} px; median of {args.steps} steps per job kind")
+    infer = lambda: autocast(device, recipe.get("precision", "auto"))  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        prepared = make_data(tmp / "prep", max(recipe["batch_size"] * (args.steps + 1), 16))
+        prepared = make_data(tmp / "prep", max(recipe["batch_size"] * (args.steps + 1), 16), size)
         teacher_run = Run(TrainConfig.from_dict({**recipe, "model": teacher_spec, "device": str(device)}),
                           prepared, tmp / "teacher", None, None, progress=False)
         save_state(tmp / "teacher.pt", teacher_run._model_state(0))
         sec, gflop = time_run(teacher_run, args.steps, device)
-        t_inf = time_inference(teacher_run.model, 8, device, lambda: autocast(device, recipe.get("precision", "auto")))
+        t_inf = time_inference(teacher_run.model, 8, size, device, infer)
         rows.append(("teacher", "TransUNet", 1, t_epochs, sec, gflop, t_inf))
         del teacher_run
-        for preset in SQUEEZEUNET_PRESETS:
+        for width in widths:
             for method in ("scratch", "logits"):
-                run = Run(TrainConfig.from_dict({**recipe, "model": {"arch": "squeezeunet", "width": preset},
+                run = Run(TrainConfig.from_dict({**recipe, "model": {"arch": students["arch"], "width": width},
                                                  "method": method, "device": str(device),
                                                  "teacher": teacher_spec if method != "scratch" else None}),
-                          prepared, tmp / f"{preset}_{method}", None,
+                          prepared, tmp / f"{width}_{method}", None,
                           tmp / "teacher.pt" if method != "scratch" else None, progress=False)
                 sec, gflop = time_run(run, args.steps, device)
-                t_inf = time_inference(run.model, 8, device, lambda: autocast(device, recipe.get("precision", "auto")))
-                count = SEEDS * (1 if method == "scratch" else DISTILLED_METHODS)
-                rows.append((method if method == "scratch" else "distilled", preset, count, s_epochs, sec, gflop, t_inf))
+                t_inf = time_inference(run.model, 8, size, device, infer)
+                count = seeds * (1 if method == "scratch" else distilled_methods)
+                rows.append((method if method == "scratch" else "distilled", width, count, s_epochs, sec, gflop, t_inf))
                 del run
     print(f"{'job':<10} {'model':<10} {'jobs':>4} {'s/step':>8} {'samples/s':>10} {'TFLOP/s':>8} {'of peak':>8} "
           f"{'epoch min':>9} {'job h':>7}")
@@ -177,13 +184,15 @@ def main() -> None:
         tflops = gflop / sec / 1e3
         print(f"{job:<10} {model:<10} {count:>4} {sec:>8.3f} {recipe['batch_size'] / sec:>10.1f} {tflops:>8.2f} "
               f"{tflops / peak:>7.1%} {epoch_s / 60:>9.2f} {job_h:>7.2f}")
-        plan.append({"job": job, "model": model, "count": count, "hours_each": job_h})
+        plan.append({"job": job, "model": model, "count": count, "s_per_step": sec,
+                     "samples_per_s": recipe["batch_size"] / sec, "tflops": tflops, "of_peak": tflops / peak,
+                     "inference_slices_per_s": 1 / t_inf, "hours_each": job_h})
     wall = total_h / args.jobs_per_device
     print(f"whole study ({sum(r[2] for r in rows)} trainings and their evaluations): {total_h:.1f} device-hours; "
           f"{wall:.1f} h wall with {args.jobs_per_device} job(s) per device on one device "
           "(teacher first, then the students)")
-    print("per-job runtimes for the paper config's resources (minutes, x1.5 margin): "
-          + json.dumps({f"{p['job']} {p['model']}": math.ceil(p["hours_each"] * 60 * 1.5) for p in plan}))
+    runtimes = {f"{p['job']} {p['model']}": math.ceil(p["hours_each"] * 60 * 1.5) for p in plan}
+    print("per-job runtimes for the paper config's resources (minutes, x1.5 margin): " + json.dumps(runtimes))
 
     # Lock-step (students.lockstep): one job per seed; per step one teacher forward pass for the whole
     # cohort, then every student's step without its own teacher pass (a distilled step's time less the
@@ -194,23 +203,30 @@ def main() -> None:
     cohort_step = teacher_forward
     student_inference = 0.0
     for job, model, count, epochs, sec, gflop, t_inf in rows[1:]:
-        per_seed = count // SEEDS
+        per_seed = count // seeds
         cohort_step += per_seed * (sec if job == "scratch" else max(sec - teacher_forward, 0.0))
         student_inference += per_seed * t_inf
     cohort_h = s_epochs * (steps * cohort_step + VAL_SLICES * student_inference) / 3600
-    evals_h = TEST_SLICES * student_inference * SEEDS / 3600
+    evals_h = TEST_SLICES * student_inference * seeds / 3600
     teacher_h = plan[0]["hours_each"]
+    lockstep_h = teacher_h + seeds * cohort_h + evals_h
     print(f"lock-step: {cohort_step:.3f} s per cohort step (one teacher pass of {teacher_forward:.3f} s for "
-          f"{sum(r[2] for r in rows[1:]) // SEEDS} students); {cohort_h:.2f} h per seed; whole study "
-          f"{teacher_h + SEEDS * cohort_h + evals_h:.1f} h on one device (teacher, {SEEDS} cohorts one after "
-          "another, evaluations)")
-    print("lock-step runtimes for the paper config's resources (minutes, x1.5 margin): "
-          + json.dumps({"train_teacher": math.ceil(teacher_h * 60 * 1.5),
-                        "train_cohort": math.ceil(cohort_h * 60 * 1.5)}))
+          f"{sum(r[2] for r in rows[1:]) // seeds} students); {cohort_h:.2f} h per seed; whole study "
+          f"{lockstep_h:.1f} h on one device (teacher, {seeds} cohorts one after another, evaluations)")
+    lock_runtimes = {"train_teacher": math.ceil(teacher_h * 60 * 1.5), "train_cohort": math.ceil(cohort_h * 60 * 1.5)}
+    print("lock-step runtimes for the paper config's resources (minutes, x1.5 margin): " + json.dumps(lock_runtimes))
     # One process ran every kind of job above, one after another: its peak host memory bounds each job's.
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     print(f"host memory: peak {peak_mb:.0f} MB over all the jobs above; mem_mb for every training rule "
-          f"(x1.5 margin, an upper bound): {math.ceil(peak_mb * 1.5)}")
+          f"(x1.5 margin, an upper bound): {math.ceil(peak_mb * 1.5)}"
+          + (f"; GPU memory: peak {gpu_mb:.0f} MB allocated" if gpu_mb is not None else ""))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "device": name, "precision": "bf16" if bf16 else "fp32", "peak_tflops": peak,
+            "batch": recipe["batch_size"], "size": size, "jobs": plan, "device_hours": total_h,
+            "lockstep_hours": lockstep_h, "cohort_hours": cohort_h, "runtimes_min": runtimes,
+            "lockstep_runtimes_min": lock_runtimes, "host_peak_mb": peak_mb, "gpu_peak_mb": gpu_mb}, indent=1))
 
 
 if __name__ == "__main__":

@@ -315,6 +315,7 @@ class Run:
                                zip(self.classes, val["dice"], val["iou"])} if val else None),
             "seconds": seconds,
             "device": str(self.device),
+            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
         }
         metrics["converged"], metrics["convergence"] = convergence.assess(self.history, status)
         metrics["stalled"] = convergence.stalled(self.history)
