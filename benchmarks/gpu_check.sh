@@ -23,7 +23,8 @@ STUDY=results/gpu_check/default        # the default study's outputs (git-ignore
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+MONITOR=
+trap '[ -z "$MONITOR" ] || kill "$MONITOR" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 started=$(date +%s)
 exec > >(tee "$OUT/check.log") 2>&1
 
@@ -81,6 +82,7 @@ echo "== 3. the default study on $DEVICE ($CORES cores, $GPU_JOBS training jobs 
 rm -rf "$STUDY" .snakemake
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 1000 >"$WORK/gpu.csv" &
+    MONITOR=$!
 fi
 t0=$(date +%s)
 set +e
@@ -89,7 +91,7 @@ timeout "$STUDY_LIMIT" "$PY" -m snakemake --cores "$CORES" --resources gpu="$GPU
 rc=$?
 set -e
 seconds=$(($(date +%s) - t0))
-kill $(jobs -p) 2>/dev/null || true
+[ -z "$MONITOR" ] || kill "$MONITOR" 2>/dev/null || true
 tail -3 "$OUT/default.log"
 STUDY="$STUDY" WORK="$WORK" OUT="$OUT" "$PY" - "$rc" "$seconds" <<'EOF'
 import csv, json, os, re, sys

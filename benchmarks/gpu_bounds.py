@@ -1,0 +1,146 @@
+"""What bounds the paper-size training and inference rates on this machine's GPU: each knob measured alone.
+
+benchmarks/gpu_check.sh measures the rates hkd gets as it runs today; this script varies one thing at a
+time around them, in one run, so a missed target comes with what would move it:
+
+1. the paper teacher's training step (the trainer's own ``Run.train_step``, bf16 autocast) at the paper's
+   batch: as trained now; with cuDNN's autotuner (``torch.backends.cudnn.benchmark``); in channels-last;
+   at twice the batch (a step bound by launches and host work gains from a larger batch, one bound by
+   arithmetic or memory does not);
+2. the 0.4M student's inference: batch 32 and 256, fp32 and bf16, channels-first and channels-last;
+3. several training jobs sharing the GPU: 1 and 4 processes, each running the 0.4M distilled student's
+   step (teacher online) at the paper's batch, started together; their summed samples/s.
+
+    python benchmarks/gpu_bounds.py                          # the paper config, 224 px
+    python benchmarks/gpu_bounds.py --config config.yaml --batch 2 --steps 1 --processes 1 2   # tiny, CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))
+from paper_study import make_data, sync, time_run  # noqa: E402  (a sibling script)
+
+
+def make_run(recipe: dict, spec: dict, prepared: Path, out: Path, device: torch.device, teacher=None, **knobs):
+    from hkd.train.config import TrainConfig
+    from hkd.train.trainer import Run
+
+    cfg = {**recipe, **knobs, "model": spec, "device": str(device)}
+    if teacher is not None:
+        cfg.update(method="logits", teacher=teacher[0])
+    return Run(TrainConfig.from_dict(cfg), prepared, out, None, teacher[1] if teacher else None, progress=False)
+
+
+@torch.inference_mode()
+def slices_per_s(model, batch: int, size: int, device: torch.device, bf16: bool, channels_last: bool,
+                 runs: int) -> float:
+    x = torch.rand(batch, 1, size, size, device=device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for i in range(runs + 3):
+            sync(device)
+            t0 = time.perf_counter()
+            model(x)
+            sync(device)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+    model.to(memory_format=torch.contiguous_format)
+    return batch / sorted(times)[len(times) // 2]
+
+
+def worker(args: tuple) -> None:
+    """One training job of the sharing test: build its run, wait for the others, time its steps."""
+    recipe, spec, teacher, prepared, out, steps, barrier, results = args
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(1)
+    run = make_run(recipe, spec, Path(prepared), Path(out), device, teacher=teacher)
+    time_run(run, 1, device)  # warm-up (cuDNN, allocator)
+    barrier.wait()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        gen = torch.Generator().manual_seed(0)
+        from hkd.train import augment
+
+        idx = torch.randperm(len(run.train_set), generator=gen)[:recipe["batch_size"]]
+        run.train_step(idx, augment.sample_params(recipe["batch_size"], gen))
+    sync(device)
+    results.put(steps * recipe["batch_size"] / (time.perf_counter() - t0))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=REPO / "workflow" / "configs" / "synapse-paper.yaml")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
+    ap.add_argument("--processes", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--share-steps", type=int, default=20, help="steps each process of the sharing test times")
+    args = ap.parse_args()
+    torch.set_num_threads(4)
+    cfg = yaml.safe_load(args.config.read_text())
+    recipe = {k: v for k, v in cfg["train"].items() if k not in ("threads", "tracker")}
+    if args.batch:
+        recipe["batch_size"] = args.batch
+    batch, size = recipe["batch_size"], cfg["data"]["image_size"]
+    teacher_spec = cfg["teacher"]["model"]
+    student = {"arch": "squeezeunet", "width": "0.4M"}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'CPU'}; batch {batch}; {size} px")
+    from hkd.models.checkpoint import save_state
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prepared = make_data(tmp / "prep", max(2 * batch * (args.steps + 1), args.share_steps * batch, 16), size)
+        print("1. teacher training step")
+        for name, knobs, b, autotune in (("as trained now", {}, batch, False),
+                                         ("+ cuDNN autotuner", {}, batch, True),
+                                         ("+ autotuner, channels-last", {"channels_last": True}, batch, True),
+                                         (f"+ autotuner, batch {2 * batch}", {}, 2 * batch, True)):
+            torch.backends.cudnn.benchmark = autotune
+            run = make_run({**recipe, "batch_size": b}, teacher_spec, prepared, tmp / "t", device, **knobs)
+            sec, gflop = time_run(run, args.steps, device)
+            print(f"   {name:<34} {b / sec:>8.1f} samples/s  {gflop / sec / 1e3:>7.2f} TFLOP/s")
+            if name == "as trained now":
+                save_state(tmp / "teacher.pt", run._model_state(0))
+            del run
+        torch.backends.cudnn.benchmark = True
+        print("2. 0.4M student inference (autotuner on), slices/s")
+        from hkd.deploy.cost import at_size
+
+        model = at_size(student, size).to(device)
+        for b in (32, 256):
+            cells = [f"{p}{' CL' if cl else ''}: {slices_per_s(model, b, size, device, p == 'bf16', cl, 10):.0f}"
+                     for p in ("fp32", "bf16") for cl in (False, True)]
+            print(f"   batch {b:<4} " + "; ".join(cells))
+        del model
+        print(f"3. 0.4M distilled training jobs sharing the device (batch {batch}, teacher online), samples/s")
+        ctx = mp.get_context("spawn")
+        for n in args.processes:
+            barrier, results = ctx.Barrier(n), ctx.Queue()
+            procs = [ctx.Process(target=worker, args=((recipe, student, (teacher_spec, str(tmp / "teacher.pt")),
+                                                       str(prepared), str(tmp / f"w{i}"), args.share_steps,
+                                                       barrier, results),)) for i in range(n)]
+            for p in procs:
+                p.start()
+            rates = [results.get(timeout=600) for _ in procs]
+            for p in procs:
+                p.join()
+            print(f"   {n} process(es): {sum(rates):>8.1f} samples/s in all ({min(rates):.1f}-{max(rates):.1f} each)")
+
+
+if __name__ == "__main__":
+    main()
