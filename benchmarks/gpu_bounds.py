@@ -7,8 +7,9 @@ time around them, in one run, so a missed target comes with what would move it:
    batch: as trained now; with cuDNN's autotuner (``torch.backends.cudnn.benchmark``); in channels-last;
    at twice the batch (a step bound by launches and host work gains from a larger batch, one bound by
    arithmetic or memory does not);
-2. the 0.4M student's inference: batch 32 and 256, fp32 and bf16, channels-first and channels-last;
-3. several training jobs sharing the GPU: 1 and 4 processes, each running the 0.4M distilled student's
+2. student training steps (scratch and distilled, 0.4M and 16M): channels-first against channels-last;
+3. the 0.4M student's inference: batch 32 and 256, fp32 and bf16, channels-first and channels-last;
+4. several training jobs sharing the GPU: 1 and 4 processes, each running the 0.4M distilled student's
    step (teacher online) at the paper's batch, started together; their summed samples/s.
 
     python benchmarks/gpu_bounds.py                          # the paper config, 224 px
@@ -88,6 +89,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--skip-sharing", action="store_true", help="leave out the sharing test")
     ap.add_argument("--share-steps", type=int, default=20, help="steps each process of the sharing test times")
     args = ap.parse_args()
     torch.set_num_threads(4)
@@ -118,7 +120,17 @@ def main() -> None:
                 save_state(tmp / "teacher.pt", run._model_state(0))
             del run
         torch.backends.cudnn.benchmark = True
-        print("2. 0.4M student inference (autotuner on), slices/s")
+        print("2. student training steps (autotuner on): channels-first and channels-last, samples/s")
+        teacher = (teacher_spec, tmp / "teacher.pt")
+        for width, method in (("0.4M", "scratch"), ("16M", "scratch"), ("0.4M", "logits"), ("16M", "logits")):
+            rates = []
+            for cl in (False, True):
+                run = make_run(recipe, {"arch": "squeezeunet", "width": width}, prepared, tmp / "s", device,
+                               teacher=teacher if method != "scratch" else None, channels_last=cl)
+                rates.append(batch / time_run(run, args.steps, device)[0])
+                del run
+            print(f"   {width:<5} {method:<8} {rates[0]:>8.1f} -> {rates[1]:>8.1f} ({rates[1] / rates[0]:.2f}x)")
+        print("3. 0.4M student inference (autotuner on), slices/s")
         from hkd.deploy.cost import at_size
 
         model = at_size(student, size).to(device)
@@ -127,9 +139,9 @@ def main() -> None:
                      for p in ("fp32", "bf16") for cl in (False, True)]
             print(f"   batch {b:<4} " + "; ".join(cells))
         del model
-        print(f"3. 0.4M distilled training jobs sharing the device (batch {batch}, teacher online), samples/s")
+        print(f"4. 0.4M distilled training jobs sharing the device (batch {batch}, teacher online), samples/s")
         ctx = mp.get_context("spawn")
-        for n in args.processes:
+        for n in [] if args.skip_sharing else args.processes:
             barrier, results = ctx.Barrier(n), ctx.Queue()
             procs = [ctx.Process(target=worker, args=((recipe, student, (teacher_spec, str(tmp / "teacher.pt")),
                                                        str(prepared), str(tmp / f"w{i}"), args.share_steps,

@@ -72,9 +72,10 @@ def main() -> None:
             ".2f", higher=False)
     if infer:
         student = [r for r in infer["rows"] if r["model"] == "student 0.4M"]
-        best = max((max(r["slices_per_s"].values()) for r in student), default=None)
-        batch = max(int(b) for r in student for b in r["slices_per_s"]) if student else 0
-        row(f"0.4M student inference, batch {batch}, slices/s", best, TARGETS["student_slices_per_s"], ".0f",
+        batch = max((b for r in student for b in r["slices_per_s"]), key=int, default="0")
+        fastest = max(student, key=lambda r: r["slices_per_s"][batch], default=None)
+        row(f"0.4M student inference, batch {batch}, fastest ({fastest and fastest['precision']} "
+            f"{fastest and fastest['format']}), slices/s", fastest and fastest["slices_per_s"][batch], TARGETS["student_slices_per_s"], ".0f",
             higher=True)
     if paper:
         lines += ["", f"Training steps ({paper['precision']}, batch {paper['batch']}, {paper['size']} px; matrix-multiply "
@@ -89,10 +90,10 @@ def main() -> None:
                       + (f", GPU memory peak {paper['gpu_peak_mb']:.0f} MB" if paper.get("gpu_peak_mb") else "")]
     if infer:
         batches = list(infer["rows"][0]["slices_per_s"]) if infer["rows"] else []
-        lines += ["", f"Inference ({infer['size']} px, PyTorch, slices/s):", "",
-                  "| model | params | GFLOP | precision | " + " | ".join(f"batch {b}" for b in batches) + " |",
-                  "| --- | ---: | ---: | --- | " + " | ".join("---:" for _ in batches) + " |"]
-        lines += [f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['gflop']:.2f} | {r['precision']} | "
+        lines += ["", f"Inference ({infer['size']} px, PyTorch, slices/s; NHWC: channels-last):", "",
+                  "| model | params | GFLOP | precision | format | " + " | ".join(f"batch {b}" for b in batches) + " |",
+                  "| --- | ---: | ---: | --- | --- | " + " | ".join("---:" for _ in batches) + " |"]
+        lines += [f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['gflop']:.2f} | {r['precision']} | {r['format']} | "
                   + " | ".join(f"{r['slices_per_s'][b]:.0f}" for b in batches) + " |" for r in infer["rows"]]
     if problems:
         lines += ["", "Problems: " + "; ".join(problems)]

@@ -1,7 +1,7 @@
 """Inference rate of the teacher and every SqueezeUNet preset on this machine's device (PyTorch), in slices/s.
 
-Per model, per batch size (default 1 and 32) and per precision (fp32; bf16 autocast where the device is
-CUDA or ``--bf16`` asks): the median of ``--runs`` timed forward passes after warm-up, synchronised, on
+Per model, per batch size (default 1 and 32), per precision (fp32; bf16 autocast where the device is
+CUDA or ``--bf16`` asks) and per memory format (channels-first, channels-last): the median of ``--runs`` timed forward passes after warm-up, synchronised, on
 random slices of ``--size`` px (the rate does not depend on the values). Models are built from the
 config's teacher spec and the presets at random weights. Prints a table; ``--json`` writes its rows.
 
@@ -29,9 +29,11 @@ def sync(device: torch.device) -> None:
 
 @torch.inference_mode()
 def seconds_per_pass(model: torch.nn.Module, batch: int, size: int, device: torch.device, bf16: bool,
-                     runs: int) -> float:
+                     runs: int, channels_last: bool = False) -> float:
     """Median seconds of one forward pass of ``batch`` slices, after three warm-up passes."""
     x = torch.rand(batch, 1, size, size, device=device)
+    if channels_last:  # the model is converted by the caller
+        x = x.contiguous(memory_format=torch.channels_last)
     times = []
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for i in range(runs + 3):
@@ -70,20 +72,22 @@ def main() -> None:
     specs = [("teacher", cfg["teacher"]["model"])] + [
         (f"student {p}", {"arch": "squeezeunet", "width": p}) for p in SQUEEZEUNET_PRESETS]
     print(f"device: {name}; {size} px; median of {args.runs} passes")
-    print(f"{'model':<14} {'params':>8} {'GFLOP':>7} {'precision':<9} " + " ".join(
+    print(f"{'model':<14} {'params':>8} {'GFLOP':>7} {'precision':<9} {'format':<8} " + " ".join(
         f"{f'b{b} slices/s':>13}" for b in args.batches))
     rows = []
     for label, spec in specs:
         model = at_size(spec, size)
         gflop = flops(model, size) / 1e9
         model = model.to(device)
-        for precision in precisions:
-            rates = {b: b / seconds_per_pass(model, b, size, device, precision == "bf16", args.runs)
-                     for b in args.batches}
-            rows.append({"model": label, "params": count_parameters(model), "gflop": gflop,
-                         "precision": precision, "slices_per_s": rates})
-            print(f"{label:<14} {count_parameters(model) / 1e6:>7.2f}M {gflop:>7.2f} {precision:<9} "
-                  + " ".join(f"{rates[b]:>13.0f}" for b in args.batches))
+        for fmt in ("NCHW", "NHWC"):
+            model = model.to(memory_format=torch.channels_last if fmt == "NHWC" else torch.contiguous_format)
+            for precision in precisions:
+                rates = {b: b / seconds_per_pass(model, b, size, device, precision == "bf16", args.runs, fmt == "NHWC")
+                         for b in args.batches}
+                rows.append({"model": label, "params": count_parameters(model), "gflop": gflop,
+                             "precision": precision, "format": fmt, "slices_per_s": rates})
+                print(f"{label:<14} {count_parameters(model) / 1e6:>7.2f}M {gflop:>7.2f} {precision:<9} {fmt:<8} "
+                      + " ".join(f"{rates[b]:>13.0f}" for b in args.batches))
         del model
     if args.json:
         args.json.write_text(json.dumps({"device": name, "size": size, "rows": rows}, indent=1))
