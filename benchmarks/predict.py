@@ -30,9 +30,11 @@ import numpy as np
 import torch
 
 from hkd.data.preprocessing_record import record
-from hkd.deploy import cost, runtime
+from hkd.deploy import cost
 from hkd.deploy.export import _with_metadata, to_onnx
 from hkd.deploy.predict import BATCH, predict_file
+from hkd.infer import runtime
+from hkd.infer.grid import model_slices, windowed
 from hkd.models import build_model
 
 CLASSES = ["background", "spleen", "right_kidney", "left_kidney", "gallbladder", "liver", "stomach", "aorta",
@@ -59,7 +61,6 @@ def _one_volume(folder: Path, mode: str, threads: int) -> None:
     """In this (fresh) process: segment the volume once in ``mode``; print JSON of the seconds, the network's
     seconds on the same slices, and the peak resident memory."""
     from hkd.data.nifti import load_scan
-    from hkd.data.preprocess import pad_to_square, resize_slices, window
 
     torch.set_num_threads(threads)
     model = runtime.load(folder / "s.onnx", threads=threads)
@@ -70,9 +71,8 @@ def _one_volume(folder: Path, mode: str, threads: int) -> None:
                  probabilities=probabilities)
     seconds = time.perf_counter() - t0
     prep = model.preprocessing
-    image = window(load_scan(scan)[1].astype(np.float32), *prep["hu_window"], tuple(prep["scale"]))
-    slices = [resize_slices(pad_to_square(image[i:i + BATCH], prep["scale"][0]), 224, "image",
-                            tuple(prep["scale"]))[:, None] for i in range(0, len(image), BATCH)]
+    image = windowed(load_scan(scan)[1], prep)
+    slices = [model_slices(image[i:i + BATCH], 224, tuple(prep["scale"])) for i in range(0, len(image), BATCH)]
     t0 = time.perf_counter()
     for x in slices:
         model.run(x)

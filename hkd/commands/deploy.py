@@ -70,7 +70,7 @@ def parser_predict(sub) -> None:
 
 
 def cmd_predict(args) -> None:
-    from hkd.deploy import runtime
+    from hkd.infer import runtime
     from hkd.deploy.predict import check_classes, predict
 
     _allow(args)

@@ -1,7 +1,7 @@
 """The record of how a prepared dataset's slices were made, which travels with every model trained on it.
 
 :func:`record` turns a prepared dataset's description (``dataset.json``) into the JSON record a checkpoint
-stores under ``preprocessing``; :mod:`hkd.deploy.preprocessing` reads and checks it back when a model is
+stores under ``preprocessing``; :mod:`hkd.infer.preprocessing` reads and checks it back when a model is
 applied to a new scan.
 """
 

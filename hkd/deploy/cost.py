@@ -81,7 +81,7 @@ def _peak_growth_mb(base: float) -> float:
 def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: list) -> dict:
     """In a fresh process: latency per slice, seconds per volume and peak memory of one runtime."""
     torch.set_num_threads(threads)
-    from hkd.deploy import runtime
+    from hkd.infer import runtime
     from hkd.evaluate.volume import predict_volume
     from hkd.models import build_model
 
@@ -103,7 +103,7 @@ def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: 
         seconds = []
         for image, scale in volumes:
             t0 = time.perf_counter()
-            predict_volume(runtime.as_module(run), image, size, "cpu", batch_size=1, scale=scale)
+            predict_volume(run, image, size, scale, batch_size=1)
             seconds.append(time.perf_counter() - t0)
         out["volume_s"] = float(np.mean(seconds))
         out["volume_slices"] = float(np.mean([len(v) for v, _ in volumes]))
@@ -164,7 +164,7 @@ def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, th
 
 def checkpoint_cost(name: str, checkpoint: Path, **options) -> list[dict]:
     """:func:`model_cost` of a checkpoint's network at its training slice size."""
-    from hkd.deploy.runtime import load_checkpoint
+    from hkd.infer.runtime import load_checkpoint
 
     model = load_checkpoint(checkpoint)
     rows = model_cost(name, model.network, model.spec, int(model.preprocessing["image_size"]), **options)

@@ -4,7 +4,7 @@ The file holds the network of the checkpoint and nothing else (no teacher, optim
 adapters): input ``image`` (N, 1, H, W) float32 prepared as the metadata says, output ``logits``
 (N, C, H, W). The batch is dynamic; so are H and W (multiples of 16) when the network exports that way
 (SqueezeUNet does; TransUNet's position embeddings fix its grid at the training size). The metadata
-holds the preprocessing (``hkd.preprocessing``, :mod:`hkd.deploy.preprocessing`), the model spec and
+holds the preprocessing (``hkd.preprocessing``, :mod:`hkd.infer.preprocessing`), the model spec and
 the parity measured at export, so ``hkd predict`` needs nothing else.
 
 Before anything is written, ONNX Runtime runs the exported graph on CT slices beside PyTorch: the
@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from hkd.data.dataset import load_slices, load_volume, read_meta
-from hkd.data.preprocess import pad_to_square, resize_slices
-from hkd.deploy import runtime
 from hkd.errors import DataError
+from hkd.infer import runtime
+from hkd.infer.grid import model_slices, windowed
 
 log = logging.getLogger("hkd")
 
@@ -97,10 +97,8 @@ def evaluation_slices(prepared: Path, size: int, part: str = "test", limit: int 
     cases = list(meta["split"].get(part) or meta["split"].get("val") or [])
     if not cases:
         raise DataError(f"{prepared / 'dataset.json'}: no test or validation cases to check the export on")
-    fill = float(meta.get("scale", (0.0, 1.0))[0])
-    chunks = [resize_slices(pad_to_square(load_volume(prepared, c)[0], fill), size, "image",
-                            tuple(meta.get("scale", (0.0, 1.0)))) for c in cases]
-    slices = np.concatenate(chunks)[:, None]
+    scale = tuple(meta.get("scale", (0.0, 1.0)))
+    slices = np.concatenate([model_slices(load_volume(prepared, c)[0], size, scale) for c in cases])
     if limit and len(slices) > limit:
         slices = slices[np.linspace(0, len(slices) - 1, limit).round().astype(int)]
     return np.ascontiguousarray(slices, dtype=np.float32)
@@ -114,13 +112,10 @@ def generated_slices(prep: dict, n_slices: int = 12) -> np.ndarray:
     resize): (N, 1, S, S) float32, for a parity check without prepared data."""
     from hkd.data.nifti import to_display
     from hkd.data.phantom import generate_case
-    from hkd.data.preprocess import window
 
-    size, scale = int(prep["image_size"]), tuple(prep["scale"])
+    size = int(prep["image_size"])
     image, _, affine = generate_case(0, 0, size=max(2 * size, 128), n_slices=n_slices)
-    volume = window(to_display(image.astype(np.float32), affine), *prep["hu_window"], scale)
-    return np.ascontiguousarray(resize_slices(pad_to_square(volume, scale[0]), size, "image", scale)[:, None],
-                                dtype=np.float32)
+    return model_slices(windowed(to_display(image, affine), prep), size, tuple(prep["scale"]))
 
 
 def compare(reference, candidate, slices: np.ndarray, batch_size: int = 16) -> dict:
@@ -192,8 +187,7 @@ def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
     scores: dict[str, list[float]] = {name: [] for name in classes.values()}
     for case in meta["split"].get(part) or []:
         image, label, spacing = load_volume(prepared, case)
-        pred = predict_volume(runtime.as_module(run), image, int(meta["image_size"]), "cpu",
-                              scale=tuple(meta.get("scale", (0.0, 1.0))))
+        pred = predict_volume(run, image, int(meta["image_size"]), tuple(meta.get("scale", (0.0, 1.0))))
         for row in case_metrics(pred, label, spacing, classes):
             scores[row["organ"]].append(float(row["dice"]))
     return {name: float(np.mean(v)) for name, v in scores.items() if v}

@@ -2,7 +2,7 @@
 
 A scan goes in through ingest's own code (:func:`hkd.data.nifti.load_scan`: the same validation, and the
 same reorientation to the display orientation, as the study's cases), is windowed, padded to square and
-resized exactly as the model's training slices were (the checkpoint's :mod:`~hkd.deploy.preprocessing`),
+resized exactly as the model's training slices were (the checkpoint's :mod:`~hkd.infer.preprocessing`),
 and comes out as a uint8 label volume with the input's shape, affine and header, in the input's voxel order.
 
 Back on the native grid, by default the class *probabilities* (softmax of the logits) are resized to the
@@ -11,11 +11,8 @@ change class at the model's pixel edges, so at 48 or 224 px against 512 px it dr
 model pixel wide; interpolated probabilities put each boundary where the classes' probabilities cross,
 between model pixels, and small or thin organs keep their shape (nnU-Net resamples probabilities too).
 ``upsample="nearest"`` resizes the arg-max label map by nearest neighbour instead, as ``hkd evaluate`` and
-TransUNet do: with it, predict reproduces the evaluation's predictions voxel for voxel.
-
-Test-time augmentation (``tta``) averages the probabilities of the slice and of its mirror images along
-each in-plane axis and both (4 passes). Mirroring swaps the patient's left and right, so it helps only a
-model that was trained with flips (the ``transunet`` augmentation) and can hurt lateral classes otherwise.
+TransUNet do: both run :func:`hkd.infer.segment.segment_volume`, so predict then reproduces the evaluation's
+predictions voxel for voxel. Test-time augmentation (``tta``) is described there.
 """
 
 from __future__ import annotations
@@ -28,13 +25,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from hkd.data.nifti import from_display, load_scan
-from hkd.data.preprocess import pad_to_square, resize_slices, window
 from hkd.data.scans import case_name, folder_scans, is_nifti_name
-from hkd.deploy.runtime import Model
+from hkd.infer.grid import windowed
+from hkd.infer.runtime import Model
+from hkd.infer.segment import segment_volume
 from hkd.errors import DataError
 from hkd.guard import check_outputs_spare_inputs, check_replaceable
 from hkd.io import atomic_path
@@ -42,91 +39,27 @@ from hkd.record import make_folder
 
 log = logging.getLogger("hkd")
 
-UPSAMPLE = ("probabilities", "nearest")
 # Slices per step. A 512 x 512 x 100 volume with the 0.4M student in ONNX Runtime on one thread
 # (benchmarks/predict.py): 16 slices 4.26 s and 2.1 GB peak (the network's activations), 4 slices 3.79 s and
 # 1.0 GB, 1 slice 5.00 s and 0.74 GB (the steps' overhead).
 BATCH = 4
 #: The JSON that :func:`write_case` puts into the output's NIfTI header extension (and its key).
 EXTENSION_KEY = "hkd_predict"
-_FLIPS = ((), (-1,), (-2,), (-2, -1))
-
-
-def _probabilities(model: Model, x: np.ndarray, tta: bool) -> torch.Tensor:
-    """Softmax over classes of the model's logits on slices ``x`` (N, 1, S, S), averaged over mirror images."""
-    total = None
-    for dims in _FLIPS if tta else ((),):
-        xi = np.flip(x, dims) if dims else x
-        p = torch.from_numpy(model.run(np.ascontiguousarray(xi))).softmax(1)
-        p = p.flip(dims) if dims else p
-        total = p if total is None else total + p
-    return total / (len(_FLIPS) if tta else 1)
-
-
-def resize_argmax(p: torch.Tensor, side: int, crop: tuple[int, int, int, int],
-                  out: np.ndarray | None = None) -> torch.Tensor:
-    """The arg-max over classes of the probabilities ``p`` (N, C, S, S) resized bilinearly to ``side`` and
-    cropped to ``crop`` (top, left, h, w): labels (N, h, w) uint8, equal to ``F.interpolate(p).argmax(1)``.
-    With ``out`` (C, N, h, w) each class's resized probabilities are stored there.
-
-    Class by class with a running maximum: the whole stack resized at once, and its arg-max across classes
-    (a reduction over a strided axis), took 0.53 s per 16 slices at 512 x 512 against 0.09 s for the resizing
-    alone; this keeps one class at a time (the ties go to the lower class, as arg-max's do)."""
-    top, left, h, w = crop
-    labels = torch.zeros((p.shape[0], h, w), dtype=torch.uint8)
-    best = None
-    for c in range(p.shape[1]):
-        pc = F.interpolate(p[:, c:c + 1], size=(side, side), mode="bilinear", align_corners=False)[:, 0, top:top + h,
-                                                                                                   left:left + w]
-        if out is not None:
-            out[c] = pc.numpy()
-        if best is None:
-            best = pc
-            continue
-        labels.masked_fill_(pc > best, c)
-        torch.maximum(best, pc, out=best)
-    return labels
 
 
 def segment(model: Model, image: np.ndarray, *, upsample: str = "probabilities", tta: bool = False,
             batch_size: int = BATCH, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels (D, H, W) uint8 of a display-oriented HU volume (D, H, W), and with ``probabilities`` the
     class probabilities (C, D, H, W) float16 on the same grid (resized bilinearly in either mode)."""
-    if upsample not in UPSAMPLE:
-        raise DataError(f"--upsample: '{upsample}' is not one of {', '.join(UPSAMPLE)}")
     prep = model.preprocessing
-    scale = tuple(prep["scale"])
-    size = int(prep["image_size"])
-    image = window(np.array(image, dtype=np.float32), *prep["hu_window"], scale)
-    d, h, w = image.shape
-    side = max(h, w)
-    top, left = (side - h) // 2, (side - w) // 2
-    labels = np.empty((d, h, w), dtype=np.uint8)
-    probs = np.empty((len(prep["classes"]), d, h, w), dtype=np.float16) if probabilities else None
-    for i in range(0, d, batch_size):
-        x = resize_slices(pad_to_square(image[i:i + batch_size], scale[0]), size, "image", scale)[:, None]
-        if upsample == "nearest" and not tta and not probabilities:
-            # exactly hkd.evaluate.volume.predict_volume: arg-max on the model's grid, then nearest neighbour
-            pred = torch.from_numpy(model.run(x)).argmax(1).to(torch.uint8)[:, None]
-        else:
-            p = _probabilities(model, x, tta)
-            if upsample == "nearest":
-                pred = p.argmax(1).to(torch.uint8)[:, None]
-            if upsample == "probabilities" or probabilities:
-                resized = resize_argmax(p, side, (top, left, h, w),
-                                        None if probs is None else probs[:, i:i + batch_size])
-                if upsample == "probabilities":
-                    labels[i:i + batch_size] = resized.numpy()
-                    continue
-        pred = F.interpolate(pred, size=(side, side), mode="nearest-exact")[:, 0]
-        labels[i:i + batch_size] = pred[:, top:top + h, left:left + w].numpy()
-    return labels, probs
+    return segment_volume(model.run, windowed(image, prep), int(prep["image_size"]), tuple(prep["scale"]),
+                          upsample=upsample, tta=tta, batch_size=batch_size, probability_maps=probabilities)
 
 
 def statistics(labels: np.ndarray, affine: np.ndarray, classes: list[str]) -> dict:
     """Voxel count and volume (mm^3) of each class but the background."""
     voxel = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    counts = torch.from_numpy(np.ascontiguousarray(labels)).view(-1).bincount(minlength=len(classes)).numpy()  # 4x numpy's
     return {"voxel_volume_mm3": voxel,
             "classes": {name: {"label": i, "voxels": int(counts[i]), "volume_mm3": float(counts[i]) * voxel}
                         for i, name in enumerate(classes) if i > 0}}
@@ -136,7 +69,7 @@ def segmentation_image(labels: np.ndarray, source: nib.Nifti1Image, info: dict) 
     """``labels`` (the source's voxel order) as a uint8 NIfTI with the source's header and affine, the
     class names and the model in a header extension."""
     header = source.header.copy()
-    out = type(source)(np.ascontiguousarray(labels, dtype=np.uint8), source.affine, header=header)
+    out = type(source)(np.asarray(labels, dtype=np.uint8), source.affine, header=header)
     out.set_data_dtype(np.uint8)
     out.header.set_slope_inter(1.0, 0.0)
     out.header["cal_min"], out.header["cal_max"] = 0, len(info["classes"]) - 1
@@ -171,13 +104,14 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
     warn_unusual(source, nii, image)
     labels, probs = segment(model, image, upsample=upsample, tta=tta, batch_size=batch_size,
                             probabilities=probabilities)
-    labels = np.ascontiguousarray(from_display(labels, nii.affine))
+    counts = statistics(labels, nii.affine, model.classes)  # the display order's counts are the scan's
+    labels = from_display(labels, nii.affine)  # a view; nibabel writes it in the file's own (column-major) order
     classes = model.classes
     info = {"classes": {str(i): name for i, name in enumerate(classes)}, "model": str(model.path),
             "runtime": model.runtime, "upsample": upsample, "tta": tta}
     paths = output_paths(out, probabilities)
     stats = {"case": case_name(source), "input": str(source), "segmentation": str(out), **info,
-             "shape": list(labels.shape), **statistics(labels, nii.affine, classes)}
+             "shape": list(labels.shape), **counts}
     image_out = segmentation_image(labels, nii, info)
     with contextlib.ExitStack() as stack:  # all files renamed into place only when all are written
         tmp = {k: stack.enter_context(atomic_path(p, suffix=_nifti_suffix(p) if k == "segmentation" else ""))
@@ -190,9 +124,19 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
         tmp["statistics"].write_text(json.dumps(stats, indent=2) + "\n")
         if probabilities:  # a view in the scan's voxel order: written out in chunks, never copied whole
             p = np.moveaxis(from_display(np.moveaxis(probs, 0, -1), nii.affine), -1, 0)
-            with open(tmp["probabilities"], "wb") as f:
-                np.savez_compressed(f, probabilities=p, classes=np.array(classes))
+            write_npz(tmp["probabilities"], probabilities=p, classes=np.array(classes))
     return stats
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``arrays`` as a compressed .npz (``np.load`` reads it) at deflate level 1: ``np.savez_compressed`` takes
+    its level from zipfile (6): a 512 x 512 x 100 scan took 24.6 s with it, 10.7 s with this (benchmarks/predict.py)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 CT_AIR_HU = -500  # a CT scan holds air (about -1000 HU) around or inside the body

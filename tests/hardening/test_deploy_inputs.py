@@ -15,7 +15,7 @@ import torch
 from cli_errors import one_line_error, run_cli, snapshot
 from conftest import LPS_AFFINE, make_case, write_nifti
 
-from hkd.deploy.runtime import META_PREPROCESSING, META_SPEC
+from hkd.infer.runtime import META_PREPROCESSING, META_SPEC
 
 
 def _scan(prepared: Path, case: str = "0004") -> Path:

@@ -27,6 +27,7 @@ from hkd.evaluate.tables import (
     to_markdown,
 )
 from hkd.evaluate.volume import COLUMNS, evaluate_run, predict_volume
+from hkd.infer.runtime import torch_runner
 from hkd.train.trainer import train
 
 
@@ -41,7 +42,7 @@ class Oracle(torch.nn.Module):
 def test_predict_volume_maps_predictions_back_onto_the_native_grid():
     image = np.zeros((3, 40, 64), np.float32)  # non-square slices
     image[:, 10:30, 20:44] = 1.0
-    pred = predict_volume(Oracle(), image, 32, torch.device("cpu"))
+    pred = predict_volume(torch_runner(Oracle()), image, 32)
     assert pred.shape == image.shape and pred.dtype == np.uint8
     agreement = (pred == (image > 0.5)).mean()
     assert agreement > 0.97

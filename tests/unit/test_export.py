@@ -30,7 +30,7 @@ def exported(student_ckpt, prepared, tmp_path_factory) -> tuple[Path, dict, str]
 def test_export_matches_pytorch_on_test_slices(exported, student_ckpt):
     import onnx
 
-    from hkd.deploy.runtime import load
+    from hkd.infer.runtime import load
 
     path, report, printed = exported
     print(printed)
@@ -141,7 +141,7 @@ def test_a_checkpoint_alone_exports_checked_on_a_generated_case(student_ckpt, pr
     assert report["parity"]["max_abs_logit_diff"] <= 1e-4
     assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(with_data)]) == 0
     capsys.readouterr()
-    from hkd.deploy import runtime
+    from hkd.infer import runtime
 
     x = np.random.default_rng(1).random((2, 1, 32, 32), dtype=np.float32)
     assert np.array_equal(runtime.load(alone).run(x), runtime.load(with_data).run(x))

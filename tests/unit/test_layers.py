@@ -19,7 +19,7 @@ LAYERS = (
     ("guard",),
     ("io", "lock", "devices"),
     ("data", "models"),
-    ("distill", "explain"),
+    ("distill", "explain", "infer"),
     ("train",),
     ("evaluate",),
     ("deploy", "figures"),
@@ -78,7 +78,7 @@ def test_no_import_runs_uphill():
 
 @pytest.mark.parametrize("file, module, expected", [
     ("hkd/data/x.py", "hkd.train.trainer", True),  # a reader importing the trainer
-    ("hkd/train/x.py", "hkd.deploy.preprocessing", True),  # sideways and up
+    ("hkd/train/x.py", "hkd.deploy.export", True),  # up
     ("hkd/deploy/x.py", "hkd.figures.style", True),  # same layer, other package
     ("hkd/figures/x.py", "hkd.train.gradient_balance", False),
     ("hkd/data/x.py", "hkd.data.sources", False),

@@ -16,7 +16,7 @@ from hkd.data.nifti import from_display, load_scan, to_display
 from hkd.data.preprocess import label_lookup, pad_to_square, resize_slices
 from hkd.data.preprocessing_record import record
 from hkd.deploy import predict as P
-from hkd.deploy.runtime import Model, load
+from hkd.infer.runtime import Model, load
 from hkd.models.checkpoint import load_state, save_state
 
 
@@ -260,20 +260,3 @@ def test_folder_skips_a_failing_case_and_never_replaces_foreign_files(teacher_ck
     assert "img0004.nii.gz exists and hkd did not write it" in capsys.readouterr().err
     assert (mine / "img0004.nii.gz").read_bytes() == _raw(prepared, "0004").read_bytes()
     assert not [p for p in mine.iterdir() if p.name.startswith(".")]
-
-
-def test_the_class_by_class_argmax_is_the_argmax_of_the_resized_stack():
-    """resize_argmax, which never holds every class at full size, gives the labels and probabilities of
-    resizing the whole stack and taking its arg-max, ties (to the lower class) included."""
-    import torch.nn.functional as F
-
-    from hkd.deploy.predict import resize_argmax
-
-    p = torch.rand(3, 9, 48, 48, generator=torch.Generator().manual_seed(0)).softmax(1)
-    p[:, 4] = p[:, 2]  # exact ties
-    crop = (5, 0, 60, 70)  # a scan of 60 x 70 padded to 70 x 70
-    full = F.interpolate(p, size=(70, 70), mode="bilinear", align_corners=False)[..., 5:65, 0:70]
-    out = np.empty((9, 3, 60, 70), np.float16)
-    labels = resize_argmax(p, 70, crop, out)
-    assert torch.equal(labels, full.argmax(1).to(torch.uint8)) and not (labels == 4).any()
-    np.testing.assert_array_equal(out, full.transpose(0, 1).numpy().astype(np.float16))

@@ -2,7 +2,7 @@
 
 ``--model`` of ``hkd predict`` and ``hkd cost`` is a checkpoint written by ``hkd train`` (run in PyTorch)
 or an ONNX file written by ``hkd export`` (run in ONNX Runtime). Either carries its preprocessing
-(:mod:`hkd.deploy.preprocessing`); an ONNX file without hkd's metadata is refused.
+(:mod:`hkd.infer.preprocessing`); an ONNX file without hkd's metadata is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hkd.deploy import preprocessing
+from hkd.infer import preprocessing
 from hkd.errors import DataError
 
 #: Keys of the metadata ``hkd export`` writes into an ONNX file.
@@ -88,14 +88,6 @@ def latency(run, x: np.ndarray, runs: int = 20, warmup: int = WARMUP) -> dict:
             "max_ms": float(max(times)), "runs": runs}
 
 
-def as_module(run):
-    """A runner as the tensor-in, tensor-out callable :func:`hkd.evaluate.volume.predict_volume` takes."""
-    def module(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(run(x.numpy()))
-
-    return module
-
-
 def check_fits(model: Model, session=None) -> None:
     """Refuse, before any scan is read, a model that cannot segment slices as its preprocessing makes them:
     an ONNX file of another fixed slice size, or a network whose output channels are not its classes."""
@@ -111,10 +103,14 @@ def check_fits(model: Model, session=None) -> None:
                         f"has {len(classes)} ({', '.join(classes)})")
 
 
-def torch_runner(network: torch.nn.Module):
+def torch_runner(network: torch.nn.Module, device: torch.device | str = "cpu"):
+    """Slices in, logits out, computed by ``network`` (in eval mode) on ``device``."""
+    network.eval().to(device)
+
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return network(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).float().numpy()
+            x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+            return network(x).float().cpu().numpy()
 
     return run
 
