@@ -187,14 +187,12 @@ def parser_cost(sub) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of every measurement")
     p.add_argument("--runs", type=int, default=20, help="timed runs per latency (after warm-up), at least 20")
     p.add_argument("--volumes", type=int, default=2, help="test volumes timed per model")
-    p.add_argument("--summary", type=Path, default=None, help="summary.csv of hkd tables, for --figure")
-    p.add_argument("--figure", type=Path, default=None, help="PNG: test Dice against latency and against parameters")
     p.add_argument("--out-csv", required=True, type=Path, help="the cost table, one row per model and runtime")
     p.add_argument("--out-md", type=Path, default=None, help="the table as Markdown")
     p.add_argument("--out-html", type=Path, default=None, help="the table as a page for the report")
     _allow_module_arg(p)
-    p.set_defaults(func=cmd_cost, inputs=("models", "data", "summary"),
-                   outputs=("out_csv", "out_md", "out_html", "figure"), minimums={"threads": 1, "volumes": 0})
+    p.set_defaults(func=cmd_cost, inputs=("models", "data"),
+                   outputs=("out_csv", "out_md", "out_html"), minimums={"threads": 1, "volumes": 0})
 
 
 def cmd_cost(args) -> None:
@@ -206,21 +204,7 @@ def cmd_cost(args) -> None:
 
     if args.runs < 20:
         raise DataError(f"--runs: {args.runs}; a latency is the median of at least 20 timed runs")
-    if args.figure and not args.summary:
-        raise DataError("--figure: needs --summary (the test Dice of each model)")
     models = _named_paths(args.models, "--models")
-    if args.summary:  # read now: a wrong file is found before the minutes of measuring
-        from hkd.figures.cost import SUMMARY_COLUMNS
-
-        try:
-            columns = set(pd.read_csv(args.summary, nrows=0).columns)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"--summary {args.summary}: not a readable CSV ({' '.join(str(exc).split())[:200]})") \
-                from None
-        missing = [c for c in SUMMARY_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"--summary {args.summary}: no column {', '.join(missing)} (expected hkd tables' "
-                            "summary.csv; nothing was written)")
     _allow(args)
     rows = []
     for name, path in models.items():
@@ -236,7 +220,3 @@ def cmd_cost(args) -> None:
     if args.out_html:
         write_text(args.out_html, to_html(shown, title, digits=3))
     print(to_markdown(shown, digits=3))
-    if args.figure:
-        from hkd.figures.cost import dice_vs_cost
-
-        dice_vs_cost(args.figure, pd.read_csv(args.summary), table)

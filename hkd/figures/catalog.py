@@ -33,6 +33,7 @@ INPUTS = {
     "latent_slices": "the validation slices of the latent PCA, chosen by organ coverage across patients",
     "logs": "every run's training log, every seed (hkd figures --runs/--logs)",
     "summary": "the summary table, one row per model (hkd figures --summary: summary.csv from hkd tables)",
+    "cost": "each model's cost per runtime: latency, memory, FLOPs (hkd figures --cost: cost.csv from hkd cost)",
 }
 
 

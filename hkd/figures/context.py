@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from hkd.data.dataset import load_slices, read_meta
+from hkd.errors import DataError
 from hkd.figures.runs import describe
 from hkd.figures.slices import class_counts, resolve_organs, select_slices
 from hkd.models.checkpoint import load_model
@@ -28,6 +29,19 @@ LATENT_SLICES = 64  # validation slices in the latent PCA (chosen by organ cover
 @torch.no_grad()
 def _predict(model: torch.nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
     return model(images.to(device)).argmax(1).cpu().numpy()
+
+
+def _table(path: Path, flag: str, columns: tuple[str, ...], expected: str) -> pd.DataFrame:
+    """A CSV input of the figures, refused in one line naming ``flag`` and the file when unreadable or short of
+    ``columns``: found when the context is prepared, before any figure is drawn."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{flag} {path}: not a readable CSV ({' '.join(str(exc).split())[:200]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{flag} {path}: no column {', '.join(missing)} (expected {expected})")
+    return table
 
 
 class StudyContext:
@@ -43,13 +57,14 @@ class StudyContext:
     def __init__(self, prepared: str | Path, models: dict[str, Path], *,
                  slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
                  n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: str | Path | None = None,
-                 device: str = "cpu", runs: dict[str, dict] | None = None):
+                 device: str = "cpu", runs: dict[str, dict] | None = None, cost_csv: str | Path | None = None):
         self.prepared = Path(prepared)
         self.checkpoints = dict(models)
         self.slice_selection = slice_selection
         self.n_slices = n_slices
         self.log_files = dict(logs or {})
         self.summary_csv = None if summary_csv is None else Path(summary_csv)
+        self.cost_csv = None if cost_csv is None else Path(cost_csv)
         self.device = torch.device(device)
         self.runs = runs
         self.meta = read_meta(self.prepared)
@@ -62,7 +77,7 @@ class StudyContext:
     def has(self, name: str) -> bool:
         """Whether the study gives the context input ``name`` (a key of :data:`hkd.figures.catalog.INPUTS`)."""
         given = {"models": bool(self.checkpoints), "latent_slices": True, "logs": bool(self.log_files),
-                 "summary": self.summary_csv is not None}
+                 "summary": self.summary_csv is not None, "cost": self.cost_csv is not None}
         if name not in given:
             raise ValueError(f"unknown figure input '{name}'; known: {', '.join(given)}")
         return given[name]
@@ -70,7 +85,7 @@ class StudyContext:
     def prepare(self, inputs: Iterable[str]) -> None:
         """Compute the parts behind ``inputs`` now: a bad slice or organ is reported before any figure is drawn."""
         parts = {"models": ("targets", "models", "predictions"), "latent_slices": ("latent_rows",),
-                 "logs": ("logs",), "summary": ("summary",)}
+                 "logs": ("logs",), "summary": ("summary",), "cost": ("cost",)}
         for name in inputs:
             for part in parts[name]:
                 getattr(self, part)
@@ -177,4 +192,11 @@ class StudyContext:
         """The summary table: method, params, dice_mean, dice_std (the teacher's method is 'teacher')."""
         if self.summary_csv is None:
             raise ValueError("this study context has no summary table (summary_csv)")
-        return pd.read_csv(self.summary_csv)
+        return _table(self.summary_csv, "--summary", ("method", "params", "dice_mean"), "hkd tables' summary.csv")
+
+    @cached_property
+    def cost(self) -> pd.DataFrame:
+        """The cost table of ``hkd cost``: one row per model and runtime (params, latency_ms, threads, ...)."""
+        if self.cost_csv is None:
+            raise ValueError("this study context has no cost table (cost_csv)")
+        return _table(self.cost_csv, "--cost", ("params", "runtime", "latency_ms", "threads"), "hkd cost's cost.csv")

@@ -56,10 +56,14 @@ def test_cost_values(student_ckpt, teacher_ckpt, tmp_path, capsys):
              "--volumes -1: must be at least 0")
     _refused(capsys, tmp_path, ["cost", "--models", f"s={student_ckpt}", f"s={teacher_ckpt}", "--volumes", "0", *out],
              "--models: the name s is given twice")
+
+
+
+def test_a_figure_table_without_its_columns_is_refused_naming_it(prepared, tmp_path, capsys):
     wrong = tmp_path / "summary.csv"
     wrong.write_text("model,dice\nx,0.5\n")
-    _refused(capsys, tmp_path, ["cost", "--models", f"s={student_ckpt}", "--volumes", "0", "--summary", wrong,
-                                "--figure", tmp_path / "f.png", *out],
+    _refused(capsys, tmp_path, ["figures", "--data", prepared, "--runs", "[]", "--summary", wrong,
+                                "--out-dir", tmp_path / "figures"],
              f"--summary {wrong}: no column method, params, dice_mean")
 
 

@@ -157,7 +157,8 @@ def test_the_catalog_lists_every_study_figure_module_with_its_function_and_capti
                                                                           figure.caption)
         assert set(figure.inputs) <= set(INPUTS) and figure.file == f"{figure.name}.png"
     check_captions(CATALOG, REPO / "workflow" / "report")
-    with pytest.raises(ValueError, match=r"no caption file for the figure\(s\) dice_vs_params \(dice_vs_params.rst\)"):
+    with pytest.raises(ValueError, match=r"no caption file for the figure\(s\) dice_vs_cost \(dice_vs_cost.rst\), "
+                                         r"dice_vs_params \(dice_vs_params.rst\)"):
         check_captions(CATALOG, REPO / "workflow" / "schemas")
 
 
@@ -355,7 +356,12 @@ def study(tmp_path_factory):
 
 def test_make_study_figures_end_to_end(study, tmp_path):
     prep, models, logs, summary = study
-    out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary)
+    params = sorted(set(pd.read_csv(summary)["params"]))  # a cost table of the summary's models, as hkd cost writes
+    cost = tmp_path / "cost.csv"
+    pd.DataFrame({"model": [str(n) for n in params], "runtime": "onnxruntime", "params": params,
+                  "latency_ms": [1.0 + n / 1e5 for n in params], "threads": 1}).to_csv(cost, index=False)
+    out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary,
+                             cost_csv=cost)
     assert [p.name for p in out] == [f.file for f in CATALOG]  # every figure: the study gives every input
     for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3

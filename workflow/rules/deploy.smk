@@ -10,7 +10,6 @@ rule cost:
     input:
         ckpts=list(STUDY.cost_models.values()),
         data=rules.prepare.output[0],
-        summary=rules.tables.output.summary,
         code=code("cost"),
     output:
         csv=f"{OUT}/tables/cost.csv",
@@ -19,11 +18,6 @@ rule cost:
             f"{OUT}/tables/cost.html",
             caption="../report/cost.rst",
             category="Tables",
-        ),
-        figure=report(
-            f"{OUT}/figures/dice_vs_cost.png",
-            caption="../report/dice_vs_cost.rst",
-            category="Figures",
         ),
     log:
         f"{OUT}/logs/cost.log",
@@ -38,7 +32,7 @@ rule cost:
         runs=DEPLOY["cost_runs"],
     shell:
         "hkd cost --models {params.models} --data {input.data} --threads {threads} --runs {params.runs}"
-        " --summary {input.summary} --figure {output.figure} --out-csv {output.csv} --out-md {output.md}"
+        " --out-csv {output.csv} --out-md {output.md}"
         " --out-html {output.html} > {log} 2>&1"
 
 

@@ -18,6 +18,7 @@ rule figures:
         ckpts=[run["checkpoint"] for run in STUDY.figure_runs if "checkpoint" in run],
         logs=[run["log"] for run in STUDY.figure_runs],
         summary=rules.tables.output.summary,
+        cost=rules.cost.output.csv,
         split=rules.split.output[0],
         hypotheses=rules.hypotheses.output.csv,
         code=sorted(set(code("figures") + code("overview"))),
@@ -51,7 +52,7 @@ rule figures:
         run=as_json(STUDY.description()),
         full_table=rules.hypotheses.output.html,
     shell:
-        "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary}"
+        "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary} --cost {input.cost}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
         " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
