@@ -147,6 +147,10 @@ def cmd_export(args) -> None:
         print(f"int8: mean test Dice {q['mean_dice']['fp32']:.4f} -> {q['mean_dice']['int8']:.4f}; arg-max agreement "
               f"with fp32 {q['agreement_with_fp32']['argmax_agreement']:.4%}; latency per slice "
               f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
+        c = q["choice"]
+        print(f"int8: {len(c['kept_float'])} of {c['layers']} layers kept in float "
+              f"({', '.join(c['kept_float']) or 'none'}): validation Dice loss {c['val_mean_dice_loss']:+.4f} "
+              f"(at most {c['limit']})")
         for organ, d in q["dice"].items():
             print(f"  {organ}: {d['fp32']:.4f} -> {d['int8']:.4f} ({d['change']:+.4f})")
 

@@ -146,12 +146,37 @@ def calibration_slices(prepared: Path, n: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(train.image[torch.from_numpy(pick)].numpy(), dtype=np.float32)
 
 
-def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8):
-    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max calibration)."""
+#: The largest mean-Dice loss, on the validation cases, at which an int8 model is kept as it is; past it,
+#: the layers whose quantisation costs the most Dice stay in float (:func:`int8_keeping_dice`).
+INT8_DICE_LOSS = 0.005
+
+
+def _pre_processed(proto):
+    """The float graph as quantisation starts from it (shapes inferred, graph cleaned up), its node names final."""
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        onnx.save(proto, src)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            except Exception as exc:  # noqa: BLE001: optional graph clean-up; quantise the graph as exported
+                log.info("int8: pre-processing skipped (%s)", " ".join(str(exc).split())[:160])
+                return proto
+        return onnx.load(str(pre))
+
+
+def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8, keep_float: list[str] | None = None,
+                  only: list[str] | None = None):
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max calibration) of a
+    pre-processed graph (:func:`_pre_processed`); the nodes ``keep_float`` stay float, or only ``only`` is
+    quantised."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -162,19 +187,60 @@ def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8):
             return next(self.batches, None)
 
     with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src, dst = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         onnx.save(proto, src)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            except Exception as exc:  # noqa: BLE001: optional graph clean-up; quantise the graph as exported
-                log.info("int8: pre-processing skipped (%s)", " ".join(str(exc).split())[:160])
-                pre = src
-            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float or [],
+                            nodes_to_quantize=only or [])
         return onnx.load(str(dst))
+
+
+def _quantised_nodes(quantised) -> list[str]:
+    """The nodes of a quantised graph that read a dequantised input: the layers quantisation reached
+    (convolutions, and concatenations, pooling and resizing, which pass int8 on)."""
+    dequantised = {o for n in quantised.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in quantised.graph.node
+            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantised.intersection(n.input)]
+
+
+def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path) -> tuple[object, dict]:
+    """The int8 model of ``proto`` whose mean Dice on the validation cases is within :data:`INT8_DICE_LOSS` of
+    the float model's, and how it was chosen.
+
+    Every quantisable layer quantised first; if that loses more, each layer is quantised alone to measure
+    what its quantisation costs, and the costliest stay in float, one more at a time, until the loss is
+    within the limit (measured on the validation cases, so the test cases stay unseen by the choice). On the
+    default study's students, the first and the last convolution (the input's and the logits') were
+    the costly ones."""
+    pre = _pre_processed(proto)
+
+    def val_dice(model) -> float:
+        run = runtime.ort_runner(runtime.ort_session(model.SerializeToString(), 1))
+        return float(np.mean(list(test_dice(run, prepared, "val").values())))
+
+    fp32 = val_dice(pre)
+    quantised, kept = quantize_int8(pre, calibration), []
+    layers = _quantised_nodes(quantised)
+    loss = fp32 - val_dice(quantised)
+    tried = {"all layers int8": loss}
+    if loss > INT8_DICE_LOSS:
+        cost = {name: fp32 - val_dice(quantize_int8(pre, calibration, only=[name])) for name in layers}
+        for name in sorted(layers, key=lambda n: -cost[n]):
+            kept.append(name)
+            quantised = quantize_int8(pre, calibration, keep_float=kept)
+            loss = fp32 - val_dice(quantised)
+            tried[f"{len(kept)} kept float"] = loss
+            if loss <= INT8_DICE_LOSS:
+                break
+    choice = {"part": "val", "limit": INT8_DICE_LOSS, "val_mean_dice_fp32": fp32, "val_mean_dice_loss": loss,
+              "layers": len(layers), "kept_float": kept, "tried": tried}
+    if loss > INT8_DICE_LOSS:
+        raise DataError(f"--int8: even with all {len(layers)} layers kept in float, the validation Dice drops by "
+                        f"{loss:.4f} > {INT8_DICE_LOSS}; nothing was written")
+    return quantised, choice
 
 
 def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
@@ -230,7 +296,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
                         f"agreement {parity['argmax_agreement']:.6f} < {ARGMAX_AGREEMENT}); nothing was written")
     kind = "fp32"
     if int8:
-        quantised = quantize_int8(proto, calibration_slices(prepared, calibration))
+        quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared)
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
         fp32_dice, int8_dice = test_dice(runtime.ort_runner(session), prepared), test_dice(q_run, prepared)
@@ -238,6 +304,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
         report["int8"] = {
             "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
             "scheme": "static QDQ, int8 weights per output channel, uint8 activations, min-max calibration",
+            "choice": choice,
             "agreement_with_fp32": compare(runtime.ort_runner(session), q_run, slices),
             "dice": {c: {"fp32": fp32_dice[c], "int8": int8_dice[c], "change": int8_dice[c] - fp32_dice[c]}
                      for c in fp32_dice},

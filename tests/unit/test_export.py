@@ -81,9 +81,16 @@ def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, 
     assert all(abs(d["change"] - (d["int8"] - d["fp32"])) < 1e-12 for d in q["dice"].values())
     assert q["latency_ms"]["int8"]["runs"] >= 20 and q["latency_ms"]["threads"] == 1
     assert "int8: mean test Dice" in printed
+    choice = q["choice"]  # what stayed float was chosen on the validation cases, within the limit
+    assert choice["part"] == "val" and choice["val_mean_dice_loss"] <= choice["limit"] == 0.005
+    assert set(choice["kept_float"]) <= {n.name for n in onnx_nodes(tmp_path / "s8.onnx")} and choice["layers"] > 0
+    assert any(n.op_type == "QuantizeLinear" for n in onnx_nodes(out))
+
+
+def onnx_nodes(path):
     import onnx
 
-    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    return list(onnx.load(str(path)).graph.node)
 
 
 def test_export_refusals(student_ckpt, prepared, tmp_path, capsys):
@@ -147,3 +154,18 @@ def test_a_checkpoint_alone_exports_checked_on_a_generated_case(student_ckpt, pr
     assert np.array_equal(runtime.load(alone).run(x), runtime.load(with_data).run(x))
     assert main(["export", "--model", str(student_ckpt), "--out", str(tmp_path / "q.onnx"), "--int8"]) == 1
     assert "--int8: needs --data" in capsys.readouterr().err and not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.budget(90)  # every layer measured and kept in float one at a time
+def test_int8_that_cannot_keep_the_dice_is_refused_and_nothing_is_written(student_ckpt, prepared, tmp_path, capsys,
+                                                                        monkeypatch):
+    from hkd.deploy import export
+
+    monkeypatch.setattr(export, "INT8_DICE_LOSS", -1.0)  # no model can gain a whole Dice point
+    out = tmp_path / "s8.onnx"
+    assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(out), "--int8",
+                 "--calibration-slices", "16"]) == 1
+    err = capsys.readouterr().err
+    assert "layers kept in float, the validation Dice drops by" in err and "nothing was written" in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
