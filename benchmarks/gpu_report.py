@@ -59,7 +59,8 @@ def main() -> None:
         ok = value is not None and (value >= target if higher else value <= target)
         met[name] = ok
         shown = "-" if value is None else format(value, fmt)
-        lines.append(f"| {name} | {shown} | {'>=' if higher else '<='} {format(target, fmt)} | {'yes' if ok else 'no'} |")
+        bound = f"{'>=' if higher else '<='} {format(target, fmt)}"
+        lines.append(f"| {name} | {shown} | {bound} | {'yes' if ok else 'no'} |")
 
     if default:
         row(f"default study end to end on {args.expect} ({default['jobs']} jobs, {len(runs)} training runs), s",
@@ -75,11 +76,11 @@ def main() -> None:
         batch = max((b for r in student for b in r["slices_per_s"]), key=int, default="0")
         fastest = max(student, key=lambda r: r["slices_per_s"][batch], default=None)
         row(f"0.4M student inference, batch {batch}, fastest ({fastest and fastest['precision']} "
-            f"{fastest and fastest['format']}), slices/s", fastest and fastest["slices_per_s"][batch], TARGETS["student_slices_per_s"], ".0f",
-            higher=True)
+            f"{fastest and fastest['format']}), slices/s", fastest and fastest["slices_per_s"][batch],
+            TARGETS["student_slices_per_s"], ".0f", higher=True)
     if paper:
-        lines += ["", f"Training steps ({paper['precision']}, batch {paper['batch']}, {paper['size']} px; matrix-multiply "
-                      f"rate measured {paper['peak_tflops']:.3g} TFLOP/s):", "",
+        lines += ["", f"Training steps ({paper['precision']}, batch {paper['batch']}, {paper['size']} px; "
+                      f"matrix-multiply rate measured {paper['peak_tflops']:.3g} TFLOP/s):", "",
                   "| job | model | samples/s | TFLOP/s | of peak | inference slices/s | h per job |",
                   "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
         lines += [f"| {j['job']} | {j['model']} | {j['samples_per_s']:.0f} | {j['tflops']:.1f} | {j['of_peak']:.1%} | "

@@ -1,9 +1,9 @@
 """Inference rate of the teacher and every SqueezeUNet preset on this machine's device (PyTorch), in slices/s.
 
 Per model, per batch size (default 1 and 32), per precision (fp32; bf16 autocast where the device is
-CUDA or ``--bf16`` asks) and per memory format (channels-first, channels-last): the median of ``--runs`` timed forward passes after warm-up, synchronised, on
-random slices of ``--size`` px (the rate does not depend on the values). Models are built from the
-config's teacher spec and the presets at random weights. Prints a table; ``--json`` writes its rows.
+CUDA or ``--bf16`` asks) and per memory format (channels-first, channels-last): the median of ``--runs``
+timed forward passes after warm-up, synchronised, on random slices of ``--size`` px (the rate does not
+depend on the values). Models are built from the config's teacher spec and the presets at random weights. Prints a table; ``--json`` writes its rows.
 
     python benchmarks/inference_rate.py                                  # the paper teacher, 224 px
     python benchmarks/inference_rate.py --config config.yaml --size 48 --batches 1 2 --runs 2  # tiny

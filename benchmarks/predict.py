@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -78,7 +77,8 @@ def _one_volume(folder: Path, mode: str, threads: int) -> None:
         model.run(x)
     network = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "network": network,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork and exec)
+                      "peak_mb": cost._status_mb("VmHWM")}))
 
 
 def volume_table(threads: int) -> None:
@@ -91,7 +91,8 @@ def volume_table(threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         proto, _ = to_onnx(network, 224, spec)
-        proto = _with_metadata(proto, {runtime.META_PREPROCESSING: json.dumps(prep), runtime.META_SPEC: json.dumps(spec)})
+        proto = _with_metadata(proto, {runtime.META_PREPROCESSING: json.dumps(prep),
+                                       runtime.META_SPEC: json.dumps(spec)})
         (tmp / "s.onnx").write_bytes(proto.SerializeToString())
         _volume(tmp / "scan.nii.gz")
         print(f"\n512 x 512 x 100 volume, 0.4M student (ONNX Runtime, {threads} thread(s)), reading and writing "
@@ -126,20 +127,26 @@ def main() -> None:
     for name, spec in specs.items():
         torch.manual_seed(0)
         rows += cost.model_cost(name, build_model(spec), spec, 224, threads=args.threads, runs=args.runs)
-    print(f"\n224 x 224, batch 1, {args.threads} thread(s), median [quartiles] of {args.runs} runs after warm-up")
-    print(f"{'model':26s} {'params':>12s} {'GFLOPs':>7s} {'eager ms':>24s} {'ONNX Runtime ms':>24s} "
-          f"{'ORT/eager':>9s} {'peak MB eager/ORT':>18s}")
-    by = {(r["model"], r["runtime"]): r for r in rows}
+    print(f"\n224 x 224, batch 1, {args.threads} thread(s), median [quartiles] of {args.runs} runs after warm-up; "
+          "max |logit difference| from PyTorch fp32 in brackets after each reduced precision")
+    kinds = list(dict.fromkeys((r["runtime"], r["precision"]) for r in rows))
+    print(f"{'model':26s} {'params':>12s} {'GFLOPs':>7s} " + " ".join(f"{k + ' ' + p + ' ms':>22s}" for k, p in kinds))
+    by = {(r["model"], r["runtime"], r["precision"]): r for r in rows}
     for name in specs:
-        e, o = by[(name, "pytorch")], by[(name, "onnxruntime")]
-        fmt = lambda r: f"{r['latency_ms']:.1f} [{r['latency_q25_ms']:.1f}, {r['latency_q75_ms']:.1f}]"
-        print(f"{name:26s} {e['params']:>12,d} {e['gflops']:>7.2f} {fmt(e):>24s} {fmt(o):>24s} "
-              f"{e['latency_ms'] / o['latency_ms']:>8.2f}x {e['peak_mb']:>8.0f}/{o['peak_mb']:<8.0f}")
+        e = by[(name, "pytorch", "fp32")]
+        cells = []
+        for k, p in kinds:
+            r = by[(name, k, p)]
+            extra = f" ({r['max_abs_logit_diff']:.2g})" if p != "fp32" else ""
+            cells.append(f"{r['latency_ms']:.1f} [{r['latency_q25_ms']:.1f}, {r['latency_q75_ms']:.1f}]{extra}")
+        print(f"{name:26s} {e['params']:>12,d} {e['gflops']:>7.2f} " + " ".join(f"{c:>22s}" for c in cells))
     if not args.no_teacher:
         teacher = "TransUNet R50-ViT-B/16"
         for name in list(specs)[1:]:
-            print(f"{teacher} / {name}: {cost.ratio(rows, teacher, name):.1f}x per slice (each in its fastest "
-                  f"runtime); FLOPs {by[(teacher, 'pytorch')]['gflops'] / by[(name, 'pytorch')]['gflops']:.1f}x")
+            reduced = cost.ratio(rows, teacher, name, "bf16")
+            print(f"{teacher} / {name}: {cost.ratio(rows, teacher, name):.1f}x per slice (each in its fastest fp32 "
+                  f"runtime)" + (f", {reduced:.1f}x in bf16" if reduced else "") + "; FLOPs "
+                  f"{by[(teacher, 'pytorch', 'fp32')]['gflops'] / by[(name, 'pytorch', 'fp32')]['gflops']:.1f}x")
 
     volume_table(args.threads)
 

@@ -1,7 +1,8 @@
 """Optional packages: the extra of hkd that installs each, and the one-line error when one is missing.
 
 A plain ``pip install .`` holds everything the embedded default study runs; an extra adds a package only
-a choice the default does not make needs (Synapse downloads, MLflow as tracker, MONAI networks). hkd
+a choice the default does not make needs (Synapse downloads, MLflow as tracker, MONAI networks,
+OpenVINO as a runtime). hkd
 imports those packages through :func:`require`, never by an import statement (a test checks it), so
 a missing one is reported by name with the command that installs it, before any work is done.
 """
@@ -17,6 +18,7 @@ EXTRAS = {
     "mlflow": ("mlflow-skinny", "mlflow"),
     "monai": ("monai", "monai"),
     "einops": ("einops", "monai"),
+    "openvino": ("openvino", "openvino"),
 }
 
 

@@ -62,7 +62,13 @@ def parser_predict(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None,
                    help="slices per step (default: hkd.deploy.predict.BATCH, 4; more hold more of the network's "
                         "activations at once)")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--runtime", default=None, choices=["pytorch", "onnxruntime", "openvino"],
+                   help="a checkpoint runs in pytorch; an ONNX file in onnxruntime (default) or openvino (the "
+                        "openvino extra)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: reduced precision in pytorch or openvino, where the CPU has bf16 arithmetic (hkd cost "
+                        "measures its Dice change); an int8 ONNX file runs as it was quantised")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default 0: every core)")
     p.add_argument("--quiet", action="store_true")
     _allow_module_arg(p)
     p.set_defaults(func=cmd_predict, inputs=("model", "input", "preprocessing"), outputs=("out",),
@@ -75,7 +81,11 @@ def cmd_predict(args) -> None:
 
     _allow(args)
     _threads(args.threads)
-    model = runtime.load(args.model, _preprocessing_arg(args.preprocessing), threads=args.threads)
+    model = runtime.load(args.model, _preprocessing_arg(args.preprocessing), threads=args.threads,
+                         runtime=args.runtime, precision=args.precision)
+    if args.precision != "fp32":
+        log.warning("--precision %s: reduced precision, a deliberate choice; hkd cost --data measures its test Dice "
+                    "change and arg-max agreement against fp32", args.precision)
     check_classes(model, None if args.classes is None else [c.strip() for c in args.classes.split(",")])
     options = {} if args.batch_size is None else {"batch_size": args.batch_size}
     done, failed = predict(model, args.input, args.out, progress=not args.quiet, upsample=args.upsample,

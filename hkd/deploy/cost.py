@@ -3,11 +3,14 @@
 Per model: trainable parameters; FLOPs of one slice (``torch.utils.flop_counter``: convolutions and
 matrix products, 2 FLOPs per multiply-add; FLOPs, not MACs) at the study's slice size and at 224 px; the
 size of its weights (the network's state dict alone, as ``torch.save`` writes it) and of its ONNX file;
-and per runtime (PyTorch eager, ONNX Runtime), measured in a fresh process each on the CPU with a stated
-number of threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over
-``runs`` timed runs), seconds per test volume (evaluation's path: resize, network, nearest neighbour back),
-and peak memory (the growth of the process's peak resident set, reset once the runtime is imported,
-while it loads the model and runs slices at batch 1: the weights and the activations of one slice).
+and per runtime and precision (PyTorch eager; ONNX Runtime; with the ``openvino`` extra, OpenVINO in fp32
+and in bf16 where the CPU has it), measured in a fresh process each on the CPU with a stated number of
+threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over ``runs`` timed
+runs), seconds per test volume (evaluation's path: resize, network, nearest neighbour back), peak memory
+(the growth of the process's peak resident set, reset once the runtime is imported, while it loads the
+model and runs slices at batch 1: the weights and the activations of one slice), and what it changes
+against PyTorch in fp32: the largest logit difference and the arg-max agreement on test slices, and the
+mean test Dice on the timed volumes (an fp32 runtime must match within :data:`LOGIT_TOLERANCE`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import torch
 
 log = logging.getLogger("hkd")
 
-RUNTIMES = ("pytorch", "onnxruntime")
+RUNTIMES = ("pytorch", "onnxruntime", "openvino")
+LOGIT_TOLERANCE = 1e-4  # an fp32 runtime's largest logit difference from PyTorch's (as hkd export checks)
 
 
 def flops(network: torch.nn.Module, size: int) -> int:
@@ -78,8 +82,10 @@ def _peak_growth_mb(base: float) -> float:
     return max(peak - base, 0.0)
 
 
-def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: list) -> dict:
-    """In a fresh process: latency per slice, seconds per volume and peak memory of one runtime."""
+def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: list, precision: str = "fp32",
+             check: np.ndarray | None = None) -> dict:
+    """In a fresh process: latency per slice, seconds per volume and peak memory of one runtime, its logits on
+    the ``check`` slices and its label maps of the volumes."""
     torch.set_num_threads(threads)
     from hkd.infer import runtime
     from hkd.evaluate.volume import predict_volume
@@ -87,44 +93,93 @@ def _measure(kind: str, path: str, size: int, threads: int, runs: int, volumes: 
 
     if kind == "onnxruntime":
         import onnxruntime  # noqa: F401 (imported before the baseline)
+    if kind == "openvino":
+        from hkd import extras
+
+        extras.require("openvino", "hkd cost's OpenVINO rows")
     base = _reset_peak()  # everything imported: what follows is the model's weights and its activations
     if kind == "pytorch":
         state = torch.load(path, map_location="cpu", weights_only=True)
         network = build_model(json.loads(state["spec"])).eval()
         network.load_state_dict(state["model"])
         del state
-        run = runtime.torch_runner(network)
+        run = runtime.torch_runner(network, precision=precision)
+    elif kind == "openvino":
+        run = runtime.openvino_runner(Path(path), threads, precision)
     else:
         run = runtime.ort_runner(runtime.ort_session(Path(path), threads))
     x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
     out = {"latency": runtime.latency(run, x, runs)}
     out["peak_mb"] = _peak_growth_mb(base)
+    if check is not None:
+        out["logits"] = run(check)
     if volumes:
-        seconds = []
-        for image, scale in volumes:
+        seconds, out["labels"] = [], []
+        for volume in volumes:
             t0 = time.perf_counter()
-            predict_volume(run, image, size, scale, batch_size=1)
+            out["labels"].append(predict_volume(run, volume["image"], size, volume["scale"], batch_size=1))
             seconds.append(time.perf_counter() - t0)
         out["volume_s"] = float(np.mean(seconds))
-        out["volume_slices"] = float(np.mean([len(v) for v, _ in volumes]))
+        out["volume_slices"] = float(np.mean([len(v["image"]) for v in volumes]))
     return out
 
 
-def measure_runtime(kind: str, path: Path, size: int, threads: int, runs: int, volumes: list) -> dict:
+def measure_runtime(kind: str, path: Path, size: int, threads: int, runs: int, volumes: list,
+                    precision: str = "fp32", check: np.ndarray | None = None) -> dict:
     """:func:`_measure` in a spawned process, so that its memory and threads are its own."""
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(1) as pool:
-        return pool.apply(_measure, (kind, str(path), size, threads, runs, volumes))
+        return pool.apply(_measure, (kind, str(path), size, threads, runs, volumes, precision, check))
 
 
-def _test_volumes(prepared: Path | None, limit: int) -> list:
+def _mean_dice(volumes: list, labels: list, classes: dict) -> float:
+    """Mean Dice over the organs and volumes of predicted ``labels`` against the volumes' ground truth (every
+    organ of every volume, empty masks by TransUNet's rule, as the study's tables count them)."""
+    from hkd.evaluate.metrics import case_metrics
+
+    return float(np.mean([row["dice"] for volume, pred in zip(volumes, labels)
+                          for row in case_metrics(pred, volume["label"], volume["spacing"], classes)]))
+
+
+def _test_volumes(prepared: Path | None, limit: int) -> tuple[list, dict]:
+    """Up to ``limit`` test volumes (image, label, spacing, scale) and the classes scored on them."""
     if prepared is None:
-        return []
+        return [], {}
     from hkd.data.dataset import load_volume, read_meta
 
     meta = read_meta(prepared)
     scale = tuple(meta.get("scale", (0.0, 1.0)))
-    return [(load_volume(prepared, c)[0], scale) for c in list(meta["split"].get("test") or [])[:limit]]
+    volumes = []
+    for case in list(meta["split"].get("test") or [])[:limit]:
+        image, label, spacing = load_volume(prepared, case)
+        volumes.append({"image": image, "label": label, "spacing": spacing, "scale": scale})
+    return volumes, {i: name for i, name in enumerate(meta["classes"]) if i > 0}
+
+
+def _check_slices(volumes: list, size: int, n: int = 16) -> np.ndarray:
+    """The slices every runtime's logits are compared on: up to ``n`` test slices, else seeded random ones."""
+    from hkd.infer.grid import model_slices
+
+    if not volumes:
+        return np.random.default_rng(0).random((4, 1, size, size), dtype=np.float32)
+    slices = np.concatenate([model_slices(v["image"], size, v["scale"]) for v in volumes])
+    return slices[np.linspace(0, len(slices) - 1, min(n, len(slices))).round().astype(int)]
+
+
+def runtimes_to_measure(onnx: bool) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs ``hkd cost`` measures here: PyTorch, and with ONNX, ONNX Runtime and (the
+    openvino extra installed) OpenVINO in fp32 and, where the CPU has bf16 arithmetic, in bf16."""
+    from hkd import extras
+
+    pairs = [("pytorch", "fp32")]
+    if onnx:
+        pairs.append(("onnxruntime", "fp32"))
+        if extras.installed("openvino"):
+            pairs.append(("openvino", "fp32"))
+            core = extras.require("openvino", "hkd cost's OpenVINO rows").Core()
+            if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                pairs.append(("openvino", "bf16"))
+    return pairs
 
 
 def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, threads: int = 1, runs: int = 20,
@@ -137,8 +192,9 @@ def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, th
     gflops = flops(network, size) / 1e9
     common = {"model": name, "params": count_parameters(network), "size": size, "gflops": gflops,
               "gflops_224": gflops if size == 224 else flops(at_size(spec, 224), 224) / 1e9, "threads": threads}
-    vols = _test_volumes(prepared, volumes)
-    rows = []
+    vols, classes = _test_volumes(prepared, volumes)
+    check = _check_slices(vols, size)
+    rows, reference = [], None
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp) / "model.pt"
         torch.save({"spec": json.dumps(spec), "model": network.state_dict()}, ckpt)
@@ -149,16 +205,27 @@ def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, th
             proto, _ = to_onnx(network, size, spec)
             path = Path(tmp) / "model.onnx"
             onnx_lib.save(proto, path)
-            files["onnxruntime"] = (path, os.path.getsize(path))
-        for kind, (path, nbytes) in files.items():
-            m = measure_runtime(kind, path, size, threads, runs, vols)
+            files["onnxruntime"] = files["openvino"] = (path, os.path.getsize(path))
+        for kind, precision in runtimes_to_measure(onnx):
+            path, nbytes = files[kind]
+            m = measure_runtime(kind, path, size, threads, runs, vols, precision, check)
             lat = m["latency"]
-            rows.append({**common, "runtime": kind, "file_mb": nbytes / 2**20, "latency_ms": lat["median_ms"],
-                         "latency_q25_ms": lat["q25_ms"], "latency_q75_ms": lat["q75_ms"], "runs": lat["runs"],
+            reference = reference or m  # PyTorch in fp32, measured first
+            diff = float(np.abs(m["logits"] - reference["logits"]).max())
+            dice = _mean_dice(vols, m["labels"], classes) if vols else None
+            change = None if dice is None else dice - rows[0]["test_dice"] if rows else 0.0
+            rows.append({**common, "runtime": kind, "precision": precision, "file_mb": nbytes / 2**20,
+                         "latency_ms": lat["median_ms"], "latency_q25_ms": lat["q25_ms"],
+                         "latency_q75_ms": lat["q75_ms"], "runs": lat["runs"],
                          "volume_s": m.get("volume_s"), "volume_slices": m.get("volume_slices"),
-                         "peak_mb": m["peak_mb"]})
-            log.info("%s %s: %.2f ms per slice (median of %d, %d thread(s))", name, kind, lat["median_ms"],
-                     lat["runs"], threads)
+                         "peak_mb": m["peak_mb"], "max_abs_logit_diff": diff,
+                         "argmax_agreement": float((m["logits"].argmax(1) == reference["logits"].argmax(1)).mean()),
+                         "test_dice": dice, "dice_change": change})
+            log.info("%s %s %s: %.2f ms per slice (median of %d, %d thread(s))", name, kind, precision,
+                     lat["median_ms"], lat["runs"], threads)
+            if precision == "fp32" and diff > LOGIT_TOLERANCE:
+                log.warning("%s %s: logits differ from PyTorch's by %.3g (more than %g) in fp32", name, kind, diff,
+                            LOGIT_TOLERANCE)
     return rows
 
 
@@ -171,17 +238,18 @@ def checkpoint_cost(name: str, checkpoint: Path, **options) -> list[dict]:
     return [{**r, "checkpoint_mb": checkpoint.stat().st_size / 2**20} for r in rows]
 
 
-def ratio(rows: list[dict], a: str, b: str) -> float | None:
-    """How many times faster model ``b`` runs than ``a``, each in its fastest runtime."""
+def ratio(rows: list[dict], a: str, b: str, precision: str = "fp32") -> float | None:
+    """How many times faster model ``b`` runs than ``a``, each in its fastest runtime at ``precision``."""
     fastest = {}
     for r in rows:
-        fastest[r["model"]] = min(fastest.get(r["model"], float("inf")), r["latency_ms"])
+        if r.get("precision", "fp32") == precision:
+            fastest[r["model"]] = min(fastest.get(r["model"], float("inf")), r["latency_ms"])
     return fastest[a] / fastest[b] if a in fastest and b in fastest else None
 
 
 def cost_display(table):
     """The cost table as the report shows it: one row per model and runtime, latency as median [quartiles]."""
-    out = table[["model", "runtime", "params", "gflops", "gflops_224", "file_mb", "threads"]].copy()
+    out = table[["model", "runtime", "precision", "params", "gflops", "gflops_224", "file_mb", "threads"]].copy()
     out.insert(2, "slice px", table["size"])
     out["latency ms (median [q25, q75])"] = [f"{m:.2f} [{a:.2f}, {b:.2f}]" for m, a, b in
                                              zip(table["latency_ms"], table["latency_q25_ms"], table["latency_q75_ms"])]
@@ -189,4 +257,9 @@ def cost_display(table):
     if table["volume_s"].notna().any():
         out["s per test volume"] = table["volume_s"]
     out["peak MB"] = table["peak_mb"]
+    out["max logit diff vs PyTorch fp32"] = table["max_abs_logit_diff"]
+    out["arg-max agreement"] = table["argmax_agreement"]
+    if table["test_dice"].notna().any():
+        out["test Dice (timed volumes)"] = table["test_dice"]
+        out["Dice change"] = table["dice_change"]
     return out.rename(columns={"gflops": "GFLOPs", "gflops_224": "GFLOPs at 224", "file_mb": "file MB"})

@@ -59,7 +59,8 @@ def segment(model: Model, image: np.ndarray, *, upsample: str = "probabilities",
 def statistics(labels: np.ndarray, affine: np.ndarray, classes: list[str]) -> dict:
     """Voxel count and volume (mm^3) of each class but the background."""
     voxel = float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
-    counts = torch.from_numpy(np.ascontiguousarray(labels)).view(-1).bincount(minlength=len(classes)).numpy()  # 4x numpy's
+    flat = torch.from_numpy(np.ascontiguousarray(labels)).view(-1)
+    counts = flat.bincount(minlength=len(classes)).numpy()  # 4x faster than numpy's on uint8
     return {"voxel_volume_mm3": voxel,
             "classes": {name: {"label": i, "voxels": int(counts[i]), "volume_mm3": float(counts[i]) * voxel}
                         for i, name in enumerate(classes) if i > 0}}
@@ -108,7 +109,7 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
     labels = from_display(labels, nii.affine)  # a view; nibabel writes it in the file's own (column-major) order
     classes = model.classes
     info = {"classes": {str(i): name for i, name in enumerate(classes)}, "model": str(model.path),
-            "runtime": model.runtime, "upsample": upsample, "tta": tta}
+            "runtime": model.runtime, "precision": model.precision, "upsample": upsample, "tta": tta}
     paths = output_paths(out, probabilities)
     stats = {"case": case_name(source), "input": str(source), "segmentation": str(out), **info,
              "shape": list(labels.shape), **counts}

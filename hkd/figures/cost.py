@@ -13,9 +13,11 @@ SUMMARY_COLUMNS = ("method", "params", "dice_mean")  # what it reads of hkd tabl
 
 def dice_vs_cost(out_png: str | Path, summary: pd.DataFrame, cost: pd.DataFrame, *,
                  size: tuple[float, float] = (10.0, 4.2), dpi: int = 100) -> Path:
-    """Two panels sharing the Dice axis: latency of one slice (each model in its fastest runtime, log scale)
+    """Two panels sharing the Dice axis: latency of one slice (each model in its fastest fp32 runtime, log scale)
     and parameters (log scale). One series per method; the teacher as a black star. Models are matched to
     their cost row by parameter count (one architecture per count)."""
+    if "precision" in cost:  # fp32 only: a reduced precision is a choice the figure does not make for the user
+        cost = cost[cost["precision"] == "fp32"]
     fastest = cost.sort_values("latency_ms").drop_duplicates("params").set_index("params")
     table = summary[summary["params"].isin(fastest.index)].copy()
     if table.empty:
@@ -26,7 +28,7 @@ def dice_vs_cost(out_png: str | Path, summary: pd.DataFrame, cost: pd.DataFrame,
     fig = new_figure(size, dpi)
     axes = fig.subplots(1, 2, sharey=True)
     for ax, column, xlabel in ((axes[0], "latency_ms", f"CPU latency per slice, ms ({', '.join(map(str, threads))} "
-                                "thread(s), batch 1, fastest runtime)"),
+                                "thread(s), batch 1, fastest fp32 runtime)"),
                                (axes[1], "params", "parameters")):
         for method, rows in table.groupby("method", sort=False):
             rows = rows.sort_values(column)

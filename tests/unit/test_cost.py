@@ -39,10 +39,18 @@ def test_cost_table_and_its_figure(student_ckpt, prepared, tmp_path):
                  "--volumes", "1", "--out-csv", str(out / "cost.csv"), "--out-html", str(out / "cost.html")]) == 0
     table = pd.read_csv(out / "cost.csv")
     print(table.to_string())
-    assert list(table["runtime"]) == ["pytorch", "onnxruntime"]
+    from hkd.deploy.cost import runtimes_to_measure
+
+    assert list(zip(table["runtime"], table["precision"])) == runtimes_to_measure(onnx=True)
+    assert list(table["runtime"][:2]) == ["pytorch", "onnxruntime"]
+    fp32 = table[table["precision"] == "fp32"]  # every fp32 runtime computes what PyTorch computes
+    assert (fp32["max_abs_logit_diff"] <= 1e-4).all() and (fp32["argmax_agreement"] >= 0.999).all()
+    assert table["test_dice"].between(0, 1).all() and table["dice_change"].iloc[0] == 0.0
+    assert (table["dice_change"] - (table["test_dice"] - table["test_dice"].iloc[0])).abs().max() < 1e-12
     assert (table["params"] == 26893).all() and (table["threads"] == 1).all() and (table["runs"] == 20).all()
     assert (table["size"] == 32).all() and (table["gflops_224"] > table["gflops"]).all()
-    assert (table["latency_q25_ms"] <= table["latency_ms"]).all() and (table["latency_ms"] <= table["latency_q75_ms"]).all()
+    assert (table["latency_q25_ms"] <= table["latency_ms"]).all()
+    assert (table["latency_ms"] <= table["latency_q75_ms"]).all()
     assert table["volume_s"].notna().all() and (table["peak_mb"] >= 0).all() and (table["file_mb"] > 0).all()
     assert "hkd-table" in (out / "cost.html").read_text()
     # the Dice-vs-latency figure is a catalog figure: drawn by hkd figures from the summary and this table
