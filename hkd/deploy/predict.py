@@ -31,7 +31,7 @@ from hkd.data.nifti import from_display, load_scan
 from hkd.data.scans import case_name, folder_scans, is_nifti_name
 from hkd.infer.grid import windowed
 from hkd.infer.runtime import Model
-from hkd.infer.segment import segment_volume
+from hkd.infer.segment import ProbabilityMaps, segment_volume
 from hkd.errors import DataError
 from hkd.guard import check_outputs_spare_inputs, check_replaceable
 from hkd.io import atomic_path
@@ -48,12 +48,15 @@ EXTENSION_KEY = "hkd_predict"
 
 
 def segment(model: Model, image: np.ndarray, *, upsample: str = "probabilities", tta: bool = False,
-            batch_size: int = BATCH, probabilities: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+            batch_size: int = BATCH, probabilities: bool = False,
+            in_place: bool = False) -> tuple[np.ndarray, ProbabilityMaps | None]:
     """Labels (D, H, W) uint8 of a display-oriented HU volume (D, H, W), and with ``probabilities`` the
-    class probabilities (C, D, H, W) float16 on the same grid (resized bilinearly in either mode)."""
+    class probabilities (resized bilinearly onto the same grid in either mode). ``in_place``: window the
+    caller's float32 ``image`` itself (it is not used after)."""
     prep = model.preprocessing
-    return segment_volume(model.run, windowed(image, prep), int(prep["image_size"]), tuple(prep["scale"]),
-                          upsample=upsample, tta=tta, batch_size=batch_size, probability_maps=probabilities)
+    return segment_volume(model.run, windowed(image, prep, copy=not in_place), int(prep["image_size"]),
+                          tuple(prep["scale"]), upsample=upsample, tta=tta, batch_size=batch_size,
+                          probability_maps=probabilities)
 
 
 def statistics(labels: np.ndarray, affine: np.ndarray, classes: list[str]) -> dict:
@@ -104,7 +107,8 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
     nii, image = load_scan(source)
     warn_unusual(source, nii, image)
     labels, probs = segment(model, image, upsample=upsample, tta=tta, batch_size=batch_size,
-                            probabilities=probabilities)
+                            probabilities=probabilities, in_place=True)
+    del image
     counts = statistics(labels, nii.affine, model.classes)  # the display order's counts are the scan's
     labels = from_display(labels, nii.affine)  # a view; nibabel writes it in the file's own (column-major) order
     classes = model.classes
@@ -123,21 +127,30 @@ def predict_file(model: Model, source: Path, out: Path, *, upsample: str = "prob
             raise RuntimeError(f"{out}: written with shape {written.shape} and affine {written.affine.tolist()}, "
                                f"not the input's {nii.shape} and {nii.affine.tolist()}")
         tmp["statistics"].write_text(json.dumps(stats, indent=2) + "\n")
-        if probabilities:  # a view in the scan's voxel order: written out in chunks, never copied whole
-            p = np.moveaxis(from_display(np.moveaxis(probs, 0, -1), nii.affine), -1, 0)
-            write_npz(tmp["probabilities"], probabilities=p, classes=np.array(classes))
+        if probabilities:
+            write_probabilities(tmp["probabilities"], probs, nii.affine, classes)
     return stats
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """``arrays`` as a compressed .npz (``np.load`` reads it) at deflate level 1: ``np.savez_compressed`` takes
-    its level from zipfile (6): a 512 x 512 x 100 scan took 24.6 s with it, 10.7 s with this (benchmarks/predict.py)."""
+def write_probabilities(path: Path, maps: ProbabilityMaps, affine: np.ndarray, classes: list[str]) -> None:
+    """``<case>_probabilities.npz`` (``np.load`` reads it): ``probabilities`` (C, *scan shape) float16 in the
+    scan's voxel order, and ``classes``. The class axis comes first, so each class is one block of the file:
+    written class by class as it is resized, never all at once. Deflate level 1: ``np.savez_compressed``
+    takes zipfile's 6, 24.6 s for a 512 x 512 x 100 scan's maps against 10.7 s (benchmarks/predict.py)."""
     import zipfile
 
+    first = from_display(maps.resized(0), affine)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+              "shape": (maps.classes, *first.shape)}
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+        with archive.open("probabilities.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            for c in range(maps.classes):
+                block = first if c == 0 else from_display(maps.resized(c), affine)
+                member.write(np.ascontiguousarray(block).reshape(-1).view(np.uint8).data)
+                first = None
+        with archive.open("classes.npy", "w") as member:
+            np.lib.format.write_array(member, np.array(classes), allow_pickle=False)
 
 
 CT_AIR_HU = -500  # a CT scan holds air (about -1000 HU) around or inside the body

@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from hkd.data.preprocess import pad_to_square, resize_slices, window
 
 
-def windowed(hu: np.ndarray, preprocessing: dict) -> np.ndarray:
-    """An HU volume windowed and scaled as ``preprocessing`` (a model's record) says: float32, a new array."""
-    return window(np.array(hu, dtype=np.float32), *preprocessing["hu_window"], tuple(preprocessing["scale"]))
+def windowed(hu: np.ndarray, preprocessing: dict, copy: bool = True) -> np.ndarray:
+    """An HU volume windowed and scaled as ``preprocessing`` (a model's record) says: float32, a new array, or
+    with ``copy`` False ``hu`` itself where it is float32 already."""
+    volume = np.array(hu, dtype=np.float32) if copy else np.asarray(hu, dtype=np.float32)
+    return window(volume, *preprocessing["hu_window"], tuple(preprocessing["scale"]))
 
 
 def model_slices(volume: np.ndarray, size: int, scale: tuple[float, float]) -> np.ndarray:
@@ -108,9 +110,7 @@ class Grid:
             labels[k, y, x] = class_argmax(((1 - a) * top + a * bottom)[..., None, None])[:, 0, 0]
         return labels.numpy()
 
-    def probabilities(self, p: torch.Tensor, out: np.ndarray) -> None:
-        """Probabilities ``p`` (N, C, S, S) resized bilinearly onto the scan's grid, class by class, into
-        ``out`` (C, N, h, w) (a compact type such as float16: one class at full size at a time)."""
-        for c in range(p.shape[1]):
-            up = F.interpolate(p[:, c:c + 1], size=(self.side, self.side), mode="bilinear", align_corners=False)
-            out[c] = up[:, 0, self.top:self.top + self.h, self.left:self.left + self.w].numpy()
+    def resized(self, plane: torch.Tensor) -> np.ndarray:
+        """One class's probabilities (N, S, S) resized bilinearly onto the scan's grid: (N, h, w) float32."""
+        up = F.interpolate(plane[:, None], size=(self.side, self.side), mode="bilinear", align_corners=False)
+        return up[:, 0, self.top:self.top + self.h, self.left:self.left + self.w].numpy()

@@ -52,12 +52,17 @@ def test_ties_go_to_the_lower_class_as_arg_max_s_do():
     np.testing.assert_array_equal(labels, _resized(p, Grid(60, 70)).argmax(1).numpy())
 
 
-def test_probabilities_are_each_class_resized_into_a_compact_type():
-    p = _probabilities(3, 5, 48, seed=1, blobs=6)
+def test_probability_maps_resize_one_class_at_a_time_as_the_whole_stack_would():
+    from hkd.infer.segment import ProbabilityMaps
+
+    p = _probabilities(5, 4, 48, seed=1, blobs=6)
     grid = Grid(60, 70)
-    out = np.empty((5, 3, 60, 70), np.float16)
-    grid.probabilities(p, out)
-    np.testing.assert_array_equal(out, _resized(p, grid).transpose(0, 1).numpy().astype(np.float16))
+    maps = ProbabilityMaps(grid, p.numpy())
+    whole = _resized(p, grid).numpy().astype(np.float16)
+    for c in range(4):
+        out = maps.resized(c, chunk=2)  # chunks of slices: the same per-slice arithmetic
+        assert out.dtype == np.float16
+        np.testing.assert_array_equal(out, whole[:, c])
 
 
 def test_labels_go_back_by_nearest_neighbour_into_the_scan_s_window():
