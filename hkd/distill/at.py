@@ -6,7 +6,7 @@ with p = 2 are compared on the coarser of the two grids (the finer map is averag
 (mean over batch and positions); ``weight`` plays the paper's beta, with its beta/2 factor.
 
 Options: ``weight`` (default 43, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 22, 50; the paper's 1000 gives the term about
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 22, 50; the paper's 1000 gives the term about
 10x the segmentation loss's gradient already at initialisation), ``p`` (default 2), ``layers``: pairs
 ``"student:teacher"`` (or one
 name for the same feature on both sides). The default pairs the maps of equal stride that both models

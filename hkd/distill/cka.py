@@ -16,7 +16,7 @@ The term is ``weight * mean over the pairs of (1 - CKA)``: zero when the student
 (or is any rotation or scaling of it).
 
 Options: ``weight`` (default 1.3, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 7; the term never
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 7; the term never
 reaches the decoder or the head)
 and ``layers``: pairs ``"student:teacher"``
 (or one name for the same feature on both sides); default ``enc_s4``, ``enc_s8`` and ``bottleneck``, the

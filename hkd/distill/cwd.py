@@ -5,7 +5,7 @@ the term is ``weight * tau^2 / (N*C) * sum_{n,c} KL(phi(y_t,nc) || phi(y_s,nc))`
 logits both live on the input grid.
 
 Options: ``temperature`` (tau, default 4.0), ``weight`` (default 0.26, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 0.13, 1; the paper's 3 was tuned
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 0.13, 1; the paper's 3 was tuned
 for 19-class street scenes).
 """
 

@@ -16,7 +16,7 @@ teacher's). Teacher and student logits both live on the input grid.
 
 Options: ``temperature`` (default 1, the paper's ImageNet value), ``beta`` (default 5.2) and
 ``gamma`` (default 0.35), by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier beta 50, gamma 3. The paper used beta = gamma = 1 (ImageNet).
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier beta 50, gamma 3. The paper used beta = gamma = 1 (ImageNet).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ label (outside a rotated slice) count in neither term.
 
 Options: ``temperature`` T (default 4, the paper's and the value ``logits`` uses), ``alpha`` (default
 0.18) and ``beta`` (default 0.38), by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier alpha 0.084, beta 0.17; alpha 1.5, beta 1.5. The paper's alpha 1, beta 8 is its CIFAR-100 setting.
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier alpha 0.084, beta 0.17; alpha 1.5, beta 1.5. The paper's alpha 1, beta 8 is its CIFAR-100 setting.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ student's guided layer ``v_s`` through a trainable regressor ``r`` on the studen
 norm, student channels -> teacher channels); ``align`` moves the regressed map onto the teacher's grid.
 
 Options: ``weight`` (default 75, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 34, 5), ``layer`` (default ``bottleneck``;
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 34, 5), ``layer`` (default ``bottleneck``;
 ``"student:teacher"`` for
 different names, e.g. ``bottleneck:vit``).
 """

@@ -45,7 +45,7 @@ teacher's class maps.
 Options: ``preset`` (``default`` or ``paper``) and ``alpha``, ``beta``, ``temperature``, ``p``, which
 override the preset's values when given. ``paper`` is the published setting (alpha 0.1, beta 0.9, T 4,
 p 4). ``default`` keeps its T and p and sets alpha 0.16 and beta 1.4, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs (README: "Default weights"); earlier alpha 0.083, beta 0.53; alpha 0.1, beta 0.9
+``benchmarks/grad_ratios.py``, measured on the runs' own logs (docs/methods.md: "Default weights"); earlier alpha 0.083, beta 0.53; alpha 0.1, beta 0.9
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ zero when the student's maps equal the teacher's or are any positive scaling of 
 has nothing to relate and gives zero.
 
 Options: ``weight`` (default 320, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 190, 70, 300;
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 190, 70, 300;
 decoder stages 1 and 2 stay below 0.1x, only ``dec_s4`` reaches them), ``pool`` (``flatten``, default: the
 spatial layout counts; ``mean``) and ``layers``: pairs
 ``"student:teacher"`` (or one name for the same feature on both sides). The default follows the flow

@@ -24,7 +24,7 @@ when the method is built from the global generator, which the trainer has just s
 uninterrupted one would, and students trained in lock-step draw the masks they would alone.
 
 Options: ``weight`` (default 51, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 52, 28), ``ratio``, the share of masked cells
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 52, 28), ``ratio``, the share of masked cells
 (default 0.5, in [0, 1); the paper
 used 0.65 for detection and lower for classification; at the stride-16 ``bottleneck``, 3 x 3 cells on
 the default study, 0.5 hides about half of them), and ``stage``: the student feature whose masked map

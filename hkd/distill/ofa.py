@@ -28,7 +28,7 @@ student's inference output and parameter count do not change. Each branch is one
 map directly.
 
 Options: ``weight`` (default 0.54, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 3), ``eps`` (default 1.5),
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 3), ``eps`` (default 1.5),
 ``temperature`` (default 1,
 OFA's) and ``stages`` (student feature names; default ``enc_s4``, ``enc_s8``, ``bottleneck``
 and ``logits``: the encoder from stride 4 to the bottleneck, and the output).

@@ -14,7 +14,7 @@ representations use the same reference inputs. The term is
 ``weight * mean((r_s - r_t)^2)`` over positions and anchors (``distance="l1"``: mean absolute error).
 
 Options: ``weight`` (default 18, by the balance rule of
-``benchmarks/grad_ratios.py``, measured on the runs' own logs, README: "Default weights"; earlier 22, 34, 13, 4; held by the 10x cap: the term's gradient gathers in the
+``benchmarks/grad_ratios.py``, measured on the runs' own logs, docs/methods.md: "Default weights"; earlier 22, 34, 13, 4; held by the 10x cap: the term's gradient gathers in the
 bottleneck, up to 12x there at 22 on one seed, while the encoder stages it also reaches get 0.1x), ``num_anchors`` (default 256), ``distance``
 (``mse`` | ``l1``).
 """

@@ -1,6 +1,6 @@
 """Rerun only what changed: after the shared completed study (conftest ``default_study``), each kind of
 change reruns exactly the jobs that depend on it, checked with dry runs on the study's copy of the
-repository. The README's "Reruns" table is ``README_TABLE`` below, one test per row.
+repository. The "Reruns" table of docs/usage.md is ``README_TABLE`` below, one test per row.
 
 Code inputs: every job declares the ``hkd`` modules its command runs with its own method and reader
 (``hkd/workflow_deps.py``), as paths relative to the project. Checked three ways: the declared files
@@ -77,7 +77,7 @@ def study_jobs(students: dict, cached: list[str]) -> dict[tuple[str, str | None]
     return jobs
 
 
-# The README's "Reruns" table: change -> what reruns.
+# The "Reruns" table of docs/usage.md: change -> what reruns.
 README_TABLE = {
     "Touching a file without changing it": "nothing",
     "The live-curve tracker (`train.tracker`)": "nothing (it changes no number; see [Watching "
@@ -331,10 +331,10 @@ def test_editing_modules_reruns_exactly_the_jobs_that_run_them(importers, module
             assert set(parts) == {"Input files updated by another job"}, (rule, method, reason)
 
 
-# ------------------------------------------------------------------------------ the README's table
+# ------------------------------------------------------------------------------ the documented table
 
-def test_readme_rerun_table_is_the_tested_one():
-    text = (REPO / "README.md").read_text()
+def test_the_documented_rerun_table_is_the_tested_one():
+    text = (REPO / "docs" / "usage.md").read_text()
     section = text.split("## Reruns", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| (.+?) \| (.+?) \|$", section, re.M)[1:])  # without the header
     assert rows == README_TABLE
