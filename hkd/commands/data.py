@@ -131,13 +131,17 @@ def parser_prepare(sub) -> None:
 
 def cmd_prepare(args) -> None:
     from hkd.data.preprocess import prepare_dataset
-    from hkd.data.readers import iter_cases
+    from hkd.data.readers import iter_cases, reader
     from hkd.data.split import split_argument
 
     p = json_object(args.params, "--params", ("image_size", "hu_window", "label_map", "classes"))
     split = split_argument(json_arg(str(args.split), "--split"), "--split")
     label_map = {int(k): int(v) for k, v in p["label_map"].items()}
     classes = list(p["classes"])
+    named = getattr(reader(args.format), "label_map", None)  # a format whose files name their labels
+    if named is not None:
+        label_map = named(args.source, classes)
+        log.info("label map from the names of %s's labels (not data.label_map): %s", args.source, label_map)
     liver_ids = [k for k, v in label_map.items() if classes[v] == "liver"] if "liver" in classes else []
     cases = iter_cases(args.source, args.format, [c for ids in split.values() for c in ids],
                        liver_id=liver_ids[0] if len(liver_ids) == 1 else None)

@@ -813,7 +813,8 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, s
     index) and RAS (odd index) voxel order; ids '0001', ... 'kits19': ``case_XXXXX/imaging.nii.gz`` and
     ``segmentation.nii.gz`` in KiTS19's voxel order and affine, labels 0 background, 1 kidney, 2 tumour;
     ids '00000', ... 'lits': ``volume-N.nii`` and ``segmentation-N.nii`` (LPS or RAS as above), labels 0
-    background, 1 liver, 2 tumour; ids '000', ...
+    background, 1 liver, 2 tumour; ids '000', ... 'nnunet': ``imagesTr/hkd_NNNN_0000.nii.gz`` and
+    ``labelsTr/hkd_NNNN.nii.gz`` (BTCV ids) with ``dataset.json`` naming them; ids 'hkd_0000', ...
 
     ``tumours`` (options ``count``, ``radius_mm``, ``contrast_hu``, see :data:`TUMOUR_DEFAULTS`) places
     lesions in the layout's organ: the kidneys for kits19, the liver for lits; the Synapse layout has
@@ -837,4 +838,9 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, s
         _save_nifti(out / image_path, image, affine)
         _save_nifti(out / label_path, label, affine)
         ids.append(case_id)
+    if layout == "nnunet":  # the dataset's description, which its reader requires
+        from hkd.data.readers.nnunet import DESCRIPTION, description
+        from hkd.io import write_json
+
+        write_json(out / DESCRIPTION, description({name: i for i, name in LABEL_NAMES.items()}, n_cases))
     return ids

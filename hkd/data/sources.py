@@ -15,6 +15,7 @@ time limit ``data.download_timeout`` (the download rule's ``--timeout``).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ FORMATS = {
     "kits19": "hkd.data.readers.kits19_lits",
     "lits": "hkd.data.readers.kits19_lits",
     "transunet": "hkd.data.readers.transunet",
+    "nnunet": "hkd.data.readers.nnunet",
 }
 
 
@@ -61,6 +63,11 @@ class Source:
     description: str
     download: Download | None = None
     phantom: PhantomLayout | None = None  # the phantom's layout of this name
+
+
+def _named_by_reader(fmt: str, function: str) -> Callable:
+    """A file name the format's reader gives (imported when called: only the phantom's job writes a layout)."""
+    return lambda *args: getattr(importlib.import_module(FORMATS[fmt]), function)(*args[1:])
 
 
 def _describe_phantom(data: dict) -> str:
@@ -100,6 +107,10 @@ SOURCES = {s.name: s for s in (
            "distributed through CodaLab and Academic Torrents, which hkd cannot download",
            phantom=PhantomLayout(lambda i: f"{i:03d}", lambda i, cid: f"volume-{i}.nii",
                                  lambda i, cid: f"segmentation-{i}.nii", tumours="liver")),
+    Source("nnunet", "nnunet", "required", "folder", "an nnU-Net raw dataset folder (dataset.json, imagesTr, "
+           "labelsTr): CT, one channel, its label map from dataset.json's names",
+           phantom=PhantomLayout(lambda i: f"hkd_{i:04d}", _named_by_reader("nnunet", "image_name"),
+                                 _named_by_reader("nnunet", "label_name"))),
 )}
 
 
