@@ -34,8 +34,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from hkd.data.nnunet_files import DESCRIPTION, description
 from hkd.data.sources import check_phantom_tumours, phantom_files
-from hkd.io import atomic_path
+from hkd.io import atomic_path, write_json
 
 LABEL_NAMES = {
     0: "background",
@@ -839,8 +840,5 @@ def write_phantom_dataset(out_dir: str | os.PathLike, n_cases: int, seed: int, s
         _save_nifti(out / label_path, label, affine)
         ids.append(case_id)
     if layout == "nnunet":  # the dataset's description, which its reader requires
-        from hkd.data.readers.nnunet import DESCRIPTION, description
-        from hkd.io import write_json
-
         write_json(out / DESCRIPTION, description({name: i for i, name in LABEL_NAMES.items()}, n_cases))
     return ids

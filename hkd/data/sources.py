@@ -15,11 +15,11 @@ time limit ``data.download_timeout`` (the download rule's ``--timeout``).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hkd.data import nnunet_files
 from hkd.errors import DataError
 
 #: Format of the case files -> the module that reads them (``hkd split/prepare --format``).
@@ -65,11 +65,6 @@ class Source:
     phantom: PhantomLayout | None = None  # the phantom's layout of this name
 
 
-def _named_by_reader(fmt: str, function: str) -> Callable:
-    """A file name the format's reader gives (imported when called: only the phantom's job writes a layout)."""
-    return lambda *args: getattr(importlib.import_module(FORMATS[fmt]), function)(*args[1:])
-
-
 def _describe_phantom(data: dict) -> str:
     phantom = data["phantom"]
     line = f"phantom: {phantom['cases']} generated abdominal CT cases (seed {phantom['seed']})"
@@ -109,8 +104,8 @@ SOURCES = {s.name: s for s in (
                                  lambda i, cid: f"segmentation-{i}.nii", tumours="liver")),
     Source("nnunet", "nnunet", "required", "folder", "an nnU-Net raw dataset folder (dataset.json, imagesTr, "
            "labelsTr): CT, one channel, its label map from dataset.json's names",
-           phantom=PhantomLayout(lambda i: f"hkd_{i:04d}", _named_by_reader("nnunet", "image_name"),
-                                 _named_by_reader("nnunet", "label_name"))),
+           phantom=PhantomLayout(lambda i: f"hkd_{i:04d}", lambda i, cid: nnunet_files.image_name(cid),
+                                 lambda i, cid: nnunet_files.label_name(cid))),
 )}
 
 

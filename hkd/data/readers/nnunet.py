@@ -20,30 +20,10 @@ from pathlib import Path
 
 from hkd.data.case import RawCase
 from hkd.data.nifti import load_raw_case, raw_depth
+from hkd.data.nnunet_files import DESCRIPTION, ENDINGS, image_name
 from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
-
-DESCRIPTION = "dataset.json"
-CHANNEL = "0000"  # the channel suffix of a case's (only) image
-ENDINGS = (".nii.gz", ".nii")
-
-
-def image_name(case_id: str, ending: str = ".nii.gz") -> str:
-    """A case's image, relative to the dataset folder (POSIX)."""
-    return f"imagesTr/{case_id}_{CHANNEL}{ending}"
-
-
-def label_name(case_id: str, ending: str = ".nii.gz") -> str:
-    """A case's label map, relative to the dataset folder (POSIX)."""
-    return f"labelsTr/{case_id}{ending}"
-
-
-def description(labels: dict[str, int], n_cases: int, name: str = "hkd phantom") -> dict:
-    """The ``dataset.json`` of a CT dataset with these ``labels`` (name -> id) and ``n_cases`` training cases."""
-    return {"name": name, "channel_names": {"0": "CT"}, "labels": dict(labels), "numTraining": n_cases,
-            "file_ending": ".nii.gz"}
-
 
 def dataset_folder(root: str | Path) -> Path:
     """The folder holding ``dataset.json``: ``root`` itself, or the one dataset folder inside it."""
