@@ -31,7 +31,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
-from paper_study import make_data, sync, time_run  # noqa: E402  (a sibling script)
+from inference_rate import seconds_per_pass  # noqa: E402  (sibling scripts)
+from paper_study import make_data, sync, time_run  # noqa: E402
 
 
 def make_run(recipe: dict, spec: dict, prepared: Path, out: Path, device: torch.device, teacher=None, **knobs):
@@ -44,24 +45,14 @@ def make_run(recipe: dict, spec: dict, prepared: Path, out: Path, device: torch.
     return Run(TrainConfig.from_dict(cfg), prepared, out, None, teacher[1] if teacher else None, progress=False)
 
 
-@torch.inference_mode()
 def slices_per_s(model, batch: int, size: int, device: torch.device, bf16: bool, channels_last: bool,
                  runs: int) -> float:
-    x = torch.rand(batch, 1, size, size, device=device)
+    """Slices per second of ``model`` at ``batch``, in channels-last where asked (the model converted back after)."""
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for i in range(runs + 3):
-            sync(device)
-            t0 = time.perf_counter()
-            model(x)
-            sync(device)
-            if i >= 3:
-                times.append(time.perf_counter() - t0)
+    rate = batch / seconds_per_pass(model, batch, size, device, bf16, runs, channels_last)
     model.to(memory_format=torch.contiguous_format)
-    return batch / sorted(times)[len(times) // 2]
+    return rate
 
 
 def worker(args: tuple) -> None:

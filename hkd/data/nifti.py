@@ -166,6 +166,19 @@ def load_raw_case(raw: RawCase) -> Case:
                 display_spacing(img_nii.affine), source=str(raw.label_path))
 
 
+def depths(raws) -> dict[str, int]:
+    """Case id -> number of axial slices of image/label pairs, from the headers (a reader's ``list_cases``)."""
+    return {raw.case_id: raw_depth(raw) for raw in raws}
+
+
+def load_cases(raws, case_ids: list[str]):
+    """The validated cases ``case_ids`` of image/label pairs, one at a time (a reader's ``iter_cases``)."""
+    wanted = set(case_ids)
+    for raw in raws:
+        if raw.case_id in wanted:
+            yield load_raw_case(raw)
+
+
 def raw_depth(raw: RawCase) -> int:
     """Number of axial slices of a raw case, read from the header only."""
     img = _load_nifti(raw.image_path)

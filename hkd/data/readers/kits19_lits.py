@@ -135,19 +135,16 @@ def find_layout_cases(root: str | Path, fmt: str) -> list[RawCase]:
 # --- the reader interface of hkd.data.readers (formats 'kits19' and 'lits') --------------------------
 def list_cases(root: str | Path, fmt: str) -> dict[str, int]:
     """Case id -> number of axial slices, from the headers."""
-    from hkd.data.nifti import raw_depth
+    from hkd.data.nifti import depths
 
-    return {raw.case_id: raw_depth(raw) for raw in find_layout_cases(root, fmt)}
+    return depths(find_layout_cases(root, fmt))
 
 
 def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
     """The validated cases ``case_ids``, one at a time."""
-    from hkd.data.nifti import load_raw_case
+    from hkd.data.nifti import load_cases
 
-    wanted = set(case_ids)
-    for raw in find_layout_cases(root, fmt):
-        if raw.case_id in wanted:
-            yield load_raw_case(raw)
+    return load_cases(find_layout_cases(root, fmt), case_ids)
 
 
 def count_cases(path: Path, fmt: str) -> int:

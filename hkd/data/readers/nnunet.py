@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from hkd.data.case import RawCase
-from hkd.data.nifti import load_raw_case, raw_depth
+from hkd.data.nifti import depths, load_cases
 from hkd.data.nnunet_files import DESCRIPTION, ENDINGS, image_name
 from hkd.errors import DataError
 
@@ -98,15 +98,12 @@ def find_raw_cases(root: str | Path) -> list[RawCase]:
 # --- the reader interface of hkd.data.readers ---------------------------------------------------------
 def list_cases(root: str | Path, fmt: str = "nnunet") -> dict[str, int]:
     """Case id -> number of axial slices, from the headers."""
-    return {raw.case_id: raw_depth(raw) for raw in find_raw_cases(root)}
+    return depths(find_raw_cases(root))
 
 
 def iter_cases(root: str | Path, fmt: str, case_ids: list[str], liver_id: int | None = None):
     """The validated cases ``case_ids``, one at a time."""
-    wanted = set(case_ids)
-    for raw in find_raw_cases(root):
-        if raw.case_id in wanted:
-            yield load_raw_case(raw)
+    return load_cases(find_raw_cases(root), case_ids)
 
 
 def count_cases(path: Path, fmt: str = "nnunet") -> int:
