@@ -79,15 +79,15 @@ echo "== 2. inference"
 "$PY" benchmarks/inference_rate.py "${INFER[@]}" --json "$OUT/inference.json"
 
 echo "== 3. the default study on $DEVICE ($CORES cores, $GPU_JOBS training jobs at once on the GPU)"
-rm -rf "$STUDY" .snakemake
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits -lms 1000 >"$WORK/gpu.csv" &
     MONITOR=$!
 fi
 t0=$(date +%s)
 set +e
+# every job, timed from scratch (--forceall: hkd replaces only what it wrote, nothing is deleted by hand)
 timeout "$STUDY_LIMIT" "$PY" -m snakemake --cores "$CORES" --resources gpu="$GPU_JOBS" --configfile "${CONFIGS[@]}" \
-    --config device="$DEVICE" out="$STUDY" >"$OUT/default.log" 2>&1
+    --config device="$DEVICE" out="$STUDY" --forceall >"$OUT/default.log" 2>&1
 rc=$?
 set -e
 seconds=$(($(date +%s) - t0))

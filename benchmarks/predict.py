@@ -78,7 +78,7 @@ def _one_volume(folder: Path, mode: str, threads: int) -> None:
     network = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "network": network,
                       # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork and exec)
-                      "peak_mb": cost._status_mb("VmHWM")}))
+                      "peak_mb": cost.status_mb("VmHWM")}))
 
 
 def volume_table(threads: int) -> None:

@@ -57,7 +57,9 @@ def weights_bytes(network: torch.nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def _status_mb(key: str) -> float | None:
+def status_mb(key: str) -> float | None:
+    """A memory figure of this process's /proc/self/status in MB (``VmRSS``; ``VmHWM``: its own peak, which
+    ``ru_maxrss`` is not after a fork and exec); None where there is no such file."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(key + ":"):
@@ -74,11 +76,11 @@ def _reset_peak() -> float:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    return _status_mb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return status_mb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _peak_growth_mb(base: float) -> float:
-    peak = _status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = status_mb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return max(peak - base, 0.0)
 
 
@@ -170,14 +172,14 @@ def runtimes_to_measure(onnx: bool) -> list[tuple[str, str]]:
     """(runtime, precision) pairs ``hkd cost`` measures here: PyTorch, and with ONNX, ONNX Runtime and (the
     openvino extra installed) OpenVINO in fp32 and, where the CPU has bf16 arithmetic, in bf16."""
     from hkd import extras
+    from hkd.infer.runtime import openvino_bf16
 
     pairs = [("pytorch", "fp32")]
     if onnx:
         pairs.append(("onnxruntime", "fp32"))
         if extras.installed("openvino"):
             pairs.append(("openvino", "fp32"))
-            core = extras.require("openvino", "hkd cost's OpenVINO rows").Core()
-            if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            if openvino_bf16():
                 pairs.append(("openvino", "bf16"))
     return pairs
 

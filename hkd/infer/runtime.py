@@ -128,12 +128,18 @@ def torch_runner(network: torch.nn.Module, device: torch.device | str = "cpu", p
     return run
 
 
+def openvino_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 on this CPU (the ``openvino`` extra installed)."""
+    ov = extras.require("openvino", "OpenVINO's bf16", "--precision fp32")
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def openvino_runner(path: Path, threads: int = 0, precision: str = "fp32"):
     """Slices in, logits out, from an ONNX file in OpenVINO's CPU runtime at ``precision`` (its inference
     precision hint: OpenVINO computes in bf16 by default on a CPU that has it, so fp32 is asked for)."""
     ov = extras.require("openvino", "--runtime openvino", "--runtime onnxruntime")
     core = ov.Core()
-    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if precision == "bf16" and not openvino_bf16():
         raise DataError("--precision bf16: this CPU has no bf16 arithmetic (OpenVINO's CPU capabilities)")
     config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
     if threads:

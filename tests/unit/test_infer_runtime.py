@@ -33,9 +33,7 @@ def test_every_fp32_runtime_computes_the_checkpoint_s_logits(student_ckpt, expor
 
 def test_bf16_is_a_reduced_precision_close_to_fp32(student_ckpt, exported):
     pytest.importorskip("openvino")
-    import openvino
-
-    if "BF16" not in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if not runtime.openvino_bf16():
         pytest.skip("this CPU has no bf16 arithmetic")
     reference = runtime.load(student_ckpt).run(_slices())
     for model in (runtime.load(exported, runtime="openvino", precision="bf16"),
