@@ -6,7 +6,8 @@ time around them, in one run, so a missed target comes with what would move it:
 1. the paper teacher's training step (the trainer's own ``Run.train_step``, bf16 autocast) at the paper's
    batch: as trained now; with cuDNN's autotuner (``torch.backends.cudnn.benchmark``); in channels-last;
    at twice the batch (a step bound by launches and host work gains from a larger batch, one bound by
-   arithmetic or memory does not);
+   arithmetic or memory does not); compiled (``train.compile``: fewer launches, fused elementwise work), at
+   both batches (the compile time, paid once per job, is printed apart from the step's);
 2. student training steps (scratch and distilled, 0.4M and 16M): channels-first against channels-last;
 3. the 0.4M student's inference: batch 32 and 256, fp32 and bf16, channels-first and channels-last;
 4. several training jobs sharing the GPU: 1 and 4 processes, each running the 0.4M distilled student's
@@ -14,6 +15,7 @@ time around them, in one run, so a missed target comes with what would move it:
 
     python benchmarks/gpu_bounds.py                          # the paper config, 224 px
     python benchmarks/gpu_bounds.py --config config.yaml --batch 2 --steps 1 --processes 1 2   # tiny, CPU
+    python benchmarks/gpu_bounds.py --parts 1                # the teacher's step only
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (median)")
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--skip-sharing", action="store_true", help="leave out the sharing test")
     ap.add_argument("--share-steps", type=int, default=20, help="steps each process of the sharing test times")
+    ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4],
+                    help="which of the four measurements to make (part 2 needs part 1's teacher)")
     args = ap.parse_args()
     torch.set_num_threads(4)
     cfg = yaml.safe_load(args.config.read_text())
@@ -98,22 +101,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         prepared = make_data(tmp / "prep", max(2 * batch * (args.steps + 1), args.share_steps * batch, 16), size)
-        print("1. teacher training step")
-        for name, knobs, b, autotune in (("as trained now", {}, batch, False),
-                                         ("+ cuDNN autotuner", {}, batch, True),
-                                         ("+ autotuner, channels-last", {"channels_last": True}, batch, True),
-                                         (f"+ autotuner, batch {2 * batch}", {}, 2 * batch, True)):
+        teacher_variants = (("as trained now", {}, batch, False),
+                            ("+ cuDNN autotuner", {}, batch, True),
+                            ("+ autotuner, channels-last", {"channels_last": True}, batch, True),
+                            (f"+ autotuner, batch {2 * batch}", {}, 2 * batch, True),
+                            ("+ autotuner, train.compile", {"compile": True}, batch, True),
+                            (f"+ autotuner, train.compile, batch {2 * batch}", {"compile": True}, 2 * batch, True))
+        if 1 in args.parts:
+            print("1. teacher training step")
+        for name, knobs, b, autotune in teacher_variants if 1 in args.parts else teacher_variants[:1]:
             torch.backends.cudnn.benchmark = autotune
+            started = time.perf_counter()
             run = make_run({**recipe, "batch_size": b}, teacher_spec, prepared, tmp / "t", device, **knobs)
             sec, gflop = time_run(run, args.steps, device)
-            print(f"   {name:<34} {b / sec:>8.1f} samples/s  {gflop / sec / 1e3:>7.2f} TFLOP/s")
+            setup = time.perf_counter() - started - (args.steps + 2) * sec  # building, warm-up, compiling
+            if 1 in args.parts:
+                print(f"   {name:<44} {b / sec:>8.1f} samples/s  {gflop / sec / 1e3:>7.2f} TFLOP/s  "
+                      f"(set-up and first steps {setup:.0f} s)")
             if name == "as trained now":
                 save_state(tmp / "teacher.pt", run._model_state(0))
             del run
         torch.backends.cudnn.benchmark = True
-        print("2. student training steps (autotuner on): channels-first and channels-last, samples/s")
         teacher = (teacher_spec, tmp / "teacher.pt")
+        if 2 in args.parts:
+            print("2. student training steps (autotuner on): channels-first and channels-last, samples/s")
         for width, method in (("0.4M", "scratch"), ("16M", "scratch"), ("0.4M", "logits"), ("16M", "logits")):
+            if 2 not in args.parts:
+                break
             rates = []
             for cl in (False, True):
                 run = make_run(recipe, {"arch": "squeezeunet", "width": width}, prepared, tmp / "s", device,
@@ -121,18 +135,20 @@ def main() -> None:
                 rates.append(batch / time_run(run, args.steps, device)[0])
                 del run
             print(f"   {width:<5} {method:<8} {rates[0]:>8.1f} -> {rates[1]:>8.1f} ({rates[1] / rates[0]:.2f}x)")
-        print("3. 0.4M student inference (autotuner on), slices/s")
-        from hkd.deploy.cost import at_size
+        if 3 in args.parts:
+            print("3. 0.4M student inference (autotuner on), slices/s")
+            from hkd.deploy.cost import at_size
 
-        model = at_size(student, size).to(device)
-        for b in (32, 256):
-            cells = [f"{p}{' CL' if cl else ''}: {slices_per_s(model, b, size, device, p == 'bf16', cl, 10):.0f}"
-                     for p in ("fp32", "bf16") for cl in (False, True)]
-            print(f"   batch {b:<4} " + "; ".join(cells))
-        del model
-        print(f"4. 0.4M distilled training jobs sharing the device (batch {batch}, teacher online), samples/s")
+            model = at_size(student, size).to(device)
+            for b in (32, 256):
+                cells = [f"{p}{' CL' if cl else ''}: {slices_per_s(model, b, size, device, p == 'bf16', cl, 10):.0f}"
+                         for p in ("fp32", "bf16") for cl in (False, True)]
+                print(f"   batch {b:<4} " + "; ".join(cells))
+            del model
+        if 4 in args.parts:
+            print(f"4. 0.4M distilled training jobs sharing the device (batch {batch}, teacher online), samples/s")
         ctx = mp.get_context("spawn")
-        for n in [] if args.skip_sharing else args.processes:
+        for n in args.processes if 4 in args.parts else []:
             barrier, results = ctx.Barrier(n), ctx.Queue()
             procs = [ctx.Process(target=worker, args=((recipe, student, (teacher_spec, str(tmp / "teacher.pt")),
                                                        str(prepared), str(tmp / f"w{i}"), args.share_steps,
@@ -143,7 +159,6 @@ def main() -> None:
             for p in procs:
                 p.join()
             print(f"   {n} process(es): {sum(rates):>8.1f} samples/s in all ({min(rates):.1f}-{max(rates):.1f} each)")
-
 
 if __name__ == "__main__":
     main()

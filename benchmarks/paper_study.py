@@ -139,8 +139,12 @@ def main() -> None:
     students = cfg["students"]
     seeds, widths = len(students["seeds"]), [str(w) for w in students["widths"]]
     distilled_methods = len([m for m in students["methods"] if m != "scratch"])
-    t_epochs = {**recipe, **cfg["teacher"].get("train", {})}["epochs"]
-    s_epochs = {**recipe, **students.get("train", {})}["epochs"]
+    # each role's recipe as the study builds it: the shared train: section under the role's own train:
+    t_recipe = {**recipe, **cfg["teacher"].get("train", {}), **({"batch_size": args.batch} if args.batch else {})}
+    s_recipe = {**recipe, **students.get("train", {}), **({"batch_size": args.batch} if args.batch else {})}
+    if t_recipe["batch_size"] != s_recipe["batch_size"]:
+        raise SystemExit("paper_study.py plans one batch size: teacher.train and students.train differ in it")
+    t_epochs, s_epochs = t_recipe["epochs"], s_recipe["epochs"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as training does: fixed shapes, algorithms chosen once
@@ -154,7 +158,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         prepared = make_data(tmp / "prep", max(recipe["batch_size"] * (args.steps + 1), 16), size)
-        teacher_run = Run(TrainConfig.from_dict({**recipe, "model": teacher_spec, "device": str(device)}),
+        teacher_run = Run(TrainConfig.from_dict({**t_recipe, "model": teacher_spec, "device": str(device)}),
                           prepared, tmp / "teacher", None, None, progress=False)
         save_state(tmp / "teacher.pt", teacher_run._model_state(0))
         sec, gflop = time_run(teacher_run, args.steps, device)
@@ -163,7 +167,7 @@ def main() -> None:
         del teacher_run
         for width in widths:
             for method in ("scratch", "logits"):
-                run = Run(TrainConfig.from_dict({**recipe, "model": {"arch": students["arch"], "width": width},
+                run = Run(TrainConfig.from_dict({**s_recipe, "model": {"arch": students["arch"], "width": width},
                                                  "method": method, "device": str(device),
                                                  "teacher": teacher_spec if method != "scratch" else None}),
                           prepared, tmp / f"{width}_{method}", None,
