@@ -34,6 +34,7 @@ from hkd.data.dataset import load_slices, load_volume, read_meta
 from hkd.errors import DataError
 from hkd.infer import runtime
 from hkd.infer.grid import model_slices, windowed
+from hkd.models import inference_network
 
 log = logging.getLogger("hkd")
 
@@ -71,23 +72,25 @@ def _runs_at(proto, network: torch.nn.Module, size: int) -> bool:
 
 def to_onnx(network: torch.nn.Module, size: int, spec: dict | None = None):
     """The network as an ONNX ModelProto with a dynamic batch and, where it exports and then runs correctly
-    at twice the size, dynamic H and W; returns (proto, whether the spatial size is dynamic)."""
+    at twice the size, dynamic H and W; returns (proto, whether the spatial size is dynamic). With ``spec``,
+    the architecture's inference form is exported (:func:`hkd.models.inference_network`: the same function)."""
     import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
 
     network = network.eval().float()
+    exported = inference_network(network, spec) if spec else network  # the same function, faster
     example = torch.zeros(2, 1, size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     if (spec or {}).get("arch") != "transunet":  # TransUNet's position embeddings are traced at one grid size
         height, width = torch.export.Dim("h16", min=1, max=256), torch.export.Dim("w16", min=1, max=256)
         try:
-            proto = _quiet_export(network, example, ({0: batch, 2: 16 * height, 3: 16 * width},)).model_proto
+            proto = _quiet_export(exported, example, ({0: batch, 2: 16 * height, 3: 16 * width},)).model_proto
             if _runs_at(proto, network, 2 * size):
                 return proto, True
             log.info("spatial size fixed at %d px: the graph exported with a dynamic size is wrong at %d px", size,
                      2 * size)
         except Exception as exc:  # noqa: BLE001: a network whose size is fixed
             log.info("spatial size fixed at %d px (%s)", size, " ".join(str(exc).split())[:160])
-    return _quiet_export(network, example, ({0: batch},)).model_proto, False
+    return _quiet_export(exported, example, ({0: batch},)).model_proto, False
 
 
 def evaluation_slices(prepared: Path, size: int, part: str = "test", limit: int | None = None) -> np.ndarray:

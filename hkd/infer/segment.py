@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hkd.errors import DataError
-from hkd.infer.grid import Grid, model_slices
+from hkd.infer.grid import Grid, class_argmax, model_slices
 
 UPSAMPLE = ("probabilities", "nearest")
 _FLIPS = ((), (-1,), (-2,), (-2, -1))
@@ -74,13 +74,13 @@ def segment_volume(run: Runner, volume: np.ndarray, size: int, scale: tuple[floa
     for i in range(0, d, batch_size):
         x = model_slices(volume[i:i + batch_size], size, scale)
         if upsample == "nearest" and not tta and not probability_maps:
-            labels[i:i + batch_size] = grid.labels_nearest(torch.from_numpy(run(x)).argmax(1))
+            labels[i:i + batch_size] = grid.labels_nearest(class_argmax(torch.from_numpy(run(x))))
             continue
         p = probabilities(run, x, tta)
         if probability_maps:
             if maps is None:
                 maps = np.empty((d, *p.shape[1:]), dtype=np.float32)
             maps[i:i + batch_size] = p.numpy()
-        labels[i:i + batch_size] = grid.labels_nearest(p.argmax(1)) if upsample == "nearest" else \
+        labels[i:i + batch_size] = grid.labels_nearest(class_argmax(p)) if upsample == "nearest" else \
             grid.labels_bilinear(p)
     return labels, None if maps is None else ProbabilityMaps(grid, maps)
