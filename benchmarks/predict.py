@@ -1,16 +1,18 @@
 """The teacher and the students side by side at the paper sizes: eager PyTorch against ONNX Runtime.
 
-One run, one CPU thread, batch 1, 224 x 224 slices, random weights (latency does not depend on them):
+One run, at one thread and at all cores (``--threads``), batch 1, 224 x 224 slices, random weights (latency
+does not depend on them):
 the paper's TransUNet R50-ViT-B/16 (105M parameters) and SqueezeUNets of the given widths (0.4M and
 wider). Each model and runtime is measured in a fresh process (``hkd.deploy.cost``): median and quartiles
 of the latency over ``--runs`` timed runs after warm-up, peak memory. Then a 100-slice 512 x 512 CT volume
 (NIfTI, written here) is segmented by the 0.4M student through ``hkd predict``'s whole path (reading,
 preprocessing, the network in its faster runtime, resizing back, writing) in both upsampling modes.
 
-    python benchmarks/predict.py [--widths 0.4M 1.5 4M] [--runs 20] [--threads 1] [--volume-only]
+    python benchmarks/predict.py [--widths 0.4M 1.5 4M] [--runs 20] [--threads 1 2] [--volume-only]
 
 The volume part runs each mode in a fresh process and prints its wall time, the network's own time (the
-model run on the volume's slices alone) and the process's peak memory: nearest, probabilities (the
+model run on the volume's slices alone, in predict's batches) per volume and per slice, and the process's
+peak memory: nearest, probabilities (the
 default) and probabilities with ``--probabilities`` (the class probabilities written too).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,39 +98,25 @@ def volume_table(threads: int) -> None:
                                        runtime.META_SPEC: json.dumps(spec)})
         (tmp / "s.onnx").write_bytes(proto.SerializeToString())
         _volume(tmp / "scan.nii.gz")
-        print(f"\n512 x 512 x 100 volume, 0.4M student (ONNX Runtime, {threads} thread(s)), reading and writing "
-              "included, each mode in a fresh process")
-        print(f"{'mode':34s} {'seconds':>8s} {'network s':>10s} {'ratio':>6s} {'peak MB':>8s}")
+        print(f"\n512 x 512 x 100 volume, 0.4M student (ONNX Runtime, {threads} thread(s), {BATCH} slices per "
+              "step), reading and writing included, each mode in a fresh process")
+        print(f"{'mode':34s} {'seconds':>8s} {'network s':>10s} {'ms/slice':>9s} {'ratio':>6s} {'peak MB':>8s}")
         for mode in MODES:
             out = subprocess.run([sys.executable, __file__, "--child", str(tmp), mode, "--threads", str(threads)],
                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
-            print(f"{mode:34s} {r['seconds']:>8.2f} {r['network']:>10.2f} {r['seconds'] / r['network']:>5.2f}x "
+            print(f"{mode:34s} {r['seconds']:>8.2f} {r['network']:>10.2f} {1000 * r['network'] / 100:>9.2f} "
+                  f"{r['seconds'] / r['network']:>5.2f}x "
                   f"{r['peak_mb']:>8.0f}")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--widths", nargs="+", default=["0.4M", "1.5", "4M"])
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-teacher", action="store_true", help="students only")
-    ap.add_argument("--volume-only", action="store_true", help="only the volume's table")
-    ap.add_argument("--child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
-        return _one_volume(Path(args.child[0]), args.child[1], args.threads)
-    torch.set_num_threads(args.threads)
-    if args.volume_only:
-        return volume_table(args.threads)
-    specs = {} if args.no_teacher else {"TransUNet R50-ViT-B/16": {"arch": "transunet", "num_classes": 9,
-                                                                   "img_size": 224}}
-    specs |= {f"SqueezeUNet {w}": {"arch": "squeezeunet", "width": w, "num_classes": 9} for w in args.widths}
+def slice_table(specs: dict, threads: int, runs: int, teacher: str | None) -> None:
+    """Per-slice latency of every model in every runtime and precision, batch 1, ``threads`` threads."""
     rows = []
     for name, spec in specs.items():
         torch.manual_seed(0)
-        rows += cost.model_cost(name, build_model(spec), spec, 224, threads=args.threads, runs=args.runs)
-    print(f"\n224 x 224, batch 1, {args.threads} thread(s), median [quartiles] of {args.runs} runs after warm-up; "
+        rows += cost.model_cost(name, build_model(spec), spec, 224, threads=threads, runs=runs)
+    print(f"\n224 x 224, batch 1, {threads} thread(s), median [quartiles] of {runs} runs after warm-up; "
           "max |logit difference| from PyTorch fp32 in brackets after each reduced precision")
     kinds = list(dict.fromkeys((r["runtime"], r["precision"]) for r in rows))
     print(f"{'model':26s} {'params':>12s} {'GFLOPs':>7s} " + " ".join(f"{k + ' ' + p + ' ms':>22s}" for k, p in kinds))
@@ -140,15 +129,34 @@ def main() -> None:
             extra = f" ({r['max_abs_logit_diff']:.2g})" if p != "fp32" else ""
             cells.append(f"{r['latency_ms']:.1f} [{r['latency_q25_ms']:.1f}, {r['latency_q75_ms']:.1f}]{extra}")
         print(f"{name:26s} {e['params']:>12,d} {e['gflops']:>7.2f} " + " ".join(f"{c:>22s}" for c in cells))
-    if not args.no_teacher:
-        teacher = "TransUNet R50-ViT-B/16"
-        for name in list(specs)[1:]:
-            reduced = cost.ratio(rows, teacher, name, "bf16")
-            print(f"{teacher} / {name}: {cost.ratio(rows, teacher, name):.1f}x per slice (each in its fastest fp32 "
-                  f"runtime)" + (f", {reduced:.1f}x in bf16" if reduced else "") + "; FLOPs "
-                  f"{by[(teacher, 'pytorch', 'fp32')]['gflops'] / by[(name, 'pytorch', 'fp32')]['gflops']:.1f}x")
+    for name in list(specs)[1:] if teacher else []:
+        reduced = cost.ratio(rows, teacher, name, "bf16")
+        print(f"{teacher} / {name}: {cost.ratio(rows, teacher, name):.1f}x per slice (each in its fastest fp32 "
+              f"runtime)" + (f", {reduced:.1f}x in bf16" if reduced else "") + "; FLOPs "
+              f"{by[(teacher, 'pytorch', 'fp32')]['gflops'] / by[(name, 'pytorch', 'fp32')]['gflops']:.1f}x")
 
-    volume_table(args.threads)
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", nargs="+", default=["0.4M", "1.5", "4M"])
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
+                    help="thread counts, each measured in turn (default: 1 and all cores)")
+    ap.add_argument("--no-teacher", action="store_true", help="students only")
+    ap.add_argument("--volume-only", action="store_true", help="only the volume's table")
+    ap.add_argument("--child", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return _one_volume(Path(args.child[0]), args.child[1], args.threads[0])
+    teacher = None if args.no_teacher else "TransUNet R50-ViT-B/16"
+    specs = {teacher: {"arch": "transunet", "num_classes": 9, "img_size": 224}} if teacher else {}
+    specs |= {f"SqueezeUNet {w}": {"arch": "squeezeunet", "width": w, "num_classes": 9} for w in args.widths}
+    for threads in [] if args.volume_only else args.threads:
+        torch.set_num_threads(threads)
+        slice_table(specs, threads, args.runs, teacher)
+    for threads in args.threads:
+        volume_table(threads)
+
 
 if __name__ == "__main__":
     main()

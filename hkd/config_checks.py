@@ -13,7 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from hkd.data.sources import check_phantom_tumours, download_target, downloads, source_of
+from hkd.data.sources import check_phantom_tumours, downloads, packed, source_of
+from hkd.study.layout import Layout
 
 
 # Config keys whose value is taken whole from the config that sets it, never merged key by key: a model
@@ -234,7 +235,7 @@ def source_cases(data: dict, out: str) -> int | None:
         return count_cases(data["path"], source.name)
     if source.download.cases is not None:
         return source.download.cases(data)
-    return count_cases(download_target(data, out), source.name)
+    return count_cases(Layout(out).download(data["source"], archive=packed(data) == "zip"), source.name)
 
 
 def check_split(cfg: dict) -> None:

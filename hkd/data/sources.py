@@ -144,11 +144,6 @@ def download_arguments(data: dict) -> str:
     return source_of(data).download.arguments(data) if downloads(data) else ""
 
 
-def download_target(data: dict, out: str) -> str:
-    """What ``hkd download`` writes under the study's ``out`` folder: the archive, or the cases' folder."""
-    return f"{out}/raw/{data['source']}/" + ("RawData.zip" if packed(data) == "zip" else "data")
-
-
 def describe(data: dict) -> str:
     """The "data source" line of the report's first page: the source and where its cases come from."""
     source = source_of(data)

@@ -21,6 +21,8 @@ from helpers import REPO, default_config, merge
 from hkd.cli import build_parser, main
 from hkd.config_checks import check_against_package, check_config, schema_error
 from hkd.data import downloaders, readers, sources
+from hkd.study.data_source import DataSource
+from hkd.study.layout import Layout
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -199,7 +201,7 @@ def test_a_new_downloadable_source_is_one_registry_entry_and_its_module(monkeypa
     # the CLI's choices, the workflow's download options, its target and the report's line follow the entry
     assert name in sources.downloadable()
     assert sources.downloads(data) and sources.packed(data) == "zip"
-    assert sources.download_target(data, "out") == f"out/raw/{name}/RawData.zip"
+    assert DataSource(data, Layout("out")).downloaded == f"out/raw/{name}/RawData.zip"
     assert sources.describe(data) == f"tapes: {tape}"
     out = tmp_path / "RawData.zip"
     assert main(["download", *shlex.split(sources.download_arguments(data)), "--out", str(out)]) == 0

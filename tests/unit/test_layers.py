@@ -23,7 +23,8 @@ LAYERS = (
     ("train",),
     ("evaluate",),
     ("deploy", "figures"),
-    ("config_checks", "study"),
+    ("study",),
+    ("config_checks",),  # the config checks count a download's cases where the study's layout puts it
     ("commands",),
     ("cli",),
 )

@@ -20,7 +20,9 @@ from snakemake.utils import validate
 from hkd.data import sources
 from hkd.errors import DataError
 from hkd.run_files import RUN_FILES
-from hkd.study import Study, gpu_request, run_outputs, teacher_argument
+from hkd.figures.study_description import describe_study
+from hkd.study import Layout, Study
+from hkd.study.scheduling import gpu_request, teacher_argument
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 OUT = "results/default"  # config.yaml's out
@@ -36,42 +38,42 @@ def study(patch: dict | None = None) -> Study:
 
 def test_one_run_per_method_width_and_seed_named_and_placed_by_them():
     s = study({"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1, 2], "methods": ["scratch", "logits"]}})
-    assert len(s.runs) == 2 * 2 * 3
-    assert [(r["method"], r["width"], r["seed"]) for r in s.runs[:4]] == [
+    assert len(s.runs.runs) == 2 * 2 * 3
+    assert [(r["method"], r["width"], r["seed"]) for r in s.runs.runs[:4]] == [
         ("scratch", "0.4M", 0), ("scratch", "0.4M", 1), ("scratch", "0.4M", 2), ("scratch", "1.5", 0)]
-    run = s.runs[-1]
+    run = s.runs.runs[-1]
     assert run == {"name": "logits_w1.5_s2", "model": "logits_w1.5", "method": "logits", "width": "1.5", "seed": 2,
                    "dir": f"{OUT}/models/students/logits/w1.5/s2"}
-    assert len({r["dir"] for r in s.runs}) == len(s.runs)
-    assert s.student_runs[0] == f"{OUT}/models/students/scratch/w0.4M/s0/metrics.json"
-    assert s.eval_files == [f"{OUT}/eval/teacher.csv"] + [f"{OUT}/eval/students/{r['name']}.csv" for r in s.runs]
+    assert len({r["dir"] for r in s.runs.runs}) == len(s.runs.runs)
+    assert s.runs.student_runs[0] == f"{OUT}/models/students/scratch/w0.4M/s0/metrics.json"
+    assert s.runs.eval_files == [f"{OUT}/eval/teacher.csv"] + [f"{OUT}/eval/students/{r['name']}.csv" for r in s.runs.runs]
 
 
 def test_a_students_models_entry_is_a_student_by_its_label():
     spec = {"arch": "module", "name": "usernets:Net"}
     s = study({"students": {"widths": ["0.4M"], "models": {"net": spec}, "seeds": [0], "methods": ["scratch"]}})
-    assert list(s.students) == ["0.4M", "net"]
-    assert s.student_model("net") == spec
-    assert s.student_model("0.4M") == {"arch": "squeezeunet", "width": "0.4M", "init": "he"}
-    assert [r["name"] for r in s.runs] == ["scratch_w0.4M_s0", "scratch_wnet_s0"]
-    assert s.student_key("net") == "students.models.net"
-    assert s.student_key("0.4M") == "students.widths ('0.4M')"
-    assert "net: arch module, name usernets:Net" in s.description()["students"]
+    assert list(s.runs.students) == ["0.4M", "net"]
+    assert s.runs.student_model("net") == spec
+    assert s.runs.student_model("0.4M") == {"arch": "squeezeunet", "width": "0.4M", "init": "he"}
+    assert [r["name"] for r in s.runs.runs] == ["scratch_w0.4M_s0", "scratch_wnet_s0"]
+    assert s.runs.student_key("net") == "students.models.net"
+    assert s.runs.student_key("0.4M") == "students.widths ('0.4M')"
+    assert "net: arch module, name usernets:Net" in describe_study(s.config)["students"]
 
 
 def test_wildcard_constraints_match_exactly_the_study_labels_and_distilled_methods():
     import re
 
     s = study({"students": {"widths": ["0.4M", "1.5"], "methods": ["scratch", "logits", "latent"]}})
-    label = re.compile(f"^(?:{s.student_label})$")
+    label = re.compile(f"^(?:{s.runs.student_label})$")
     assert label.match("0.4M") and label.match("1.5") and not label.match("0x4M") and not label.match("1")
-    assert s.distilled_methods == "logits|latent"
-    assert not re.match(f"^(?:{study({'students': {'methods': ['scratch']}}).distilled_methods})$", "scratch")
+    assert s.runs.distilled_methods == "logits|latent"
+    assert not re.match(f"^(?:{study({'students': {'methods': ['scratch']}}).runs.distilled_methods})$", "scratch")
 
 
 def test_run_outputs_are_the_run_files_by_rule_output_name():
     assert RUN_FILES == ("best.pt", "last.pt", "log.csv", "metrics.json")
-    assert run_outputs("a/b") == {"best_pt": "a/b/best.pt", "last_pt": "a/b/last.pt", "log_csv": "a/b/log.csv",
+    assert Layout.run_files("a/b") == {"best_pt": "a/b/best.pt", "last_pt": "a/b/last.pt", "log_csv": "a/b/log.csv",
                                   "metrics_json": "a/b/metrics.json"}
 
 
@@ -81,37 +83,37 @@ def test_train_config_merges_recipe_section_model_method_and_seed_without_thread
     s = study({"train": {"epochs": 12, "lr": 0.003, "threads": 3, "tracker": "mlflow"},
                "students": {"train": {"epochs": 5, "augment": "none"}},
                "distill": {"logits": {"temperature": 2.0}}})
-    teacher = s.teacher_config()
+    teacher = s.recipes.teacher_config()
     assert teacher["epochs"] == 30 and teacher["lr"] == 0.003 and teacher["augment"] == "transunet"  # teacher.train
     assert teacher["model"] == s.config["teacher"]["model"] and teacher["method"] == "scratch"
     assert teacher["teacher"] is None and teacher["seed"] == 0 and teacher["device"] == "auto"
 
-    student = s.student_config("1.5", "2", "logits")
+    student = s.recipes.student_config("1.5", "2", "logits")
     assert student["epochs"] == 5 and student["augment"] == "none" and student["lr"] == 0.003
     assert student["seed"] == 2  # a wildcard's string becomes the run's number
-    assert student["model"] == s.student_model("1.5")
+    assert student["model"] == s.runs.student_model("1.5")
     assert student["method"] == "logits" and student["method_options"] == {"temperature": 2.0}
     assert student["teacher"] == s.config["teacher"]["model"]
     for cfg in (teacher, student):
         assert "threads" not in cfg and "tracker" not in cfg  # they change no number of a run
-    assert s.student_config("1.5", 0, "scratch")["teacher"] is None
+    assert s.recipes.student_config("1.5", 0, "scratch")["teacher"] is None
 
 
 def test_teacher_input_is_nothing_the_cache_or_the_checkpoint():
     s = study({"teacher": {"cache": ["logits"]}, "students": {"methods": ["scratch", "logits", "latent"],
                                                              "train": {"augment": "none"}}})
-    assert s.teacher_input("scratch") == []
-    assert s.teacher_input("logits") == f"{OUT}/models/teacher/cache/logits.h5"
-    assert s.teacher_input("latent") == f"{OUT}/models/teacher/best.pt"
+    assert s.runs.teacher_input("scratch") == []
+    assert s.runs.teacher_input("logits") == f"{OUT}/models/teacher/cache/logits.h5"
+    assert s.runs.teacher_input("latent") == f"{OUT}/models/teacher/best.pt"
     assert teacher_argument([]) == ""
-    assert teacher_argument(s.teacher_input("logits")) == f"--teacher-cache {OUT}/models/teacher/cache/logits.h5"
-    assert teacher_argument(s.teacher_input("latent")) == f"--teacher {OUT}/models/teacher/best.pt"
+    assert teacher_argument(s.runs.teacher_input("logits")) == f"--teacher-cache {OUT}/models/teacher/cache/logits.h5"
+    assert teacher_argument(s.runs.teacher_input("latent")) == f"--teacher {OUT}/models/teacher/best.pt"
 
 
 def test_preflight_runs_list_the_teacher_then_each_method_and_student_once():
     s = study({"students": {"widths": ["0.4M"], "models": {"net": TINY_STUDENT}, "methods": ["scratch", "logits"],
                             "seeds": [3, 4]}})
-    runs = s.preflight_runs()
+    runs = s.recipes.preflight_runs()
     assert [(role, key) for role, key, _ in runs] == [
         ("teacher", "teacher.model"),
         ("students", "students.widths ('0.4M')"), ("students", "students.models.net"),
@@ -125,21 +127,21 @@ def test_preflight_runs_list_the_teacher_then_each_method_and_student_once():
 
 def test_a_cohort_is_the_students_of_one_seed():
     s = study({"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1], "methods": ["scratch", "logits"]}})
-    runs = s.cohort_runs("1")
+    runs = s.runs.cohort_runs("1")
     assert sorted(runs) == ["logits_w0.4M", "logits_w1.5", "scratch_w0.4M", "scratch_w1.5"]
     assert all(run["seed"] == 1 for run in runs.values())
-    members = s.cohort_members(1)
-    assert members["logits_w1.5"] == s.student_config("1.5", 1, "logits")
-    assert s.cohort_folders(1)["scratch_w0.4M"] == f"{OUT}/models/students/scratch/w0.4M/s1"
+    members = s.recipes.cohort_members(1)
+    assert members["logits_w1.5"] == s.recipes.student_config("1.5", 1, "logits")
+    assert s.runs.cohort_folders(1)["scratch_w0.4M"] == f"{OUT}/models/students/scratch/w0.4M/s1"
 
 
 def test_figure_runs_show_every_log_and_the_checkpoints_of_the_first_seed_only():
     s = study({"students": {"widths": ["0.4M"], "seeds": [2, 0], "methods": ["scratch", "logits"]}})
-    runs = s.figure_runs
+    runs = s.runs.figure_runs
     assert runs[0] == {"name": "teacher", "model": "teacher", "method": "teacher", "width": None, "seed": None,
                        "checkpoint": f"{OUT}/models/teacher/best.pt", "log": f"{OUT}/models/teacher/log.csv"}
     students = runs[1:]
-    assert [r["log"] for r in students] == [f"{r['dir']}/log.csv" for r in s.runs]
+    assert [r["log"] for r in students] == [f"{r['dir']}/log.csv" for r in s.runs.runs]
     # the first seed listed (2), not the smallest
     assert [r["name"] for r in students if "checkpoint" in r] == ["scratch_w0.4M_s2", "logits_w0.4M_s2"]
     assert students[0]["checkpoint"] == f"{OUT}/models/students/scratch/w0.4M/s2/best.pt"
@@ -148,13 +150,13 @@ def test_figure_runs_show_every_log_and_the_checkpoints_of_the_first_seed_only()
 
 def test_context_runs_are_every_student_by_checkpoint():
     s = study()
-    assert len(s.context_runs) == len(s.runs)
-    assert s.context_runs[0] == {"method": "scratch", "width": "0.4M", "seed": 0, "model": "scratch_w0.4M_s0",
+    assert len(s.runs.context_runs) == len(s.runs.runs)
+    assert s.runs.context_runs[0] == {"method": "scratch", "width": "0.4M", "seed": 0, "model": "scratch_w0.4M_s0",
                                  "checkpoint": f"{OUT}/models/students/scratch/w0.4M/s0/best.pt"}
 
 
 def test_description_says_what_the_default_study_runs():
-    d = study().description()
+    d = describe_study(study().config)
     assert d["data source"] == "phantom: 50 generated abdominal CT cases (seed 0)"
     assert d["slices"] == "48 x 48 px, HU window [-125, 275] scaled to [0, 1]"
     assert d["task"].endswith(": spleen, right_kidney, left_kidney, gallbladder, liver, stomach, aorta, pancreas")
@@ -169,14 +171,14 @@ def test_description_says_what_the_default_study_runs():
 
 def test_downloaded_sources_say_what_hkd_download_fetches():
     synapse = study({"data": {"source": "synapse", "md5": "0123456789abcdef0123456789abcdef"}})
-    assert sources.download_arguments(synapse.data) == "--entity syn3379050 --md5 0123456789abcdef0123456789abcdef"
-    assert synapse.downloaded == f"{OUT}/raw/synapse/RawData.zip" == synapse.archive
-    assert synapse.raw_source() == f"{OUT}/raw/synapse/RawData"
+    assert sources.download_arguments(synapse.config["data"]) == "--entity syn3379050 --md5 0123456789abcdef0123456789abcdef"
+    assert synapse.data.downloaded == f"{OUT}/raw/synapse/RawData.zip" == synapse.data.archive
+    assert synapse.data.raw_source() == f"{OUT}/raw/synapse/RawData"
 
     kits = study({"data": {"source": "kits19", "kits19": {"cases": 5}}})
-    assert sources.download_arguments(kits.data).startswith("--source kits19 --cases 5 --imaging-url '")
-    assert kits.raw_source() == f"{OUT}/raw/kits19/data"
-    assert kits.description()["data source"] == "kits19: downloaded, cases 0-4"
+    assert sources.download_arguments(kits.config["data"]).startswith("--source kits19 --cases 5 --imaging-url '")
+    assert kits.data.raw_source() == f"{OUT}/raw/kits19/data"
+    assert describe_study(kits.config)["data source"] == "kits19: downloaded, cases 0-4"
 
 
 def test_a_users_folder_is_read_file_by_file_skipping_hidden_ones(tmp_path):
@@ -188,10 +190,10 @@ def test_a_users_folder_is_read_file_by_file_skipping_hidden_ones(tmp_path):
     split = tmp_path / "split.json"
     split.write_text("{}")
     s = study({"data": {"source": "folder", "path": str(tmp_path), "split": {"preset": "file", "file": str(split)}}})
-    assert s.raw_source() == str(tmp_path)
-    assert s.source_files() == [str(tmp_path / "Training" / "img" / "img0001.nii.gz"), str(split)]
-    assert s.split_file() == str(split)
-    assert study().split_file() == [] and study().source_files() == []
+    assert s.data.raw_source() == str(tmp_path)
+    assert s.data.source_files() == [str(tmp_path / "Training" / "img" / "img0001.nii.gz"), str(split)]
+    assert s.data.split_file() == str(split)
+    assert study().data.split_file() == [] and study().data.source_files() == []
 
 
 def test_an_unknown_data_source_names_the_key():
@@ -205,36 +207,36 @@ def test_an_unknown_data_source_names_the_key():
 def test_an_unknown_student_or_seed_names_the_keys():
     s = study()
     with pytest.raises(ValueError, match=r"students.widths and students.models: no student labelled '2.0'"):
-        s.student_model("2.0")
+        s.runs.student_model("2.0")
     with pytest.raises(ValueError, match=r"students.seeds: the study has no seed 7"):
-        s.cohort_members("7")
+        s.recipes.cohort_members("7")
 
 
 # --- deployment --------------------------------------------------------------------------------------------
 
 def test_each_width_exports_one_student_and_is_costed_by_its_first_run(tmp_path):
     s = study({"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1], "methods": ["scratch", "logits"]}})
-    assert s.width_runs["1.5"] == [f"{OUT}/models/students/{m}/w1.5/s{seed}/best.pt"
+    assert s.runs.width_runs["1.5"] == [f"{OUT}/models/students/{m}/w1.5/s{seed}/best.pt"
                                    for m in ("scratch", "logits") for seed in (0, 1)]
-    assert s.cost_models == {"teacher": f"{OUT}/models/teacher/best.pt",
+    assert s.runs.cost_models == {"teacher": f"{OUT}/models/teacher/best.pt",
                              "0.4M": f"{OUT}/models/students/scratch/w0.4M/s0/best.pt",
                              "1.5": f"{OUT}/models/students/scratch/w1.5/s0/best.pt"}
-    assert s.exports == [f"{OUT}/deploy/student_w0.4M.onnx", f"{OUT}/deploy/student_w1.5.onnx"]
-    assert s.segmentations == []  # no deploy.scans
-    assert study({"deploy": {"export": False}}).exports == []
+    assert s.runs.exports == [f"{OUT}/deploy/student_w0.4M.onnx", f"{OUT}/deploy/student_w1.5.onnx"]
+    assert s.runs.segmentations == []  # no deploy.scans
+    assert study({"deploy": {"export": False}}).runs.exports == []
     folder = tmp_path / "my_scans"
     folder.mkdir()
     for name in ("b.nii", "a.nii.gz", "notes.txt", ".hidden.nii.gz"):
         (folder / name).write_bytes(b"")
     scans = study({"deploy": {"export": False, "scans": str(folder)}})
-    assert len(scans.exports) == 2  # the scans need them
-    assert scans.scans == {"a": str(folder / "a.nii.gz"), "b": str(folder / "b.nii")}
-    assert scans.segmentations == [f"{OUT}/segmentations/{m}/{case}.{ext}" for m in ("teacher", "student_w0.4M",
+    assert len(scans.runs.exports) == 2  # the scans need them
+    assert scans.runs.scans == {"a": str(folder / "a.nii.gz"), "b": str(folder / "b.nii")}
+    assert scans.runs.segmentations == [f"{OUT}/segmentations/{m}/{case}.{ext}" for m in ("teacher", "student_w0.4M",
                                                                                      "student_w1.5")
                                    for case in ("a", "b") for ext in ("nii.gz", "json")]
     (folder / "a.nii").write_bytes(b"")
     with pytest.raises(ValueError, match=r"config key deploy.scans: .*a.nii.gz: case a is also stored as a.nii;"):
-        study({"deploy": {"scans": str(folder)}}).scans
+        study({"deploy": {"scans": str(folder)}}).runs.scans
 
 
 # --- the GPU request ------------------------------------------------------------------------------------------
@@ -289,25 +291,25 @@ CHAINS = {"students": {"widths": ["0.4M", "1.5"], "seeds": [0, 1], "methods": ["
 
 def test_a_chain_adds_its_runs_taught_by_the_assistant_of_the_same_seed():
     s = study(CHAINS)
-    chained = [r for r in s.runs if "@" in r["method"]]
+    chained = [r for r in s.runs.runs if "@" in r["method"]]
     assert [r["name"] for r in chained] == ["latent@latent_w1.5_w0.4M_s0", "latent@latent_w1.5_w0.4M_s1",
                                             "logits@latent@latent_w1.5_w0.4M_w0.4M_s0",
                                             "logits@latent@latent_w1.5_w0.4M_w0.4M_s1"]
-    assert len(s.runs) == 3 * 2 * 2 + 4
+    assert len(s.runs.runs) == 3 * 2 * 2 + 4
     # the teacher teaches the assistant; the assistant (same seed) the chain's student; a chain may teach a chain
-    assert s.teacher_input("latent", 1) == f"{OUT}/models/teacher/best.pt"
-    assert s.teacher_input("latent@latent_w1.5", 1) == f"{OUT}/models/students/latent/w1.5/s1/best.pt"
-    assert s.teacher_input("logits@latent@latent_w1.5_w0.4M", 0) == \
+    assert s.runs.teacher_input("latent", 1) == f"{OUT}/models/teacher/best.pt"
+    assert s.runs.teacher_input("latent@latent_w1.5", 1) == f"{OUT}/models/students/latent/w1.5/s1/best.pt"
+    assert s.runs.teacher_input("logits@latent@latent_w1.5_w0.4M", 0) == \
         f"{OUT}/models/students/latent@latent_w1.5/w0.4M/s0/best.pt"
-    cfg = s.student_config("0.4M", 1, "latent@latent_w1.5")
-    assert cfg["method"] == "latent" and cfg["seed"] == 1 and cfg["model"] == s.student_model("0.4M")
-    assert cfg["teacher"] == s.student_model("1.5")  # the assistant's checkpoint is checked against it
+    cfg = s.recipes.student_config("0.4M", 1, "latent@latent_w1.5")
+    assert cfg["method"] == "latent" and cfg["seed"] == 1 and cfg["model"] == s.runs.student_model("0.4M")
+    assert cfg["teacher"] == s.runs.student_model("1.5")  # the assistant's checkpoint is checked against it
     assert {k: v for k, v in cfg.items() if k != "teacher"} == \
-        {k: v for k, v in s.student_config("0.4M", 1, "latent").items() if k != "teacher"}
-    assert s.chain_methods.replace("\\", "").split("|") == ["latent@latent_w1.5", "logits@latent@latent_w1.5_w0.4M"]
-    assert "@" not in s.distilled_methods
-    assert s.chain_runs == [f"{r['dir']}/metrics.json" for r in chained] and study().chain_runs == []
-    assert [c[2]["method"] for c in s.preflight_runs()[-2:]] == ["latent", "logits"]
+        {k: v for k, v in s.recipes.student_config("0.4M", 1, "latent").items() if k != "teacher"}
+    assert s.runs.chain_methods.replace("\\", "").split("|") == ["latent@latent_w1.5", "logits@latent@latent_w1.5_w0.4M"]
+    assert "@" not in s.runs.distilled_methods
+    assert s.runs.chain_runs == [f"{r['dir']}/metrics.json" for r in chained] and study().runs.chain_runs == []
+    assert [c[2]["method"] for c in s.recipes.preflight_runs()[-2:]] == ["latent", "logits"]
 
 
 @pytest.mark.parametrize("chain, message", [

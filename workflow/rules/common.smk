@@ -19,10 +19,10 @@ from hkd.config_checks import (
     schema_error,
 )
 from hkd.lock import OutLock
-from hkd.run_files import RUN_FILES
 from hkd.chains import direct_method
 from hkd.data import sources
-from hkd.study import Study, gpu_request, run_outputs, teacher_argument
+from hkd.study import Study
+from hkd.study.scheduling import gpu_request, teacher_argument
 from hkd.trust import allow_modules, spec_modules
 from hkd.workflow_deps import command_modules
 
@@ -63,6 +63,9 @@ except ImportError as exc:  # Snakemake runs outside the hkd environment (--use-
     )
 
 OUT = config["out"]
+# Every output's path (hkd/study/layout.py): the rules take theirs from it.
+STUDY = Study(config)
+LAYOUT = STUDY.layout
 # One run per output folder, from any working directory; taken when jobs start (never for a dry run).
 OUT_LOCK = OutLock(OUT)
 
@@ -86,10 +89,11 @@ os.environ.update(HKD_SOURCE=workflow.basedir)
 # The modules the config's `arch: module` specs name: the only ones a job may import for a checkpoint's
 # network (hkd/trust.py; a file never makes hkd import code).
 allow_modules(spec_modules(config))
-# The data source, the runs and every list of files the rules read (hkd/study.py).
-STUDY = Study(config)
+# The data source, the runs and every list of runs the rules read, and each run's training config
+# (hkd/study/).
+SOURCE, RUNS, RECIPES = STUDY.data, STUDY.runs, STUDY.recipes
 try:
-    STUDY.scans  # deploy.scans: a folder of scans, listed once (one job per scan)
+    RUNS.scans  # deploy.scans: a folder of scans, listed once (one job per scan)
 except ValueError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -118,7 +122,7 @@ def as_json(obj):
 
 # --- training ---------------------------------------------------------------------------------
 # Training jobs ask for a GPU under a cluster executor (which needs --jobs; a cluster job also parses the
-# workflow, as a remote job), or where a CUDA device is visible (hkd/study.py gpu_request).
+# workflow, as a remote job), or where a CUDA device is visible (hkd/study/scheduling.py gpu_request).
 GPU = gpu_request(
     config["device"],
     on_cluster=workflow.remote_exec or workflow.resource_settings.nodes is not None,
@@ -130,7 +134,7 @@ logger.info(
 # Live curves (train.tracker): a resource, not a param, so changing it retrains nothing (it changes no
 # number of a run); the MLflow store is the study's.
 TRACKING = {"tracker": config["train"]["tracker"]}
-TRACKING_ARGS = f"--tracker {{resources.tracker}} --tracking-store {OUT}/mlruns"
+TRACKING_ARGS = f"--tracker {{resources.tracker}} --tracking-store {LAYOUT.mlruns}"
 
 # Every run's recipe, model specs and method options, checked by the code that trains (hkd/train/preflight.py).
 if HKD_IMPORTABLE and not workflow.remote_exec:
@@ -138,7 +142,7 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
 
     try:
         check_study_runs(
-            STUDY.preflight_runs(), DATA["image_size"], len(DATA["classes"])
+            RECIPES.preflight_runs(), DATA["image_size"], len(DATA["classes"])
         )
     except ValueError as exc:
         raise WorkflowError(str(exc)) from None

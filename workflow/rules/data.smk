@@ -7,11 +7,11 @@ rule phantom:
     input:
         code=code("phantom"),
     output:
-        directory(f"{OUT}/raw/phantom"),
+        directory(LAYOUT.phantom),
     log:
-        f"{OUT}/logs/phantom.log",
+        LAYOUT.log("phantom"),
     benchmark:
-        f"{OUT}/benchmarks/phantom.tsv"
+        LAYOUT.benchmark("phantom")
     conda:
         ENV
     params:
@@ -31,11 +31,11 @@ rule download:
     input:
         code=code("download"),
     output:
-        STUDY.downloaded if STUDY.packed == "zip" else directory(STUDY.downloaded),
+        SOURCE.downloaded if SOURCE.packed == "zip" else directory(SOURCE.downloaded),
     log:
-        f"{OUT}/logs/download.log",
+        LAYOUT.log("download"),
     benchmark:
-        f"{OUT}/benchmarks/download.tsv"
+        LAYOUT.benchmark("download")
     conda:
         ENV
     params:
@@ -47,16 +47,16 @@ rule download:
 
 rule extract:
     input:
-        zip=lambda w: STUDY.archive,
+        zip=lambda w: SOURCE.archive,
         code=code("extract"),
     output:
-        directory(f"{OUT}/raw/{{kind}}/RawData"),
+        directory(LAYOUT.extracted("{kind}")),
     log:
-        f"{OUT}/logs/extract_{{kind}}.log",
+        LAYOUT.log("extract_{kind}"),
     benchmark:
-        f"{OUT}/benchmarks/extract_{{kind}}.tsv"
+        LAYOUT.benchmark("extract_{kind}")
     wildcard_constraints:
-        kind=STUDY.extracted,
+        kind=SOURCE.extracted,
     conda:
         ENV
     params:
@@ -67,20 +67,20 @@ rule extract:
 
 rule split:
     input:
-        source=STUDY.raw_source(),
-        files=STUDY.source_files(),
-        split_file=STUDY.split_file(),
-        code=code("split", [STUDY.reader]),
+        source=SOURCE.raw_source(),
+        files=SOURCE.source_files(),
+        split_file=SOURCE.split_file(),
+        code=code("split", [SOURCE.reader]),
     output:
-        f"{OUT}/data/split.json",
+        LAYOUT.split,
     log:
-        f"{OUT}/logs/split.log",
+        LAYOUT.log("split"),
     benchmark:
-        f"{OUT}/benchmarks/split.tsv"
+        LAYOUT.benchmark("split")
     conda:
         ENV
     params:
-        format=STUDY.source_format,
+        format=SOURCE.format,
         preset=DATA["split"]["preset"],
         ratios=DATA["split"]["ratios"],
         seed=DATA["split"]["seed"],
@@ -92,20 +92,20 @@ rule split:
 
 rule prepare:
     input:
-        source=STUDY.raw_source(),
-        files=STUDY.source_files(),
+        source=SOURCE.raw_source(),
+        files=SOURCE.source_files(),
         split=rules.split.output[0],
-        code=code("prepare", [STUDY.reader]),
+        code=code("prepare", [SOURCE.reader]),
     output:
-        directory(f"{OUT}/data/prepared"),
+        directory(LAYOUT.prepared),
     log:
-        f"{OUT}/logs/prepare.log",
+        LAYOUT.log("prepare"),
     benchmark:
-        f"{OUT}/benchmarks/prepare.tsv"
+        LAYOUT.benchmark("prepare")
     conda:
         ENV
     params:
-        format=STUDY.source_format,
+        format=SOURCE.format,
         prep=as_json(
             {
                 k: DATA[k]
@@ -130,16 +130,16 @@ rule describe_data:
         data=rules.prepare.output[0],
         code=code("describe-data"),
     output:
-        csv=f"{OUT}/tables/data.csv",
+        csv=LAYOUT.table("data"),
         html=report(
-            f"{OUT}/tables/data.html",
+            LAYOUT.table("data", "html"),
             caption="../report/data.rst",
             category="Tables",
         ),
     log:
-        f"{OUT}/logs/describe_data.log",
+        LAYOUT.log("describe_data"),
     benchmark:
-        f"{OUT}/benchmarks/describe_data.tsv"
+        LAYOUT.benchmark("describe_data")
     conda:
         ENV
     shell:

@@ -2,33 +2,33 @@
 # the user's own scans segmented (deploy.scans).
 
 DEPLOY = config["deploy"]
-# Per student width, the runs among which export and predict choose (STUDY.width_runs); the cost of an
-# architecture does not depend on its weights, so one run per width is measured (STUDY.cost_models).
+# Per student width, the runs among which export and predict choose (RUNS.width_runs); the cost of an
+# architecture does not depend on its weights, so one run per width is measured (RUNS.cost_models).
 
 
 rule cost:
     input:
-        ckpts=list(STUDY.cost_models.values()),
+        ckpts=list(RUNS.cost_models.values()),
         data=rules.prepare.output[0],
         code=code("cost"),
     output:
-        csv=f"{OUT}/tables/cost.csv",
-        md=f"{OUT}/tables/cost.md",
+        csv=LAYOUT.table("cost"),
+        md=LAYOUT.table("cost", "md"),
         html=report(
-            f"{OUT}/tables/cost.html",
+            LAYOUT.table("cost", "html"),
             caption="../report/cost.rst",
             category="Tables",
         ),
     log:
-        f"{OUT}/logs/cost.log",
+        LAYOUT.log("cost"),
     benchmark:
-        f"{OUT}/benchmarks/cost.tsv"
+        LAYOUT.benchmark("cost")
     conda:
         ENV
     # the measurements run one at a time with `cost_threads` threads; nothing else of this job runs then
     threads: DEPLOY["cost_threads"]
     params:
-        models=" ".join(f"{name}={path}" for name, path in STUDY.cost_models.items()),
+        models=" ".join(f"{name}={path}" for name, path in RUNS.cost_models.items()),
         runs=DEPLOY["cost_runs"],
     shell:
         "hkd cost --models {params.models} --data {input.data} --threads {threads} --runs {params.runs}"
@@ -38,25 +38,24 @@ rule cost:
 
 rule export_student:
     input:
-        ckpts=lambda w: STUDY.width_runs[w.width],
+        ckpts=lambda w: RUNS.width_runs[w.width],
         metrics=lambda w: [
-            os.path.join(os.path.dirname(c), "metrics.json")
-            for c in STUDY.width_runs[w.width]
+            LAYOUT.run_files(os.path.dirname(c))["metrics_json"] for c in RUNS.width_runs[w.width]
         ],
         # every width's export after the chains' students (students.chains), so that the report's rule
         # graph draws the rule once, at one level; not read by the job
-        chains=STUDY.chain_runs,
+        chains=RUNS.chain_runs,
         data=rules.prepare.output[0],
         code=code("export"),
     output:
-        onnx=f"{OUT}/deploy/student_w{{width}}.onnx",
-        report=f"{OUT}/deploy/student_w{{width}}.json",
+        onnx=LAYOUT.export("{width}"),
+        report=LAYOUT.export("{width}", "json"),
     log:
-        f"{OUT}/logs/export/student_w{{width}}.log",
+        LAYOUT.log("export", "student_w{width}"),
     benchmark:
-        f"{OUT}/benchmarks/export/student_w{{width}}.tsv"
+        LAYOUT.benchmark("export", "student_w{width}")
     wildcard_constraints:
-        width=STUDY.student_label,
+        width=RUNS.student_label,
     conda:
         ENV
     threads: 1
@@ -66,24 +65,24 @@ rule export_student:
 
 
 # Each width's exported student, when deploy.export or deploy.scans asks for it.
-EXPORTS = STUDY.exports
+EXPORTS = RUNS.exports
 
 
 rule segment_scan:
     input:
-        model=lambda w: STUDY.scan_models[w.model],
-        scan=lambda w: STUDY.scans[w.case],
+        model=lambda w: RUNS.scan_models[w.model],
+        scan=lambda w: RUNS.scans[w.case],
         code=code("predict"),
     output:
-        segmentation=f"{OUT}/segmentations/{{model}}/{{case}}.nii.gz",
-        statistics=f"{OUT}/segmentations/{{model}}/{{case}}.json",
+        segmentation=LAYOUT.segmentation("{model}", "{case}"),
+        statistics=LAYOUT.segmentation("{model}", "{case}", "json"),
     log:
-        f"{OUT}/logs/segment/{{model}}/{{case}}.log",
+        LAYOUT.log("segment", "{model}/{case}"),
     benchmark:
-        f"{OUT}/benchmarks/segment/{{model}}/{{case}}.tsv"
+        LAYOUT.benchmark("segment", "{model}/{case}")
     wildcard_constraints:
-        model="|".join(re.escape(m) for m in STUDY.scan_models),
-        case="|".join(re.escape(c) for c in STUDY.scans) or "(?!)",
+        model="|".join(re.escape(m) for m in RUNS.scan_models),
+        case="|".join(re.escape(c) for c in RUNS.scans) or "(?!)",
     conda:
         ENV
     threads: config["train"]["threads"]
@@ -94,4 +93,4 @@ rule segment_scan:
 
 # The user's scans segmented by the teacher and each exported student (deploy.scans), one job per scan and
 # model: a bad scan fails only its own job (the profiles keep going), earlier results stay.
-SEGMENTATIONS = STUDY.segmentations
+SEGMENTATIONS = RUNS.segmentations

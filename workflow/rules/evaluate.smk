@@ -8,11 +8,11 @@ rule evaluate_teacher:
         data=rules.prepare.output[0],
         code=code("evaluate"),
     output:
-        f"{OUT}/eval/teacher.csv",
+        LAYOUT.teacher_eval,
     log:
-        f"{OUT}/logs/evaluate/teacher.log",
+        LAYOUT.log("evaluate", "teacher"),
     benchmark:
-        f"{OUT}/benchmarks/evaluate/teacher.tsv"
+        LAYOUT.benchmark("evaluate", "teacher")
     conda:
         ENV
     threads: config["train"]["threads"]
@@ -26,19 +26,19 @@ rule evaluate_teacher:
 
 rule evaluate_student:
     input:
-        run=f"{STUDY.student_dir}/metrics.json",
-        ckpt=f"{STUDY.student_dir}/best.pt",
+        run=LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}"))["metrics_json"],
+        ckpt=LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}"))["best_pt"],
         data=rules.prepare.output[0],
         code=code("evaluate"),
     output:
-        f"{OUT}/eval/students/{{method}}_w{{width}}_s{{seed}}.csv",
+        LAYOUT.student_eval("{method}_w{width}_s{seed}"),
     log:
-        f"{OUT}/logs/evaluate/{{method}}_w{{width}}_s{{seed}}.log",
+        LAYOUT.log("evaluate", "{method}_w{width}_s{seed}"),
     benchmark:
-        f"{OUT}/benchmarks/evaluate/{{method}}_w{{width}}_s{{seed}}.tsv"
+        LAYOUT.benchmark("evaluate", "{method}_w{width}_s{seed}")
     wildcard_constraints:
-        method=STUDY.distilled_methods,
-        width=STUDY.student_label,
+        method=RUNS.distilled_methods,
+        width=RUNS.student_label,
         seed="[0-9]+",
     conda:
         ENV
@@ -55,41 +55,41 @@ rule evaluate_student:
 use rule evaluate_student as evaluate_scratch with:
     wildcard_constraints:
         method="scratch",
-        width=STUDY.student_label,
+        width=RUNS.student_label,
         seed="[0-9]+",
 
 
 # Chains' evaluations, a level later (see train_chain).
 use rule evaluate_student as evaluate_chain with:
     wildcard_constraints:
-        method=STUDY.chain_methods,
-        width=STUDY.student_label,
+        method=RUNS.chain_methods,
+        width=RUNS.student_label,
         seed="[0-9]+",
 
 
 rule tables:
     input:
-        evals=STUDY.eval_files,
+        evals=RUNS.eval_files,
         code=code("tables"),
     output:
-        summary=f"{OUT}/tables/summary.csv",
-        summary_md=f"{OUT}/tables/summary.md",
+        summary=LAYOUT.table("summary"),
+        summary_md=LAYOUT.table("summary", "md"),
         summary_html=report(
-            f"{OUT}/tables/summary.html",
+            LAYOUT.table("summary", "html"),
             caption="../report/summary.rst",
             category="Tables",
         ),
-        organs=f"{OUT}/tables/organs.csv",
-        organs_md=f"{OUT}/tables/organs.md",
+        organs=LAYOUT.table("organs"),
+        organs_md=LAYOUT.table("organs", "md"),
         organs_html=report(
-            f"{OUT}/tables/organs.html",
+            LAYOUT.table("organs", "html"),
             caption="../report/organs.rst",
             category="Tables",
         ),
     log:
-        f"{OUT}/logs/tables.log",
+        LAYOUT.log("tables"),
     benchmark:
-        f"{OUT}/benchmarks/tables.tsv"
+        LAYOUT.benchmark("tables")
     conda:
         ENV
     params:
@@ -100,21 +100,21 @@ rule tables:
 
 rule hypotheses:
     input:
-        evals=STUDY.eval_files,
-        context=f"{OUT}/context.csv",
+        evals=RUNS.eval_files,
+        context=LAYOUT.context,
         code=code("hypotheses"),
     output:
-        csv=f"{OUT}/hypotheses.csv",
-        md=f"{OUT}/hypotheses.md",
+        csv=LAYOUT.hypotheses(),
+        md=LAYOUT.hypotheses("md"),
         html=report(
-            f"{OUT}/hypotheses.html",
+            LAYOUT.hypotheses("html"),
             caption="../report/hypotheses.rst",
             category="Verdicts",
         ),
     log:
-        f"{OUT}/logs/hypotheses.log",
+        LAYOUT.log("hypotheses"),
     benchmark:
-        f"{OUT}/benchmarks/hypotheses.tsv"
+        LAYOUT.benchmark("hypotheses")
     conda:
         ENV
     params:

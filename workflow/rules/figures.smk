@@ -1,5 +1,6 @@
 # Qualitative evidence and summary figures, all shown in the report.
 from hkd.figures.catalog import check_captions, read_catalog
+from hkd.figures.study_description import describe_study
 
 # The study's figures: the modules of this checkout's hkd/figures/study/, each with its caption file in
 # workflow/report/ (hkd/figures/catalog.py). Read without importing them (no torch at parse time).
@@ -15,8 +16,8 @@ except ValueError as exc:
 rule figures:
     input:
         data=rules.prepare.output[0],
-        ckpts=[run["checkpoint"] for run in STUDY.figure_runs if "checkpoint" in run],
-        logs=[run["log"] for run in STUDY.figure_runs],
+        ckpts=[run["checkpoint"] for run in RUNS.figure_runs if "checkpoint" in run],
+        logs=[run["log"] for run in RUNS.figure_runs],
         summary=rules.tables.output.summary,
         cost=rules.cost.output.csv,
         split=rules.split.output[0],
@@ -25,7 +26,7 @@ rule figures:
     output:
         **{
             figure.name: report(
-                f"{OUT}/figures/{figure.file}",
+                LAYOUT.figure(figure.file),
                 caption=f"../report/{figure.caption}",
                 category="Figures",
             )
@@ -33,23 +34,23 @@ rule figures:
         },
         # the report's first page (workflow/report/workflow.rst includes it)
         overview=report(
-            f"{OUT}/overview.html",
+            LAYOUT.overview,
             caption="../report/overview.rst",
             category="Overview",
         ),
     log:
-        f"{OUT}/logs/figures.log",
+        LAYOUT.log("figures"),
     benchmark:
-        f"{OUT}/benchmarks/figures.tsv"
+        LAYOUT.benchmark("figures")
     conda:
         ENV
     threads: config["train"]["threads"]
     params:
-        runs=as_json(STUDY.figure_runs),
+        runs=as_json(RUNS.figure_runs),
         slices=as_json(config["report"]["slices"]),
         n_slices=config["report"]["n_slices"],
         out_dir=lambda w, output: os.path.dirname(output[0]),  # the folder of the figures (listed first)
-        run=as_json(STUDY.description()),
+        run=as_json(describe_study(config)),
         full_table=rules.hypotheses.output.html,
     shell:
         "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary} --cost {input.cost}"
@@ -63,19 +64,19 @@ rule figures:
 rule context:
     input:
         data=rules.prepare.output[0],
-        ckpts=[run["checkpoint"] for run in STUDY.context_runs],
+        ckpts=[run["checkpoint"] for run in RUNS.context_runs],
         code=code("context"),
     output:
-        f"{OUT}/context.csv",
+        LAYOUT.context,
     log:
-        f"{OUT}/logs/context.log",
+        LAYOUT.log("context"),
     benchmark:
-        f"{OUT}/benchmarks/context.tsv"
+        LAYOUT.benchmark("context")
     conda:
         ENV
     threads: config["train"]["threads"]
     params:
-        runs=as_json(STUDY.context_runs),
+        runs=as_json(RUNS.context_runs),
         n_slices=config["report"]["context_slices"],
         dilation=config["report"]["context_dilation"],
         seed=config["report"]["bootstrap_seed"],

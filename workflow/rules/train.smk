@@ -7,11 +7,11 @@ rule train_teacher:
         data=rules.prepare.output[0],
         code=method_code("train", ["scratch"]),  # the teacher learns from the labels alone
     output:
-        **run_outputs(STUDY.teacher_dir),
+        **LAYOUT.run_files(LAYOUT.teacher_dir),
     log:
-        f"{OUT}/logs/train_teacher.log",
+        LAYOUT.log("train_teacher"),
     benchmark:
-        f"{OUT}/benchmarks/train_teacher.tsv"
+        LAYOUT.benchmark("train_teacher")
     conda:
         ENV
     threads: config["train"]["threads"]
@@ -22,9 +22,9 @@ rule train_teacher:
         mem_mb=config["teacher"]["resources"]["mem_mb"],
         runtime=config["teacher"]["resources"]["runtime"],
     params:
-        cfg=as_json(STUDY.teacher_config()),
+        cfg=as_json(RECIPES.teacher_config()),
         out=lambda w, output: os.path.dirname(output.metrics_json),
-        work=f"{OUT}/work/teacher",
+        work=LAYOUT.work(),
     shell:
         "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
         " --work {params.work} --threads {threads} --jobs-per-gpu {resources.jobs_per_gpu} --quiet"
@@ -37,11 +37,11 @@ rule teacher_cache:
         data=rules.prepare.output[0],
         code=lambda w: method_code("teacher-cache", [w.method]),
     output:
-        f"{OUT}/models/teacher/cache/{{method}}.h5",
+        LAYOUT.teacher_cache("{method}"),
     log:
-        f"{OUT}/logs/teacher_cache/{{method}}.log",
+        LAYOUT.log("teacher_cache", "{method}"),
     benchmark:
-        f"{OUT}/benchmarks/teacher_cache/{{method}}.tsv"
+        LAYOUT.benchmark("teacher_cache", "{method}")
     wildcard_constraints:
         method="[a-z0-9_]+",
     conda:
@@ -65,17 +65,17 @@ if not config["students"]["lockstep"]:
     rule train_student:
         input:
             data=rules.prepare.output[0],
-            teacher=lambda w: STUDY.teacher_input(w.method, w.seed),
+            teacher=lambda w: RUNS.teacher_input(w.method, w.seed),
             code=lambda w: method_code("train", [w.method]),
         output:
-            **run_outputs(STUDY.student_dir),
+            **LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}")),
         log:
-            f"{OUT}/logs/train_student/{{method}}_w{{width}}_s{{seed}}.log",
+            LAYOUT.log("train_student", "{method}_w{width}_s{seed}"),
         benchmark:
-            f"{OUT}/benchmarks/train_student/{{method}}_w{{width}}_s{{seed}}.tsv"
+            LAYOUT.benchmark("train_student", "{method}_w{width}_s{seed}")
         wildcard_constraints:
-            method=STUDY.distilled_methods,
-            width=STUDY.student_label,
+            method=RUNS.distilled_methods,
+            width=RUNS.student_label,
             seed="[0-9]+",
         conda:
             ENV
@@ -87,9 +87,9 @@ if not config["students"]["lockstep"]:
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"],
         params:
-            cfg=lambda w: as_json(STUDY.student_config(w.width, w.seed, w.method)),
+            cfg=lambda w: as_json(RECIPES.student_config(w.width, w.seed, w.method)),
             out=lambda w, output: os.path.dirname(output.metrics_json),
-            work=f"{OUT}/work/students/{{method}}/w{{width}}/s{{seed}}",
+            work=LAYOUT.work("{method}", "{width}", "{seed}"),
             teacher=lambda w, input: teacher_argument(input.teacher),
         shell:
             "hkd train --data {input.data} --params '{params.cfg}' --out {params.out}"
@@ -103,15 +103,15 @@ if not config["students"]["lockstep"]:
     use rule train_student as train_scratch with:
         wildcard_constraints:
             method="scratch",
-            width=STUDY.student_label,
+            width=RUNS.student_label,
             seed="[0-9]+",
 
     # Chains' students (students.chains) wait for their assistant, a student: their own rule, for the same
     # reason (a chain of chains shows it once per level).
     use rule train_student as train_chain with:
         wildcard_constraints:
-            method=STUDY.chain_methods,
-            width=STUDY.student_label,
+            method=RUNS.chain_methods,
+            width=RUNS.student_label,
             seed="[0-9]+",
 
 else:
@@ -124,19 +124,19 @@ else:
         input:
             data=rules.prepare.output[0],
             teacher=rules.train_teacher.output.best_pt,
-            code=method_code("train-cohort", STUDY.methods),
+            code=method_code("train-cohort", RUNS.methods),
         output:
-            manifest=f"{OUT}/cohorts/s{{seed}}.json",
-            runs=expand(
-                f"{OUT}/models/students/{{method}}/w{{width}}/s{{{{seed}}}}/{{file}}",
-                method=STUDY.methods,
-                width=list(STUDY.students),
-                file=RUN_FILES,
-            ),
+            manifest=LAYOUT.cohort_manifest("{seed}"),
+            runs=[
+                path
+                for method in RUNS.methods
+                for width in RUNS.students
+                for path in LAYOUT.run_files(LAYOUT.student_dir(method, width, "{seed}")).values()
+            ],
         log:
-            f"{OUT}/logs/train_cohort/s{{seed}}.log",
+            LAYOUT.log("train_cohort", "s{seed}"),
         benchmark:
-            f"{OUT}/benchmarks/train_cohort/s{{seed}}.tsv"
+            LAYOUT.benchmark("train_cohort", "s{seed}")
         wildcard_constraints:
             seed="[0-9]+",
         conda:
@@ -149,11 +149,11 @@ else:
             mem_mb=config["students"]["resources"]["mem_mb"],
             runtime=config["students"]["resources"]["runtime"]
             * len(config["students"]["methods"])
-            * len(STUDY.students),
+            * len(RUNS.students),
         params:
-            members=lambda w: as_json(STUDY.cohort_members(w.seed)),
-            publish=lambda w: as_json(STUDY.cohort_folders(w.seed)),
-            root=f"{OUT}/cohorts/s{{seed}}",
+            members=lambda w: as_json(RECIPES.cohort_members(w.seed)),
+            publish=lambda w: as_json(RUNS.cohort_folders(w.seed)),
+            root=LAYOUT.cohort("{seed}"),
         shell:
             "hkd train-cohort --data {input.data} --members '{params.members}' --root {params.root}"
             " --teacher {input.teacher} --publish '{params.publish}' --manifest {output.manifest}"

@@ -1,0 +1,35 @@
+"""What a study runs, in words: the "what was run" lines of the report's first page (:mod:`hkd.figures.overview`
+draws the page; the workflow passes these lines to ``hkd overview``). Standard library only (Snakemake reads
+it when it parses the workflow).
+"""
+
+from __future__ import annotations
+
+from hkd.data import sources
+
+
+def describe_study(config: dict) -> dict[str, str]:
+    """What the validated configuration ``config`` runs, in words (label -> text), for the first page."""
+    data = config["data"]
+    students = config["students"]
+    teacher = config["teacher"]["model"]
+    return {
+        "data source": sources.describe(data),
+        "slices": f"{data['image_size']} x {data['image_size']} px, HU window {data['hu_window']} "
+        f"scaled to {data['scale']}",
+        "task": f"{data['task']}: {', '.join(data['classes'][1:])}",
+        "split": f"{data['split']['preset']} (seed {data['split']['seed']})",
+        "teacher": ", ".join(f"{k} {v}" for k, v in teacher.items()),
+        "students": "; ".join(
+            ([f"{students['arch']}, widths {', '.join(students['widths'])}"] if students["widths"] else [])
+            + [
+                f"{label}: " + ", ".join(f"{k} {v}" for k, v in spec.items())
+                for label, spec in students["models"].items()
+            ]
+        ),
+        "methods": ", ".join(students["methods"]),
+        "seeds": ", ".join(str(s) for s in students["seeds"]),
+        "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
+        f"students {students['train'].get('epochs', config['train']['epochs'])}",
+        "device": config["device"],
+    }

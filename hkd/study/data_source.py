@@ -1,0 +1,56 @@
+"""The study's data source as the data rules need it: which source ``data.source`` is, how its cases are
+read, and which files and folders the rules take in (``hkd/data/sources.py`` describes every source).
+Standard library only (Snakemake reads it when it parses the workflow).
+"""
+
+from __future__ import annotations
+
+import os
+
+from hkd.data import sources
+from hkd.study.layout import Layout
+
+
+class DataSource:
+    """The data source of a validated config's ``data`` section, its outputs under ``layout``."""
+
+    def __init__(self, data: dict, layout: Layout):
+        self.data = data
+        self.layout = layout
+        self.source = sources.source_of(data)
+        self.format = sources.case_format(data)  # hkd split/prepare --format
+        self.reader = sources.FORMATS[self.format]  # the module that reads the case files
+        self.packed = sources.packed(data)  # zip: extracted by the extract rule first
+        self.downloads = sources.downloads(data)
+        # What `hkd download` writes: the downloaded archive, or the downloaded cases' folder.
+        self.downloaded = layout.download(data["source"], archive=self.packed == "zip")
+        # The zip the extract rule unpacks, downloaded or the user's.
+        self.archive = self.downloaded if self.downloads else data["path"]
+        # Wildcard constraint of the extract rule: the sources that may come as a zip.
+        self.extracted = "|".join(s.name for s in sources.SOURCES.values() if s.packed in ("zip", "either"))
+
+    def raw_source(self) -> str:
+        """The folder that holds the source cases."""
+        if self.source.name == "phantom":
+            return self.layout.phantom
+        if self.packed == "zip":
+            return self.layout.extracted(self.source.name)
+        return self.downloaded if self.downloads else self.data["path"]
+
+    def source_files(self) -> list[str]:
+        """The files of a user's source folder, as inputs: a folder's own mtime misses a label fixed in
+        place, and a new or removed file changes the set of inputs, which reruns too."""
+        folder = sources.user_folder(self.data)
+        if folder is None or not os.path.isdir(folder):
+            return []
+        found = []
+        for parent, dirs, files in os.walk(folder):
+            # hidden folders hold no cases (e.g. a KiTS19 clone's .git)
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
+        return sorted(found)
+
+    def split_file(self) -> str | list:
+        """The split file of preset 'file', an input of the split rule (editing it reruns the split)."""
+        split = self.data["split"]
+        return split["file"] if split["preset"] == "file" else []
