@@ -40,7 +40,8 @@ rule export_student:
     input:
         ckpts=lambda w: RUNS.width_runs[w.width],
         metrics=lambda w: [
-            LAYOUT.run_files(os.path.dirname(c))["metrics_json"] for c in RUNS.width_runs[w.width]
+            LAYOUT.run_files(os.path.dirname(c))["metrics_json"]
+            for c in RUNS.width_runs[w.width]
         ],
         # every width's export after the chains' students (students.chains), so that the report's rule
         # graph draws the rule once, at one level; not read by the job

@@ -24,10 +24,14 @@ rule evaluate_teacher:
         " --width teacher --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
+# A student run's files, by wildcards.
+STUDENT_RUN = LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}"))
+
+
 rule evaluate_student:
     input:
-        run=LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}"))["metrics_json"],
-        ckpt=LAYOUT.run_files(LAYOUT.student_dir("{method}", "{width}", "{seed}"))["best_pt"],
+        run=STUDENT_RUN["metrics_json"],
+        ckpt=STUDENT_RUN["best_pt"],
         data=rules.prepare.output[0],
         code=code("evaluate"),
     output:

@@ -131,7 +131,9 @@ else:
                 path
                 for method in RUNS.methods
                 for width in RUNS.students
-                for path in LAYOUT.run_files(LAYOUT.student_dir(method, width, "{seed}")).values()
+                for path in LAYOUT.run_files(
+                    LAYOUT.student_dir(method, width, "{seed}")
+                ).values()
             ],
         log:
             LAYOUT.log("train_cohort", "s{seed}"),
