@@ -58,7 +58,7 @@ def parser_tables(sub) -> None:
 
 
 def cmd_tables(args) -> None:
-    from hkd.evaluate.tables import organ_table, summary_table, to_html, to_markdown
+    from hkd.evaluate.tables import organ_table, reliability_table, summary_table, to_html, to_markdown
     from hkd.io import atomic_path, write_text
 
     evals = _read_evals(args.evals)
@@ -70,6 +70,8 @@ def cmd_tables(args) -> None:
             table.to_csv(tmp, index=False)
         write_text(out / f"{name}.md", to_markdown(table))
         write_text(out / f"{name}.html", to_html(table, titles[name]))
+    with atomic_path(out / "reliability.csv") as tmp:  # the reliability diagrams' points
+        reliability_table(evals).to_csv(tmp, index=False)
         if name == "summary":
             print(to_markdown(table))
 

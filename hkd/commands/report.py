@@ -62,6 +62,8 @@ def parser_figures(sub) -> None:
                    help="NAME=RUN_FOLDER; names are METHOD_wWIDTH or teacher (or give --runs)")
     p.add_argument("--summary", type=Path, default=None, help="summary.csv from hkd tables")
     p.add_argument("--cost", type=Path, default=None, help="cost.csv from hkd cost (test Dice against latency)")
+    p.add_argument("--reliability", type=Path, default=None,
+                   help="reliability.csv from hkd tables (the reliability diagrams)")
     p.add_argument("--logs", nargs="+", default=None,
                    help="NAME=LOG_CSV of every run for the curves and gradient ratios (NAME: METHOD_wWIDTH_sSEED or "
                         "teacher); default: each --models folder's log.csv")
@@ -69,7 +71,8 @@ def parser_figures(sub) -> None:
     p.add_argument("--n-slices", type=int, default=2)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_figures, inputs=("data", "runs", "models", "logs", "summary", "cost", "slices"),
+    p.set_defaults(func=cmd_figures,
+                   inputs=("data", "runs", "models", "logs", "summary", "cost", "reliability", "slices"),
                    outputs=("out_dir",))
 
 
@@ -105,7 +108,8 @@ def cmd_figures(args) -> None:
     else:
         raise DataError("--runs or --models: which runs to show")
     paths = make_study_figures(args.data, models, args.out_dir, slice_selection=slices, n_slices=args.n_slices,
-                               logs=logs, summary_csv=args.summary, runs=described, cost_csv=args.cost)
+                               logs=logs, summary_csv=args.summary, runs=described, cost_csv=args.cost,
+                               reliability_csv=args.reliability)
     log.info("wrote %s", ", ".join(str(p) for p in paths))
 
 

@@ -124,3 +124,17 @@ def chain_contrasts(values: pd.DataFrame) -> list[Contrast]:
                          means={"method_mean": 0}, gains=(("chain over direct", 0, 1),))
                 for label in methods if is_chain(label) and direct_method(label) in methods]
     return out
+
+
+def scratch_reduction_contrasts(values: pd.DataFrame, claim_text) -> list[Contrast]:
+    """As :func:`scratch_contrasts` for a quantity where lower is better (an error): ``scratch - method``."""
+    out = []
+    for width in students(values):
+        methods = _methods(values, width)
+        if "scratch" not in methods:
+            continue
+        out += [Contrast(claim_text(method), method, width, "scratch - method",
+                         (Arm("scratch", width, 1, "scratch's"), Arm(method, width, -1, "the method's")),
+                         means={"method_mean": 1, "scratch_mean": 0})
+                for method in methods if method != "scratch"]
+    return out

@@ -52,8 +52,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from hkd.evaluate.contrasts import Contrast, chain_contrasts, gain_gap_contrasts, scratch_contrasts
-from hkd.evaluate.metrics import GT_PRESENT
+from hkd.evaluate.contrasts import (
+    Contrast,
+    chain_contrasts,
+    gain_gap_contrasts,
+    scratch_contrasts,
+    scratch_reduction_contrasts,
+)
+from hkd.evaluate.metrics import CASE_ROW, GT_PRESENT
 from hkd.evaluate.stats import (
     FRAGILE_MARGIN,
     ci_detectable_effect,
@@ -75,9 +81,15 @@ CLAIMS = {
 #: Seeds per arm below which a verdict is flagged: two runs say little about run-to-run spread.
 MIN_SEEDS = 3
 ALPHA, POWER, CI = 0.05, 0.8, 0.95
-COLUMNS = ["claim", "verdict", "margin", "fragile", "method", "preset", "multiplier", "params", "unit", "n", "seeds",
-           "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean", "method_mean",
-           "note", "quantity", "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
+#: The verdict table's families, each its own Holm adjustment: the study's hypotheses (Dice, context, chains,
+#: gain gaps), and what distillation is said to give beyond Dice (calibration around the organs).
+HYPOTHESES, BEYOND_DICE = "hypotheses", "beyond Dice"
+#: The calibration claims: per-case metric of hkd evaluate -> what it is, in words.
+CALIBRATION_CLAIMS = {"ece_region": "ECE around the organs",
+                      "ece_region_ts": "ECE around the organs after temperature scaling"}
+COLUMNS = ["family", "claim", "verdict", "margin", "fragile", "method", "preset", "multiplier", "params", "unit", "n",
+           "seeds", "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "mde", "teacher_mean", "scratch_mean",
+           "method_mean", "note", "quantity", "diverged_runs", "unconverged_runs", "gradient_flagged_runs"]
 
 
 def case_values(df: pd.DataFrame, value: str) -> pd.DataFrame:
@@ -296,14 +308,40 @@ def context_claims(context: pd.DataFrame, seed: int = 0, n_boot: int = 10000, de
     return _decide(table) if decide else table
 
 
+def calibration_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, decide: bool = True) -> pd.DataFrame:
+    """Per method and student with a scratch counterpart: the method's student is better calibrated than scratch's,
+    by the case's ECE around the organs, before and after each model's own temperature scaling (the fair
+    baseline: a scratch student with a fitted temperature). The difference is ``scratch - method`` (positive:
+    the method's ECE is lower). Without calibration rows in ``evals`` (older evaluations), no rows."""
+    info = run_info(evals)
+    params = evals.drop_duplicates(["method", "width"]).set_index(["method", "width"])["params"].to_dict()
+    tables = []
+    for metric, words in CALIBRATION_CLAIMS.items():
+        values = case_values(evals[(evals["organ"] == CASE_ROW) & (evals["metric"] == metric)], "value")
+        if values.empty:
+            continue
+        contrasts = scratch_reduction_contrasts(values, lambda m, w=words: f"{m} better calibrated than scratch ({w})")
+        tables.append(_claims(values, "value", contrasts, quantity=f"test {words}", unit="test case", seed=seed,
+                              n_boot=n_boot, params=params, info=info))
+    if not tables:
+        return pd.DataFrame(columns=COLUMNS)
+    table = pd.concat(tables, ignore_index=True)
+    return _decide(table) if decide else table
+
+
 def study_claims(evals: pd.DataFrame, context: pd.DataFrame | None = None, seed: int = 0,
                  n_boot: int = 10000, compare_students: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
-    """The study's verdict table: the Dice claims (with ``compare_students``' gain gaps) and (given
-    ``context``) the context claims, one family."""
+    """The study's verdict table, two families each with its own Holm adjustment (``family``): the hypotheses
+    (the Dice claims with ``compare_students``' gain gaps and, given ``context``, the context claims), then the
+    claims beyond Dice (calibration, :func:`calibration_claims`)."""
     tables = [dice_claims(evals, seed=seed, n_boot=n_boot, decide=False, compare_students=compare_students)]
     if context is not None:
         tables.append(context_claims(context, seed=seed, n_boot=n_boot, decide=False, info=run_info(evals)))
-    return _decide(pd.concat(tables, ignore_index=True))
+    families = [_decide(pd.concat(tables, ignore_index=True)).assign(family=HYPOTHESES)]
+    beyond = calibration_claims(evals, seed=seed, n_boot=n_boot)
+    if len(beyond):
+        families.append(beyond.assign(family=BEYOND_DICE))
+    return pd.concat(families, ignore_index=True)[COLUMNS]
 
 
 def report_markdown(table: pd.DataFrame, seed: int, n_boot: int = 10000) -> str:
@@ -329,8 +367,13 @@ def explanation(seed: int, n_boot: int = 10000, markdown: bool = True) -> str:
         f"{seed}) that resamples the cases, keeping each case's organs or slices together, and each arm's seeds, "
         "one seed draw shared by all cases of a replicate. `p_value`: one-sided Wilcoxon signed-rank test "
         "(exact) on the n case-level differences, since every claim says the method does better than scratch. "
-        "`p_holm`: `p_value` adjusted by Holm's step-down method over the family of every claim in this table, "
-        "which keeps the chance of any false 'supported' here at alpha "
+        "`p_holm`: `p_value` adjusted by Holm's step-down method over the claim's `family`, which keeps the "
+        "chance of any false 'supported' in that family at alpha: the hypotheses (Dice, Grad-CAM context, chains, "
+        "gain gaps) are one family; the claims beyond Dice (each method's student better calibrated than "
+        "scratch's: the case's expected calibration error, 15 equal-width confidence bins, over the pixels within "
+        "10 mm of a labelled or predicted organ, before and after each model's own temperature fitted on the "
+        "validation cases; `mean_diff` is scratch minus method, so positive favours the method) are a second, at "
+        "alpha "
         f"{ALPHA}. `mde`: the smallest true difference the verdict could detect (power {POWER}), the larger of "
         "two: what the one-sided exact Wilcoxon test on the n case-level differences detects (its power under "
         "normal differences with their sd, from 40,000 seeded samples), at alpha / m for m claims, the level at "

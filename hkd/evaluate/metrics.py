@@ -52,6 +52,8 @@ __all__ = [
     "EMPTY_FLAGS",
     "GT_PRESENT",
     "METRIC_COLUMNS",
+    "CASE_ROW",
+    "CALIBRATION_METRICS",
 ]
 
 #: Values of the ``empty`` column of :func:`case_metrics`.
@@ -60,6 +62,13 @@ EMPTY_FLAGS = ("neither", "gt_empty", "pred_empty", "both_empty")
 GT_PRESENT = ("neither", "pred_empty")
 #: Columns of every row returned by :func:`case_metrics`.
 METRIC_COLUMNS = ("label", "organ", "dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox", "empty")
+#: The ``organ`` of an evaluation row that holds a value of the whole case (calibration); its ``empty`` is n/a.
+CASE_ROW = "all classes"
+#: Per case (:mod:`hkd.evaluate.calibration`): the ECE and Brier score over all pixels and around the organs
+#: (``_region``), before and after temperature scaling (``_ts``), and the temperature; then the region's
+#: reliability bins as ``reliability_BB_count``, ``_confidence``, ``_correct`` (sums over pixels).
+CALIBRATION_METRICS = ("ece", "ece_region", "brier", "brier_region", "ece_ts", "ece_region_ts", "brier_ts",
+                       "brier_region_ts", "temperature")
 
 _CONNECTIVITY = 1  # MedPy's default, used by TransUNet
 

@@ -29,7 +29,7 @@ import html
 
 import pandas as pd
 
-from hkd.evaluate.metrics import GT_PRESENT
+from hkd.evaluate.metrics import CASE_ROW, GT_PRESENT
 from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS
 
 MODEL_KEYS = ["method", "width"]
@@ -55,6 +55,8 @@ def read_evals(paths) -> pd.DataFrame:
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
 SUMMARY_METRICS = ("dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox", "hd95_vox_transunet")
+#: Per-case calibration metrics in the summary (mean over test cases per run), where the evaluations hold them.
+CALIBRATION_SUMMARY = ("ece_region", "ece_region_ts", "brier_region", "temperature")
 ORGAN_METRICS = ("dice", "voe", "rvd", "hd95_mm")
 _OVERLAP = ("dice", "iou", "voe", "rvd")
 _DISTANCE = ("hd95_mm", "hd95_vox")
@@ -110,6 +112,7 @@ def converged_count(info: pd.DataFrame, column: str = "converged") -> str:
 
 def _pair_values(evals: pd.DataFrame) -> pd.DataFrame:
     """One row per run, case and organ with the metrics under each table's convention."""
+    evals = evals[evals["organ"] != CASE_ROW]
     wide = evals.pivot_table(index=RUN_KEYS + ["case", "organ", "empty"], columns="metric",
                              values="value").reset_index()
     present = wide["empty"].isin(GT_PRESENT)
@@ -137,7 +140,27 @@ def run_means(evals: pd.DataFrame) -> pd.DataFrame:
     out = per_organ.groupby(RUN_KEYS, dropna=False)[metrics].mean()
     counts = pairs.groupby(RUN_KEYS, dropna=False)[["empty_pred", "gt_pair"]].sum()
     out = out.join(counts.rename(columns={"gt_pair": "gt_pairs"}).astype(int))
+    case_rows = evals[(evals["organ"] == CASE_ROW) & evals["metric"].isin(CALIBRATION_SUMMARY)]
+    if len(case_rows):
+        out = out.join(case_rows.pivot_table(index=RUN_KEYS, columns="metric", values="value", aggfunc="mean"))
     return out.reset_index()
+
+
+def reliability_table(evals: pd.DataFrame) -> pd.DataFrame:
+    """Per model and confidence bin, pooled over its runs and test cases (the pixels around the organs, before
+    temperature scaling): pixels, mean confidence and accuracy. Empty without calibration rows."""
+    rows = evals[(evals["organ"] == CASE_ROW) & evals["metric"].str.startswith("reliability_")]
+    if rows.empty:
+        return pd.DataFrame(columns=MODEL_KEYS + ["bin", "pixels", "confidence", "accuracy"])
+    parts = rows["metric"].str.split("_", expand=True)
+    sums = (rows.assign(bin=parts[1].astype(int), what=parts[2])
+            .pivot_table(index=MODEL_KEYS + ["bin"], columns="what", values="value", aggfunc="sum", sort=False)
+            .reset_index())
+    filled = sums["count"] > 0
+    sums["confidence"] = (sums["confidence"] / sums["count"]).where(filled)
+    sums["accuracy"] = (sums["correct"] / sums["count"]).where(filled)
+    out = sums.rename(columns={"count": "pixels"})[MODEL_KEYS + ["bin", "pixels", "confidence", "accuracy"]]
+    return out.astype({"pixels": int})
 
 
 def _per_run(values: pd.Series) -> str:
@@ -167,6 +190,9 @@ def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
             if m == "hd95_vox":
                 row["empty_pred"] = _per_run(g["empty_pred"])
                 row["gt_pairs"] = _per_run(g["gt_pairs"].drop_duplicates())
+        for m in CALIBRATION_SUMMARY:
+            if m in g:
+                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
         rows.append(row)
     return pd.DataFrame(rows).sort_values(["params", "method"], kind="stable").reset_index(drop=True)
 

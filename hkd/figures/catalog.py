@@ -34,6 +34,8 @@ INPUTS = {
     "logs": "every run's training log, every seed (hkd figures --runs/--logs)",
     "summary": "the summary table, one row per model (hkd figures --summary: summary.csv from hkd tables)",
     "cost": "each model's cost per runtime: latency, memory, FLOPs (hkd figures --cost: cost.csv from hkd cost)",
+    "reliability": "each model's pooled reliability bins around the organs (hkd figures --reliability: "
+                   "reliability.csv from hkd tables)",
 }
 
 

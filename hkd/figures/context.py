@@ -57,7 +57,8 @@ class StudyContext:
     def __init__(self, prepared: str | Path, models: dict[str, Path], *,
                  slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
                  n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: str | Path | None = None,
-                 device: str = "cpu", runs: dict[str, dict] | None = None, cost_csv: str | Path | None = None):
+                 device: str = "cpu", runs: dict[str, dict] | None = None, cost_csv: str | Path | None = None,
+                 reliability_csv: str | Path | None = None):
         self.prepared = Path(prepared)
         self.checkpoints = dict(models)
         self.slice_selection = slice_selection
@@ -65,6 +66,7 @@ class StudyContext:
         self.log_files = dict(logs or {})
         self.summary_csv = None if summary_csv is None else Path(summary_csv)
         self.cost_csv = None if cost_csv is None else Path(cost_csv)
+        self.reliability_csv = None if reliability_csv is None else Path(reliability_csv)
         self.device = torch.device(device)
         self.runs = runs
         self.meta = read_meta(self.prepared)
@@ -77,7 +79,8 @@ class StudyContext:
     def has(self, name: str) -> bool:
         """Whether the study gives the context input ``name`` (a key of :data:`hkd.figures.catalog.INPUTS`)."""
         given = {"models": bool(self.checkpoints), "latent_slices": True, "logs": bool(self.log_files),
-                 "summary": self.summary_csv is not None, "cost": self.cost_csv is not None}
+                 "summary": self.summary_csv is not None, "cost": self.cost_csv is not None,
+                 "reliability": self.reliability_csv is not None}
         if name not in given:
             raise ValueError(f"unknown figure input '{name}'; known: {', '.join(given)}")
         return given[name]
@@ -85,7 +88,7 @@ class StudyContext:
     def prepare(self, inputs: Iterable[str]) -> None:
         """Compute the parts behind ``inputs`` now: a bad slice or organ is reported before any figure is drawn."""
         parts = {"models": ("targets", "models", "predictions"), "latent_slices": ("latent_rows",),
-                 "logs": ("logs",), "summary": ("summary",), "cost": ("cost",)}
+                 "logs": ("logs",), "summary": ("summary",), "cost": ("cost",), "reliability": ("reliability",)}
         for name in inputs:
             for part in parts[name]:
                 getattr(self, part)
@@ -200,3 +203,12 @@ class StudyContext:
         if self.cost_csv is None:
             raise ValueError("this study context has no cost table (cost_csv)")
         return _table(self.cost_csv, "--cost", ("params", "runtime", "latency_ms", "threads"), "hkd cost's cost.csv")
+
+    @cached_property
+    def reliability(self) -> pd.DataFrame:
+        """The reliability table of ``hkd tables``: per model (method, width) and confidence bin, pixels, mean
+        confidence and accuracy."""
+        if self.reliability_csv is None:
+            raise ValueError("this study context has no reliability table (reliability_csv)")
+        return _table(self.reliability_csv, "--reliability", ("method", "width", "bin", "pixels", "accuracy"),
+                      "hkd tables' reliability.csv")

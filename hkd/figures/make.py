@@ -16,7 +16,7 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
                        slice_selection: str | list[tuple[str, int]] = "coverage", organs: list[str] | None = None,
                        n_slices: int = 2, logs: dict[str, Path] | None = None, summary_csv: Path | None = None,
                        device: str = "cpu", runs: dict[str, dict] | None = None,
-                       cost_csv: Path | None = None) -> list[Path]:
+                       cost_csv: Path | None = None, reliability_csv: Path | None = None) -> list[Path]:
     """Write the figures of the catalog (:mod:`hkd.figures.catalog`) into ``out_dir`` as ``<name>.png``;
     returns the written paths, in the catalog's order.
 
@@ -24,14 +24,16 @@ def make_study_figures(prepared: Path, models: dict[str, Path], out_dir: Path, *
     names to checkpoints (in display order), ``slice_selection``, ``n_slices`` and ``organs`` choose the
     slices and organs shown, ``logs`` maps run names (``METHOD_wWIDTH_sSEED`` or ``teacher``, every seed)
     to ``log.csv`` files, ``summary_csv`` has columns method, params, dice_mean, dice_std (the teacher's
-    method is 'teacher'), ``cost_csv`` is ``hkd cost``'s table and ``runs`` describes each name of ``models`` and ``logs`` (model, method,
+    method is 'teacher'), ``cost_csv`` is ``hkd cost``'s table, ``reliability_csv`` ``hkd tables``' reliability
+    bins, and ``runs`` describes each name of ``models`` and ``logs`` (model, method,
     width, seed; default: read from the name by :func:`hkd.figures.runs.describe`). A figure whose inputs
     the study lacks (no models, logs, summary or cost) is skipped; a study that gives no figure its inputs is an
     error.
     """
     figures = read_catalog()
     context = StudyContext(prepared, models, slice_selection=slice_selection, organs=organs, n_slices=n_slices,
-                           logs=logs, summary_csv=summary_csv, device=device, runs=runs, cost_csv=cost_csv)
+                           logs=logs, summary_csv=summary_csv, device=device, runs=runs, cost_csv=cost_csv,
+                           reliability_csv=reliability_csv)
     drawn = [f for f in figures if all(context.has(i) for i in f.inputs)]
     for figure in figures:
         if figure not in drawn:

@@ -89,6 +89,13 @@ def flags(row: dict) -> list[tuple[str, str]]:
     return out
 
 
+#: The first page's title of each family of the verdict table (hkd.evaluate.hypotheses).
+FAMILY_TITLES = {"hypotheses": "The hypotheses (one family, Holm-adjusted together)",
+                 "beyond Dice": "Beyond Dice: calibration around the organs (a second family, Holm-adjusted apart "
+                                "from the hypotheses; the difference is scratch minus method, positive favours "
+                                "the method)"}
+
+
 def _open_result(path: str) -> str:
     """A link target that shows the report's result ``path`` at once, as its view button does (Snakemake 9's
     report app: ``results``, ``app.setView``), or else its entry, as an rst reference to it does."""
@@ -100,31 +107,39 @@ def _open_result(path: str) -> str:
 
 def verdict_summary(table: pd.DataFrame, full_table: str | None = None) -> str:
     """The first page's verdict table: claim, student, difference with its 95% CI, Holm-adjusted p, verdict
-    and short flags (each flag's tooltip: its meaning; the row's tooltip: the full note); ``full_table``, the
-    report's path of the page with every column, is linked under it."""
+    and short flags (each flag's tooltip: its meaning; the row's tooltip: the full note), one table per
+    family of claims (each its own Holm adjustment) under its title; ``full_table``, the report's path of the
+    page with every column, is linked under them."""
     from hkd.evaluate.tables import format_p
 
     head = "".join(f"<th{kind}>{h}</th>" for h, kind in (("claim", " class='hkd-claim'"), ("student", ""),
                                                           ("difference [95% CI]", ""), ("p (Holm)", ""),
                                                           ("verdict", ""), ("flags", " class='hkd-flags'")))
-    rows = []
-    for row in table.to_dict("records"):
-        note = "" if pd.isna(row.get("note")) else str(row["note"])
-        flag_html = " ".join(f"<span class='hkd-flag' title='{html.escape(why, quote=True)}'>{html.escape(text)}"
-                             "</span>" for text, why in flags(row)) or "-"
-        verdict = str(row["verdict"])
-        rows.append(f"<tr title='{html.escape(note, quote=True)}'><td class='hkd-claim'>{html.escape(str(row['claim']))}"
-                    f"</td><td>{html.escape(student(row))}</td><td>{difference(row)}</td>"
-                    f"<td>{format_p(row['p_holm'])}</td>"
-                    f"<td class='{verdict.replace(' ', '-')}'>{html.escape(verdict)}</td>"
-                    f"<td class='hkd-flags'>{flag_html}</td></tr>")
+    groups = list(table.groupby("family", sort=False)) if "family" in table and table["family"].notna().any() \
+        else [(None, table)]
+    tables = []
+    for family, rows_of in groups:
+        rows = []
+        for row in rows_of.to_dict("records"):
+            note = "" if pd.isna(row.get("note")) else str(row["note"])
+            flag_html = " ".join(f"<span class='hkd-flag' title='{html.escape(why, quote=True)}'>"
+                                 f"{html.escape(text)}</span>" for text, why in flags(row)) or "-"
+            verdict = str(row["verdict"])
+            rows.append(f"<tr title='{html.escape(note, quote=True)}'><td class='hkd-claim'>"
+                        f"{html.escape(str(row['claim']))}</td><td>{html.escape(student(row))}</td>"
+                        f"<td>{difference(row)}</td><td>{format_p(row['p_holm'])}</td>"
+                        f"<td class='{verdict.replace(' ', '-')}'>{html.escape(verdict)}</td>"
+                        f"<td class='hkd-flags'>{flag_html}</td></tr>")
+        title = "" if family is None or len(groups) == 1 else \
+            f"<h4>{html.escape(FAMILY_TITLES.get(family, str(family)))}</h4>"
+        tables.append(f"{title}<table class='hkd-verdicts'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+                      "</tbody></table>")
     link = ""
     if full_table:
         link = (f"<p>Every column (n, seeds, the three means, raw p, mde, the full note) and how each is "
                 f"computed: <a class='hkd-full-table' href=\"{html.escape(_open_result(str(full_table)), quote=True)}\">"
                 f"{html.escape(Path(full_table).name)}</a> (Verdicts).</p>")
-    return (f"<table class='hkd-verdicts'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-            + link)
+    return "".join(tables) + link
 
 
 def overview_html(run: dict, split: dict, summary: pd.DataFrame, verdicts: pd.DataFrame, figure_png: bytes,

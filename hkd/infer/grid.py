@@ -76,8 +76,12 @@ class Grid:
 
     def labels_nearest(self, labels: torch.Tensor) -> np.ndarray:
         """Model-grid labels (N, S, S) on the scan's grid (N, h, w), by nearest neighbour."""
-        up = F.interpolate(labels.to(torch.uint8)[:, None], size=(self.side, self.side), mode="nearest-exact")[:, 0]
-        return up[:, self.top:self.top + self.h, self.left:self.left + self.w].numpy()
+        return self.values_nearest(labels.to(torch.uint8)[:, None])[:, 0].numpy()
+
+    def values_nearest(self, values: torch.Tensor) -> torch.Tensor:
+        """Model-grid maps (N, C, S, S) on the scan's grid (N, C, h, w), each pixel its nearest model pixel's."""
+        up = F.interpolate(values, size=(self.side, self.side), mode="nearest-exact")
+        return up[:, :, self.top:self.top + self.h, self.left:self.left + self.w]
 
     def labels_bilinear(self, p: torch.Tensor) -> np.ndarray:
         """The arg-max over classes of probabilities ``p`` (N, C, S, S) resized bilinearly to the scan's grid:

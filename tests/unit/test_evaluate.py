@@ -18,6 +18,7 @@ from hkd.cli import main
 from hkd.config_checks import check_config
 from hkd.evaluate.hypotheses import COLUMNS as VERDICT_COLUMNS
 from hkd.evaluate.hypotheses import context_claims, dice_claims, study_claims
+from hkd.evaluate.metrics import CALIBRATION_METRICS, CASE_ROW
 from hkd.evaluate.stats import FRAGILE_MARGIN, holm, verdict_margin
 from hkd.evaluate.tables import (
     organ_table,
@@ -60,9 +61,18 @@ def runs(prepared, tmp_path_factory):
 def test_evaluate_run_gives_a_tidy_table(runs, prepared):
     table = evaluate_run(runs / "ok", prepared, model_name="scratch_w0.25", method="scratch", width="0.25", seed=0)
     assert list(table.columns) == COLUMNS
+    case_rows = table[table["organ"] == CASE_ROW]
+    table = table[table["organ"] != CASE_ROW]
     assert set(table["metric"]) == {"dice", "iou", "voe", "rvd", "hd95_mm", "hd95_vox"}
     assert set(table["case"]) == {"0005"} and table["status"].eq("completed").all()
     assert table["empty"].isin(["neither", "gt_empty", "pred_empty", "both_empty"]).all()
+    # the case's calibration: ECE and Brier score in range, a fitted temperature, the region's reliability bins
+    calibration = case_rows.set_index("metric")["value"]
+    assert set(CALIBRATION_METRICS) <= set(calibration.index) and case_rows["empty"].eq("n/a").all()
+    assert all(0 <= calibration[m] <= 1 for m in ("ece", "ece_region", "ece_ts", "ece_region_ts"))
+    assert all(0 <= calibration[m] <= 2 for m in ("brier", "brier_region")) and calibration["temperature"] > 0
+    assert calibration["ece"] != calibration["ece_region"]
+    assert sum(calibration[f"reliability_{b:02d}_count"] for b in range(15)) > 0
     undefined = (table["metric"] == "rvd") & table["empty"].isin(["gt_empty", "both_empty"])
     assert table.loc[~undefined, "value"].notna().all()
     assert table.loc[undefined, "value"].isna().all()  # RVD divides by the ground truth's volume
@@ -370,7 +380,7 @@ def test_a_verdict_whose_ci_end_sits_near_zero_is_fragile():
 def test_every_verdict_carries_its_margin():
     evals = _study({"logits": 0.08, "latent": -0.08, "hlfd": 0.0}, np.random.default_rng(7))
     table = dice_claims(evals, n_boot=2000)
-    assert list(table.columns[:4]) == ["claim", "verdict", "margin", "fragile"]
+    assert list(table.columns[:5]) == ["family", "claim", "verdict", "margin", "fragile"]
     for row in table.to_dict("records"):
         assert row["margin"] == pytest.approx(verdict_margin(row["verdict"], row["ci_low"], row["ci_high"]))
         assert row["fragile"] == (row["margin"] < FRAGILE_MARGIN)

@@ -360,8 +360,13 @@ def test_make_study_figures_end_to_end(study, tmp_path):
     cost = tmp_path / "cost.csv"
     pd.DataFrame({"model": [str(n) for n in params], "runtime": "onnxruntime", "params": params,
                   "latency_ms": [1.0 + n / 1e5 for n in params], "threads": 1}).to_csv(cost, index=False)
+    reliability = tmp_path / "reliability.csv"  # as hkd tables writes it
+    pd.DataFrame({"method": ["teacher", "scratch", "logits"] * 2, "width": ["teacher", "0.4M", "0.4M"] * 2,
+                  "bin": [13] * 3 + [14] * 3, "pixels": [5, 9, 0, 50, 40, 7],
+                  "confidence": [0.9, 0.92, None, 0.99, 0.98, 0.97],
+                  "accuracy": [0.8, 0.7, None, 0.98, 0.9, 0.95]}).to_csv(reliability, index=False)
     out = make_study_figures(prep, models, tmp_path / "fig", n_slices=2, logs=logs, summary_csv=summary,
-                             cost_csv=cost)
+                             cost_csv=cost, reliability_csv=reliability)
     assert [p.name for p in out] == [f.file for f in CATALOG]  # every figure: the study gives every input
     for p in out:
         assert p.stat().st_size > 0 and imread(p).ndim == 3

@@ -25,17 +25,35 @@ def report(default_study, default_report):
     return default_report, verdicts
 
 
+def _fits(table) -> None:
+    """The table ends inside the 1280 px window and no element on the way to it scrolls sideways."""
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box
+    hidden = table.evaluate("""t => { const out = [];
+        for (let e = t; e; e = e.parentElement)
+            if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible'
+                || e === document.scrollingElement && e.scrollWidth > e.clientWidth)
+                out.push(e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>' + e.clientWidth);
+        return out; }""")
+    assert not hidden, hidden
+    for cell in table.locator("td, th").all():
+        cbox = cell.bounding_box()
+        assert cbox["x"] + cbox["width"] <= box["x"] + box["width"] + 1, cell.inner_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian package 'chromium')")
 def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_1280px(report):
     html, verdicts = report
     errors = []
     with chromium_page(1280, errors) as page:
         page.goto(html.as_uri())
-        table = page.locator(".hkd-overview table.hkd-verdicts")
-        table.wait_for(timeout=10_000)
-        assert table.locator("th").all_inner_texts() == ["claim", "student", "difference [95% CI]", "p (Holm)",
-                                                        "verdict", "flags"]
-        rows = table.locator("tbody tr")
+        tables = page.locator(".hkd-overview table.hkd-verdicts")  # one per family of claims
+        tables.first.wait_for(timeout=10_000)
+        assert tables.count() == verdicts["family"].nunique() == 2
+        for t in range(tables.count()):
+            assert tables.nth(t).locator("th").all_inner_texts() == ["claim", "student", "difference [95% CI]",
+                                                                     "p (Holm)", "verdict", "flags"]
+        rows = tables.locator("tbody tr")
         assert rows.count() == len(verdicts)
         for i, expected in enumerate(verdicts.to_dict("records")):
             claim, who, diff, p_holm, verdict, _ = rows.nth(i).locator("td").all_inner_texts()
@@ -48,19 +66,9 @@ def test_first_page_shows_every_verdict_with_its_numbers_without_scrolling_at_12
         assert len({tuple(rows.nth(i).locator("td").all_inner_texts()[:2]) for i in range(rows.count())}) == \
             len(verdicts)
 
-        # nothing sideways: the table ends inside the window and no element on the way to it scrolls
-        box = table.bounding_box()
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, box
-        hidden = table.evaluate("""t => { const out = [];
-            for (let e = t; e; e = e.parentElement)
-                if (e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible'
-                    || e === document.scrollingElement && e.scrollWidth > e.clientWidth)
-                    out.push(e.tagName + '.' + e.className + ' ' + e.scrollWidth + '>' + e.clientWidth);
-            return out; }""")
-        assert not hidden, hidden
-        for cell in table.locator("td, th").all():
-            cbox = cell.bounding_box()
-            assert cbox["x"] + cbox["width"] <= box["x"] + box["width"] + 1, cell.inner_text()
+        # nothing sideways: each table ends inside the window and no element on the way to it scrolls
+        for t in range(tables.count()):
+            _fits(tables.nth(t))
 
         # the full table, one click away
         page.locator("a.hkd-full-table").click()
@@ -81,8 +89,9 @@ def test_first_page_fragment_lists_every_verdict_with_its_student_and_numbers(de
                  "--summary", str(out / "tables" / "summary.csv"), "--hypotheses", str(out / "hypotheses.csv"),
                  "--figure", str(figures / "dice_vs_params.png"), "--out", str(page)]) == 0
     verdicts = pd.read_csv(out / "hypotheses.csv", dtype={"preset": str, "seeds": str})
-    table = page.read_text().split("<table class='hkd-verdicts'>", 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>", 1)[1], re.S)
+    tables = [t.split("</table>", 1)[0] for t in page.read_text().split("<table class='hkd-verdicts'>")[1:]]
+    assert len(tables) == verdicts["family"].nunique() == 2  # the hypotheses, and the claims beyond Dice
+    rows = [r for t in tables for r in re.findall(r"<tr[^>]*>(.*?)</tr>", t.split("<tbody>", 1)[1], re.S)]
     assert len(rows) == len(verdicts)
     for row, (_, want) in zip(rows, verdicts.iterrows()):
         cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]

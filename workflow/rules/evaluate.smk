@@ -90,6 +90,7 @@ rule tables:
             caption="../report/organs.rst",
             category="Tables",
         ),
+        reliability=LAYOUT.table("reliability"),
     log:
         LAYOUT.log("tables"),
     benchmark:

@@ -20,6 +20,7 @@ rule figures:
         logs=[run["log"] for run in RUNS.figure_runs],
         summary=rules.tables.output.summary,
         cost=rules.cost.output.csv,
+        reliability=rules.tables.output.reliability,
         split=rules.split.output[0],
         hypotheses=rules.hypotheses.output.csv,
         code=sorted(set(code("figures") + code("overview"))),
@@ -54,6 +55,7 @@ rule figures:
         full_table=rules.hypotheses.output.html,
     shell:
         "hkd figures --data {input.data} --runs '{params.runs}' --summary {input.summary} --cost {input.cost}"
+        " --reliability {input.reliability}"
         " --slices '{params.slices}' --n-slices {params.n_slices}"
         " --threads {threads} --out-dir {params.out_dir} > {log} 2>&1"
         " && hkd overview --run '{params.run}' --split {input.split} --summary {input.summary}"
