@@ -30,6 +30,9 @@ def parser_phantom(sub) -> None:
     p.add_argument("--tumours", default=None,
                    help="JSON object: lesions in the kidneys (kits19) or liver (lits); keys count, radius_mm, "
                         "contrast_hu (each [MIN, MAX])")
+    p.add_argument("--scanner", default=None,
+                   help="JSON object: another scanner's noise_hu [MIN, MAX], grain (voxels), contrast (a factor on "
+                        "the difference from water) and hu_offset")
     p.set_defaults(func=cmd_phantom, outputs=("out",))
 
 
@@ -38,11 +41,12 @@ def cmd_phantom(args) -> None:
     from hkd.io import atomic_dir
 
     tumours = None if args.tumours is None else json_object(args.tumours, "--tumours")
+    scanner = None if args.scanner is None else json_object(args.scanner, "--scanner")
     with atomic_dir(args.out) as tmp:
         ids = write_phantom_dataset(tmp, n_cases=args.cases, seed=args.seed, size=args.size,
                                     slices=tuple(args.slices), spacing_xy=tuple(args.spacing_xy),
                                     slice_thickness=tuple(args.slice_thickness), layout=args.layout,
-                                    tumours=tumours)
+                                    tumours=tumours, scanner=scanner)
     log.info("wrote %d phantom cases to %s", len(ids), args.out)
 
 
@@ -89,7 +93,8 @@ def parser_split(sub) -> None:
     p = sub.add_parser("split", help="patient-level train/val/test split")
     p.add_argument("--source", required=True, type=Path)
     p.add_argument("--format", default="rawdata", choices=FORMATS)
-    p.add_argument("--preset", default="random", choices=["random", "transunet", "file"])
+    p.add_argument("--preset", default="random", choices=["random", "transunet", "file", "external"],
+                   help="external: every case a test case (a cohort that is only evaluated)")
     p.add_argument("--ratios", type=float, nargs=3, default=(0.6, 0.2, 0.2))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--file", default=None, help="split file for --preset file")

@@ -30,8 +30,10 @@ def parser_evaluate(sub) -> None:
     p.add_argument("--part", default="test", choices=["val", "test"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--fit-on", type=Path, default=None,
+                   help="prepared dataset whose validation cases fit the temperature (default: --data)")
     p.add_argument("--out", required=True, type=Path, help="tidy CSV")
-    p.set_defaults(func=cmd_evaluate, inputs=("run", "data"), outputs=("out",))
+    p.set_defaults(func=cmd_evaluate, inputs=("run", "data", "fit_on"), outputs=("out",))
 
 
 def cmd_evaluate(args) -> None:
@@ -43,7 +45,7 @@ def cmd_evaluate(args) -> None:
 
         torch.set_num_threads(args.threads)
     table = evaluate_run(args.run, args.data, model_name=args.model_name, method=args.method, width=args.width,
-                         seed=args.seed, part=args.part, device=args.device)
+                         seed=args.seed, part=args.part, device=args.device, fit_on=args.fit_on)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
     dice = table[table["metric"] == "dice"]["value"].mean()
@@ -53,8 +55,10 @@ def cmd_evaluate(args) -> None:
 def parser_tables(sub) -> None:
     p = sub.add_parser("tables", help="study tables (mean and std over seeds) from evaluation CSVs")
     p.add_argument("--evals", required=True, nargs="+", type=Path)
+    p.add_argument("--external-evals", nargs="+", type=Path, default=None,
+                   help="the same runs' evaluations on the external cohort: the summary's external Dice and drop")
     p.add_argument("--out-dir", required=True, type=Path)
-    p.set_defaults(func=cmd_tables, inputs=("evals",), outputs=("out_dir",))
+    p.set_defaults(func=cmd_tables, inputs=("evals", "external_evals"), outputs=("out_dir",))
 
 
 def cmd_tables(args) -> None:
@@ -65,7 +69,8 @@ def cmd_tables(args) -> None:
     out = args.out_dir
     titles = {"summary": "Test metrics per model (mean and std over seeds)",
               "organs": "Test Dice, VOE, RVD and HD95 per model and class (mean and std over seeds)"}
-    for name, table in (("summary", summary_table(evals)), ("organs", organ_table(evals))):
+    external = _read_evals(args.external_evals) if args.external_evals else None
+    for name, table in (("summary", summary_table(evals, external)), ("organs", organ_table(evals))):
         with atomic_path(out / f"{name}.csv") as tmp:
             table.to_csv(tmp, index=False)
         write_text(out / f"{name}.md", to_markdown(table))
@@ -84,10 +89,13 @@ def parser_hypotheses(sub) -> None:
     p.add_argument("--compare-students", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="also claim, per method, that student A gains more from it than student B, each over its "
                         "own scratch run (report.compare_students; repeatable)")
+    p.add_argument("--external-evals", nargs="+", type=Path, default=None,
+                   help="the same runs' evaluations on the external cohort (data.external): the shift claims")
     p.add_argument("--out-csv", required=True, type=Path)
     p.add_argument("--out-md", required=True, type=Path)
     p.add_argument("--out-html", required=True, type=Path)
-    p.set_defaults(func=cmd_hypotheses, inputs=("evals", "context"), outputs=("out_csv", "out_md", "out_html"))
+    p.set_defaults(func=cmd_hypotheses, inputs=("evals", "context", "external_evals"),
+                   outputs=("out_csv", "out_md", "out_html"))
 
 
 def cmd_hypotheses(args) -> None:
@@ -98,7 +106,9 @@ def cmd_hypotheses(args) -> None:
     from hkd.io import atomic_path, write_text
 
     context = pd.read_csv(args.context, dtype={"case": str, "width": str}) if args.context else None
-    table = study_claims(_read_evals(args.evals), context, seed=args.seed, compare_students=args.compare_students)
+    external = _read_evals(args.external_evals) if args.external_evals else None
+    table = study_claims(_read_evals(args.evals), context, seed=args.seed, compare_students=args.compare_students,
+                         external=external)
     with atomic_path(args.out_csv) as tmp:
         table.to_csv(tmp, index=False)
     text = report_markdown(table, seed=args.seed)

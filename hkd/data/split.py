@@ -78,7 +78,12 @@ def read_split_file(path: str | Path, case_ids: list[str]) -> dict[str, list[str
 
 def make_split(case_ids: list[str], preset: str, ratios=(0.6, 0.2, 0.2), seed: int = 0,
                file: str | None = None) -> dict[str, list[str]]:
-    """Build and check a split by preset: 'random', 'transunet' or 'file'."""
+    """Build and check a split by preset: 'random', 'transunet', 'file', or 'external' (every case a test case:
+    a cohort that is only evaluated, ``data.external``)."""
+    if preset == "external":
+        if not case_ids:
+            raise DataError("data.external: the external cohort has no cases")
+        return {"train": [], "val": [], "test": sorted(case_ids)}
     if preset == "random":
         split = random_split(case_ids, ratios, seed)
     elif preset == "transunet":
@@ -88,7 +93,7 @@ def make_split(case_ids: list[str], preset: str, ratios=(0.6, 0.2, 0.2), seed: i
             raise DataError("data.split.file: required when data.split.preset is 'file'")
         split = read_split_file(file, case_ids)
     else:
-        raise DataError(f"data.split.preset: unknown preset '{preset}' (random, transunet, file)")
+        raise DataError(f"data.split.preset: unknown preset '{preset}' (random, transunet, file, external)")
     check_split(split)
     return split
 
@@ -101,14 +106,14 @@ def split_argument(obj, where: str) -> dict[str, list[str]]:
         raise DataError(f"{where}: expected a JSON object with 'train', 'val' and 'test' lists of case ids")
     split = {part: [str(c) for c in obj[part]] for part in PARTS}
     try:
-        check_split(split)
+        check_split(split, test_only=obj.get("preset") == "external")
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
     return split
 
 
-def check_split(split: dict[str, list[str]]) -> None:
-    """No case may appear in two parts, and no part may be empty."""
+def check_split(split: dict[str, list[str]], test_only: bool = False) -> None:
+    """No case may appear in two parts, and no part may be empty (``test_only``: train and val must be)."""
     owner: dict[str, str] = {}
     for part in PARTS:
         for cid in split.get(part, []):
@@ -116,5 +121,8 @@ def check_split(split: dict[str, list[str]]) -> None:
                 raise DataError(f"split: case {cid} is in both '{owner[cid]}' and '{part}'")
             owner[cid] = part
     for part in PARTS:
-        if not split.get(part):
+        if test_only and part != "test":
+            if split.get(part):
+                raise DataError(f"split: an external cohort's '{part}' part must be empty")
+        elif not split.get(part):
             raise DataError(f"split: the '{part}' part is empty")

@@ -63,8 +63,10 @@ from hkd.evaluate.metrics import CASE_ROW, GT_PRESENT
 from hkd.evaluate.stats import (
     FRAGILE_MARGIN,
     ci_detectable_effect,
+    cohort_shift_bootstrap_ci,
     contrast_bootstrap_ci,
     holm,
+    mann_whitney_p,
     min_detectable_effect,
     verdict,
     verdict_margin,
@@ -250,7 +252,8 @@ def _decide(table: pd.DataFrame) -> pd.DataFrame:
     corrected = f"{ALPHA} / {m} = {level:.2g} ({m} claims, Holm)" if m > 1 else f"{ALPHA}"
     mde, verdicts, margins, notes = [], [], [], []
     for row in table.to_dict("records"):
-        wilcoxon_mde = min_detectable_effect(row["_diffs"], alpha=level, power=POWER)
+        # a claim across two cohorts (its p from Mann-Whitney) has no paired differences: its CI alone bounds it
+        wilcoxon_mde = 0.0 if row["_diffs"] is None else min_detectable_effect(row["_diffs"], alpha=level, power=POWER)
         mde.append(max(wilcoxon_mde, ci_detectable_effect(row["ci_low"], row["ci_high"], alpha=1.0 - CI, power=POWER)))
         verdicts.append(verdict(row["mean_diff"], row["ci_low"], row["ci_high"], row["p_holm"], alpha=ALPHA))
         margins.append(verdict_margin(verdicts[-1], row["ci_low"], row["ci_high"],
@@ -329,18 +332,71 @@ def calibration_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, 
     return _decide(table) if decide else table
 
 
+def shift_claims(evals: pd.DataFrame, external: pd.DataFrame, seed: int = 0, n_boot: int = 10000,
+                 decide: bool = True) -> pd.DataFrame:
+    """Per method and student with a scratch counterpart on both cohorts: the method's student loses less Dice
+    than scratch's from the study's test cases (``evals``) to the external cohort's (``external``, data.external).
+
+    The difference is the method's Dice advantage over scratch on the external cases minus on the internal ones
+    (each a mean over cases of seed-averaged Dice): ``(method - scratch) external - (method - scratch) internal``,
+    positive when the method keeps more of its Dice under the shift. The cohorts are different patients: the
+    CI resamples each cohort's cases apart and each model's seeds once for both
+    (:func:`~hkd.evaluate.stats.cohort_shift_bootstrap_ci`); ``p_value`` is a one-sided Mann-Whitney U test of
+    the external cases' method-minus-scratch differences against the internal cases'; ``n`` counts both."""
+    inside, outside = _dice_values(evals), _dice_values(external)
+    info = run_info(evals)
+    params = evals.drop_duplicates(["method", "width"]).set_index(["method", "width"])["params"].to_dict()
+    rows = []
+    for contrast in scratch_contrasts(inside, lambda m: f"{m} loses less Dice than scratch under the scanner shift"):
+        arms = [(arm.method, arm.width) for arm in contrast.arms]
+        if not all(((outside["method"] == m) & (outside["width"] == w)).any() for m, w in arms):
+            continue
+        mats_in = [_matrix(inside, m, w, "value") for m, w in arms]
+        mats_out = [_matrix(outside, m, w, "value") for m, w in arms]
+        weights = [arm.weight for arm in contrast.arms]
+        mean, low, high = cohort_shift_bootstrap_ci([m.to_numpy() for m in mats_in], [m.to_numpy() for m in mats_out],
+                                                    weights, n_boot=n_boot, ci=CI, seed=seed)
+        d_in = sum(w * m.mean(axis=1) for w, m in zip(weights, mats_in))
+        d_out = sum(w * m.mean(axis=1) for w, m in zip(weights, mats_out))
+        runs = [(arm.role, info[(info["method"] == arm.method) & (info["width"] == arm.width)])
+                for arm in contrast.arms]
+        drops = [float(a.to_numpy().mean() - b.to_numpy().mean()) for a, b in zip(mats_in, mats_out)]
+        result = {"n": len(d_in) + len(d_out), "min_seeds": min(m.shape[1] for m in mats_in),
+                  "seeds": " vs ".join(str(m.shape[1]) for m in mats_in), "left_out": 0}
+        rows.append({"claim": contrast.claim, "method": contrast.method, **width_columns(contrast.student),
+                     "params": params.get(arms[0], np.nan), "unit": "test case (internal + external)",
+                     "quantity": "test Dice, external minus internal ((method - scratch) external - (method - "
+                                 "scratch) internal)",
+                     "n": result["n"], "seeds": result["seeds"], "mean_diff": mean, "ci_low": low, "ci_high": high,
+                     "p_value": mann_whitney_p(d_out.to_numpy(), d_in.to_numpy()), "_diffs": None,
+                     "method_mean": float(mats_out[0].to_numpy().mean()),
+                     "scratch_mean": float(mats_out[1].to_numpy().mean()),
+                     "teacher_mean": float(outside.loc[outside["method"] == "teacher", "value"].mean()),
+                     "diverged_runs": "", **_run_counts(runs, runs[:1]),
+                     "note": _note(result, [], runs, runs[:1],
+                                   [f"Dice drop internal to external: the method's {drops[0]:.3f}, scratch's "
+                                    f"{drops[1]:.3f} (means are the external cohort's)"])})
+    table = pd.DataFrame(rows, columns=COLUMNS + ["_diffs"]).astype({"params": "Int64"})
+    return _decide(table) if decide and len(table) else table
+
+
 def study_claims(evals: pd.DataFrame, context: pd.DataFrame | None = None, seed: int = 0,
-                 n_boot: int = 10000, compare_students: Sequence[Sequence[str]] = ()) -> pd.DataFrame:
+                 n_boot: int = 10000, compare_students: Sequence[Sequence[str]] = (),
+                 external: pd.DataFrame | None = None) -> pd.DataFrame:
     """The study's verdict table, two families each with its own Holm adjustment (``family``): the hypotheses
     (the Dice claims with ``compare_students``' gain gaps and, given ``context``, the context claims), then the
-    claims beyond Dice (calibration, :func:`calibration_claims`)."""
+    claims beyond Dice (calibration, :func:`calibration_claims`, and, given the ``external`` cohort's evaluations,
+    the scanner shift, :func:`shift_claims`)."""
     tables = [dice_claims(evals, seed=seed, n_boot=n_boot, decide=False, compare_students=compare_students)]
     if context is not None:
         tables.append(context_claims(context, seed=seed, n_boot=n_boot, decide=False, info=run_info(evals)))
     families = [_decide(pd.concat(tables, ignore_index=True)).assign(family=HYPOTHESES)]
-    beyond = calibration_claims(evals, seed=seed, n_boot=n_boot)
-    if len(beyond):
-        families.append(beyond.assign(family=BEYOND_DICE))
+    beyond = [calibration_claims(evals, seed=seed, n_boot=n_boot, decide=False)]
+    if external is not None:
+        beyond.append(shift_claims(evals, external, seed=seed, n_boot=n_boot, decide=False))
+    beyond = [t for t in beyond if len(t)]
+    if beyond:
+        families.append(_decide(pd.concat(beyond, ignore_index=True)).assign(family=BEYOND_DICE))
     return pd.concat(families, ignore_index=True)[COLUMNS]
 
 

@@ -174,6 +174,51 @@ def contrast_bootstrap_ci(arms, weights, n_boot: int = 10000, ci: float = 0.95,
     return float(observed), float(low), float(high)
 
 
+def cohort_shift_bootstrap_ci(internal, external, weights, n_boot: int = 10000, ci: float = 0.95,
+                              seed: int = 0) -> tuple[float, float, float]:
+    """The crossed bootstrap of :func:`contrast_bootstrap_ci` for a contrast's change between two cohorts of
+    different patients: ``sum(w_k * (mean(external_k) - mean(internal_k)))``.
+
+    ``internal[k]`` and ``external[k]`` are model k's ``(cases, seeds)`` arrays on each cohort, its seeds the
+    same columns in both (one trained network per seed). A replicate resamples each cohort's cases apart and,
+    once for both cohorts, each model's seeds. Returns ``(mean, low, high)``.
+    """
+    inner = [_case_by_seed(a, f"internal arm {k}") for k, a in enumerate(internal)]
+    outer = [_case_by_seed(a, f"external arm {k}") for k, a in enumerate(external)]
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if not inner or len(inner) != len(outer) or w.size != len(inner):
+        raise ValueError(f"need one internal and one external array and one weight per model, got {len(inner)}, "
+                         f"{len(outer)} and {w.size}")
+    if any(a.shape[1] != b.shape[1] for a, b in zip(inner, outer)):
+        raise ValueError("a model needs the same seeds on both cohorts")
+    n_in, n_out = inner[0].shape[0], outer[0].shape[0]
+    if n_in == 0 or n_out == 0:
+        return float("nan"), float("nan"), float("nan")
+    seed_df = sum(a.shape[1] for a in inner) - len(inner)
+    rng = np.random.default_rng(seed)
+    cases_in = rng.integers(0, n_in, size=(n_boot, n_in))
+    cases_out = rng.integers(0, n_out, size=(n_boot, n_out))
+    means = np.zeros(n_boot)
+    for a, b, weight in zip(inner, outer, w):
+        a, b = _inflated(a, ci, seed_df), _inflated(b, ci, seed_df)
+        seeds = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
+        shifted = b[cases_out[:, :, None], seeds[:, None, :]].mean(axis=(1, 2))
+        means += weight * (shifted - a[cases_in[:, :, None], seeds[:, None, :]].mean(axis=(1, 2)))
+    observed = sum(weight * (b.mean() - a.mean()) for a, b, weight in zip(inner, outer, w))
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
+    return float(observed), float(low), float(high)
+
+
+def mann_whitney_p(first, second, alternative: str = "greater") -> float:
+    """One-sided (``first`` above ``second`` by default) Mann-Whitney U p-value of two independent samples
+    (``scipy.stats.mannwhitneyu``, exact where it can be); nan when either is empty."""
+    first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if not first.size or not second.size:
+        return float("nan")
+    return float(_st.mannwhitneyu(first, second, alternative=alternative).pvalue)
+
+
 def wilcoxon_p(diffs, alternative: str = "greater") -> float:
     """Wilcoxon signed-rank p-value of paired differences, one-sided (``diff > 0``) by default.
 

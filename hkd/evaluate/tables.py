@@ -173,10 +173,16 @@ def _mean_std(values: pd.Series) -> tuple[float, float]:
     return values.mean(), std
 
 
-def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
+def summary_table(evals: pd.DataFrame, external: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model: width, seeds, diverged, converged and gradient-flagged runs, mean/std over seeds of each
-    metric, empty predictions."""
+    metric, empty predictions, the calibration around the organs; given the ``external`` cohort's evaluations
+    of the same runs, their Dice there (``dice_external``) and the drop from the study's test cases
+    (``dice_drop``, internal minus external, per run)."""
     runs = run_means(evals).sort_values("seed", kind="stable")
+    if external is not None:
+        outside = run_means(external)[RUN_KEYS + ["dice"]].rename(columns={"dice": "dice_external"})
+        runs = runs.merge(outside, on=RUN_KEYS, how="left")
+        runs["dice_drop"] = runs["dice"] - runs["dice_external"]
     info = run_info(evals)
     rows = []
     for (method, width), g in runs.groupby(MODEL_KEYS, sort=False):
@@ -190,7 +196,7 @@ def summary_table(evals: pd.DataFrame) -> pd.DataFrame:
             if m == "hd95_vox":
                 row["empty_pred"] = _per_run(g["empty_pred"])
                 row["gt_pairs"] = _per_run(g["gt_pairs"].drop_duplicates())
-        for m in CALIBRATION_SUMMARY:
+        for m in CALIBRATION_SUMMARY + ("dice_external", "dice_drop"):
             if m in g:
                 row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(g[m])
         rows.append(row)

@@ -58,9 +58,11 @@ def run_checkpoint(run_dir: Path) -> tuple[Path, dict]:
 
 
 def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, method: str, width: str,
-                 seed: int, part: str = "test", device: str = "cpu", progress: bool = True) -> pd.DataFrame:
+                 seed: int, part: str = "test", device: str = "cpu", progress: bool = True,
+                 fit_on: str | Path | None = None) -> pd.DataFrame:
     """Tidy table (one row per model, case, organ and metric) for the run in ``run_dir``; ``progress``
-    shows a bar over the cases."""
+    shows a bar over the cases. The temperature is fitted on the validation cases of ``fit_on`` (a prepared
+    dataset; default ``prepared``): an external cohort is evaluated with the temperature of the study's own."""
     run_dir, prepared = Path(run_dir), Path(prepared)
     meta = read_meta(prepared)
     classes = {i: name for i, name in enumerate(meta["classes"]) if i > 0}
@@ -76,7 +78,8 @@ def evaluate_run(run_dir: str | Path, prepared: str | Path, *, model_name: str, 
            "convergence": run_metrics.get("convergence", ""), "stalled": run_metrics.get("stalled"),
            "gradient_flags": "; ".join(run_metrics.get("gradient_flags") or [])}
     size, scale = int(meta["image_size"]), tuple(meta.get("scale", (0.0, 1.0)))
-    temperature = validation_temperature(runner, prepared, meta)
+    fit_on = prepared if fit_on is None else Path(fit_on)
+    temperature = validation_temperature(runner, fit_on, read_meta(fit_on))
     rows = []
 
     def add(case_id, organ, empty, metric, value):

@@ -32,4 +32,20 @@ def describe_study(config: dict) -> dict[str, str]:
         "epochs": f"teacher {config['teacher']['train'].get('epochs', config['train']['epochs'])}, "
         f"students {students['train'].get('epochs', config['train']['epochs'])}",
         "device": config["device"],
-    }
+    } | external_cohort(data)
+
+
+def external_cohort(data: dict) -> dict[str, str]:
+    """The "external cohort" line (data.external), where the study has one: how it differs from the study's data."""
+    external = data.get("external") or {}
+    if external.get("source", "none") == "none":
+        return {}
+    if external["source"] == "folder":
+        return {"external cohort": f"folder {external['path']} ({external['format']}), only evaluated"}
+    scanner = external["scanner"]
+    lo, hi = scanner["noise_hu"]
+    return {"external cohort": (
+        f"phantom: {external['cases']} new cases (seed {external['seed']}) from another scanner, only evaluated: "
+        f"noise {lo:g}-{hi:g} HU, grain {scanner['grain']:g} voxel, contrast x{scanner['contrast']:g}, offset "
+        f"{scanner['hu_offset']:+g} HU, slices {external['slice_thickness'][0]:g}-{external['slice_thickness'][1]:g}"
+        f" mm, pixels {external['spacing_xy'][0]:g}-{external['spacing_xy'][1]:g} mm")}

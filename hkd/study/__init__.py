@@ -12,12 +12,12 @@ option). Standard library only, so that the workflow, the tests and a plain ``py
 
 from __future__ import annotations
 
-from hkd.study.data_source import DataSource
+from hkd.study.data_source import DataSource, ExternalCohort
 from hkd.study.layout import Layout
 from hkd.study.recipes import Recipes
 from hkd.study.runs import RunTable
 
-__all__ = ["DataSource", "Layout", "Recipes", "RunTable", "Study"]
+__all__ = ["DataSource", "ExternalCohort", "Layout", "Recipes", "RunTable", "Study"]
 
 
 class Study:
@@ -27,5 +27,6 @@ class Study:
         self.config = config
         self.layout = Layout(config["out"])
         self.data = DataSource(config["data"], self.layout)
+        self.external = ExternalCohort(config["data"], self.layout)
         self.runs = RunTable(config, self.layout)
         self.recipes = Recipes(self.runs)

@@ -54,3 +54,40 @@ class DataSource:
         """The split file of preset 'file', an input of the split rule (editing it reruns the split)."""
         split = self.data["split"]
         return split["file"] if split["preset"] == "file" else []
+
+
+class ExternalCohort:
+    """The cohort ``data.external`` names (a validated config's ``data`` section), only evaluated: where its
+    cases come from and how they are read; false (``bool``) without one."""
+
+    def __init__(self, data: dict, layout: Layout):
+        external = data.get("external") or {}
+        self.spec = external if external.get("source", "none") != "none" else None
+        self.layout = layout
+        self.generated = bool(self.spec) and self.spec["source"] == "phantom"
+        if not self.spec:
+            self.format = None
+        elif self.generated:  # written in the study's phantom layout, read by that layout's reader
+            self.format = sources.case_format({"source": "phantom", "phantom": data["phantom"]})
+        elif not self.spec.get("path"):
+            raise ValueError("config key data.external.path: a folder cohort needs the folder of its cases")
+        else:
+            self.format = self.spec["format"]
+
+    def __bool__(self) -> bool:
+        return bool(self.spec)
+
+    def source(self) -> str:
+        """The folder that holds the cohort's cases."""
+        return self.layout.external_phantom if self.generated else self.spec["path"]
+
+    def source_files(self) -> list[str]:
+        """A folder cohort's files, as inputs (a changed file prepares it again), hidden ones left out."""
+        if not self.spec or self.generated or not os.path.isdir(self.spec["path"]):
+            return []
+        found = []
+        for parent, dirs, files in os.walk(self.spec["path"]):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
+        return sorted(found)
+

@@ -49,6 +49,27 @@ class Layout:
     def prepared(self) -> str:
         return f"{self.out}/data/prepared"
 
+    # --- the external cohort (data.external): only evaluated ------------------------------------
+    @property
+    def external_phantom(self) -> str:
+        return f"{self.out}/raw/external/phantom"
+
+    @property
+    def external_split(self) -> str:
+        return f"{self.out}/data/external/split.json"
+
+    @property
+    def external_prepared(self) -> str:
+        return f"{self.out}/data/external/prepared"
+
+    @property
+    def teacher_external_eval(self) -> str:
+        return f"{self.out}/eval/external/teacher.csv"
+
+    def student_external_eval(self, run_name: str) -> str:
+        """A student run's evaluation on the external cohort, by the run's name."""
+        return f"{self.out}/eval/external/students/{run_name}.csv"
+
     # --- training --------------------------------------------------------------------------------
     @property
     def teacher_dir(self) -> str:

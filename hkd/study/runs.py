@@ -123,6 +123,13 @@ class RunTable:
         return [self.layout.teacher_eval] + [self.layout.student_eval(run["name"]) for run in self.runs]
 
     @property
+    def external_eval_files(self) -> list[str]:
+        """The evaluation table of every run on the external cohort (data.external; none without), teacher first."""
+        if (self.config["data"].get("external") or {}).get("source", "none") == "none":
+            return []
+        return [self.layout.teacher_external_eval] + [self.layout.student_external_eval(r["name"]) for r in self.runs]
+
+    @property
     def figure_runs(self) -> list[dict]:
         """Every run for the figures: the training curves and gradient ratios show all seeds, the
         qualitative figures the checkpoints of the teacher and of the students of the first seed."""

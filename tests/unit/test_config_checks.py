@@ -217,9 +217,9 @@ def test_a_new_downloadable_source_is_one_registry_entry_and_its_module(monkeypa
 # (which imitates the KiTS19 and Synapse layouts: their labels, voxel order and default).
 SOURCE_MODULES = {
     # hkd/extras.py names the pip extra hkd[synapse] (the package the source needs), not the source
-    "synapse": {"hkd/data/sources.py", "hkd/data/downloaders/synapse.py", "hkd/data/phantom.py", "hkd/extras.py"},
+    "synapse": {"hkd/data/sources.py", "hkd/data/downloaders/synapse.py", "hkd/data/phantom/writers.py", "hkd/extras.py"},
     "kits19": {"hkd/data/sources.py", "hkd/data/downloaders/kits19.py", "hkd/data/readers/kits19_lits.py",
-               "hkd/data/phantom.py"},
+               "hkd/data/phantom/writers.py"},
 }
 
 

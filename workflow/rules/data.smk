@@ -90,6 +90,15 @@ rule split:
         " --ratios {params.ratios} --seed {params.seed} {params.file} --out {output} > {log} 2>&1"
 
 
+# How cases become slices (the study's own and an external cohort's alike).
+PREPARATION = as_json(
+    {
+        k: DATA[k]
+        for k in ("image_size", "hu_window", "scale", "task", "label_map", "classes")
+    }
+)
+
+
 rule prepare:
     input:
         source=SOURCE.raw_source(),
@@ -106,19 +115,7 @@ rule prepare:
         ENV
     params:
         format=SOURCE.format,
-        prep=as_json(
-            {
-                k: DATA[k]
-                for k in (
-                    "image_size",
-                    "hu_window",
-                    "scale",
-                    "task",
-                    "label_map",
-                    "classes",
-                )
-            }
-        ),
+        prep=PREPARATION,
     shell:
         "hkd prepare --source {input.source} --format {params.format} --split {input.split}"
         " --params '{params.prep}' --out {output} --quiet > {log} 2>&1"

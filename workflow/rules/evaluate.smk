@@ -71,9 +71,15 @@ use rule evaluate_student as evaluate_chain with:
         seed="[0-9]+",
 
 
+# The external cohort's evaluations (data.external; external.smk), as an option of the tables and verdicts.
+def external_evals(wildcards, input):
+    return f" --external-evals {' '.join(input.external)}" if input.external else ""
+
+
 rule tables:
     input:
         evals=RUNS.eval_files,
+        external=RUNS.external_eval_files,
         code=code("tables"),
     output:
         summary=LAYOUT.table("summary"),
@@ -99,13 +105,15 @@ rule tables:
         ENV
     params:
         out_dir=lambda w, output: os.path.dirname(output.summary),
+        external=external_evals,
     shell:
-        "hkd tables --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
+        "hkd tables --evals {input.evals}{params.external} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule hypotheses:
     input:
         evals=RUNS.eval_files,
+        external=RUNS.external_eval_files,
         context=LAYOUT.context,
         code=code("hypotheses"),
     output:
@@ -128,6 +136,8 @@ rule hypotheses:
             f" --compare-students {a} {b}"
             for a, b in config["report"]["compare_students"]
         ),
+        external=external_evals,
     shell:
-        "hkd hypotheses --evals {input.evals} --context {input.context} --seed {params.seed}{params.compare}"
+        "hkd hypotheses --evals {input.evals}{params.external} --context {input.context} --seed {params.seed}"
+        "{params.compare}"
         " --out-csv {output.csv} --out-md {output.md} --out-html {output.html} > {log} 2>&1"
