@@ -49,7 +49,7 @@ def default_config() -> dict:
 # students trained without augmentation), one width, one seed, a tiny teacher and 6 small phantom
 # cases: 18 jobs. The full default (50 cases, 18 students, 47 jobs) takes well over 15 minutes there.
 STUDY = {
-    "data": {"phantom": {"cases": 6, "size": 64, "slices": [10, 14]}, "image_size": 32},
+    "data": {"phantom": {"cases": 6, "size": 64, "slices": [10, 14]}, "image_size": 32, "external": {"cases": 3}},
     "train": {"epochs": 2, "batch_size": 8, "threads": 1},
     "teacher": {"model": TINY_TEACHER, "cache": ["logits"], "train": {"epochs": 3}},
     "students": {"widths": ["0.25"], "seeds": [0], "methods": ["scratch", "logits", "latent", "hlfd"],

@@ -91,9 +91,10 @@ def flags(row: dict) -> list[tuple[str, str]]:
 
 #: The first page's title of each family of the verdict table (hkd.evaluate.hypotheses).
 FAMILY_TITLES = {"hypotheses": "The hypotheses (one family, Holm-adjusted together)",
-                 "beyond Dice": "Beyond Dice: calibration around the organs (a second family, Holm-adjusted apart "
-                                "from the hypotheses; the difference is scratch minus method, positive favours "
-                                "the method)"}
+                 "beyond Dice": "Beyond Dice: calibration around the organs (scratch's ECE minus the method's) and "
+                                "the scanner shift ((method - scratch) on the external cohort minus on the study's "
+                                "test cases); positive favours the method. A second family, Holm-adjusted apart "
+                                "from the hypotheses"}
 
 
 def _open_result(path: str) -> str:

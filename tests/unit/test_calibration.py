@@ -93,3 +93,21 @@ def test_one_pass_gives_evaluations_labels_and_the_case_calibration():
     assert np.array_equal(labels, segment_volume(run, image, 32, (0.0, 1.0), upsample="nearest")[0])
     assert tallies["all"].pixels == truth.size >= tallies["region"].pixels > 0
     assert tallies["all_ts"].pixels == truth.size and tallies["all_ts"].ece != tallies["all"].ece
+
+
+def test_the_reliability_table_pools_each_models_bins_over_runs_and_cases():
+    import pandas as pd
+
+    from hkd.evaluate.metrics import CASE_ROW
+    from hkd.evaluate.tables import reliability_table
+
+    rows = []
+    for seed, case, count, conf, correct in ((0, "a", 10, 9.0, 8.0), (0, "b", 30, 27.0, 21.0), (1, "a", 0, 0, 0)):
+        for what, value in (("count", count), ("confidence", conf), ("correct", correct)):
+            rows.append({"method": "scratch", "width": "0.4M", "seed": seed, "case": case, "organ": CASE_ROW,
+                         "metric": f"reliability_13_{what}", "value": value})
+    rows.append({"method": "scratch", "width": "0.4M", "seed": 0, "case": "a", "organ": "liver", "metric": "dice",
+                 "value": 0.9})
+    table = reliability_table(pd.DataFrame(rows))
+    assert table.to_dict("records") == [{"method": "scratch", "width": "0.4M", "bin": 13, "pixels": 40,
+                                         "confidence": pytest.approx(0.9), "accuracy": pytest.approx(29 / 40)}]

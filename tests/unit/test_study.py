@@ -355,3 +355,15 @@ def test_a_trained_student_teaches_another_as_its_assistant(prepared, student_ck
                  "--teacher", str(student_ckpt), "--quiet"]) != 0
     assert f"--teacher {student_ckpt}: holds a squeezeunet model" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_an_external_cohort_is_planned_from_its_source():
+    s = study({"data": {"external": {"source": "phantom"}}})
+    assert s.external and s.external.generated and s.external.source() == f"{OUT}/raw/external/phantom"
+    assert s.external.format == "rawdata" and s.external.source_files() == []
+    assert s.runs.external_eval_files[0] == f"{OUT}/eval/external/teacher.csv"
+    assert s.runs.external_eval_files[1:] == [f"{OUT}/eval/external/students/{r['name']}.csv" for r in s.runs.runs]
+    none = study({"data": {"external": {"source": "none"}}})
+    assert not none.external and none.runs.external_eval_files == []
+    with pytest.raises(ValueError, match="data.external.path: a folder cohort needs the folder"):
+        study({"data": {"external": {"source": "folder"}}})
