@@ -185,7 +185,7 @@ def prepare_dataset(cases: Iterable[Case], split: dict, out_dir: str | Path, *, 
         missing = sorted(set(split_of) - seen)
         if missing:
             raise DataError(f"split lists cases with no source data: {missing}")
-        if task == "tumour" and counts["train"] == 0:
+        if task == "tumour" and split.get("train") and counts["train"] == 0:
             raise DataError(f"data.task: 'tumour' keeps the training slices that show a tumour, and none of the "
                             f"{len(split.get('train', []))} training cases has one")
         meta = {

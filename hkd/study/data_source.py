@@ -69,9 +69,7 @@ class ExternalCohort:
             self.format = None
         elif self.generated:  # written in the study's phantom layout, read by that layout's reader
             self.format = sources.case_format({"source": "phantom", "phantom": data["phantom"]})
-        elif not self.spec.get("path"):
-            raise ValueError("config key data.external.path: a folder cohort needs the folder of its cases")
-        else:
+        else:  # a folder (its path checked with the config: hkd.config_checks)
             self.format = self.spec["format"]
 
     def __bool__(self) -> bool:

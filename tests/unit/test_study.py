@@ -365,5 +365,11 @@ def test_an_external_cohort_is_planned_from_its_source():
     assert s.runs.external_eval_files[1:] == [f"{OUT}/eval/external/students/{r['name']}.csv" for r in s.runs.runs]
     none = study({"data": {"external": {"source": "none"}}})
     assert not none.external and none.runs.external_eval_files == []
+    from hkd.config_checks import check_config
+
     with pytest.raises(ValueError, match="data.external.path: a folder cohort needs the folder"):
-        study({"data": {"external": {"source": "folder"}}})
+        check_config(study({"data": {"external": {"source": "folder"}}}).config)
+    with pytest.raises(ValueError, match="data.external.source: 'phantom' generates the study's phantom"):
+        check_config(study({"data": {"source": "synapse", "external": {"source": "phantom"}}}).config)
+    folder = study({"data": {"external": {"source": "folder", "path": "elsewhere", "format": "nnunet"}}})
+    assert folder.external.source() == "elsewhere" and folder.external.format == "nnunet"

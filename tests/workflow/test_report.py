@@ -19,7 +19,10 @@ FIGURES = [figure.name for figure in read_catalog()]  # every study figure of th
 TABLES = ["summary.html", "organs.html", "data.html"]
 DAG_RULES = ["phantom", "split", "prepare", "describe_data", "train_teacher", "teacher_cache", "train_scratch",
              "train_student", "evaluate_teacher", "evaluate_scratch", "evaluate_student", "context", "tables",
-             "figures", "hypotheses", "cost", "export_student"]
+             "figures", "hypotheses", "cost", "export_student",
+             # the external cohort (data.external): generated, split, prepared, every model evaluated on it
+             "phantom_external", "split_external", "prepare_external", "evaluate_teacher_external",
+             "evaluate_scratch_external", "evaluate_student_external"]
 
 
 @pytest.fixture(scope="module")

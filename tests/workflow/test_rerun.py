@@ -37,13 +37,15 @@ STUDY_COMMANDS = {"phantom": ("phantom",), "split": ("split",), "prepare": ("pre
                   "evaluate_teacher": ("evaluate",), "evaluate_scratch": ("evaluate",), "evaluate_student": ("evaluate",),
                   "tables": ("tables",), "hypotheses": ("hypotheses",),
                   "figures": ("figures", "overview"), "context": ("context",), "cost": ("cost",),
-                  "export_student": ("export",)}
+                  "export_student": ("export",), "phantom_external": ("phantom",), "split_external": ("split",),
+                  "prepare_external": ("prepare",), "evaluate_teacher_external": ("evaluate",),
+                  "evaluate_scratch_external": ("evaluate",), "evaluate_student_external": ("evaluate",)}
 
 
 def study_loads(rule: str, method: str | None) -> tuple[str, ...]:
     """What a job of the study (a phantom in the Synapse layout) makes the registries load: the data steps
     the RawData reader, a training job its own method (the teacher learns from the labels alone)."""
-    if rule in ("split", "prepare"):
+    if rule in ("split", "prepare", "split_external", "prepare_external"):  # the external cohort: a phantom too
         return ("hkd.data.readers.rawdata",)
     if rule == "train_teacher":
         return ("hkd.distill.scratch",)
@@ -66,9 +68,9 @@ def study_jobs(students: dict, cached: list[str]) -> dict[tuple[str, str | None]
     for rule, commands in STUDY_COMMANDS.items():
         if rule == "teacher_cache":
             keys = [(rule, m) for m in methods if m in cached]
-        elif rule in ("train_student", "evaluate_student"):
+        elif rule in ("train_student", "evaluate_student", "evaluate_student_external"):
             keys = [(rule, m) for m in methods if m != "scratch"]
-        elif rule in ("train_scratch", "evaluate_scratch"):
+        elif rule in ("train_scratch", "evaluate_scratch", "evaluate_scratch_external"):
             keys = [(rule, "scratch")]
         else:
             keys = [(rule, None)]

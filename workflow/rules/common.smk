@@ -155,3 +155,8 @@ if HKD_IMPORTABLE and not workflow.remote_exec:
             check_installed(config["train"]["tracker"])
         except ImportError as exc:
             logger.warning(f"{exc}; every training job would stop on it")
+
+
+def external_evals(wildcards, input):
+    """The external cohort's evaluations (data.external; external.smk) as an option of the tables and verdicts."""
+    return f" --external-evals {' '.join(input.external)}" if input.external else ""

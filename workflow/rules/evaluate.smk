@@ -71,11 +71,6 @@ use rule evaluate_student as evaluate_chain with:
         seed="[0-9]+",
 
 
-# The external cohort's evaluations (data.external; external.smk), as an option of the tables and verdicts.
-def external_evals(wildcards, input):
-    return f" --external-evals {' '.join(input.external)}" if input.external else ""
-
-
 rule tables:
     input:
         evals=RUNS.eval_files,

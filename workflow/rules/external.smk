@@ -26,10 +26,15 @@ if STUDY.external and STUDY.external.generated:
             size=DATA["phantom"]["size"],
             layout=DATA["phantom"]["layout"],
             scanner=as_json(EXTERNAL["scanner"]),
+            tumours=(
+                f"--tumours '{as_json(DATA['phantom']['tumours'])}'"
+                if DATA["phantom"]["tumours"] is not None
+                else ""
+            ),
         shell:
             "hkd phantom --out {output} --cases {params.cases} --seed {params.seed} --size {params.size}"
             " --slices {params.slices} --spacing-xy {params.spacing_xy}"
-            " --slice-thickness {params.slice_thickness} --layout {params.layout}"
+            " --slice-thickness {params.slice_thickness} --layout {params.layout} {params.tumours}"
             " --scanner '{params.scanner}' > {log} 2>&1"
 
 
