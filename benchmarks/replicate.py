@@ -34,10 +34,11 @@ from hkd.evaluate.stats import FRAGILE_MARGIN, verdict_margin
 
 ROOT = Path(__file__).resolve().parents[1]
 # What B takes over from the first study: everything upstream of the students (paths under `out`).
-UPSTREAM = ("raw", "data", "models/teacher", "eval/teacher.csv")
+UPSTREAM = ("raw", "data", "models/teacher", "eval/teacher.csv", "eval/external/teacher.csv")
 # Rules whose outputs those are: B's dry run may plan none of them.
 UPSTREAM_RULES = {"phantom", "download", "extract", "split", "prepare", "train_teacher", "teacher_cache",
-                  "evaluate_teacher"}
+                  "evaluate_teacher", "phantom_external", "split_external", "prepare_external",
+                  "evaluate_teacher_external"}
 
 
 def study_config(root: Path, configfile: Path | None = None) -> dict:

@@ -99,6 +99,7 @@ def _check_second_study(root, config, rep, tmp_path):
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert replicate.planned_jobs(dry.stdout) == {
         "train_scratch": 1, "evaluate_scratch": 1, "train_student": distilled, "evaluate_student": distilled,
+        "evaluate_scratch_external": 1, "evaluate_student_external": distilled,
         "context": 1, "hypotheses": 1}, dry.stdout[-3000:]
     assert "s1" in dry.stdout and "/s0/" not in dry.stdout
 

@@ -356,10 +356,11 @@ def test_changing_one_methods_option_reruns_only_its_students(restore):
     _edit_config(restore, {"distill": {"latent": {"weight": 0.5}}})
     jobs = planned_jobs(restore)
     assert jobs["train_student"] == 1 and jobs["evaluate_student"] == 1  # the latent student only
+    assert jobs["evaluate_student_external"] == 1  # and its evaluation on the external cohort
     assert jobs.get("teacher_cache", 0) <= 1  # the latent cache (its options reach it), no other
     assert "train_teacher" not in jobs and not DATA_JOBS & set(jobs)
-    assert set(jobs) <= {"teacher_cache", "train_student", "evaluate_student", "tables", "figures", "context",
-                         "hypotheses", "cost", "export_student"}
+    assert set(jobs) <= {"teacher_cache", "train_student", "evaluate_student", "evaluate_student_external", "tables",
+                         "figures", "context", "hypotheses", "cost", "export_student"}
 
 
 def test_changing_the_tracker_reruns_nothing(restore):
@@ -404,8 +405,8 @@ def _all_jobs(root: Path) -> dict[str, int]:
 def test_editing_a_method_reruns_only_its_students_and_what_is_built_from_them(restore):
     _edit(restore / "hkd" / "distill" / "hlfd.py")
     # no cost job: it measures one checkpoint per width (an architecture's cost does not depend on its weights)
-    assert planned_jobs(restore) == {"train_student": 1, "evaluate_student": 1, "context": 1, "tables": 1,
-                                     "hypotheses": 1, "figures": 1, "export_student": 1}
+    assert planned_jobs(restore) == {"train_student": 1, "evaluate_student": 1, "evaluate_student_external": 1,
+                                     "context": 1, "tables": 1, "hypotheses": 1, "figures": 1, "export_student": 1}
 
 
 @pytest.mark.parametrize("reader", ["downloaders/synapse", "downloaders/kits19", "readers/kits19_lits",
@@ -418,13 +419,16 @@ def test_editing_a_reader_the_study_does_not_use_reruns_nothing(restore, reader)
 def test_editing_the_reader_the_study_uses_reruns_its_data_steps_and_all_after(restore):
     """No false negative: the phantom's cases are read by hkd/data/readers/rawdata.py."""
     _edit(restore / "hkd" / "data" / "readers" / "rawdata.py")
-    assert planned_jobs(restore) == {rule: n for rule, n in _all_jobs(restore).items() if rule != "phantom"}
+    assert planned_jobs(restore) == {rule: n for rule, n in _all_jobs(restore).items()
+                                     if rule not in ("phantom", "phantom_external")}
 
 
 def test_editing_one_command_module_reruns_its_commands_only(restore):
     _edit(restore / "hkd" / "commands" / "evaluate.py")
     n = len(_config(restore)["students"]["methods"])
     assert planned_jobs(restore) == {"evaluate_teacher": 1, "evaluate_scratch": 1, "evaluate_student": n - 1,
+                                     "evaluate_teacher_external": 1, "evaluate_scratch_external": 1,
+                                     "evaluate_student_external": n - 1,
                                      "tables": 1, "hypotheses": 1, "figures": 1}  # cost measures the checkpoints
 
 
