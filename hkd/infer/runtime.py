@@ -51,13 +51,18 @@ class Model:
         return self.preprocessing["classes"]
 
 
-def ort_session(path_or_bytes, threads: int = 0):
-    """An ONNX Runtime CPU session (``threads`` 0: ONNX Runtime's default)."""
+def ort_session(path_or_bytes, threads: int = 0, spin: bool = True):
+    """An ONNX Runtime CPU session (``threads`` 0: ONNX Runtime's default). ``spin`` False: its idle threads sleep
+    instead of spinning between runs, leaving the cores to the work between them (a volume's resizing and
+    writing): the 0.4M student's 512 x 512 x 100 volume on 2 threads 1.98 -> 1.22-1.57 s, but batch-1 latency
+    4.8 -> 5.6 ms per slice (benchmarks/predict.py), so cost's latency keeps the default."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -153,7 +158,8 @@ def openvino_runner(path: Path, threads: int = 0, precision: str = "fp32"):
 
 
 def load_onnx(path: Path, threads: int = 0, runtime: str = "onnxruntime", precision: str = "fp32") -> Model:
-    """An ONNX file written by ``hkd export``, run in ONNX Runtime or OpenVINO."""
+    """An ONNX file written by ``hkd export``, run in ONNX Runtime (its idle threads sleeping: ``ort_session``)
+    or OpenVINO."""
     import onnx
 
     try:
@@ -172,7 +178,7 @@ def load_onnx(path: Path, threads: int = 0, runtime: str = "onnxruntime", precis
     prep = preprocessing.checked(prep, str(path))
     if meta.get(META_KIND) == "int8" and precision != "fp32":
         raise DataError(f"--precision {precision}: {path} is an int8 model, which runs as it was quantised")
-    run = (ort_runner(ort_session(proto.SerializeToString(), threads)) if runtime == "onnxruntime"
+    run = (ort_runner(ort_session(proto.SerializeToString(), threads, spin=False)) if runtime == "onnxruntime"
            else openvino_runner(path, threads, precision))
     model = Model(path, runtime, prep, spec, run, precision="int8" if meta.get(META_KIND) == "int8" else precision)
     dims = proto.graph.input[0].type.tensor_type.shape.dim
