@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from hkd.data.sources import check_phantom_tumours, downloads, packed, source_of
+from hkd.data.sources import check_phantom_tumours, downloads, external_kind, packed, source_of
 from hkd.study.layout import Layout
 
 
@@ -132,14 +132,14 @@ def check_config(cfg: dict) -> None:
         raise ValueError(f"config key data.path: {data['path']} does not exist (data.source '{source.name}')")
     phantom = data["phantom"]
     check_phantom_tumours(phantom)
-    external = data.get("external") or {}
-    if external.get("source") == "phantom" and source.name != "phantom":
+    external, kind = data.get("external") or {}, external_kind(data)
+    if kind == "phantom" and source.name != "phantom":
         raise ValueError(f"config key data.external.source: 'phantom' generates the study's phantom on another "
                          f"scanner, and data.source is '{source.name}'; set data.external.source to none, or to "
                          "folder with a path of cases")
-    if external.get("source") == "folder" and not external.get("path"):
+    if kind == "folder" and not external.get("path"):
         raise ValueError("config key data.external.path: a folder cohort needs the folder of its cases")
-    if external.get("source") == "folder" and not os.path.exists(external["path"]):
+    if kind == "folder" and not os.path.exists(external["path"]):
         raise ValueError(f"config key data.external.path: {external['path']} does not exist")
     if data["split"]["preset"] == "file" and not data["split"]["file"]:
         raise ValueError("config key data.split.file: required when data.split.preset is 'file'")

@@ -144,6 +144,16 @@ def download_arguments(data: dict) -> str:
     return source_of(data).download.arguments(data) if downloads(data) else ""
 
 
+def external_kind(data: dict) -> str:
+    """What ``data.external`` evaluates: ``none``, ``phantom`` (the study's phantom on another scanner) or
+    ``folder``; ``auto`` (the default config's) is the phantom cohort when the study's source is the phantom,
+    none otherwise."""
+    kind = (data.get("external") or {}).get("source", "none")
+    if kind == "auto":
+        return "phantom" if data["source"] == "phantom" else "none"
+    return kind
+
+
 def describe(data: dict) -> str:
     """The "data source" line of the report's first page: the source and where its cases come from."""
     source = source_of(data)

@@ -37,10 +37,10 @@ def describe_study(config: dict) -> dict[str, str]:
 
 def external_cohort(data: dict) -> dict[str, str]:
     """The "external cohort" line (data.external), where the study has one: how it differs from the study's data."""
-    external = data.get("external") or {}
-    if external.get("source", "none") == "none":
+    kind, external = sources.external_kind(data), data.get("external") or {}
+    if kind == "none":
         return {}
-    if external["source"] == "folder":
+    if kind == "folder":
         return {"external cohort": f"folder {external['path']} ({external['format']}), only evaluated"}
     scanner = external["scanner"]
     lo, hi = scanner["noise_hu"]

@@ -61,10 +61,10 @@ class ExternalCohort:
     cases come from and how they are read; false (``bool``) without one."""
 
     def __init__(self, data: dict, layout: Layout):
-        external = data.get("external") or {}
-        self.spec = external if external.get("source", "none") != "none" else None
+        kind = sources.external_kind(data)
+        self.spec = None if kind == "none" else data["external"]
         self.layout = layout
-        self.generated = bool(self.spec) and self.spec["source"] == "phantom"
+        self.generated = kind == "phantom"
         if not self.spec:
             self.format = None
         elif self.generated:  # written in the study's phantom layout, read by that layout's reader

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from hkd.chains import read_chains
+from hkd.data import sources
 from hkd.data.scans import folder_scans
 from hkd.study.layout import Layout
 
@@ -125,7 +126,7 @@ class RunTable:
     @property
     def external_eval_files(self) -> list[str]:
         """The evaluation table of every run on the external cohort (data.external; none without), teacher first."""
-        if (self.config["data"].get("external") or {}).get("source", "none") == "none":
+        if sources.external_kind(self.config["data"]) == "none":
             return []
         return [self.layout.teacher_external_eval] + [self.layout.student_external_eval(r["name"]) for r in self.runs]
 

@@ -371,5 +371,7 @@ def test_an_external_cohort_is_planned_from_its_source():
         check_config(study({"data": {"external": {"source": "folder"}}}).config)
     with pytest.raises(ValueError, match="data.external.source: 'phantom' generates the study's phantom"):
         check_config(study({"data": {"source": "synapse", "external": {"source": "phantom"}}}).config)
+    real = study({"data": {"source": "synapse", "external": {"source": "auto"}}})  # the default's: phantom only
+    assert not real.external and real.runs.external_eval_files == [] and study().external.generated
     folder = study({"data": {"external": {"source": "folder", "path": "elsewhere", "format": "nnunet"}}})
     assert folder.external.source() == "elsewhere" and folder.external.format == "nnunet"
