@@ -59,7 +59,7 @@ if $REHEARSE; then
     INFER=(--config config.yaml --size 48 --batches 1 2 --runs 2)
     # the default study's DAG, every rule, at the smallest sizes that keep each step meaningful
     cat >"$WORK/tiny.yaml" <<'EOF'
-data: {phantom: {cases: 10, size: 64, slices: [4, 5]}, image_size: 32}
+data: {phantom: {cases: 10, size: 64, slices: [4, 5]}, image_size: 32, external: {cases: 3}}
 train: {epochs: 1}
 teacher: {train: {epochs: 2}}
 students: {seeds: [0], widths: ["0.4M", "1.5"]}

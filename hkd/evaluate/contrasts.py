@@ -72,18 +72,25 @@ def _methods(values: pd.DataFrame, width: str) -> list[str]:
     return values.loc[values["width"].astype(str) == width, "method"].drop_duplicates().tolist()
 
 
-def scratch_contrasts(values: pd.DataFrame, claim_text) -> list[Contrast]:
-    """Per student with a scratch run, per distillation method trained on it: ``method - scratch``;
-    ``claim_text(method)`` words the claim."""
+def scratch_contrasts(values: pd.DataFrame, claim_text, lower_is_better: bool = False) -> list[Contrast]:
+    """Per student with a scratch run, per distillation method trained on it: ``method - scratch``, or for a
+    quantity where lower is better (an error) ``scratch - method``; ``claim_text(method)`` words the claim."""
     out = []
     for width in students(values):
         methods = _methods(values, width)
         if "scratch" not in methods:
             continue
-        out += [Contrast(claim_text(method), method, width, "method - scratch",
-                         (Arm(method, width, 1, "the method's"), Arm("scratch", width, -1, "scratch's")),
-                         means={"method_mean": 0, "scratch_mean": 1})
-                for method in methods if method != "scratch"]
+        for method in methods:
+            if method == "scratch":
+                continue
+            arms = [Arm(method, width, 1, "the method's"), Arm("scratch", width, -1, "scratch's")]
+            difference = "method - scratch"
+            if lower_is_better:  # the same two models, scratch first
+                arms = [Arm("scratch", width, 1, "scratch's"), Arm(method, width, -1, "the method's")]
+                difference = "scratch - method"
+            out.append(Contrast(claim_text(method), method, width, difference, tuple(arms),
+                                means={"method_mean": 1 if lower_is_better else 0,
+                                       "scratch_mean": 0 if lower_is_better else 1}))
     return out
 
 
@@ -125,16 +132,3 @@ def chain_contrasts(values: pd.DataFrame) -> list[Contrast]:
                 for label in methods if is_chain(label) and direct_method(label) in methods]
     return out
 
-
-def scratch_reduction_contrasts(values: pd.DataFrame, claim_text) -> list[Contrast]:
-    """As :func:`scratch_contrasts` for a quantity where lower is better (an error): ``scratch - method``."""
-    out = []
-    for width in students(values):
-        methods = _methods(values, width)
-        if "scratch" not in methods:
-            continue
-        out += [Contrast(claim_text(method), method, width, "scratch - method",
-                         (Arm("scratch", width, 1, "scratch's"), Arm(method, width, -1, "the method's")),
-                         means={"method_mean": 1, "scratch_mean": 0})
-                for method in methods if method != "scratch"]
-    return out

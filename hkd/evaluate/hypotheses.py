@@ -57,7 +57,6 @@ from hkd.evaluate.contrasts import (
     chain_contrasts,
     gain_gap_contrasts,
     scratch_contrasts,
-    scratch_reduction_contrasts,
 )
 from hkd.evaluate.metrics import CASE_ROW, GT_PRESENT
 from hkd.evaluate.stats import (
@@ -323,7 +322,8 @@ def calibration_claims(evals: pd.DataFrame, seed: int = 0, n_boot: int = 10000, 
         values = case_values(evals[(evals["organ"] == CASE_ROW) & (evals["metric"] == metric)], "value")
         if values.empty:
             continue
-        contrasts = scratch_reduction_contrasts(values, lambda m, w=words: f"{m} better calibrated than scratch ({w})")
+        contrasts = scratch_contrasts(values, lambda m, w=words: f"{m} better calibrated than scratch ({w})",
+                                      lower_is_better=True)
         tables.append(_claims(values, "value", contrasts, quantity=f"test {words}", unit="test case", seed=seed,
                               n_boot=n_boot, params=params, info=info))
     if not tables:
