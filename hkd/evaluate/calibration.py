@@ -42,15 +42,10 @@ class Tally:
     """Running sums over pixels for the ECE (per confidence bin) and the Brier score."""
 
     bins: int = BINS
-    count: np.ndarray = field(default=None)
-    confidence: np.ndarray = field(default=None)
-    correct: np.ndarray = field(default=None)
+    count: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
+    confidence: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
+    correct: np.ndarray = field(default_factory=lambda: np.zeros(BINS))
     brier_sum: float = 0.0
-
-    def __post_init__(self):
-        for name in ("count", "confidence", "correct"):
-            if getattr(self, name) is None:
-                setattr(self, name, np.zeros(self.bins))
 
     def add(self, probs: torch.Tensor, labels: torch.Tensor) -> None:
         """Pixels' probabilities (N, C) and true classes (N,)."""
@@ -108,17 +103,25 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(math.exp(best.x))
 
 
+def _case_batches(run, image: np.ndarray, truth: np.ndarray, spacing, size: int, scale: tuple[float, float],
+                  batch_size: int):
+    """A case, batch by batch, on the scan's grid: yields (slices, logits (N, C, h, w) of each pixel's nearest model
+    pixel, evaluation's labels (N, h, w) uint8, true classes (N, h, w) int64, the region (N, h, w) bool)."""
+    grid = Grid(*image.shape[1:])
+    for i, logits in case_logits(run, image, size, scale, batch_size):
+        part = slice(i, i + len(logits))
+        labels = grid.labels_nearest(class_argmax(logits))
+        mask = torch.from_numpy(region_mask(truth[part], labels, spacing))
+        yield part, grid.values_nearest(logits), labels, torch.from_numpy(truth[part].astype(np.int64)), mask
+
+
 def region_pixels(run, image: np.ndarray, truth: np.ndarray, spacing, size: int, scale: tuple[float, float],
                   batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A case's region pixels (:func:`region_mask`): their logits (M, C) on the scan's grid and true classes (M,)."""
-    grid = Grid(*image.shape[1:])
     parts, classes = [], []
-    for i, logits in case_logits(run, image, size, scale, batch_size):
-        native = grid.values_nearest(logits)
-        pred = class_argmax(native).numpy()
-        mask = torch.from_numpy(region_mask(truth[i:i + len(native)], pred, spacing))
+    for _, native, _, truth_part, mask in _case_batches(run, image, truth, spacing, size, scale, batch_size):
         parts.append(native.permute(0, 2, 3, 1)[mask])
-        classes.append(torch.from_numpy(truth[i:i + len(native)])[mask])
+        classes.append(truth_part[mask])
     return torch.cat(parts), torch.cat(classes)
 
 
@@ -135,15 +138,11 @@ def segment_and_calibrate(run, image: np.ndarray, truth: np.ndarray, spacing, si
     """Labels (D, H, W) uint8 as evaluation predicts them (the model's arg-max, nearest neighbour) and the case's
     calibration: ``{"all": Tally, "region": Tally, "all_ts": Tally, "region_ts": Tally}`` (``_ts``: after
     dividing the logits by ``temperature``), from one pass of the network."""
-    grid = Grid(*image.shape[1:])
     labels = np.empty(image.shape, dtype=np.uint8)
     tallies = {key: Tally() for key in ("all", "region", "all_ts", "region_ts")}
-    for i, logits in case_logits(run, image, size, scale, batch_size):
-        labels[i:i + len(logits)] = grid.labels_nearest(class_argmax(logits))
-        native = grid.values_nearest(logits)
-        pred = labels[i:i + len(logits)]
-        truth_part = torch.from_numpy(truth[i:i + len(logits)].astype(np.int64))
-        mask = torch.from_numpy(region_mask(truth[i:i + len(logits)], pred, spacing))
+    for part, native, batch_labels, truth_part, mask in _case_batches(run, image, truth, spacing, size, scale,
+                                                                      batch_size):
+        labels[part] = batch_labels
         for suffix, t in (("", 1.0), ("_ts", temperature)):
             probs = (native / t).softmax(1).permute(0, 2, 3, 1)
             tallies["all" + suffix].add(probs.reshape(-1, probs.shape[-1]), truth_part.reshape(-1))

@@ -11,6 +11,18 @@ from hkd.data import sources
 from hkd.study.layout import Layout
 
 
+def folder_files(folder: str | None) -> list[str]:
+    """The files under a folder of cases, sorted, hidden ones left out (a KiTS19 clone's .git holds no cases);
+    none without the folder."""
+    if folder is None or not os.path.isdir(folder):
+        return []
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
+    return sorted(found)
+
+
 class DataSource:
     """The data source of a validated config's ``data`` section, its outputs under ``layout``."""
 
@@ -40,15 +52,7 @@ class DataSource:
     def source_files(self) -> list[str]:
         """The files of a user's source folder, as inputs: a folder's own mtime misses a label fixed in
         place, and a new or removed file changes the set of inputs, which reruns too."""
-        folder = sources.user_folder(self.data)
-        if folder is None or not os.path.isdir(folder):
-            return []
-        found = []
-        for parent, dirs, files in os.walk(folder):
-            # hidden folders hold no cases (e.g. a KiTS19 clone's .git)
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
-        return sorted(found)
+        return folder_files(sources.user_folder(self.data))
 
     def split_file(self) -> str | list:
         """The split file of preset 'file', an input of the split rule (editing it reruns the split)."""
@@ -81,11 +85,5 @@ class ExternalCohort:
 
     def source_files(self) -> list[str]:
         """A folder cohort's files, as inputs (a changed file prepares it again), hidden ones left out."""
-        if not self.spec or self.generated or not os.path.isdir(self.spec["path"]):
-            return []
-        found = []
-        for parent, dirs, files in os.walk(self.spec["path"]):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found.extend(os.path.join(parent, f) for f in files if not f.startswith("."))
-        return sorted(found)
+        return [] if not self.spec or self.generated else folder_files(self.spec["path"])
 

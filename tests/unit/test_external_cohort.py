@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,4 +99,3 @@ def test_a_student_that_keeps_its_dice_under_the_shift_is_supported_and_one_that
     assert set(table["family"]) == {"hypotheses", "beyond Dice"}
     beyond = table[table["family"] == "beyond Dice"]
     assert list(beyond["claim"]) == ["logits loses less Dice than scratch under the scanner shift"]
-    json.dumps(beyond.drop(columns=["params"]).to_dict("records"), default=str)  # writable as the CSV is
