@@ -132,16 +132,16 @@ def main() -> None:
 
     cfg = yaml.safe_load(args.config.read_text())
     recipe = {k: v for k, v in cfg["train"].items() if k not in ("threads", "tracker")}
-    if args.batch:
-        recipe["batch_size"] = args.batch
+    batch = {"batch_size": args.batch} if args.batch else {}  # --batch over every section's
+    recipe.update(batch)
     size = cfg["data"]["image_size"]
     teacher_spec = cfg["teacher"]["model"]
     students = cfg["students"]
     seeds, widths = len(students["seeds"]), [str(w) for w in students["widths"]]
     distilled_methods = len([m for m in students["methods"] if m != "scratch"])
     # each role's recipe as the study builds it: the shared train: section under the role's own train:
-    t_recipe = {**recipe, **cfg["teacher"].get("train", {}), **({"batch_size": args.batch} if args.batch else {})}
-    s_recipe = {**recipe, **students.get("train", {}), **({"batch_size": args.batch} if args.batch else {})}
+    t_recipe = {**recipe, **cfg["teacher"].get("train", {}), **batch}
+    s_recipe = {**recipe, **students.get("train", {}), **batch}
     if t_recipe["batch_size"] != s_recipe["batch_size"]:
         raise SystemExit("paper_study.py plans one batch size: teacher.train and students.train differ in it")
     t_epochs, s_epochs = t_recipe["epochs"], s_recipe["epochs"]
