@@ -221,14 +221,15 @@ def rule_of(sbatch_call: str) -> str:
 def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     """A small study (helpers.SMALL_STUDY with two widths: one or more of every rule the default runs) through
     the SLURM profile: the teacher's GPU rules get --gpus=1; the two scratch students share one allocation
-    and one GPU (--gres=gpu:1), the two distilled students another; their evaluations go two to an
-    allocation without a GPU; light rules run on the submitting host."""
+    and one GPU (--gres=gpu:1), the two distilled students another; their evaluations (internal and
+    external cohort) go four to an allocation without a GPU; light rules run on the submitting host."""
     root = copy_tracked_files(tmp_path / "repo")
     out = tmp_path / "study"
     two_widths = merge(copy.deepcopy(SMALL_STUDY), {"students": {"widths": ["0.25", "0.5"]}})
     (root / "config.yaml").write_text(yaml.safe_dump(study_config(two_widths, str(out))))
+    # --cores: the bundles' CPUs capped at the test node's (the profile's 8 are a GPU node's)
     proc = snakemake(root, "--profile", str(root / "workflow" / "profiles" / "slurm"), "--verbose", *POLL,
-                     timeout=1500)
+                     "--cores", str(os.cpu_count()), timeout=1500)
     log = proc.stdout + proc.stderr
     (tmp_path / "snakemake.log").write_text(log)
     assert proc.returncode == 0, log[-6000:]
@@ -236,7 +237,11 @@ def test_small_study_runs_end_to_end_on_slurm(tmp_path):
     submitted = sorted(rule_of(c) for c in calls)
     assert submitted == sorted(["phantom", "split", "prepare", "train_teacher", "teacher_cache", "scratch_students",
                                 "students", "evaluate_teacher", "scratch_evaluations", "evaluations",
-                                "context", "cost", "export_student", "export_student"]), submitted
+                                "context", "cost", "export_student", "export_student",
+                                # the external cohort (data.external: auto) is generated, split and prepared;
+                                # its students' evaluations share the bundles of the internal ones
+                                "phantom_external", "split_external", "prepare_external",
+                                "evaluate_teacher_external"]), submitted
     for call in calls:
         rule = rule_of(call)
         assert ("--gpus=1" in call) == (rule in GPU_RULES), call
