@@ -17,24 +17,17 @@ from hkd.errors import DataError
 log = logging.getLogger("hkd")
 
 
-def check_train_params(params: dict, flag: str = "--params") -> None:
-    """Keys and method of a training config, checked before any data is read."""
-    from dataclasses import MISSING, fields
-
-    from hkd import distill
+def train_config(params: dict, flag: str = "--params"):
+    """The job's training config (:class:`~hkd.train.config.TrainConfig`), parsed and checked once, before any
+    data is read; its errors name ``flag``."""
     from hkd.train.config import TrainConfig
 
-    known = {f.name: f for f in fields(TrainConfig)}
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise DataError(f"{flag}: unknown key(s) {unknown}; known: {sorted(known)}")
-    missing = [name for name, f in known.items()
-               if f.default is MISSING and f.default_factory is MISSING and name not in params]
-    if missing:
-        raise DataError(f"{flag}: missing key(s) {missing} (e.g. \"model\": {{\"arch\": \"squeezeunet\"}})")
-    method = params.get("method", "scratch")
-    if method not in distill.available():
-        raise DataError(f"{flag}: unknown method '{method}'; available: {', '.join(distill.available())}")
+    if not isinstance(params, dict):
+        raise DataError(f"{flag}: not a JSON object")
+    try:
+        return TrainConfig.from_dict(params)
+    except ValueError as exc:
+        raise DataError(f"{flag}: {str(exc).removeprefix('training config: ')}") from None
 
 
 def add_training_job_options(p: argparse.ArgumentParser) -> None:
@@ -54,13 +47,12 @@ def add_training_job_options(p: argparse.ArgumentParser) -> None:
                         "parent folder (the study's)")
 
 
-def tracker_of(args, run_dir: Path, name: str, cfg: dict):
-    """The tracker of one run (``hkd train --tracker``), named ``name`` in MLflow."""
+def tracker_of(args, run_dir: Path, name: str, cfg):
+    """The tracker of one run (``hkd train --tracker``) of the parsed config ``cfg``, named ``name`` in MLflow."""
     from hkd.models import label
-    from hkd.train.config import TrainConfig
     from hkd.train.tracking import open_tracker
 
-    full = dict(vars(TrainConfig.from_dict(cfg)))  # every key, defaults included, as MLflow parameters
+    full = dict(vars(cfg))  # every key, defaults included, as MLflow parameters
     tags = {"method": full["method"], "seed": full["seed"], "model": label(full["model"])}
     return open_tracker(args.tracker, run_dir, name, full, store=args.tracking_store, tags=tags)
 
@@ -96,12 +88,11 @@ def cmd_train(args) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    params = json_object(args.params, "--params")
-    check_train_params(params)
+    cfg = train_config(json_object(args.params, "--params"))
     # Concurrent local jobs each take their own GPU (a no-op with one GPU, none, or under SLURM).
-    with claimed_gpu(args, {str(params.get("device", "auto"))}):
-        tracker = tracker_of(args, args.out, args.run_name or args.out.resolve().name, params)
-        metrics = train(params, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
+    with claimed_gpu(args, {cfg.device}):
+        tracker = tracker_of(args, args.out, args.run_name or args.out.resolve().name, cfg)
+        metrics = train(cfg, args.data, args.out, resume_dir=args.work, teacher_ckpt=args.teacher,
                         progress=not args.quiet, teacher_cache=args.teacher_cache, tracker=tracker)
     log.info("%s: status %s, best val dice %s", args.out, metrics["status"], metrics["val_dice"])
 
@@ -139,14 +130,11 @@ def cmd_train_cohort(args) -> None:
     unknown = sorted(set(publish) - set(members))
     if unknown:
         raise DataError(f"--publish: no member(s) {unknown} in --members")
-    for name, params in members.items():
-        if not isinstance(params, dict):
-            raise DataError(f"--members: member '{name}' is not a JSON object")
-        check_train_params(params, f"--members '{name}'")
-    with claimed_gpu(args, {str(p.get("device", "auto")) for p in members.values()}):
-        trackers = {name: tracker_of(args, Path(publish.get(name) or args.root / name),
-                                     f"{name}_s{params.get('seed', 0)}", params) for name, params in members.items()}
-        done = train_cohort(members, args.data, args.root, args.teacher, progress=not args.quiet,
+    cfgs = {name: train_config(params, f"--members '{name}'") for name, params in members.items()}
+    with claimed_gpu(args, {cfg.device for cfg in cfgs.values()}):
+        trackers = {name: tracker_of(args, Path(publish.get(name) or args.root / name), f"{name}_s{cfg.seed}", cfg)
+                    for name, cfg in cfgs.items()}
+        done = train_cohort(cfgs, args.data, args.root, args.teacher, progress=not args.quiet,
                             publish={name: Path(folder) for name, folder in publish.items()}, trackers=trackers)
     for name in members:
         done["members"][name]["config"] = members[name]

@@ -7,7 +7,7 @@ The recipe's keys and defaults are also those of the workflow schema's ``train``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 from hkd import trust
 from hkd.train.losses import LOSSES
@@ -60,11 +60,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
+        """The checked config of ``d``: its keys, their types and values, and the method's name (every check
+        a recipe gets; a job parses its recipe once and passes the result on). Raises ValueError."""
+        from hkd import distill
+
+        fields = cls.__dataclass_fields__
+        unknown = set(d) - set(fields)
         if unknown:
-            raise ValueError(f"training config: unknown key(s) {sorted(unknown)}")
-        wrong = [f"{k} must be {_TYPES[cls.__dataclass_fields__[k].type][0]}, got {v!r}" for k, v in d.items()
-                 if not _has_type(v, cls.__dataclass_fields__[k].type)]
+            raise ValueError(f"training config: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+        missing = [name for name, f in fields.items()
+                   if f.default is MISSING and f.default_factory is MISSING and name not in d]
+        if missing:
+            raise ValueError(f"training config: missing key(s) {missing} "
+                             "(e.g. \"model\": {\"arch\": \"squeezeunet\"})")
+        if d.get("method", cls.method) not in distill.available():
+            raise ValueError(f"training config: unknown method '{d['method']}'; available: "
+                             f"{', '.join(distill.available())}")
+        wrong = [f"{k} must be {_TYPES[fields[k].type][0]}, got {v!r}" for k, v in d.items()
+                 if not _has_type(v, fields[k].type)]
         if wrong:
             raise ValueError(f"training config: {'; '.join(wrong)}")
         cfg = cls(**d)

@@ -96,10 +96,10 @@ def advance_together(runs: list[Run]) -> None:
         active = still
 
 
-def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Path,
+def train_cohort(members: dict[str, TrainConfig | dict], prepared: str | Path, root: str | Path,
                  teacher_ckpt: str | Path | None = None, progress: bool = False,
                  publish: dict[str, Path] | None = None, trackers: dict | None = None) -> dict[str, dict]:
-    """Train the cohort ``members`` (name -> training config) in lock-step into ``root/<name>``.
+    """Train the cohort ``members`` (name -> training config, parsed or a dict) in lock-step into ``root/<name>``.
 
     Members whose folder already holds a completed run of the same identity are kept as they are.
     ``trackers`` (name -> :class:`~hkd.train.tracking.Tracker`) receive the epochs of the members trained now.
@@ -112,7 +112,7 @@ def train_cohort(members: dict[str, dict], prepared: str | Path, root: str | Pat
     run_store.check_publish(publish or {}, {"--data": prepared, "--teacher": teacher_ckpt, "--root": root})
     for name, folder in (publish or {}).items():
         claim_folder(folder, f"--publish '{name}'", create=False, names=RUN_FILES)
-    cfgs = {name: TrainConfig.from_dict(cfg) for name, cfg in members.items()}
+    cfgs = {name: cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg) for name, cfg in members.items()}
     schedule = {(c.seed, c.epochs, c.batch_size, c.augment, c.device) for c in cfgs.values()}
     if len(schedule) > 1:
         raise ValueError("cohort members must share seed, epochs, batch_size, augment and device; got "

@@ -336,15 +336,17 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def train(cfg: dict, prepared: str | Path, out_dir: str | Path, resume_dir: str | Path | None = None,
+def train(cfg: TrainConfig | dict, prepared: str | Path, out_dir: str | Path, resume_dir: str | Path | None = None,
           teacher_ckpt: str | Path | None = None, progress: bool = True,
           teacher_cache: str | Path | None = None, tracker: Tracker | None = None) -> dict:
-    """Train one model as configured by ``cfg`` (see :class:`TrainConfig`); returns the metrics.
+    """Train one model as configured by ``cfg`` (a :class:`TrainConfig`, or a dict parsed into one); returns the
+    metrics.
 
     Distilled runs need ``teacher_ckpt`` (the teacher runs online) or ``teacher_cache`` (see
     :mod:`hkd.train.teacher_cache`). ``tracker`` (:mod:`hkd.train.tracking`) receives every epoch's row.
     """
-    run = Run(TrainConfig.from_dict(cfg), Path(prepared), Path(out_dir),
+    cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
+    run = Run(cfg, Path(prepared), Path(out_dir),
               Path(resume_dir) if resume_dir else None, Path(teacher_ckpt) if teacher_ckpt else None, progress,
               Path(teacher_cache) if teacher_cache else None, tracker=tracker)
     return run.fit()

@@ -98,6 +98,28 @@ def test_invalid_training_config_names_the_key():
         TrainConfig.from_dict(_cfg(precision="fp16"))
 
 
+def test_a_training_job_parses_its_recipe_once(prepared, tmp_path, monkeypatch):
+    """`hkd train` and `hkd train-cohort` check each member's recipe once (TrainConfig.from_dict: keys, types,
+    values, method) and hand the parsed recipe to the tracker and the trainer; the errors still name the flag."""
+    from hkd.cli import main
+
+    calls = []
+    parse = TrainConfig.from_dict.__func__
+    monkeypatch.setattr(TrainConfig, "from_dict", classmethod(lambda cls, d: calls.append(d) or parse(cls, d)))
+    cfg = _cfg(epochs=1)
+    assert main(["train", "--data", str(prepared), "--params", json.dumps(cfg), "--out", str(tmp_path / "one"),
+                 "--quiet"]) == 0
+    assert calls == [cfg]
+    calls.clear()
+    members = {"a": cfg, "b": {**cfg, "model": {**STUDENT, "width": 0.5}}}
+    assert main(["train-cohort", "--data", str(prepared), "--members", json.dumps(members), "--root",
+                 str(tmp_path / "cohort"), "--manifest", str(tmp_path / "cohort.json"), "--quiet"]) == 0
+    assert calls == list(members.values())
+    assert main(["train", "--data", str(prepared), "--params", json.dumps(_cfg(lr=-1)), "--out",
+                 str(tmp_path / "bad"), "--quiet"]) == 1
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("auto", torch.float32),
                                               ("fp32", torch.float32)])
 def test_precision_sets_the_compute_dtype_on_the_cpu(prepared, tmp_path, precision, dtype):
