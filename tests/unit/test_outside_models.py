@@ -174,7 +174,8 @@ def test_tiny_monai_study_end_to_end(tmp_path):
     """SwinUNETR teacher -> BasicUNet and SqueezeUNet students, scratch and latent, through every rule; the
     tables' parameter counts are the networks' own."""
     root = copy_tracked_files(tmp_path)
-    tiny = {"data": {"phantom": {"cases": 6, "size": 64, "slices": [4, 6]}, "image_size": 64},
+    tiny = {"data": {"phantom": {"cases": 6, "size": 64, "slices": [4, 6]}, "image_size": 64,
+                     "external": {"source": "none"}},  # the external cohort: the shared study's test
             "train": {"epochs": 1, "batch_size": 8, "threads": 1},
             "teacher": {"model": TINY_SWIN, "train": {"epochs": 2}},
             "students": {"widths": ["0.25"], "models": {"basicunet": TINY_BASICUNET}, "seeds": [0],

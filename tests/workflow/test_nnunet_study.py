@@ -17,10 +17,11 @@ pytestmark = pytest.mark.slow
 TINY = {
     "data": {"source": "phantom", "path": None, "phantom": {"cases": 6, "size": 64, "slices": [6, 8],
                                                             "layout": "nnunet"},
-             "image_size": 32},
+             "image_size": 32, "external": {"source": "none"}},  # the external cohort: the shared study's
+    "deploy": {"export": False},
     "train": {"epochs": 1, "batch_size": 8, "threads": 1},
     "teacher": {"model": TINY_TEACHER, "train": {"epochs": 2}},
-    "students": {"widths": ["0.25"], "seeds": [0]},
+    "students": {"widths": ["0.25"], "seeds": [0], "methods": ["scratch", "logits"]},
     "report": {"n_slices": 1, "context_slices": 4},
 }
 
