@@ -154,6 +154,10 @@ def calibration_slices(prepared: Path, n: int, seed: int = 0) -> np.ndarray:
 INT8_DICE_LOSS = 0.005
 
 
+#: The operators --int8 quantises (:func:`quantize_int8`).
+QUANTISED_OPS = ("Conv",)
+
+
 def _pre_processed(proto):
     """The float graph as quantisation starts from it (shapes inferred, graph cleaned up), its node names final."""
     import onnx
@@ -174,9 +178,16 @@ def _pre_processed(proto):
 
 def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8, keep_float: list[str] | None = None,
                   only: list[str] | None = None):
-    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max calibration) of a
-    pre-processed graph (:func:`_pre_processed`); the nodes ``keep_float`` stay float, or only ``only`` is
-    quantised."""
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations, min-max calibration) of the
+    convolutions of a pre-processed graph (:func:`_pre_processed`); the nodes ``keep_float`` stay float, or only
+    ``only`` is quantised.
+
+    Only convolutions: the sums, resizes and pools between them run in float on the convolutions' dequantised
+    outputs, and their results are not rounded again. A student's inference form
+    (:mod:`hkd.models.squeezeunet_inference`) sums one convolution per concatenated part; quantising each sum
+    again rounds a tensor the trained network never held. On the default study's students, quantising every
+    operator changed the arg-max on 11-14% of the foreground pixels (1 - Dice of int8 labels against fp32
+    labels, validation cases), convolutions only on 7% at the same latency."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -196,17 +207,16 @@ def quantize_int8(proto, calibration: np.ndarray, batch_size: int = 8, keep_floa
             warnings.simplefilter("ignore")
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float or [],
+                            calibrate_method=CalibrationMethod.MinMax, op_types_to_quantize=list(QUANTISED_OPS),
+                            nodes_to_exclude=keep_float or [],
                             nodes_to_quantize=only or [])
         return onnx.load(str(dst))
 
 
 def _quantised_nodes(quantised) -> list[str]:
-    """The nodes of a quantised graph that read a dequantised input: the layers quantisation reached
-    (convolutions, and concatenations, pooling and resizing, which pass int8 on)."""
+    """The convolutions of a quantised graph that read a dequantised input: the layers quantisation reached."""
     dequantised = {o for n in quantised.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return [n.name for n in quantised.graph.node
-            if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantised.intersection(n.input)]
+    return [n.name for n in quantised.graph.node if n.op_type in QUANTISED_OPS and dequantised.intersection(n.input)]
 
 
 def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path) -> tuple[object, dict]:
@@ -306,7 +316,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
         one = np.ascontiguousarray(slices[:1])
         report["int8"] = {
             "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
-            "scheme": "static QDQ, int8 weights per output channel, uint8 activations, min-max calibration",
+            "scheme": "static QDQ of the convolutions, int8 weights per output channel, uint8 activations, "
+                      "min-max calibration",
             "choice": choice,
             "agreement_with_fp32": compare(runtime.ort_runner(session), q_run, slices),
             "dice": {c: {"fp32": fp32_dice[c], "int8": int8_dice[c], "change": int8_dice[c] - fp32_dice[c]}
