@@ -5,18 +5,20 @@ it without any reader, and the source registry names the phantom's files with it
 from __future__ import annotations
 
 DESCRIPTION = "dataset.json"
+IMAGES = "imagesTr"
+LABELS = "labelsTr"
 CHANNEL = "0000"  # the channel suffix of a case's (only) image
 ENDINGS = (".nii.gz", ".nii")
 
 
 def image_name(case_id: str, ending: str = ".nii.gz") -> str:
     """A case's image, relative to the dataset folder (POSIX)."""
-    return f"imagesTr/{case_id}_{CHANNEL}{ending}"
+    return f"{IMAGES}/{case_id}_{CHANNEL}{ending}"
 
 
 def label_name(case_id: str, ending: str = ".nii.gz") -> str:
     """A case's label map, relative to the dataset folder (POSIX)."""
-    return f"labelsTr/{case_id}{ending}"
+    return f"{LABELS}/{case_id}{ending}"
 
 
 def description(labels: dict[str, int], n_cases: int, name: str = "hkd phantom") -> dict:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hkd.data import nnunet_files
+from hkd.data import kits19_lits_files as kits, nnunet_files, rawdata_files as rawdata
 from hkd.errors import DataError
 
 #: Format of the case files -> the module that reads them (``hkd split/prepare --format``).
@@ -88,22 +88,23 @@ SOURCES = {s.name: s for s in (
     Source("phantom", None, "none", "folder", "generated abdominal CT cases (hkd phantom)"),
     Source("synapse", "rawdata", "none", "zip", "the Synapse RawData.zip, downloaded",
            download=Download(_synapse_arguments, lambda d: f"synapse: {d['synapse_entity']}"),
-           phantom=PhantomLayout(lambda i: f"{i + 1:04d}", lambda i, cid: f"Training/img/img{cid}.nii.gz",
-                                 lambda i, cid: f"Training/label/label{cid}.nii.gz")),
+           phantom=PhantomLayout(lambda i: f"{i + 1:0{rawdata.DIGITS}d}",
+                                 lambda i, cid: f"{rawdata.IMAGES}/{rawdata.image_file(cid)}",
+                                 lambda i, cid: f"{rawdata.LABELS}/{rawdata.label_file(cid)}")),
     Source("zip", "rawdata", "required", "zip", "a RawData.zip"),
     Source("folder", "rawdata", "required", "folder", "a RawData folder"),
     Source("transunet", "transunet", "required", "folder", "a TransUNet-preprocessed folder"),
     Source("kits19", "kits19", "optional", "either", "a KiTS19 folder or zip, or downloaded",
            download=Download(_kits19_arguments, lambda d: f"kits19: downloaded, cases 0-{d['kits19']['cases'] - 1}",
                              cases=lambda d: d["kits19"]["cases"]),
-           phantom=PhantomLayout(lambda i: f"{i:05d}", lambda i, cid: f"case_{cid}/imaging.nii.gz",
-                                 lambda i, cid: f"case_{cid}/segmentation.nii.gz", tumours="kidney")),
+           phantom=PhantomLayout(lambda i: f"{i:0{kits.KITS19_DIGITS}d}", lambda i, cid: kits.kits19_image(cid),
+                                 lambda i, cid: kits.kits19_label(cid), tumours="kidney")),
     Source("lits", "lits", "required", "either", "the LiTS folder or zip you downloaded: LiTS is "
            "distributed through CodaLab and Academic Torrents, which hkd cannot download",
-           phantom=PhantomLayout(lambda i: f"{i:03d}", lambda i, cid: f"volume-{i}.nii",
-                                 lambda i, cid: f"segmentation-{i}.nii", tumours="liver")),
-    Source("nnunet", "nnunet", "required", "folder", "an nnU-Net raw dataset folder (dataset.json, imagesTr, "
-           "labelsTr): CT, one channel, its label map from dataset.json's names",
+           phantom=PhantomLayout(lambda i: f"{i:0{kits.LITS_DIGITS}d}", lambda i, cid: kits.lits_image(str(i)),
+                                 lambda i, cid: kits.lits_label(str(i)), tumours="liver")),
+    Source("nnunet", "nnunet", "required", "folder", f"an nnU-Net raw dataset folder ({nnunet_files.DESCRIPTION}, "
+           f"{nnunet_files.IMAGES}, {nnunet_files.LABELS}): CT, one channel, its label map from dataset.json's names",
            phantom=PhantomLayout(lambda i: f"hkd_{i:04d}", lambda i, cid: nnunet_files.image_name(cid),
                                  lambda i, cid: nnunet_files.label_name(cid))),
 )}

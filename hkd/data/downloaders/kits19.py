@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hkd.data import kits19_lits_files as files
 from hkd.data.downloaders import DOWNLOAD_TIMEOUT, Deadline, check_timeout, time_limit
 from hkd.errors import DataError
 from hkd.io import atomic_dir
@@ -27,7 +28,7 @@ from hkd.io import atomic_dir
 log = logging.getLogger(__name__)
 
 IMAGING_URL = "https://kits19.sfo2.digitaloceanspaces.com/master_{case:05d}.nii.gz"
-LABELS_URL = "https://github.com/neheller/kits19/raw/master/data/case_{case:05d}/segmentation.nii.gz"
+LABELS_URL = "https://github.com/neheller/kits19/raw/master/data/" + files.kits19_label("{case:05d}")
 LABELLED_CASES = 210  # case_00000 .. case_00209 have segmentations; 210 .. 299 are the unlabelled test cases
 REQUEST_TIMEOUT = 60.0  # seconds without an answer before one request fails
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -66,10 +67,10 @@ def download(out_dir: str | Path, cases: int = LABELLED_CASES, imaging_url: str 
     try:
         with time_limit(timeout, "KiTS19 download"), atomic_dir(out_dir) as tmp:
             for case in range(cases):
-                folder = tmp / f"case_{case:05d}"
-                folder.mkdir()
-                _fetch(labels_url.format(case=case), folder / "segmentation.nii.gz")
-                _fetch(imaging_url.format(case=case), folder / "imaging.nii.gz")
+                number = f"{case:0{files.KITS19_DIGITS}d}"
+                (tmp / files.kits19_image(number)).parent.mkdir()
+                _fetch(labels_url.format(case=case), tmp / files.kits19_label(number))
+                _fetch(imaging_url.format(case=case), tmp / files.kits19_image(number))
                 log.info("case_%05d downloaded (%d of %d)", case, case + 1, cases)
     except Deadline as exc:
         raise DataError(str(exc)) from None

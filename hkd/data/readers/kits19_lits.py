@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from hkd.data import kits19_lits_files as files
 from hkd.data.case import RawCase
 from hkd.errors import DataError
 
@@ -35,6 +37,7 @@ class Layout:
     name: str
     image: re.Pattern  # matched against a file's path relative to the root (POSIX separators)
     label: re.Pattern
+    label_name: Callable[[str, str], str]  # (number, ending) -> the label's path (kits19_lits_files)
     digits: int  # zero-padding of case ids
     unlabelled: str  # what an image without a label is: "skip" (unlabelled test case) or "error"
     orphan_label: str  # what a label without an image is: "warn" or "error"
@@ -46,26 +49,21 @@ class Layout:
 
     def label_for(self, image: PurePosixPath, number: str, suffix: str) -> PurePosixPath:
         """Where the label of ``image`` must lie (same folder, same compression)."""
-        if self.name == "kits19":
-            return image.parent / f"segmentation.nii{suffix}"
-        return image.parent / f"segmentation-{number}.nii{suffix}"
+        label = PurePosixPath(self.label_name(number, f".nii{suffix}"))
+        return image.parent / label.name
 
 
 KITS19 = Layout(
-    "kits19",
-    re.compile(r"(?:^|/)case_(\d+)/imaging\.nii(\.gz)?$"),
-    re.compile(r"(?:^|/)case_(\d+)/segmentation\.nii(\.gz)?$"),
-    digits=5, unlabelled="skip", orphan_label="error",
+    "kits19", files.pattern(files.kits19_image), files.pattern(files.kits19_label), files.kits19_label,
+    digits=files.KITS19_DIGITS, unlabelled="skip", orphan_label="error",
     hint="the KiTS19 imaging is downloaded separately from the labels: hkd download --source kits19",
-    expected="case_XXXXX/imaging.nii.gz with case_XXXXX/segmentation.nii.gz",
+    expected=f"{files.kits19_image('XXXXX')} with {files.kits19_label('XXXXX')}",
 )
 LITS = Layout(
-    "lits",
-    re.compile(r"(?:^|/)volume-(\d+)\.nii(\.gz)?$"),
-    re.compile(r"(?:^|/)segmentation-(\d+)\.nii(\.gz)?$"),
-    digits=3, unlabelled="error", orphan_label="warn",
-    hint="LiTS pairs volume-N.nii with segmentation-N.nii in the same folder",
-    expected="volume-N.nii with segmentation-N.nii, or .nii.gz",
+    "lits", files.pattern(files.lits_image), files.pattern(files.lits_label), files.lits_label,
+    digits=files.LITS_DIGITS, unlabelled="error", orphan_label="warn",
+    hint=f"LiTS pairs {files.lits_image('N')} with {files.lits_label('N')} in the same folder",
+    expected=f"{files.lits_image('N')} with {files.lits_label('N')}, or .nii.gz",
 )
 LAYOUTS = {layout.name: layout for layout in (KITS19, LITS)}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hkd.data.case import RawCase
 from hkd.data.nifti import depths, load_cases
-from hkd.data.nnunet_files import DESCRIPTION, ENDINGS, image_name
+from hkd.data.nnunet_files import DESCRIPTION, ENDINGS, IMAGES, LABELS, image_name
 from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def dataset_folder(root: str | Path) -> Path:
     if len(inside) != 1:
         found = f"{len(inside)} dataset folders" if inside else f"no {DESCRIPTION}"
         raise DataError(f"{root}: {found} (data.path of source nnunet is an nnU-Net raw dataset folder: "
-                        f"{DESCRIPTION}, imagesTr/, labelsTr/)")
+                        f"{DESCRIPTION}, {IMAGES}/, {LABELS}/)")
     return inside[0]
 
 
@@ -80,9 +80,9 @@ def find_raw_cases(root: str | Path) -> list[RawCase]:
     """The labelled training cases: each ``labelsTr`` file with its ``imagesTr`` channel-0 image."""
     folder = dataset_folder(root)
     ending = read_description(folder)["file_ending"]
-    labels_dir = folder / "labelsTr"
+    labels_dir = folder / LABELS
     if not labels_dir.is_dir():
-        raise DataError(f"{folder}: no labelsTr folder (an nnU-Net raw dataset: imagesTr/, labelsTr/)")
+        raise DataError(f"{folder}: no {LABELS} folder (an nnU-Net raw dataset: {IMAGES}/, {LABELS}/)")
     cases = []
     for label in sorted(p for p in labels_dir.iterdir() if p.name.endswith(ending) and not p.name.startswith(".")):
         case_id = label.name[:-len(ending)]

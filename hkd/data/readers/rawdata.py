@@ -10,6 +10,7 @@ import logging
 import re
 from pathlib import Path
 
+from hkd.data import rawdata_files as files
 from hkd.data.archive import zip_names
 from hkd.data.case import RawCase
 from hkd.data.nifti import depths, load_cases
@@ -17,9 +18,9 @@ from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_ZIP_IMG_RE = re.compile(r"(^|/)Training/img/img\d+\.nii(\.gz)?$")
-_IMG_RE = re.compile(r"^img(\d+)\.nii(\.gz)?$")
-_LABEL_RE = re.compile(r"^label(\d+)\.nii(\.gz)?$")
+_IMG_RE = files.pattern(files.image_file)
+_LABEL_RE = files.pattern(files.label_file)
+_ZIP_IMG_RE = re.compile(rf"(^|/){re.escape(files.IMAGES)}/{_IMG_RE.pattern[1:]}")
 
 
 def find_raw_cases(root: str | Path) -> list[RawCase]:
@@ -29,29 +30,28 @@ def find_raw_cases(root: str | Path) -> list[RawCase]:
     """
     root = Path(root)
     for base in (root, root / "RawData"):
-        if (base / "Training" / "img").is_dir():
+        if (base / files.IMAGES).is_dir():
             break
     else:
-        raise DataError(f"{root}: no Training/img folder (expected the Synapse RawData layout)")
+        raise DataError(f"{root}: no {files.IMAGES} folder (expected the Synapse RawData layout)")
     cases: dict[str, RawCase] = {}
-    for img in sorted((base / "Training" / "img").iterdir()):
+    for img in sorted((base / files.IMAGES).iterdir()):
         m = _IMG_RE.match(img.name)
         if not m:
             continue
         number = m.group(1)
-        suffix = img.name[len("img") + len(number):]
-        label = base / "Training" / "label" / f"label{number}{suffix}"
+        label = base / files.LABELS / files.label_file(number, img.name[m.end(1):])
         if not label.exists():
             raise DataError(f"{img}: no matching label file {label}")
-        case_id = number.zfill(4)
+        case_id = number.zfill(files.DIGITS)
         if case_id in cases:  # img3 and img0003, or img0003.nii and img0003.nii.gz
             raise DataError(f"{img}: case {case_id} is also stored as {cases[case_id].image_path.name}; "
                             "keep one of the two files")
         cases[case_id] = RawCase(case_id, img, label)
     if not cases:
-        raise DataError(f"{base / 'Training' / 'img'}: no img*.nii.gz files")
+        raise DataError(f"{base / files.IMAGES}: no {files.image_file('*')} files")
     used = {c.label_path.name for c in cases.values()}
-    label_dir = base / "Training" / "label"
+    label_dir = base / files.LABELS
     orphans = sorted(p.name for p in label_dir.iterdir() if _LABEL_RE.match(p.name) and p.name not in used)
     if orphans:
         log.warning("%s: label files without an image, ignored: %s", label_dir, ", ".join(orphans))
