@@ -71,10 +71,10 @@ LAYOUTS = {layout.name: layout for layout in (KITS19, LITS)}
 def _files(root: Path) -> list[str]:
     """Every file below ``root`` as a relative POSIX path, skipping hidden folders and files."""
     out = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = PurePosixPath(Path(folder).relative_to(root).as_posix())
-        out.extend(str(rel / f) if str(rel) != "." else f for f in sorted(files) if not f.startswith("."))
+        out.extend(str(rel / f) if str(rel) != "." else f for f in sorted(names) if not f.startswith("."))
     return out
 
 
