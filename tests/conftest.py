@@ -19,7 +19,7 @@ from helpers import (CLASSES, LABEL_MAP, REAL_CT, REPO, STUDY, THREADS, TINY_STU
                      copy_tracked_files, merge, snakemake, snakemake_as_plain_install,
                      study_config)
 
-pytest_plugins = ["timing"]
+pytest_plugins = ["timing", "by_module"]
 
 LPS_AFFINE = np.diag([-0.8, -0.8, 3.0, 1.0])
 RAS_AFFINE = np.diag([0.8, 0.8, 3.0, 1.0])
