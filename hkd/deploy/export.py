@@ -43,19 +43,27 @@ ARGMAX_AGREEMENT = 0.9999
 OPSET = 18
 
 
+# The exporter's and its graph optimiser's loggers: their INFO lines (hundreds per model: "Removed 83 unused
+# nodes", "The value 'step' is not 1.") would fill a job's log; their errors still show.
+EXPORT_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
 def _quiet_export(network: torch.nn.Module, example: torch.Tensor, dynamic_shapes):
     import logging as _logging
 
+    loggers = [_logging.getLogger(name) for name in EXPORT_LOGGERS]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        previous = _logging.getLogger("torch.onnx").level
-        _logging.getLogger("torch.onnx").setLevel(_logging.ERROR)
+        previous = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(_logging.ERROR)
         try:
             return torch.onnx.export(network, (example,), None, dynamo=True, input_names=["image"],
                                      output_names=["logits"], dynamic_shapes=dynamic_shapes, opset_version=OPSET,
                                      verbose=False)
         finally:
-            _logging.getLogger("torch.onnx").setLevel(previous)
+            for logger, level in zip(loggers, previous):
+                logger.setLevel(level)
 
 
 def _runs_at(proto, network: torch.nn.Module, size: int) -> bool:

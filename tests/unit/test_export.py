@@ -178,3 +178,17 @@ def test_int8_that_cannot_keep_the_dice_is_refused_and_nothing_is_written(studen
     err = capsys.readouterr().err
     assert "layers kept in float, the validation Dice drops by" in err and "nothing was written" in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_exporters_info_lines_stay_out_of_a_jobs_log(caplog):
+    """A job logs at INFO: the exporter's graph optimiser would add hundreds of lines per model to it."""
+    import logging
+
+    from hkd.deploy.export import EXPORT_LOGGERS, to_onnx
+    from hkd.models import build_model
+
+    spec = {"arch": "squeezeunet", "width": 0.25, "num_classes": 9}
+    with caplog.at_level(logging.INFO):
+        to_onnx(build_model(spec).eval(), 32, spec)
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith(EXPORT_LOGGERS)]
+    assert all(logging.getLogger(name).level == logging.NOTSET for name in EXPORT_LOGGERS)  # as they were
