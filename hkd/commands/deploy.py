@@ -154,7 +154,9 @@ def cmd_export(args) -> None:
     if "int8" in report:
         q = report["int8"]
         lat = q["latency_ms"]
-        print(f"int8: mean test Dice {q['mean_dice']['fp32']:.4f} -> {q['mean_dice']['int8']:.4f}; arg-max agreement "
+        m = q["mean_dice"]
+        print(f"int8: mean test Dice {m['fp32']:.4f} -> {m['int8']:.4f} ({m['change']:+.4f}, 95% CI "
+              f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] over the {m['cases']} test cases); arg-max agreement "
               f"with fp32 {q['agreement_with_fp32']['argmax_agreement']:.4%}; latency per slice "
               f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
         c = q["choice"]

@@ -264,8 +264,8 @@ def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path) -> tuple[o
     return quantised, choice
 
 
-def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
-    """Mean Dice per class over the ``part`` cases, predicted as ``hkd evaluate`` predicts."""
+def case_dice(run, prepared: Path, part: str = "test") -> dict[str, list[float]]:
+    """Dice per class and ``part`` case (in the split's order), predicted as ``hkd evaluate`` predicts."""
     from hkd.evaluate.metrics import case_metrics
     from hkd.evaluate.volume import predict_volume
 
@@ -277,7 +277,22 @@ def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
         pred = predict_volume(run, image, int(meta["image_size"]), tuple(meta.get("scale", (0.0, 1.0))))
         for row in case_metrics(pred, label, spacing, classes):
             scores[row["organ"]].append(float(row["dice"]))
-    return {name: float(np.mean(v)) for name, v in scores.items() if v}
+    return {name: v for name, v in scores.items() if v}
+
+
+def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
+    """Mean Dice per class over the ``part`` cases, predicted as ``hkd evaluate`` predicts."""
+    return {name: float(np.mean(v)) for name, v in case_dice(run, prepared, part).items()}
+
+
+def dice_change_ci(reference: dict[str, list[float]], candidate: dict[str, list[float]]) -> dict:
+    """The mean Dice change (candidate - reference, the mean over classes) with its 95% CI from a paired
+    bootstrap over the cases: how far the change could move on other patients."""
+    from hkd.evaluate.stats import paired_bootstrap_ci
+
+    per_case = np.mean([np.subtract(candidate[c], reference[c]) for c in reference], axis=0)
+    mean, low, high = paired_bootstrap_ci(per_case)
+    return {"change": mean, "ci95": [low, high], "cases": int(per_case.size)}
 
 
 def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int = 64,
@@ -320,7 +335,9 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
         quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared)
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
-        fp32_dice, int8_dice = test_dice(runtime.ort_runner(session), prepared), test_dice(q_run, prepared)
+        fp32_cases, int8_cases = case_dice(runtime.ort_runner(session), prepared), case_dice(q_run, prepared)
+        fp32_dice = {c: float(np.mean(v)) for c, v in fp32_cases.items()}
+        int8_dice = {c: float(np.mean(v)) for c, v in int8_cases.items()}
         one = np.ascontiguousarray(slices[:1])
         report["int8"] = {
             "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
@@ -331,7 +348,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
             "dice": {c: {"fp32": fp32_dice[c], "int8": int8_dice[c], "change": int8_dice[c] - fp32_dice[c]}
                      for c in fp32_dice},
             "mean_dice": {"fp32": float(np.mean(list(fp32_dice.values()))),
-                          "int8": float(np.mean(list(int8_dice.values())))},
+                          "int8": float(np.mean(list(int8_dice.values()))),
+                          **dice_change_ci(fp32_cases, int8_cases)},
             "latency_ms": {"threads": threads, "size": size,
                            "fp32": runtime.latency(runtime.ort_runner(session), one, runs),
                            "int8": runtime.latency(q_run, one, runs)},

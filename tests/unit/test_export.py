@@ -83,7 +83,11 @@ def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, 
                               "pancreas"}
     assert all(abs(d["change"] - (d["int8"] - d["fp32"])) < 1e-12 for d in q["dice"].values())
     assert q["latency_ms"]["int8"]["runs"] >= 20 and q["latency_ms"]["threads"] == 1
-    assert "int8: mean test Dice" in printed
+    assert "int8: mean test Dice" in printed and "95% CI" in printed
+    mean = q["mean_dice"]  # the change over the test cases, with a paired bootstrap CI over them
+    assert mean["change"] == pytest.approx(mean["int8"] - mean["fp32"], abs=1e-12)
+    assert mean["ci95"][0] <= mean["change"] <= mean["ci95"][1]
+    assert mean["cases"] == len(json.loads((prepared / "dataset.json").read_text())["split"]["test"])
     choice = q["choice"]  # what stayed float was chosen on the validation cases, within the limit
     assert choice["part"] == "val" and choice["val_mean_dice_loss"] <= choice["limit"] == 0.005
     assert set(choice["kept_float"]) <= {n.name for n in onnx_nodes(tmp_path / "s8.onnx")} and choice["layers"] > 0
