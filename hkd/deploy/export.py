@@ -34,7 +34,7 @@ from hkd.data.dataset import load_slices, load_volume, read_meta
 from hkd.errors import DataError
 from hkd.infer import runtime
 from hkd.infer.grid import model_slices, windowed
-from hkd.models import inference_network
+from hkd.models.inference import inference_network
 
 log = logging.getLogger("hkd")
 
@@ -81,7 +81,8 @@ def _runs_at(proto, network: torch.nn.Module, size: int) -> bool:
 def to_onnx(network: torch.nn.Module, size: int, spec: dict | None = None):
     """The network as an ONNX ModelProto with a dynamic batch and, where it exports and then runs correctly
     at twice the size, dynamic H and W; returns (proto, whether the spatial size is dynamic). With ``spec``,
-    the architecture's inference form is exported (:func:`hkd.models.inference_network`: the same function)."""
+    the architecture's inference form is exported (:func:`hkd.models.inference.inference_network`: the same
+    function)."""
     import onnxscript  # noqa: F401 (torch's ONNX exporter needs it)
 
     network = network.eval().float()

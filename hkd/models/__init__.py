@@ -42,12 +42,11 @@ from hkd.models import external, squeezeunet, transunet
 from hkd.models.base import Feature, FeatureSpecs, partition, top_level_blocks
 from hkd.models.recorder import OUTPUT, FeatureRecorder
 from hkd.models.squeezeunet import SQUEEZEUNET_PRESETS, FireModule, SqueezeUNet, resolve_width
-from hkd.models.squeezeunet_inference import ConcatFreeSqueezeUNet
 from hkd.models.transunet import CheckpointError, TransUNet, load_vit_npz
 
 __all__ = ["ARCHITECTURES", "SPEC_KEYS", "SQUEEZEUNET_PRESETS", "CheckpointError", "Feature", "FeatureRecorder",
            "FeatureSpecs", "FireModule", "SqueezeUNet", "TransUNet", "build_model", "count_parameters",
-           "gradcam_layer", "inference_network", "label", "load_vit_npz", "model_blocks", "recorder_of", "resolve_width"]
+           "gradcam_layer", "label", "load_vit_npz", "model_blocks", "recorder_of", "resolve_width"]
 
 SPEC_KEYS = ("arch", "name", "args", "features", "grid", "gradcam_layer", "blocks", "pretrained")
 
@@ -64,8 +63,6 @@ class Architecture:
     takes_classes: bool = False  # the data's class count is passed as ``num_classes``
     outside: bool = False  # constructor arguments under ``args``
     cls: Callable[[dict], type] | None = None  # an outside network: spec -> its class (imported)
-    # the same function computed faster for export (trained network -> inference module), where one is known
-    inference: Callable[[nn.Module], nn.Module] | None = None
 
 
 def _transunet(args: dict, spec: dict) -> nn.Module:
@@ -82,8 +79,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "transunet": Architecture(_transunet, transunet.FEATURES, transunet.GRID, transunet.GRADCAM_LAYER,
                               transunet.BLOCKS, takes_classes=True),
     "squeezeunet": Architecture(lambda args, spec: SqueezeUNet(**args), squeezeunet.FEATURES, squeezeunet.GRID,
-                                squeezeunet.GRADCAM_LAYER, squeezeunet.BLOCKS, takes_classes=True,
-                                inference=ConcatFreeSqueezeUNet),
+                                squeezeunet.GRADCAM_LAYER, squeezeunet.BLOCKS, takes_classes=True),
     "monai": Architecture(None, outside=True, cls=lambda spec: external.monai_class(spec.get("name"))),
     "module": Architecture(None, outside=True, cls=lambda spec: external.module_class(spec.get("name"))),
 }
@@ -126,12 +122,6 @@ def build_model(spec: dict) -> nn.Module:
         return cls(**args)
     except Exception as exc:  # the user's code: its error, in one line
         raise ValueError(f"{label(spec)}: building it with args {args} raised {external.one_line(exc)}") from None
-
-
-def inference_network(network: nn.Module, spec: dict) -> nn.Module:
-    """The network in its architecture's form for inference (the same function, faster), else itself."""
-    rewrite = _arch(spec).inference
-    return rewrite(network).eval() if rewrite else network
 
 
 def feature_paths(spec: dict) -> dict[str, str]:

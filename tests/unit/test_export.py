@@ -43,7 +43,8 @@ def test_export_matches_pytorch_on_test_slices(exported, student_ckpt):
     assert json.loads(meta["hkd.preprocessing"])["classes"][5] == "liver" and meta["hkd.kind"] == "fp32"
     # the network alone: its initialisers are the network's parameters in its inference form (the squeeze and
     # head weights split by input part, hkd.models.squeezeunet_inference), the resize scales, nothing else
-    from hkd.models import count_parameters, inference_network
+    from hkd.models import count_parameters
+    from hkd.models.inference import inference_network
 
     network = load(student_ckpt).network
     fast = inference_network(network, load(student_ckpt).spec)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hkd.models import build_model, inference_network
+from hkd.models import build_model
+from hkd.models.inference import inference_network
 from hkd.models.squeezeunet_inference import ConcatFreeSqueezeUNet
 
 
@@ -70,3 +71,19 @@ def test_the_exported_student_has_no_concatenation_and_matches_the_network():
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
             assert abs(got - network(x).numpy()).max() < 1e-4
+
+
+def test_an_edited_inference_form_reruns_exports_not_trainings():
+    """The jobs' code is read from their imports: the inference forms are the export's and the cost table's
+    code, never a training's (a training job that listed them would train again for an edit that changes no
+    weight)."""
+    from hkd.workflow_deps import command_modules
+
+    from helpers import REPO
+
+    forms = {"hkd/models/inference.py", "hkd/models/squeezeunet_inference.py"}
+    for command in ("export", "cost"):
+        assert forms <= set(command_modules(command, REPO)), command
+    for command, loads in (("train", ["hkd.distill.logits"]), ("train-cohort", ["hkd.distill.latent"]),
+                           ("evaluate", []), ("predict", [])):
+        assert not forms & set(command_modules(command, REPO, loads)), command
