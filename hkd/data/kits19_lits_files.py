@@ -8,8 +8,6 @@ with it, and the phantom's job imports it without any reader.
 
 from __future__ import annotations
 
-import re
-
 KITS19_DIGITS = 5  # case_00000 ...
 LITS_DIGITS = 3  # the case ids hkd gives LiTS cases: 000 ...
 
@@ -32,11 +30,3 @@ def lits_image(number: str, ending: str = ".nii") -> str:
 def lits_label(number: str, ending: str = ".nii") -> str:
     """A LiTS case's segmentation, beside its volume."""
     return f"segmentation-{number}{ending}"
-
-
-def pattern(name_of) -> re.Pattern:
-    """The file names ``name_of`` (one of the functions above) gives, as a pattern on a relative POSIX path
-    anywhere below the root: group 1 the number, group 2 ``.gz`` or nothing."""
-    prefix, _, suffix = name_of("\0", "\1").partition("\0")
-    between, _, _ = suffix.partition("\1")
-    return re.compile(rf"(?:^|/){re.escape(prefix)}(\d+){re.escape(between)}\.nii(\.gz)?$")

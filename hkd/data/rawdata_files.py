@@ -4,8 +4,6 @@ source registry names the phantom's files with it."""
 
 from __future__ import annotations
 
-import re
-
 IMAGES = "Training/img"
 LABELS = "Training/label"
 DIGITS = 4  # case ids: 0001 ...
@@ -19,10 +17,3 @@ def image_file(number: str, ending: str = ".nii.gz") -> str:
 def label_file(number: str, ending: str = ".nii.gz") -> str:
     """A case's label file name (in :data:`LABELS`)."""
     return f"label{number}{ending}"
-
-
-def pattern(name_of) -> re.Pattern:
-    """The file names ``name_of`` (:func:`image_file` or :func:`label_file`) gives, as a pattern on a file
-    name: group 1 the number, group 2 ``.gz`` or nothing."""
-    prefix = name_of("\0", "").partition("\0")[0]
-    return re.compile(rf"^{re.escape(prefix)}(\d+)\.nii(\.gz)?$")

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 from hkd.data import kits19_lits_files as files
 from hkd.data.case import RawCase
+from hkd.data.file_names import pattern
 from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -54,13 +55,13 @@ class Layout:
 
 
 KITS19 = Layout(
-    "kits19", files.pattern(files.kits19_image), files.pattern(files.kits19_label), files.kits19_label,
+    "kits19", pattern(files.kits19_image), pattern(files.kits19_label), files.kits19_label,
     digits=files.KITS19_DIGITS, unlabelled="skip", orphan_label="error",
     hint="the KiTS19 imaging is downloaded separately from the labels: hkd download --source kits19",
     expected=f"{files.kits19_image('XXXXX')} with {files.kits19_label('XXXXX')}",
 )
 LITS = Layout(
-    "lits", files.pattern(files.lits_image), files.pattern(files.lits_label), files.lits_label,
+    "lits", pattern(files.lits_image), pattern(files.lits_label), files.lits_label,
     digits=files.LITS_DIGITS, unlabelled="error", orphan_label="warn",
     hint=f"LiTS pairs {files.lits_image('N')} with {files.lits_label('N')} in the same folder",
     expected=f"{files.lits_image('N')} with {files.lits_label('N')}, or .nii.gz",

@@ -7,20 +7,20 @@ numbers, zero-padded to four digits; each pair is validated and reoriented by :m
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 from hkd.data import rawdata_files as files
 from hkd.data.archive import zip_names
+from hkd.data.file_names import pattern
 from hkd.data.case import RawCase
 from hkd.data.nifti import depths, load_cases
 from hkd.errors import DataError
 
 log = logging.getLogger(__name__)
 
-_IMG_RE = files.pattern(files.image_file)
-_LABEL_RE = files.pattern(files.label_file)
-_ZIP_IMG_RE = re.compile(rf"(^|/){re.escape(files.IMAGES)}/{_IMG_RE.pattern[1:]}")
+_IMG_RE = pattern(files.image_file)
+_LABEL_RE = pattern(files.label_file)
+_ZIP_IMG_RE = pattern(lambda number, ending: f"{files.IMAGES}/{files.image_file(number, ending)}")
 
 
 def find_raw_cases(root: str | Path) -> list[RawCase]:
