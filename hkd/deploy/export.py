@@ -281,9 +281,14 @@ def case_dice(run, prepared: Path, part: str = "test") -> dict[str, list[float]]
     return {name: v for name, v in scores.items() if v}
 
 
+def class_means(cases: dict[str, list[float]]) -> dict[str, float]:
+    """Each class's mean over the cases of :func:`case_dice`."""
+    return {name: float(np.mean(v)) for name, v in cases.items()}
+
+
 def test_dice(run, prepared: Path, part: str = "test") -> dict[str, float]:
     """Mean Dice per class over the ``part`` cases, predicted as ``hkd evaluate`` predicts."""
-    return {name: float(np.mean(v)) for name, v in case_dice(run, prepared, part).items()}
+    return class_means(case_dice(run, prepared, part))
 
 
 def dice_change_ci(reference: dict[str, list[float]], candidate: dict[str, list[float]]) -> dict:
@@ -337,8 +342,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
         fp32_cases, int8_cases = case_dice(runtime.ort_runner(session), prepared), case_dice(q_run, prepared)
-        fp32_dice = {c: float(np.mean(v)) for c, v in fp32_cases.items()}
-        int8_dice = {c: float(np.mean(v)) for c, v in int8_cases.items()}
+        fp32_dice, int8_dice = class_means(fp32_cases), class_means(int8_cases)
         one = np.ascontiguousarray(slices[:1])
         report["int8"] = {
             "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
