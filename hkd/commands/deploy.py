@@ -114,12 +114,16 @@ def parser_export(sub) -> None:
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantisation (per-channel weights) calibrated on training slices; its Dice "
                         "change and latency are reported")
+    p.add_argument("--int8-dice-loss", type=float, default=None,
+                   help="the largest mean Dice loss of --int8 against fp32 (default 0.005): it chooses the layers "
+                        "kept in float on the validation cases, and no int8 model losing more on the test cases is "
+                        "written")
     p.add_argument("--calibration-slices", type=int, default=64)
     p.add_argument("--report", type=Path, default=None, help="JSON of the parity (and int8) measurements")
     p.add_argument("--threads", type=int, default=1, help="threads of the latency measurements (--int8)")
     _allow_module_arg(p)
     p.set_defaults(func=cmd_export, inputs=("model", "data"), outputs=("out", "report"),
-                   minimums={"calibration_slices": 1, "threads": 1})
+                   minimums={"calibration_slices": 1, "threads": 1, "int8_dice_loss": 0})
 
 
 def cmd_export(args) -> None:
@@ -137,8 +141,10 @@ def cmd_export(args) -> None:
     _allow(args)
     _threads(args.threads)
     checkpoint = best_on_validation(args.model)
+    if args.int8_dice_loss is not None and not args.int8:
+        raise DataError("--int8-dice-loss: a limit of --int8; add --int8 or leave it out")
     proto, report = export(checkpoint, args.data, int8=args.int8, calibration=args.calibration_slices,
-                           threads=args.threads)
+                           threads=args.threads, int8_dice_loss=args.int8_dice_loss)
     with atomic_path(args.out) as tmp:
         onnx.save(proto, tmp)
     if len(args.model) > 1:
@@ -156,7 +162,8 @@ def cmd_export(args) -> None:
         lat = q["latency_ms"]
         m = q["mean_dice"]
         print(f"int8: mean test Dice {m['fp32']:.4f} -> {m['int8']:.4f} ({m['change']:+.4f}, 95% CI "
-              f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] over the {m['cases']} test cases); arg-max agreement "
+              f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] over the {m['cases']} test cases; the loss allowed "
+              f"{m['limit']}); arg-max agreement "
               f"with fp32 {q['agreement_with_fp32']['argmax_agreement']:.4%}; latency per slice "
               f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
         c = q["choice"]

@@ -16,7 +16,9 @@ prepared as the checkpoint's own record says, and the report says which.
 
 ``int8``: static quantisation (ONNX Runtime, QDQ, weights int8 per output channel, activations uint8,
 min-max ranges calibrated on training slices); its Dice per class on the test cases, its arg-max agreement
-with the float model and its latency are reported beside the float model's, whatever they are.
+with the float model and its latency are reported beside the float model's. It is written only if it keeps
+the mean test Dice within a limit of the float model's (:data:`INT8_DICE_LOSS` unless told otherwise); past
+it nothing is written and the error says by how much.
 """
 
 from __future__ import annotations
@@ -158,8 +160,9 @@ def calibration_slices(prepared: Path, n: int, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(train.image[torch.from_numpy(pick)].numpy(), dtype=np.float32)
 
 
-#: The largest mean-Dice loss, on the validation cases, at which an int8 model is kept as it is; past it,
-#: the layers whose quantisation costs the most Dice stay in float (:func:`int8_keeping_dice`).
+#: The largest mean-Dice loss at which an int8 model is offered: on the validation cases it chooses which
+#: layers stay in float (:func:`int8_keeping_dice`); on the test cases it decides whether the model is written
+#: at all (:func:`check_int8_test_loss`).
 INT8_DICE_LOSS = 0.005
 
 
@@ -228,9 +231,9 @@ def _quantised_nodes(quantised) -> list[str]:
     return [n.name for n in quantised.graph.node if n.op_type in QUANTISED_OPS and dequantised.intersection(n.input)]
 
 
-def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path) -> tuple[object, dict]:
-    """The int8 model of ``proto`` whose mean Dice on the validation cases is within :data:`INT8_DICE_LOSS` of
-    the float model's, and how it was chosen.
+def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: float) -> tuple[object, dict]:
+    """The int8 model of ``proto`` whose mean Dice on the validation cases is within ``limit`` of the float
+    model's, and how it was chosen.
 
     Every quantisable layer quantised first; if that loses more, each layer is quantised alone to measure
     what its quantisation costs, and the costliest stay in float, one more at a time, until the loss is
@@ -248,20 +251,20 @@ def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path) -> tuple[o
     layers = _quantised_nodes(quantised)
     loss = fp32 - val_dice(quantised)
     tried = {"all layers int8": loss}
-    if loss > INT8_DICE_LOSS:
+    if loss > limit:
         cost = {name: fp32 - val_dice(quantize_int8(pre, calibration, only=[name])) for name in layers}
         for name in sorted(layers, key=lambda n: -cost[n]):
             kept.append(name)
             quantised = quantize_int8(pre, calibration, keep_float=kept)
             loss = fp32 - val_dice(quantised)
             tried[f"{len(kept)} kept float"] = loss
-            if loss <= INT8_DICE_LOSS:
+            if loss <= limit:
                 break
-    choice = {"part": "val", "limit": INT8_DICE_LOSS, "val_mean_dice_fp32": fp32, "val_mean_dice_loss": loss,
+    choice = {"part": "val", "limit": limit, "val_mean_dice_fp32": fp32, "val_mean_dice_loss": loss,
               "layers": len(layers), "kept_float": kept, "tried": tried}
-    if loss > INT8_DICE_LOSS:
+    if loss > limit:
         raise DataError(f"--int8: even with all {len(layers)} layers kept in float, the validation Dice drops by "
-                        f"{loss:.4f} > {INT8_DICE_LOSS}; nothing was written")
+                        f"{loss:.4f} > {limit}; nothing was written")
     return quantised, choice
 
 
@@ -301,12 +304,28 @@ def dice_change_ci(reference: dict[str, list[float]], candidate: dict[str, list[
     return {"change": mean, "ci95": [low, high], "cases": int(per_case.size)}
 
 
-def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int = 64,
-           check_slices: int | None = None, threads: int = 1, runs: int = 20) -> tuple[object, dict]:
-    """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report. ``prepared``
-    None: the parity is checked on a generated case (``int8`` needs prepared data).
+def check_int8_test_loss(checkpoint: Path, q: dict, limit: float) -> None:
+    """Refuse an int8 model (``q``: its report) whose mean test Dice falls more than ``limit`` below the float
+    model's: a reduced precision is offered only where it keeps the Dice. A gain passes."""
+    m = q["mean_dice"]
+    if -m["change"] > limit:
+        worst = sorted(q["dice"].items(), key=lambda item: item[1]["change"])[:2]
+        raise DataError(f"--int8: {checkpoint} quantised loses {-m['change']:.4f} mean test Dice (95% CI "
+                        f"[{m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f}] over {m['cases']} test cases; most in "
+                        + ", ".join(f"{organ} {d['change']:+.4f}" for organ, d in worst)
+                        + f"), more than the limit of {limit}; nothing was written (--int8-dice-loss sets the "
+                        "limit; the fp32 export keeps the Dice)")
 
-    Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances (nothing is written then).
+
+def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int = 64,
+           check_slices: int | None = None, threads: int = 1, runs: int = 20,
+           int8_dice_loss: float | None = None) -> tuple[object, dict]:
+    """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report. ``prepared``
+    None: the parity is checked on a generated case (``int8`` needs prepared data). ``int8_dice_loss``: the
+    largest mean Dice loss of the int8 model (:data:`INT8_DICE_LOSS` when None).
+
+    Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances, or the int8 model loses
+    more Dice than allowed (nothing is written then).
     """
     if int8 and prepared is None:
         raise DataError("--int8: needs --data, the prepared data the model was trained on (its training slices "
@@ -338,7 +357,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
                         f"agreement {parity['argmax_agreement']:.6f} < {ARGMAX_AGREEMENT}); nothing was written")
     kind = "fp32"
     if int8:
-        quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared)
+        limit = INT8_DICE_LOSS if int8_dice_loss is None else float(int8_dice_loss)
+        quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared, limit)
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
         fp32_cases, int8_cases = case_dice(runtime.ort_runner(session), prepared), case_dice(q_run, prepared)
@@ -354,11 +374,12 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
                      for c in fp32_dice},
             "mean_dice": {"fp32": float(np.mean(list(fp32_dice.values()))),
                           "int8": float(np.mean(list(int8_dice.values()))),
-                          **dice_change_ci(fp32_cases, int8_cases)},
+                          **dice_change_ci(fp32_cases, int8_cases), "limit": limit},
             "latency_ms": {"threads": threads, "size": size,
                            "fp32": runtime.latency(runtime.ort_runner(session), one, runs),
                            "int8": runtime.latency(q_run, one, runs)},
         }
+        check_int8_test_loss(checkpoint, report["int8"], limit)
         proto, kind = quantised, "int8"
     report["export"]["kind"] = kind
     proto = _with_metadata(proto, {

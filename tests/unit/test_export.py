@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hkd.cli import main
+from hkd.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_predict_with_the_onnx_file_matches_the_checkpoint(exported, student_ckp
 def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, capsys):
     out = tmp_path / "s8.onnx"
     assert main(["export", "--model", str(student_ckpt), "--data", str(prepared), "--out", str(out), "--int8",
-                 "--calibration-slices", "16", "--report", str(tmp_path / "r.json")]) == 0
+                 "--int8-dice-loss", "1", "--calibration-slices", "16", "--report", str(tmp_path / "r.json")]) == 0
     printed = capsys.readouterr().out
     print(printed)
     q = json.loads((tmp_path / "r.json").read_text())["int8"]
@@ -89,8 +90,9 @@ def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, 
     assert mean["change"] == pytest.approx(mean["int8"] - mean["fp32"], abs=1e-12)
     assert mean["ci95"][0] <= mean["change"] <= mean["ci95"][1]
     assert mean["cases"] == len(json.loads((prepared / "dataset.json").read_text())["split"]["test"])
+    assert mean["limit"] == 1 and "the loss allowed 1.0" in printed
     choice = q["choice"]  # what stayed float was chosen on the validation cases, within the limit
-    assert choice["part"] == "val" and choice["val_mean_dice_loss"] <= choice["limit"] == 0.005
+    assert choice["part"] == "val" and choice["val_mean_dice_loss"] <= choice["limit"] == 1
     assert set(choice["kept_float"]) <= {n.name for n in onnx_nodes(tmp_path / "s8.onnx")} and choice["layers"] > 0
     nodes = onnx_nodes(out)
     made_by = {o: n.op_type for n in nodes for o in n.output}
@@ -183,6 +185,31 @@ def test_int8_that_cannot_keep_the_dice_is_refused_and_nothing_is_written(studen
     err = capsys.readouterr().err
     assert "layers kept in float, the validation Dice drops by" in err and "nothing was written" in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_int8_losing_more_test_dice_than_the_limit_is_refused():
+    """An int8 model is offered only where it keeps the mean test Dice within the limit; a gain passes."""
+    from hkd.deploy.export import INT8_DICE_LOSS, check_int8_test_loss
+
+    def report(change):
+        return {"mean_dice": {"change": change, "ci95": [change - 0.004, change + 0.004], "cases": 10},
+                "dice": {"spleen": {"change": change / 2}, "gallbladder": {"change": 4 * change},
+                         "liver": {"change": 0.0}}}
+
+    with pytest.raises(DataError, match=r"loses 0\.0074 mean test Dice .*gallbladder -0\.0296, spleen -0\.0037\), "
+                                        r"more than the limit of 0\.005; nothing was written"):
+        check_int8_test_loss(Path("best.pt"), report(-0.0074), INT8_DICE_LOSS)
+    for change in (-0.005, -0.0049, 0.0, 0.02):
+        check_int8_test_loss(Path("best.pt"), report(change), INT8_DICE_LOSS)
+    check_int8_test_loss(Path("best.pt"), report(-0.0074), 0.01)
+
+
+def test_the_int8_limit_is_checked_before_any_work(student_ckpt, tmp_path, capsys):
+    out = tmp_path / "s.onnx"
+    for extra, message in ((["--int8-dice-loss", "0.01"], "--int8-dice-loss: a limit of --int8"),
+                           (["--int8", "--int8-dice-loss", "-0.1"], "--int8-dice-loss -0.1: must be at least 0")):
+        assert main(["export", "--model", str(student_ckpt), "--out", str(out), *extra]) == 1
+        assert message in capsys.readouterr().err and not out.exists()
 
 
 def test_the_exporters_info_lines_stay_out_of_a_jobs_log(caplog):
