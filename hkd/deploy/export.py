@@ -68,6 +68,25 @@ def _quiet_export(network: torch.nn.Module, example: torch.Tensor, dynamic_shape
                 logger.setLevel(level)
 
 
+def _without_trace(proto):
+    """``proto`` without the exporter's debugging notes (each node's Python stack trace, FX node and module path,
+    the exported program's signature): the stack traces name the absolute path of the Python files that ran
+    the export, which a shared model file should not carry, and which made the same checkpoint export to other
+    bytes from another folder."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        graph.ClearField("metadata_props")
+        for node in graph.node:
+            node.ClearField("metadata_props")
+            for attribute in node.attribute:  # a control-flow node's subgraphs
+                graphs.extend([attribute.g] if attribute.HasField("g") else attribute.graphs)
+    for function in proto.functions:
+        for node in function.node:
+            node.ClearField("metadata_props")
+    return proto
+
+
 def _runs_at(proto, network: torch.nn.Module, size: int) -> bool:
     """Whether the exported graph runs at ``size`` px and matches the network there (random input)."""
     x = np.random.default_rng(0).random((1, 1, size, size), dtype=np.float32)
@@ -94,14 +113,15 @@ def to_onnx(network: torch.nn.Module, size: int, spec: dict | None = None):
     if (spec or {}).get("arch") != "transunet":  # TransUNet's position embeddings are traced at one grid size
         height, width = torch.export.Dim("h16", min=1, max=256), torch.export.Dim("w16", min=1, max=256)
         try:
-            proto = _quiet_export(exported, example, ({0: batch, 2: 16 * height, 3: 16 * width},)).model_proto
+            proto = _without_trace(_quiet_export(exported, example,
+                                                 ({0: batch, 2: 16 * height, 3: 16 * width},)).model_proto)
             if _runs_at(proto, network, 2 * size):
                 return proto, True
             log.info("spatial size fixed at %d px: the graph exported with a dynamic size is wrong at %d px", size,
                      2 * size)
         except Exception as exc:  # noqa: BLE001: a network whose size is fixed
             log.info("spatial size fixed at %d px (%s)", size, " ".join(str(exc).split())[:160])
-    return _quiet_export(exported, example, ({0: batch},)).model_proto, False
+    return _without_trace(_quiet_export(exported, example, ({0: batch},)).model_proto), False
 
 
 def evaluation_slices(prepared: Path, size: int, part: str = "test", limit: int | None = None) -> np.ndarray:

@@ -42,6 +42,10 @@ def test_export_matches_pytorch_on_test_slices(exported, student_ckpt):
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["hkd.preprocessing"])["classes"][5] == "liver" and meta["hkd.kind"] == "fp32"
+    import hkd  # no exporter stack trace naming the folder hkd runs from (a shared file would carry it)
+
+    assert str(Path(hkd.__file__).resolve().parent.parent).encode() not in path.read_bytes()
+    assert not [n.name for n in proto.graph.node if n.metadata_props]
     # the network alone: its initialisers are the network's parameters in its inference form (the squeeze and
     # head weights split by input part, hkd.models.squeezeunet_inference), the resize scales, nothing else
     from hkd.models import count_parameters
