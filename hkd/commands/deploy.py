@@ -135,14 +135,14 @@ def cmd_export(args) -> None:
 
     if args.out.suffix.lower() != ".onnx":
         raise DataError(f"--out {args.out}: an ONNX model is written as .onnx")
+    if args.int8_dice_loss is not None and not args.int8:
+        raise DataError("--int8-dice-loss: a limit of --int8; add --int8 or leave it out")
     for path in (args.out, args.report):  # before any work
         if path is not None:
             check_replaceable(path)
     _allow(args)
     _threads(args.threads)
     checkpoint = best_on_validation(args.model)
-    if args.int8_dice_loss is not None and not args.int8:
-        raise DataError("--int8-dice-loss: a limit of --int8; add --int8 or leave it out")
     proto, report = export(checkpoint, args.data, int8=args.int8, calibration=args.calibration_slices,
                            threads=args.threads, int8_dice_loss=args.int8_dice_loss)
     with atomic_path(args.out) as tmp:
