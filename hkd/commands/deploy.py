@@ -167,9 +167,10 @@ def cmd_export(args) -> None:
               f"with fp32 {q['agreement_with_fp32']['argmax_agreement']:.4%}; latency per slice "
               f"{lat['fp32']['median_ms']:.2f} -> {lat['int8']['median_ms']:.2f} ms ({lat['threads']} thread(s))")
         c = q["choice"]
-        print(f"int8: {len(c['kept_float'])} of {c['layers']} layers kept in float "
-              f"({', '.join(c['kept_float']) or 'none'}): validation Dice loss {c['val_mean_dice_loss']:+.4f} "
-              f"(at most {c['limit']})")
+        why = [f"the {' and '.join(p.rstrip('.') for p in c['float_parts'])}, by design"] if c["float_parts"] else []
+        why += [f"for the Dice: {', '.join(c['kept_for_dice'])}"] if c["kept_for_dice"] else []
+        print(f"int8: {len(c['kept_float'])} of {c['layers']} convolutions kept in float ({'; '.join(why) or 'none'}): "
+              f"validation Dice loss {c['val_mean_dice_loss']:+.4f} (at most {c['limit']})")
         for organ, d in q["dice"].items():
             print(f"  {organ}: {d['fp32']:.4f} -> {d['int8']:.4f} ({d['change']:+.4f})")
 

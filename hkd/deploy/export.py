@@ -36,7 +36,7 @@ from hkd.data.dataset import load_slices, load_volume, read_meta
 from hkd.errors import DataError
 from hkd.infer import runtime
 from hkd.infer.grid import model_slices, windowed
-from hkd.models.inference import inference_network
+from hkd.models.inference import inference_network, int8_float_parts
 
 log = logging.getLogger("hkd")
 
@@ -251,15 +251,27 @@ def _quantised_nodes(quantised) -> list[str]:
     return [n.name for n in quantised.graph.node if n.op_type in QUANTISED_OPS and dequantised.intersection(n.input)]
 
 
-def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: float) -> tuple[object, dict]:
+def convolutions_of(graph_proto, prefixes: tuple[str, ...]) -> list[str]:
+    """The names of the convolutions of a pre-processed graph whose weights' names start with one of
+    ``prefixes`` (the network's parameter names, which the exporter keeps)."""
+    found = [n.name for n in graph_proto.graph.node
+             if n.op_type in QUANTISED_OPS and len(n.input) > 1 and n.input[1].startswith(prefixes)]
+    if prefixes and not found:
+        raise RuntimeError(f"no convolution of the exported graph has a weight named {' or '.join(prefixes)}*: the "
+                           "exporter no longer keeps the parameters' names (hkd.models.inference.INT8_FLOAT_PARTS)")
+    return found
+
+
+def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: float,
+                      float_parts: tuple[str, ...] = ()) -> tuple[object, dict]:
     """The int8 model of ``proto`` whose mean Dice on the validation cases is within ``limit`` of the float
     model's, and how it was chosen.
 
-    Every quantisable layer quantised first; if that loses more, each layer is quantised alone to measure
-    what its quantisation costs, and the costliest stay in float, one more at a time, until the loss is
-    within the limit (measured on the validation cases, so the test cases stay unseen by the choice). On the
-    default study's students, the first and the last convolution (the input's and the logits') were
-    the costly ones."""
+    The convolutions of the architecture's ``float_parts`` (:data:`hkd.models.inference.INT8_FLOAT_PARTS`) stay
+    in float; the others are quantised. If that loses more than ``limit``, each quantised layer is quantised
+    alone to measure what its quantisation costs, and the costliest stay in float too, one more at a time,
+    until the loss is within the limit (measured on the validation cases, so the test cases stay unseen by the
+    choice)."""
     pre = _pre_processed(proto)
 
     def val_dice(model) -> float:
@@ -267,23 +279,27 @@ def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: flo
         return float(np.mean(list(test_dice(run, prepared, "val").values())))
 
     fp32 = val_dice(pre)
-    quantised, kept = quantize_int8(pre, calibration), []
+    by_design = convolutions_of(pre, float_parts)
+    kept = list(by_design)
+    quantised = quantize_int8(pre, calibration, keep_float=kept)
     layers = _quantised_nodes(quantised)
     loss = fp32 - val_dice(quantised)
-    tried = {"all layers int8": loss}
+    tried = {"float parts kept" if kept else "all layers int8": loss}
     if loss > limit:
         cost = {name: fp32 - val_dice(quantize_int8(pre, calibration, only=[name])) for name in layers}
         for name in sorted(layers, key=lambda n: -cost[n]):
             kept.append(name)
             quantised = quantize_int8(pre, calibration, keep_float=kept)
             loss = fp32 - val_dice(quantised)
-            tried[f"{len(kept)} kept float"] = loss
+            tried[f"{len(kept) - len(by_design)} more kept float"] = loss
             if loss <= limit:
                 break
+    total = sum(n.op_type in QUANTISED_OPS for n in pre.graph.node)
     choice = {"part": "val", "limit": limit, "val_mean_dice_fp32": fp32, "val_mean_dice_loss": loss,
-              "layers": len(layers), "kept_float": kept, "tried": tried}
+              "layers": total, "float_parts": list(float_parts), "kept_float": kept,
+              "kept_for_dice": kept[len(by_design):], "tried": tried}
     if loss > limit:
-        raise DataError(f"--int8: even with all {len(layers)} layers kept in float, the validation Dice drops by "
+        raise DataError(f"--int8: even with all {total} layers kept in float, the validation Dice drops by "
                         f"{loss:.4f} > {limit}; nothing was written")
     return quantised, choice
 
@@ -378,7 +394,8 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
     kind = "fp32"
     if int8:
         limit = INT8_DICE_LOSS if int8_dice_loss is None else float(int8_dice_loss)
-        quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared, limit)
+        quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared, limit,
+                                              int8_float_parts(model.spec))
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
         fp32_cases, int8_cases = case_dice(runtime.ort_runner(session), prepared), case_dice(q_run, prepared)
@@ -387,7 +404,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
         report["int8"] = {
             "calibration_slices": int(min(calibration, len(load_slices(prepared, "train")))),
             "scheme": "static QDQ of the convolutions, int8 weights per output channel, uint8 activations, "
-                      "min-max calibration",
+                      "min-max calibration; the architecture's float parts stay float",
             "choice": choice,
             "agreement_with_fp32": compare(runtime.ort_runner(session), q_run, slices),
             "dice": {c: {"fp32": fp32_dice[c], "int8": int8_dice[c], "change": int8_dice[c] - fp32_dice[c]}

@@ -102,6 +102,13 @@ def test_int8_reports_dice_change_and_latency(student_ckpt, prepared, tmp_path, 
     made_by = {o: n.op_type for n in nodes for o in n.output}
     quantised = {made_by.get(n.input[0], "input") for n in nodes if n.op_type == "QuantizeLinear"}
     assert "Conv" in quantised and "Add" not in quantised, quantised  # the inference form's sums stay float
+    # SqueezeUNet's decoder and head stay float (hkd.models.inference.INT8_FLOAT_PARTS), the rest is int8
+    assert choice["float_parts"] == ["decoder.", "head."] and not choice["kept_for_dice"]
+    dequantised = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    reads_int8 = {n.input[1].split("_DequantizeLinear")[0]: n.input[0] in dequantised for n in nodes
+                  if n.op_type == "Conv"}
+    assert {w for w, q in reads_int8.items() if not q} == {w for w in reads_int8 if w.startswith(("decoder.", "head."))}
+    assert len(choice["kept_float"]) == len([w for w in reads_int8 if not reads_int8[w]]) < choice["layers"]
 
 
 def onnx_nodes(path):
