@@ -205,9 +205,10 @@ def _named_paths(items: list[str], flag: str) -> dict[str, Path]:
 
 def parser_cost(sub) -> None:
     p = sub.add_parser("cost", help="parameters, FLOPs, file size, CPU latency and peak memory of trained models, in "
-                       "PyTorch and ONNX Runtime")
+                       "PyTorch and ONNX Runtime (OpenVINO with its extra; int8 with --data)")
     p.add_argument("--models", required=True, nargs="+", help="NAME=CHECKPOINT (teacher=..., a width's student=...)")
-    p.add_argument("--data", type=Path, default=None, help="prepared dataset: its test volumes are timed too")
+    p.add_argument("--data", type=Path, default=None,
+                   help="prepared dataset: its test volumes are timed too, its training slices calibrate the int8 row")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of every measurement")
     p.add_argument("--runs", type=int, default=20, help="timed runs per latency (after warm-up), at least 20")
     p.add_argument("--volumes", type=int, default=2, help="test volumes timed per model")

@@ -4,7 +4,9 @@ Per model: trainable parameters; FLOPs of one slice (``torch.utils.flop_counter`
 matrix products, 2 FLOPs per multiply-add; FLOPs, not MACs) at the study's slice size and at 224 px; the
 size of its weights (the network's state dict alone, as ``torch.save`` writes it) and of its ONNX file;
 and per runtime and precision (PyTorch eager; ONNX Runtime; with the ``openvino`` extra, OpenVINO in fp32
-and in bf16 where the CPU has it), measured in a fresh process each on the CPU with a stated number of
+and in bf16 where the CPU has it; with prepared data, ONNX Runtime on the int8 model ``hkd export --int8``
+starts from, calibrated on its training slices), measured in a fresh process each on the CPU with a stated
+number of
 threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over ``runs`` timed
 runs), seconds per test volume (evaluation's path: resize, network, nearest neighbour back), peak memory
 (the growth of the process's peak resident set, reset once the runtime is imported, while it loads the
@@ -32,6 +34,7 @@ log = logging.getLogger("hkd")
 
 RUNTIMES = ("pytorch", "onnxruntime", "openvino")
 LOGIT_TOLERANCE = 1e-4  # an fp32 runtime's largest logit difference from PyTorch's (as hkd export checks)
+INT8_CALIBRATION = 64  # training slices that calibrate the int8 row's model (hkd export --int8's default)
 
 
 def flops(network: torch.nn.Module, size: int) -> int:
@@ -168,9 +171,10 @@ def _check_slices(volumes: list, size: int, n: int = 16) -> np.ndarray:
     return slices[np.linspace(0, len(slices) - 1, min(n, len(slices))).round().astype(int)]
 
 
-def runtimes_to_measure(onnx: bool) -> list[tuple[str, str]]:
+def runtimes_to_measure(onnx: bool, int8: bool = False) -> list[tuple[str, str]]:
     """(runtime, precision) pairs ``hkd cost`` measures here: PyTorch, and with ONNX, ONNX Runtime and (the
-    openvino extra installed) OpenVINO in fp32 and, where the CPU has bf16 arithmetic, in bf16."""
+    openvino extra installed) OpenVINO in fp32 and, where the CPU has bf16 arithmetic, in bf16; with ``int8``,
+    ONNX Runtime on the int8 model last."""
     from hkd import extras
     from hkd.infer.runtime import openvino_bf16
 
@@ -181,16 +185,19 @@ def runtimes_to_measure(onnx: bool) -> list[tuple[str, str]]:
             pairs.append(("openvino", "fp32"))
             if openvino_bf16():
                 pairs.append(("openvino", "bf16"))
+        if int8:
+            pairs.append(("onnxruntime", "int8"))
     return pairs
 
 
 def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, threads: int = 1, runs: int = 20,
                prepared: Path | None = None, volumes: int = 2, onnx: bool = True) -> list[dict]:
     """One row per runtime for the network ``name`` (see the module docstring)."""
-    from hkd.deploy.export import to_onnx
+    from hkd.deploy.export import calibration_slices, int8_as_designed, to_onnx
     from hkd.models import count_parameters
 
     network = network.eval()
+    int8 = onnx and prepared is not None  # its training slices calibrate the int8 model
     gflops = flops(network, size) / 1e9
     common = {"model": name, "params": count_parameters(network), "size": size, "gflops": gflops,
               "gflops_224": gflops if size == 224 else flops(at_size(spec, 224), 224) / 1e9, "threads": threads}
@@ -208,8 +215,12 @@ def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, th
             path = Path(tmp) / "model.onnx"
             onnx_lib.save(proto, path)
             files["onnxruntime"] = files["openvino"] = (path, os.path.getsize(path))
-        for kind, precision in runtimes_to_measure(onnx):
-            path, nbytes = files[kind]
+            if int8:
+                path = Path(tmp) / "model-int8.onnx"
+                onnx_lib.save(int8_as_designed(proto, spec, calibration_slices(prepared, INT8_CALIBRATION)), path)
+                files["onnxruntime", "int8"] = (path, os.path.getsize(path))
+        for kind, precision in runtimes_to_measure(onnx, int8):
+            path, nbytes = files.get((kind, precision)) or files[kind]
             m = measure_runtime(kind, path, size, threads, runs, vols, precision, check)
             lat = m["latency"]
             reference = reference or m  # PyTorch in fp32, measured first

@@ -262,6 +262,14 @@ def convolutions_of(graph_proto, prefixes: tuple[str, ...]) -> list[str]:
     return found
 
 
+def int8_as_designed(proto, spec: dict, calibration: np.ndarray):
+    """The int8 model ``--int8`` starts from, and ``hkd cost`` measures: the convolutions of ``proto`` quantised
+    but for the architecture's float parts (:data:`hkd.models.inference.INT8_FLOAT_PARTS`), calibrated on
+    ``calibration`` slices."""
+    pre = _pre_processed(proto)
+    return quantize_int8(pre, calibration, keep_float=convolutions_of(pre, int8_float_parts(spec)))
+
+
 def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: float,
                       float_parts: tuple[str, ...] = ()) -> tuple[object, dict]:
     """The int8 model of ``proto`` whose mean Dice on the validation cases is within ``limit`` of the float

@@ -41,8 +41,14 @@ def test_cost_table_and_its_figure(student_ckpt, prepared, tmp_path):
     print(table.to_string())
     from hkd.deploy.cost import runtimes_to_measure
 
-    assert list(zip(table["runtime"], table["precision"])) == runtimes_to_measure(onnx=True)
+    assert list(zip(table["runtime"], table["precision"])) == runtimes_to_measure(onnx=True, int8=True)
     assert list(table["runtime"][:2]) == ["pytorch", "onnxruntime"]
+    # the int8 row: the model hkd export --int8 starts from (int8 weights but for the decoder's and head's),
+    # run in ONNX Runtime, its logits and Dice against PyTorch's in fp32
+    int8 = table[table["precision"] == "int8"].iloc[0]
+    onnx_fp32 = table[(table["runtime"] == "onnxruntime") & (table["precision"] == "fp32")].iloc[0]
+    assert int8["runtime"] == "onnxruntime" and int8["file_mb"] < onnx_fp32["file_mb"]
+    assert 1e-4 < int8["max_abs_logit_diff"] < 1 and 0.99 < int8["argmax_agreement"] <= 1
     fp32 = table[table["precision"] == "fp32"]  # every fp32 runtime computes what PyTorch computes
     assert (fp32["max_abs_logit_diff"] <= 1e-4).all() and (fp32["argmax_agreement"] >= 0.999).all()
     assert table["test_dice"].between(0, 1).all() and table["dice_change"].iloc[0] == 0.0

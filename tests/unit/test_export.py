@@ -158,7 +158,7 @@ def test_the_study_exports_its_chosen_students_and_measures_their_cost(default_s
     from hkd.deploy.cost import runtimes_to_measure
 
     assert set(cost["model"]) == {"teacher", "0.25"}
-    assert set(zip(cost["runtime"], cost["precision"])) == set(runtimes_to_measure(onnx=True))
+    assert set(zip(cost["runtime"], cost["precision"])) == set(runtimes_to_measure(onnx=True, int8=True))
     assert (cost["runs"] >= 20).all() and (out / "figures" / "dice_vs_cost.png").stat().st_size > 10_000
 
 
