@@ -118,7 +118,8 @@ def parser_export(sub) -> None:
                    help="the largest mean Dice loss of --int8 against fp32 (default 0.005): it chooses the layers "
                         "kept in float on the validation cases, and no int8 model losing more on the test cases is "
                         "written")
-    p.add_argument("--calibration-slices", type=int, default=64)
+    p.add_argument("--calibration-slices", type=int, default=None,
+                   help="training slices that calibrate --int8 (a seeded draw; default 64)")
     p.add_argument("--report", type=Path, default=None, help="JSON of the parity (and int8) measurements")
     p.add_argument("--threads", type=int, default=1, help="threads of the latency measurements (--int8)")
     _allow_module_arg(p)

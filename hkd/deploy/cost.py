@@ -6,8 +6,7 @@ size of its weights (the network's state dict alone, as ``torch.save`` writes it
 and per runtime and precision (PyTorch eager; ONNX Runtime; with the ``openvino`` extra, OpenVINO in fp32
 and in bf16 where the CPU has it; with prepared data, ONNX Runtime on the int8 model ``hkd export --int8``
 starts from, calibrated on its training slices), measured in a fresh process each on the CPU with a stated
-number of
-threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over ``runs`` timed
+number of threads: latency of one slice at batch 1 (after warm-up runs; median and quartiles over ``runs`` timed
 runs), seconds per test volume (evaluation's path: resize, network, nearest neighbour back), peak memory
 (the growth of the process's peak resident set, reset once the runtime is imported, while it loads the
 model and runs slices at batch 1: the weights and the activations of one slice), and what it changes
@@ -34,7 +33,6 @@ log = logging.getLogger("hkd")
 
 RUNTIMES = ("pytorch", "onnxruntime", "openvino")
 LOGIT_TOLERANCE = 1e-4  # an fp32 runtime's largest logit difference from PyTorch's (as hkd export checks)
-INT8_CALIBRATION = 64  # training slices that calibrate the int8 row's model (hkd export --int8's default)
 
 
 def flops(network: torch.nn.Module, size: int) -> int:
@@ -193,7 +191,7 @@ def runtimes_to_measure(onnx: bool, int8: bool = False) -> list[tuple[str, str]]
 def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, threads: int = 1, runs: int = 20,
                prepared: Path | None = None, volumes: int = 2, onnx: bool = True) -> list[dict]:
     """One row per runtime for the network ``name`` (see the module docstring)."""
-    from hkd.deploy.export import calibration_slices, int8_as_designed, to_onnx
+    from hkd.deploy.export import CALIBRATION_SLICES, calibration_slices, int8_as_designed, to_onnx
     from hkd.models import count_parameters
 
     network = network.eval()
@@ -217,7 +215,7 @@ def model_cost(name: str, network: torch.nn.Module, spec: dict, size: int, *, th
             files["onnxruntime"] = files["openvino"] = (path, os.path.getsize(path))
             if int8:
                 path = Path(tmp) / "model-int8.onnx"
-                onnx_lib.save(int8_as_designed(proto, spec, calibration_slices(prepared, INT8_CALIBRATION)), path)
+                onnx_lib.save(int8_as_designed(proto, spec, calibration_slices(prepared, CALIBRATION_SLICES)), path)
                 files["onnxruntime", "int8"] = (path, os.path.getsize(path))
         for kind, precision in runtimes_to_measure(onnx, int8):
             path, nbytes = files.get((kind, precision)) or files[kind]

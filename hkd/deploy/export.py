@@ -173,6 +173,10 @@ def _with_metadata(proto, meta: dict[str, str]):
     return proto
 
 
+#: Training slices that calibrate an int8 model (``--calibration-slices``'s default, ``hkd cost``'s int8 row).
+CALIBRATION_SLICES = 64
+
+
 def calibration_slices(prepared: Path, n: int, seed: int = 0) -> np.ndarray:
     """``n`` training slices (seeded draw) for the int8 calibration."""
     train = load_slices(prepared, "train")
@@ -361,7 +365,7 @@ def check_int8_test_loss(checkpoint: Path, q: dict, limit: float) -> None:
                         "limit; the fp32 export keeps the Dice)")
 
 
-def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int = 64,
+def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calibration: int | None = None,
            check_slices: int | None = None, threads: int = 1, runs: int = 20,
            int8_dice_loss: float | None = None) -> tuple[object, dict]:
     """The ONNX model of ``checkpoint`` (ModelProto, with hkd's metadata) and the export report. ``prepared``
@@ -371,6 +375,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
     Raises DataError when ONNX Runtime and PyTorch disagree beyond the tolerances, or the int8 model loses
     more Dice than allowed (nothing is written then).
     """
+    calibration = CALIBRATION_SLICES if calibration is None else calibration
     if int8 and prepared is None:
         raise DataError("--int8: needs --data, the prepared data the model was trained on (its training slices "
                         "calibrate the quantisation, its test cases measure the Dice change)")
