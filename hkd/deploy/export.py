@@ -266,24 +266,29 @@ def convolutions_of(graph_proto, prefixes: tuple[str, ...]) -> list[str]:
     return found
 
 
+def _as_designed(pre, spec: dict, calibration: np.ndarray) -> tuple[object, list[str]]:
+    """The int8 model of a pre-processed graph with the architecture's float parts in float, and those parts'
+    convolutions."""
+    by_design = convolutions_of(pre, int8_float_parts(spec))
+    return quantize_int8(pre, calibration, keep_float=by_design), by_design
+
+
 def int8_as_designed(proto, spec: dict, calibration: np.ndarray):
     """The int8 model ``--int8`` starts from, and ``hkd cost`` measures: the convolutions of ``proto`` quantised
     but for the architecture's float parts (:data:`hkd.models.inference.INT8_FLOAT_PARTS`), calibrated on
     ``calibration`` slices."""
-    pre = _pre_processed(proto)
-    return quantize_int8(pre, calibration, keep_float=convolutions_of(pre, int8_float_parts(spec)))
+    return _as_designed(_pre_processed(proto), spec, calibration)[0]
 
 
 def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: float,
-                      float_parts: tuple[str, ...] = ()) -> tuple[object, dict]:
+                      spec: dict) -> tuple[object, dict]:
     """The int8 model of ``proto`` whose mean Dice on the validation cases is within ``limit`` of the float
     model's, and how it was chosen.
 
-    The convolutions of the architecture's ``float_parts`` (:data:`hkd.models.inference.INT8_FLOAT_PARTS`) stay
-    in float; the others are quantised. If that loses more than ``limit``, each quantised layer is quantised
-    alone to measure what its quantisation costs, and the costliest stay in float too, one more at a time,
-    until the loss is within the limit (measured on the validation cases, so the test cases stay unseen by the
-    choice)."""
+    It starts from :func:`int8_as_designed` (the architecture's float parts in float, the other convolutions
+    quantised). If that loses more than ``limit``, each quantised layer is quantised alone to measure what its
+    quantisation costs, and the costliest stay in float too, one more at a time, until the loss is within the
+    limit (measured on the validation cases, so the test cases stay unseen by the choice)."""
     pre = _pre_processed(proto)
 
     def val_dice(model) -> float:
@@ -291,9 +296,8 @@ def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: flo
         return float(np.mean(list(test_dice(run, prepared, "val").values())))
 
     fp32 = val_dice(pre)
-    by_design = convolutions_of(pre, float_parts)
+    quantised, by_design = _as_designed(pre, spec, calibration)
     kept = list(by_design)
-    quantised = quantize_int8(pre, calibration, keep_float=kept)
     layers = _quantised_nodes(quantised)
     loss = fp32 - val_dice(quantised)
     tried = {"float parts kept" if kept else "all layers int8": loss}
@@ -308,7 +312,7 @@ def int8_keeping_dice(proto, calibration: np.ndarray, prepared: Path, limit: flo
                 break
     total = sum(n.op_type in QUANTISED_OPS for n in pre.graph.node)
     choice = {"part": "val", "limit": limit, "val_mean_dice_fp32": fp32, "val_mean_dice_loss": loss,
-              "layers": total, "float_parts": list(float_parts), "kept_float": kept,
+              "layers": total, "float_parts": list(int8_float_parts(spec)), "kept_float": kept,
               "kept_for_dice": kept[len(by_design):], "tried": tried}
     if loss > limit:
         raise DataError(f"--int8: even with all {total} layers kept in float, the validation Dice drops by "
@@ -408,7 +412,7 @@ def export(checkpoint: Path, prepared: Path | None, *, int8: bool = False, calib
     if int8:
         limit = INT8_DICE_LOSS if int8_dice_loss is None else float(int8_dice_loss)
         quantised, choice = int8_keeping_dice(proto, calibration_slices(prepared, calibration), prepared, limit,
-                                              int8_float_parts(model.spec))
+                                              model.spec)
         q_session = runtime.ort_session(quantised.SerializeToString(), threads)
         q_run = runtime.ort_runner(q_session)
         fp32_cases, int8_cases = case_dice(runtime.ort_runner(session), prepared), case_dice(q_run, prepared)
